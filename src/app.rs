@@ -1,0 +1,159 @@
+//! Builds the service from its configuration and runs it until shutdown.
+//!
+//! `Application::build` binds the port (0 picks a free one, so tests run the real service side
+//! by side) and wires the store, the event bus, the use cases, the scheduler and both
+//! transports. `run` serves until the shutdown token is cancelled, then stops accepting, lets
+//! in-flight requests finish, ends event streams and stops claiming.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio::{net::TcpListener, sync::Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{Config, StoreKind},
+    events::EventBus,
+    grpc,
+    jobs::Jobs,
+    rest::{self, AppState, RestSettings},
+    scheduler::{Scheduler, SchedulerSettings},
+    store::{JobStore, sqlite::SqliteStore},
+};
+
+/// Events each slow live subscriber may fall behind by before it misses some.
+const EVENT_BUFFER: usize = 16 * 1024;
+
+/// The service, bound and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    scheduler: Scheduler,
+    /// Cancelled by `run` once serving has stopped, to end streams and the scheduler.
+    internal_shutdown: CancellationToken,
+    jobs: Jobs,
+    bus: EventBus,
+}
+
+impl Application {
+    /// Opens the store and binds the port.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store: Arc<dyn JobStore> = match config.store {
+            StoreKind::Embedded => Arc::new(SqliteStore::open(&config.data_dir)?),
+            StoreKind::Memory => Arc::new(SqliteStore::in_memory()?),
+        };
+        Self::with_store(config, store).await
+    }
+
+    /// As `build`, with a store made by the caller.
+    pub async fn with_store(config: Config, store: Arc<dyn JobStore>) -> anyhow::Result<Self> {
+        let bus = EventBus::new(EVENT_BUFFER);
+        let wake = Arc::new(Notify::new());
+        let jobs = Jobs::new(store.clone(), Arc::new(bus.clone()), wake.clone());
+        let internal_shutdown = CancellationToken::new();
+        let scheduler = Scheduler::new(
+            store,
+            Arc::new(bus.clone()),
+            wake,
+            SchedulerSettings {
+                batch_size: config.batch_size as usize,
+                lease: Duration::from_secs(config.lease_seconds),
+                idle_poll: Duration::from_millis(config.idle_poll_ms),
+                ..SchedulerSettings::default()
+            },
+        );
+        let state = AppState {
+            jobs: jobs.clone(),
+            bus: bus.clone(),
+            shutdown: internal_shutdown.clone(),
+        };
+        let rest_settings = RestSettings {
+            max_body_bytes: config.max_body_bytes,
+            request_timeout: config.request_timeout(),
+        };
+        let grpc = grpc::router(
+            jobs.clone(),
+            bus.clone(),
+            internal_shutdown.clone(),
+            config.max_body_bytes,
+        )
+        .await?;
+        let router = rest::router(state, &rest_settings).merge(grpc);
+        let address = SocketAddr::new(config.host, config.port);
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("Failed to listen on {address}"))?;
+        Ok(Self {
+            listener,
+            router,
+            scheduler,
+            internal_shutdown,
+            jobs,
+            bus,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The use cases, for embedding and benchmarks.
+    pub fn jobs(&self) -> Jobs {
+        self.jobs.clone()
+    }
+
+    /// The in-process event bus.
+    pub fn events(&self) -> EventBus {
+        self.bus.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled, then shuts down gracefully.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let internal = self.internal_shutdown.clone();
+        let scheduler = tokio::spawn(self.scheduler.run(internal.clone()));
+        tracing::info!(address = %self.listener.local_addr()?, "serving REST and gRPC");
+        // Open event streams never finish by themselves: end them when shutdown starts, so
+        // graceful shutdown waits only for ordinary requests.
+        let streams_end = {
+            let internal = internal.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                internal.cancel();
+            }
+        };
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(streams_end)
+            .await;
+        internal.cancel();
+        scheduler.await.context("the scheduler task failed")?;
+        tracing::info!("stopped");
+        served.context("the server failed")
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,23 @@
+//! A durable job scheduler.
+//!
+//! Users create jobs over REST or gRPC; the scheduler fires each one when it is due by
+//! recording a run and publishing a run event, and executors report the result back.
+//!
+//! - [`domain`]: jobs, schedules, runs, and parsing raw input into them.
+//! - [`jobs`]: the use cases, the one layer both transports call.
+//! - [`store`]: the `JobStore` port and its embedded SQLite adapter.
+//! - [`events`]: events, the `EventSink` port and the in-process bus.
+//! - [`scheduler`]: the loop that claims and fires due jobs.
+//! - [`rest`] and [`grpc`]: the two transports, thin and mirrored.
+//! - [`app`]: wiring and the server on one port; [`config`]: settings.
+
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod jobs;
+pub mod rest;
+pub mod scheduler;
+pub mod store;

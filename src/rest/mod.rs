@@ -1,0 +1,92 @@
+//! The JSON REST API under `/api/v1`, health endpoints, the OpenAPI document and Swagger UI.
+
+pub mod jobs;
+pub mod problem;
+
+use std::time::Duration;
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    http::StatusCode,
+    routing::{get, post},
+};
+use tokio_util::sync::CancellationToken;
+use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::{events::EventBus, jobs::Jobs};
+
+/// What every handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub jobs: Jobs,
+    /// Live events for the SSE stream.
+    pub bus: EventBus,
+    /// Ends open event streams when the service shuts down.
+    pub shutdown: CancellationToken,
+}
+
+/// The OpenAPI document of the REST API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Scheduler",
+        description = "Durable job scheduler: create jobs that fire at a time, follow their runs, report results.",
+        license(name = "MIT")
+    ),
+    paths(
+        jobs::create, jobs::list, jobs::get, jobs::update, jobs::delete,
+        jobs::list_runs, jobs::report_result, jobs::events, jobs::healthz, jobs::readyz
+    ),
+    components(schemas(
+        crate::domain::JobInput, crate::domain::ScheduleInput, crate::domain::JobType,
+        crate::domain::JobStatus, crate::domain::RunStatus, crate::error::FieldError,
+        jobs::JobView, jobs::ScheduleView, jobs::JobPage, jobs::RunView, jobs::RunPage,
+        jobs::ResultInput, jobs::EventView, problem::Problem
+    )),
+    tags(
+        (name = "jobs", description = "Create, read, change and delete jobs"),
+        (name = "runs", description = "A job's executions and their results"),
+        (name = "events", description = "Live lifecycle and run events"),
+        (name = "health", description = "Liveness and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+/// REST limits.
+#[derive(Debug, Clone)]
+pub struct RestSettings {
+    /// Largest request body; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Longest a request may take; slower ones get 408 (the event stream is exempt).
+    pub request_timeout: Duration,
+}
+
+/// The REST side of the service: `/api/v1`, health, docs, and a problem-shaped 404 for
+/// everything else.
+pub fn router(state: AppState, settings: &RestSettings) -> Router {
+    let api = Router::new()
+        .route("/jobs", post(jobs::create).get(jobs::list))
+        .route(
+            "/jobs/{id}",
+            get(jobs::get).patch(jobs::update).delete(jobs::delete),
+        )
+        .route("/jobs/{id}/runs", get(jobs::list_runs))
+        .route("/jobs/{id}/runs/{run_id}/result", post(jobs::report_result))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            settings.request_timeout,
+        ))
+        .route("/events", get(jobs::events));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(jobs::healthz))
+        .route("/readyz", get(jobs::readyz))
+        .with_state(state)
+        .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", ApiDoc::openapi()))
+        .fallback(problem::not_found)
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(TraceLayer::new_for_http())
+}

@@ -1,0 +1,177 @@
+//! Errors as `application/problem+json` (RFC 9457): the REST half of the error table in
+//! `crate::error`, and the extractors whose rejections take the same shape.
+
+use axum::{
+    extract::{FromRequest, FromRequestParts, Request, rejection::BytesRejection},
+    http::{HeaderValue, StatusCode, header, request::Parts},
+    response::{IntoResponse, Response},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use utoipa::ToSchema;
+
+use crate::error::{Error, FieldError, decode_json};
+
+/// An error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// `about:blank`: the status and title say what kind of problem it is.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The fields at fault, by REST path.
+    pub errors: Vec<FieldError>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        let title = status.canonical_reason().unwrap_or("Error").to_owned();
+        Self {
+            // No page documents the kinds: RFC 9457 says `about:blank` then, with the
+            // status phrase as the title.
+            kind: "about:blank".to_owned(),
+            title,
+            status: status.as_u16(),
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, axum::Json(self)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
+
+impl From<&Error> for Problem {
+    fn from(error: &Error) -> Self {
+        let status = match error {
+            Error::Invalid(_) => StatusCode::BAD_REQUEST,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::AlreadyExists(_) | Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
+            Error::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let mut problem = Problem::new(status, error.to_string());
+        if let Error::Invalid(fields) = error {
+            problem.errors = fields.clone();
+        }
+        problem
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        match &self {
+            Error::Internal(cause) | Error::Unavailable(cause) => {
+                tracing::error!(error = ?cause, "request failed");
+            }
+            _ => {}
+        }
+        let mut response = Problem::from(&self).into_response();
+        if matches!(self, Error::Unavailable(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// The rejection of this module's extractors: a problem response.
+pub struct Rejection(Response);
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        self.0
+    }
+}
+
+impl From<Error> for Rejection {
+    fn from(e: Error) -> Self {
+        Self(e.into_response())
+    }
+}
+
+/// A JSON body decoded into `T`: a body that is not JSON, too large, or of the wrong shape is
+/// rejected with a problem naming the field, like every other mistake.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = Rejection;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json" || mime.ends_with("+json")
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(Rejection(
+                Problem::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "the body must be JSON (Content-Type: application/json)",
+                )
+                .into_response(),
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
+        Ok(Self(decode_json(&bytes)?))
+    }
+}
+
+fn body_rejection(rejection: BytesRejection) -> Rejection {
+    let status = rejection.status();
+    let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "the body is larger than the service accepts".to_owned()
+    } else {
+        rejection.body_text()
+    };
+    Rejection(Problem::new(status, detail).into_response())
+}
+
+/// Query parameters decoded into `T`, with a problem response on malformed input.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        serde_urlencoded_query(query)
+            .map(Self)
+            .map_err(|e| Rejection(Error::invalid("query", e).into_response()))
+    }
+}
+
+fn serde_urlencoded_query<T: DeserializeOwned>(query: &str) -> Result<T, String> {
+    axum::extract::Query::<T>::try_from_uri(
+        &format!("/?{query}")
+            .parse()
+            .map_err(|_| "is malformed".to_owned())?,
+    )
+    .map(|q| q.0)
+    .map_err(|e| e.body_text())
+}
+
+/// The 404 for paths the service does not serve.
+pub async fn not_found() -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "no such path")
+}

@@ -1,0 +1,536 @@
+//! The embedded job store: SQLite (bundled, so nothing is needed from the system) in one file.
+//!
+//! Each job is a JSON document in `jobs.doc`, beside the columns the queries filter and order on,
+//! so the store reads like the MongoDB adapter's documents. SQLite runs in WAL mode with
+//! `synchronous = FULL`: a write the API acknowledged survives a crash of the process or of the
+//! machine. Several processes may share one file; writes take the database lock
+//! (`BEGIN IMMEDIATE`) and wait up to the busy timeout for it.
+//!
+//! rusqlite is synchronous: each call runs on tokio's blocking pool, holding the one connection.
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context, anyhow};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, ToSql, TransactionBehavior, params};
+
+use super::{IdempotencyKey, JobFilter, JobStore, Lease, PageRequest, StoreError};
+use crate::domain::{Job, JobId, JobStatus, Run, RunId};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    doc TEXT NOT NULL,
+    name TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    job_type INTEGER NOT NULL,
+    due_at INTEGER,
+    created_at INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    lease_owner TEXT,
+    lease_until INTEGER,
+    idempotency_key TEXT UNIQUE,
+    idempotency_fingerprint TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs(status, due_at);
+CREATE INDEX IF NOT EXISTS jobs_lease ON jobs(lease_until) WHERE lease_until IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at, id);
+CREATE INDEX IF NOT EXISTS jobs_name ON jobs(name);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    fired_at INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_job ON runs(job_id, fired_at);
+";
+
+/// The embedded store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    /// The one connection; SQLite serialises writers anyway.
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file `jobs.db` in `dir`.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("Failed to create the data directory {}", dir.display()))?;
+        let path = dir.join("jobs.db");
+        let conn = Connection::open(&path)
+            .with_context(|| format!("Failed to open {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        Self::init(conn)
+    }
+
+    /// A private in-memory database, for tests.
+    pub fn in_memory() -> anyhow::Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> anyhow::Result<Self> {
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)
+            .context("Failed to create the embedded store's schema")?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().map_err(|_| {
+                StoreError::Internal(anyhow!("the store's connection lock is poisoned"))
+            })?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(anyhow!(e)))?
+    }
+}
+
+fn map_err(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::ConstraintViolation) => StoreError::DuplicateKey,
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(anyhow!(e))
+        }
+        Some(ErrorCode::CannotOpen | ErrorCode::DiskFull | ErrorCode::SystemIoFailure) => {
+            StoreError::Unavailable(anyhow!(e))
+        }
+        _ => StoreError::Internal(anyhow!(e)),
+    }
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// Decodes a stored document; a malformed one is logged and skipped, never a panic.
+fn decode<T: serde::de::DeserializeOwned>(kind: &str, id: &str, doc: &str) -> Option<T> {
+    match serde_json::from_str(doc) {
+        Ok(value) => Some(value),
+        Err(error) => {
+            tracing::error!(%error, kind, id, "skipping a malformed stored document");
+            None
+        }
+    }
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Internal(anyhow!(e)))
+}
+
+/// The due time the claim query sees: only scheduled jobs are due.
+fn due_at(job: &Job) -> Option<i64> {
+    (job.status == JobStatus::Scheduled)
+        .then_some(job.schedule_time)
+        .flatten()
+        .map(millis)
+}
+
+fn read_jobs(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: &[&dyn ToSql],
+) -> Result<Vec<Job>, StoreError> {
+    let rows = stmt
+        .query_map(params, |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })
+        .map_err(map_err)?;
+    let mut jobs = Vec::new();
+    for row in rows {
+        let (id, doc) = row.map_err(map_err)?;
+        jobs.extend(decode::<Job>("job", &id, &doc));
+    }
+    Ok(jobs)
+}
+
+/// Replaces a job's row if it has `expected_version` (and, with `owner`, is held by that owner).
+fn replace_job(
+    tx: &rusqlite::Transaction<'_>,
+    job: &Job,
+    expected_version: u64,
+    owner: Option<&str>,
+) -> Result<bool, StoreError> {
+    let changed = tx
+        .execute(
+            "UPDATE jobs SET doc = ?1, name = ?2, status = ?3, job_type = ?4, due_at = ?5,
+                 version = ?6, lease_owner = NULL, lease_until = NULL
+             WHERE id = ?7 AND version = ?8 AND (?9 IS NULL OR lease_owner = ?9)",
+            params![
+                encode(job)?,
+                job.name,
+                job.status.code(),
+                job.job_type.code(),
+                due_at(job),
+                job.version as i64,
+                job.id.to_string(),
+                expected_version as i64,
+                owner,
+            ],
+        )
+        .map_err(map_err)?;
+    Ok(changed == 1)
+}
+
+fn upsert_run(tx: &rusqlite::Transaction<'_>, run: &Run) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO runs (run_id, job_id, fired_at, doc) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(run_id) DO UPDATE SET doc = excluded.doc",
+        params![
+            run.run_id.to_string(),
+            run.job_id.to_string(),
+            millis(run.fired_at),
+            encode(run)?
+        ],
+    )
+    .map_err(map_err)?;
+    Ok(())
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(map_err))
+            .await
+    }
+
+    async fn insert(
+        &self,
+        job: &Job,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<(), StoreError> {
+        let job = job.clone();
+        let idempotency = idempotency.cloned();
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO jobs (id, doc, name, status, job_type, due_at, created_at, version,
+                     idempotency_key, idempotency_fingerprint)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    job.id.to_string(),
+                    encode(&job)?,
+                    job.name,
+                    job.status.code(),
+                    job.job_type.code(),
+                    due_at(&job),
+                    millis(job.created_at),
+                    job.version as i64,
+                    idempotency.as_ref().map(|k| k.key.as_str()),
+                    idempotency.as_ref().map(|k| k.fingerprint.as_str()),
+                ],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find_by_idempotency_key(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Job, String)>, StoreError> {
+        let key = key.to_owned();
+        self.with(move |conn| {
+            let row = conn
+                .query_row(
+                    "SELECT id, doc, idempotency_fingerprint FROM jobs WHERE idempotency_key = ?1",
+                    [&key],
+                    |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(map_err)?;
+            Ok(row.and_then(|(id, doc, fingerprint)| {
+                decode::<Job>("job", &id, &doc).map(|job| (job, fingerprint))
+            }))
+        })
+        .await
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.with(move |conn| {
+            let id = id.to_string();
+            let doc = conn
+                .query_row("SELECT doc FROM jobs WHERE id = ?1", [&id], |row| {
+                    row.get::<_, String>(0)
+                })
+                .optional()
+                .map_err(map_err)?;
+            Ok(doc.and_then(|doc| decode("job", &id, &doc)))
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        filter: &JobFilter,
+        page: PageRequest,
+    ) -> Result<(Vec<Job>, u64), StoreError> {
+        let filter = filter.clone();
+        self.with(move |conn| {
+            let mut clauses = Vec::new();
+            let mut values: Vec<Box<dyn ToSql>> = Vec::new();
+            if let Some(status) = filter.status {
+                values.push(Box::new(status.code()));
+                clauses.push(format!("status = ?{}", values.len()));
+            }
+            if let Some(job_type) = filter.job_type {
+                values.push(Box::new(job_type.code()));
+                clauses.push(format!("job_type = ?{}", values.len()));
+            }
+            if let Some(prefix) = filter.name_prefix.filter(|p| !p.is_empty()) {
+                // A range, so the name index serves the prefix match.
+                values.push(Box::new(format!("{prefix}{}", char::MAX)));
+                values.push(Box::new(prefix));
+                clauses.push(format!(
+                    "name >= ?{} AND name < ?{}",
+                    values.len(),
+                    values.len() - 1
+                ));
+            }
+            let filter_sql = if clauses.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", clauses.join(" AND "))
+            };
+            let refs: Vec<&dyn ToSql> = values.iter().map(|v| v.as_ref()).collect();
+            let total: i64 = conn
+                .query_row(
+                    &format!("SELECT COUNT(*) FROM jobs {filter_sql}"),
+                    refs.as_slice(),
+                    |r| r.get(0),
+                )
+                .map_err(map_err)?;
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT id, doc FROM jobs {filter_sql}
+                     ORDER BY created_at DESC, id DESC LIMIT {} OFFSET {}",
+                    page.size,
+                    page.offset()
+                ))
+                .map_err(map_err)?;
+            let jobs = read_jobs(&mut stmt, &refs)?;
+            Ok((jobs, total as u64))
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        job: &Job,
+        expected_version: u64,
+        run: Option<&Run>,
+    ) -> Result<(), StoreError> {
+        let job = job.clone();
+        let run = run.cloned();
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            if !replace_job(&tx, &job, expected_version, None)? {
+                let exists = tx
+                    .query_row(
+                        "SELECT 1 FROM jobs WHERE id = ?1",
+                        [job.id.to_string()],
+                        |_| Ok(()),
+                    )
+                    .optional()
+                    .map_err(map_err)?
+                    .is_some();
+                return Err(if exists {
+                    StoreError::VersionConflict
+                } else {
+                    StoreError::NotFound
+                });
+            }
+            if let Some(run) = &run {
+                upsert_run(&tx, run)?;
+            }
+            tx.commit().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn delete(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.with(move |conn| {
+            let id = id.to_string();
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let doc = tx
+                .query_row(
+                    "DELETE FROM jobs WHERE id = ?1 RETURNING doc",
+                    [&id],
+                    |row| row.get::<_, String>(0),
+                )
+                .optional()
+                .map_err(map_err)?;
+            tx.execute("DELETE FROM runs WHERE job_id = ?1", [&id])
+                .map_err(map_err)?;
+            tx.commit().map_err(map_err)?;
+            Ok(doc.and_then(|doc| decode("job", &id, &doc)))
+        })
+        .await
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.with(|conn| {
+            let due: Option<i64> = conn
+                .query_row(
+                    "SELECT MIN(due_at) FROM jobs WHERE status = ?1 AND lease_until IS NULL",
+                    [JobStatus::Scheduled.code()],
+                    |r| r.get(0),
+                )
+                .map_err(map_err)?;
+            let lapse: Option<i64> = conn
+                .query_row(
+                    "SELECT MIN(lease_until) FROM jobs WHERE lease_until IS NOT NULL",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(map_err)?;
+            Ok(due.into_iter().chain(lapse).min().map(from_millis))
+        })
+        .await
+    }
+
+    async fn claim_due(
+        &self,
+        lease: &Lease,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        let lease = lease.clone();
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let mut jobs = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "UPDATE jobs SET lease_owner = ?1, lease_until = ?2
+                         WHERE id IN (
+                             SELECT id FROM jobs
+                             WHERE status = ?3 AND due_at <= ?4
+                               AND (lease_until IS NULL OR lease_until < ?4)
+                             ORDER BY due_at LIMIT ?5)
+                         RETURNING id, doc",
+                    )
+                    .map_err(map_err)?;
+                read_jobs(
+                    &mut stmt,
+                    params![
+                        lease.owner,
+                        millis(lease.until),
+                        JobStatus::Scheduled.code(),
+                        millis(now),
+                        limit as i64
+                    ],
+                )?
+            };
+            tx.commit().map_err(map_err)?;
+            jobs.sort_by_key(|j| j.schedule_time);
+            Ok(jobs)
+        })
+        .await
+    }
+
+    async fn record_fires(
+        &self,
+        lease: &Lease,
+        fires: &[(Job, Run)],
+    ) -> Result<Vec<JobId>, StoreError> {
+        let owner = lease.owner.clone();
+        let fires = fires.to_vec();
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let mut written = Vec::with_capacity(fires.len());
+            for (job, run) in &fires {
+                if replace_job(&tx, job, job.version - 1, Some(&owner))? {
+                    upsert_run(&tx, run)?;
+                    written.push(job.id);
+                }
+            }
+            tx.commit().map_err(map_err)?;
+            Ok(written)
+        })
+        .await
+    }
+
+    async fn get_run(&self, job: JobId, run: RunId) -> Result<Option<Run>, StoreError> {
+        self.with(move |conn| {
+            let run_id = run.to_string();
+            let doc = conn
+                .query_row(
+                    "SELECT doc FROM runs WHERE run_id = ?1 AND job_id = ?2",
+                    [&run_id, &job.to_string()],
+                    |row| row.get::<_, String>(0),
+                )
+                .optional()
+                .map_err(map_err)?;
+            Ok(doc.and_then(|doc| decode("run", &run_id, &doc)))
+        })
+        .await
+    }
+
+    async fn list_runs(
+        &self,
+        job: JobId,
+        page: PageRequest,
+    ) -> Result<(Vec<Run>, u64), StoreError> {
+        self.with(move |conn| {
+            let job = job.to_string();
+            let total: i64 = conn
+                .query_row("SELECT COUNT(*) FROM runs WHERE job_id = ?1", [&job], |r| {
+                    r.get(0)
+                })
+                .map_err(map_err)?;
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT run_id, doc FROM runs WHERE job_id = ?1
+                     ORDER BY fired_at DESC, run_id DESC LIMIT ?2 OFFSET ?3",
+                )
+                .map_err(map_err)?;
+            let rows = stmt
+                .query_map(
+                    params![job, page.size as i64, page.offset() as i64],
+                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+                )
+                .map_err(map_err)?;
+            let mut runs = Vec::new();
+            for row in rows {
+                let (id, doc) = row.map_err(map_err)?;
+                runs.extend(decode::<Run>("run", &id, &doc));
+            }
+            Ok((runs, total as u64))
+        })
+        .await
+    }
+}
