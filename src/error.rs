@@ -86,15 +86,33 @@ impl From<StoreError> for Error {
     }
 }
 
-/// Decodes JSON input into `T`; a malformed document or a wrong field becomes an `Invalid`
+/// Decodes a JSON object into `T`; a malformed document or a wrong field becomes an `Invalid`
 /// error that names the field's path (`schedule.runAt`) and says what was expected.
 pub fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
-    de.end().map_err(|e| {
-        Error::invalid("body", format!("is not valid JSON: {}", strip_position(&e)))
-    })?;
-    Ok(value)
+    let decoded = match serde_path_to_error::deserialize(&mut de) {
+        Ok(value) => value,
+        // serde_json reports some type mismatches (a number where an enum belongs) as syntax
+        // errors; when the document itself is well-formed, decode it again as a value to name
+        // the field.
+        Err(e) if e.inner().is_syntax() => {
+            return match serde_json::from_slice::<serde_json::Value>(bytes) {
+                Ok(value) => decode_value(value),
+                Err(syntax) => Err(not_json(&syntax)),
+            };
+        }
+        Err(_) if bytes.trim_ascii_start().first() != Some(&b'{') => {
+            // serde reads a struct from an array too; say what the body should be instead.
+            return Err(Error::invalid("body", "must be a JSON object"));
+        }
+        Err(e) => return Err(path_error(e)),
+    };
+    de.end().map_err(|e| not_json(&e))?;
+    Ok(decoded)
+}
+
+fn not_json(e: &serde_json::Error) -> Error {
+    Error::invalid("body", format!("is not valid JSON: {e}"))
 }
 
 /// Decodes an already parsed JSON value into `T`, with the same errors as [`decode_json`].
@@ -111,8 +129,21 @@ fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> Error {
             format!("is not valid JSON: {}", strip_position(&inner)),
         );
     }
+    let message = strip_position(&inner);
+    // serde names a missing field in its message, at the parent's path: name the field itself.
+    if let Some(missing) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        let field = if path == "." {
+            missing.to_owned()
+        } else {
+            format!("{path}.{missing}")
+        };
+        return Error::invalid(&field, "is required");
+    }
     let field = if path == "." { "body".to_owned() } else { path };
-    Error::invalid(&field, strip_position(&inner))
+    Error::invalid(&field, message)
 }
 
 /// serde_json's message without its " at line 1 column 7" suffix.

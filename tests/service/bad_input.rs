@@ -1,0 +1,537 @@
+//! Bad input gets a precise error and changes nothing: tables over both transports.
+
+use scheduler::grpc::pb;
+use serde_json::{Value, json};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::helpers::{TestApp, email_job};
+
+/// One bad REST request and what it must answer.
+struct Case {
+    what: &'static str,
+    method: &'static str,
+    /// `{id}` is replaced by a stored job's id.
+    path: String,
+    content_type: &'static str,
+    body: Vec<u8>,
+    status: u16,
+    /// The field the problem must name, if any.
+    field: Option<&'static str>,
+}
+
+fn case(
+    what: &'static str,
+    method: &'static str,
+    path: &str,
+    body: Value,
+    status: u16,
+    field: Option<&'static str>,
+) -> Case {
+    Case {
+        what,
+        method,
+        path: path.to_owned(),
+        content_type: "application/json",
+        body: body.to_string().into_bytes(),
+        status,
+        field,
+    }
+}
+
+fn with(mut base: Value, pointer: &str, value: Value) -> Value {
+    *base.pointer_mut(pointer).unwrap() = value;
+    base
+}
+
+fn without(mut base: Value, parent: &str, key: &str) -> Value {
+    base.pointer_mut(parent)
+        .unwrap()
+        .as_object_mut()
+        .unwrap()
+        .remove(key);
+    base
+}
+
+fn cases() -> Vec<Case> {
+    let good = email_job("weekly report", "2030-01-01T09:00:00Z");
+    let jobs = "/api/v1/jobs";
+    let mut cases = vec![
+        case(
+            "wrong type for name",
+            "POST",
+            jobs,
+            with(good.clone(), "/name", json!(5)),
+            400,
+            Some("name"),
+        ),
+        case(
+            "wrong type for jobData",
+            "POST",
+            jobs,
+            with(good.clone(), "/jobData", json!("text")),
+            400,
+            Some("jobData"),
+        ),
+        case(
+            "unknown job type",
+            "POST",
+            jobs,
+            with(good.clone(), "/jobType", json!("FAX")),
+            400,
+            Some("jobType"),
+        ),
+        case(
+            "job type as a number",
+            "POST",
+            jobs,
+            with(good.clone(), "/jobType", json!(7)),
+            400,
+            Some("jobType"),
+        ),
+        case(
+            "name too short",
+            "POST",
+            jobs,
+            with(good.clone(), "/name", json!("ab")),
+            400,
+            Some("name"),
+        ),
+        case(
+            "name only spaces",
+            "POST",
+            jobs,
+            with(good.clone(), "/name", json!("      ")),
+            400,
+            Some("name"),
+        ),
+        case(
+            "name too long",
+            "POST",
+            jobs,
+            with(good.clone(), "/name", json!("n".repeat(251))),
+            400,
+            Some("name"),
+        ),
+        case(
+            "description too long",
+            "POST",
+            jobs,
+            with(good.clone(), "/description", json!("d".repeat(501))),
+            400,
+            Some("description"),
+        ),
+        case(
+            "invalid timestamp",
+            "POST",
+            jobs,
+            with(
+                good.clone(),
+                "/schedule/runAt",
+                json!("2030-13-45T99:00:00Z"),
+            ),
+            400,
+            Some("schedule.runAt"),
+        ),
+        case(
+            "timestamp without zone",
+            "POST",
+            jobs,
+            with(
+                good.clone(),
+                "/schedule/runAt",
+                json!("2030-01-01T09:00:00"),
+            ),
+            400,
+            Some("schedule.runAt"),
+        ),
+        case(
+            "missing schedule",
+            "POST",
+            jobs,
+            without(good.clone(), "", "schedule"),
+            400,
+            Some("schedule"),
+        ),
+        case(
+            "empty schedule",
+            "POST",
+            jobs,
+            with(good.clone(), "/schedule", json!({})),
+            400,
+            Some("schedule.runAt"),
+        ),
+        case(
+            "EMAIL data missing the destination",
+            "POST",
+            jobs,
+            without(good.clone(), "/jobData", "DestinationAddress"),
+            400,
+            Some("jobData.DestinationAddress"),
+        ),
+        case(
+            "EMAIL data with a bad address",
+            "POST",
+            jobs,
+            with(
+                good.clone(),
+                "/jobData/SourceAddress",
+                json!("not-an-address"),
+            ),
+            400,
+            Some("jobData.SourceAddress"),
+        ),
+        case(
+            "jobData over 64 KiB",
+            "POST",
+            jobs,
+            with(
+                good.clone(),
+                "/jobData/Message",
+                json!("m".repeat(70 * 1024)),
+            ),
+            400,
+            Some("jobData"),
+        ),
+        case(
+            "unknown field",
+            "POST",
+            jobs,
+            with(good.clone(), "/name", json!("fine name"))
+                .as_object()
+                .cloned()
+                .map(|mut m| {
+                    m.insert("status".into(), json!("RUNNING"));
+                    Value::Object(m)
+                })
+                .unwrap(),
+            400,
+            Some("status"),
+        ),
+        case(
+            "body not an object",
+            "POST",
+            jobs,
+            json!([1, 2]),
+            400,
+            Some("body"),
+        ),
+        case(
+            "bad ObjectId",
+            "GET",
+            "/api/v1/jobs/123",
+            Value::Null,
+            400,
+            Some("id"),
+        ),
+        case(
+            "query operator as id",
+            "GET",
+            "/api/v1/jobs/%7B%22%24gt%22%3A%20%22%22%7D",
+            Value::Null,
+            400,
+            Some("id"),
+        ),
+        case(
+            "query operator as id on delete",
+            "DELETE",
+            "/api/v1/jobs/%7B%22%24gt%22%3A%22%22%7D",
+            Value::Null,
+            400,
+            Some("id"),
+        ),
+        case(
+            "page 0",
+            "GET",
+            "/api/v1/jobs?page=0",
+            Value::Null,
+            400,
+            Some("page"),
+        ),
+        case(
+            "size 1000",
+            "GET",
+            "/api/v1/jobs?size=1000",
+            Value::Null,
+            400,
+            Some("size"),
+        ),
+        case(
+            "size not a number",
+            "GET",
+            "/api/v1/jobs?size=ten",
+            Value::Null,
+            400,
+            Some("size"),
+        ),
+        case(
+            "unknown status filter",
+            "GET",
+            "/api/v1/jobs?status=DONE",
+            Value::Null,
+            400,
+            Some("status"),
+        ),
+        case(
+            "bad run id",
+            "POST",
+            "/api/v1/jobs/{id}/runs/not-a-uuid/result",
+            json!({"status": "SUCCEEDED"}),
+            400,
+            Some("runId"),
+        ),
+        case(
+            "result status RUNNING",
+            "POST",
+            "/api/v1/jobs/{id}/runs/6f1d3a2c-9b7e-4c58-a0d2-51e38f47c916/result",
+            json!({"status": "RUNNING"}),
+            400,
+            Some("status"),
+        ),
+        case(
+            "patch with a bad time",
+            "PATCH",
+            "/api/v1/jobs/{id}",
+            json!({"schedule": {"runAt": "yesterday"}}),
+            400,
+            Some("schedule.runAt"),
+        ),
+        case(
+            "patch removing the name",
+            "PATCH",
+            "/api/v1/jobs/{id}",
+            json!({"name": null}),
+            400,
+            Some("name"),
+        ),
+        case(
+            "patch of a read-only field",
+            "PATCH",
+            "/api/v1/jobs/{id}",
+            json!({"status": "SUCCEEDED"}),
+            400,
+            Some("status"),
+        ),
+        case(
+            "patch not an object",
+            "PATCH",
+            "/api/v1/jobs/{id}",
+            json!("rename"),
+            400,
+            Some("body"),
+        ),
+    ];
+    cases.push(Case {
+        what: "malformed JSON",
+        method: "POST",
+        path: jobs.into(),
+        content_type: "application/json",
+        body: br#"{"name": "weekly report", "#.to_vec(),
+        status: 400,
+        field: Some("body"),
+    });
+    cases.push(Case {
+        what: "not JSON",
+        method: "POST",
+        path: jobs.into(),
+        content_type: "text/plain",
+        body: good.to_string().into_bytes(),
+        status: 415,
+        field: None,
+    });
+    cases.push(Case {
+        what: "oversized body",
+        method: "POST",
+        path: jobs.into(),
+        content_type: "application/json",
+        body: with(
+            good.clone(),
+            "/jobData/Message",
+            json!("m".repeat(400 * 1024)),
+        )
+        .to_string()
+        .into_bytes(),
+        status: 413,
+        field: None,
+    });
+    cases.push(Case {
+        what: "malformed patch",
+        method: "PATCH",
+        path: "/api/v1/jobs/{id}".into(),
+        content_type: "application/merge-patch+json",
+        body: b"{name".to_vec(),
+        status: 400,
+        field: Some("body"),
+    });
+    cases
+}
+
+#[tokio::test]
+async fn bad_rest_input_gets_a_precise_problem_and_stores_nothing() {
+    let app = TestApp::spawn().await;
+    let existing = app
+        .create_job(&email_job("existing job", "2030-01-01T09:00:00Z"))
+        .await;
+    let id = existing["id"].as_str().unwrap();
+
+    for case in cases() {
+        let url = app.url(&case.path.replace("{id}", id));
+        let method = reqwest::Method::from_bytes(case.method.as_bytes()).unwrap();
+        let mut request = app.http.request(method, url);
+        if !matches!(case.method, "GET" | "DELETE") {
+            request = request
+                .header("content-type", case.content_type)
+                .body(case.body.clone());
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), case.status, "{}", case.what);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{}",
+            case.what
+        );
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["status"], case.status, "{}", case.what);
+        if let Some(field) = case.field {
+            let fields: Vec<_> = problem["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["field"].as_str().unwrap().to_owned())
+                .collect();
+            assert!(
+                fields.iter().any(|f| f == field),
+                "{}: {fields:?}",
+                case.what
+            );
+        }
+    }
+
+    // Nothing was stored or changed.
+    assert_eq!(app.job_count().await, 1);
+    assert_eq!(app.get_job(id).await, existing);
+}
+
+#[tokio::test]
+async fn bad_grpc_input_is_invalid_argument_with_field_violations_and_stores_nothing() {
+    let app = TestApp::spawn().await;
+    let mut client = app.grpc().await;
+    let valid = pb::CreateJobRequest {
+        name: "weekly report".into(),
+        description: String::new(),
+        schedule_time: Some(prost_types::Timestamp {
+            seconds: 1_900_000_000,
+            nanos: 0,
+        }),
+        job_type: pb::JobType::Sms as i32,
+        job_data: "{}".into(),
+    };
+    let cases: Vec<(&str, pb::CreateJobRequest, &str)> = vec![
+        (
+            "name too short",
+            pb::CreateJobRequest {
+                name: "ab".into(),
+                ..valid.clone()
+            },
+            "name",
+        ),
+        (
+            "unknown job type",
+            pb::CreateJobRequest {
+                job_type: 9,
+                ..valid.clone()
+            },
+            "job_type",
+        ),
+        (
+            "job data not JSON",
+            pb::CreateJobRequest {
+                job_data: "{oops".into(),
+                ..valid.clone()
+            },
+            "job_data",
+        ),
+        (
+            "job data not an object",
+            pb::CreateJobRequest {
+                job_data: "[1]".into(),
+                ..valid.clone()
+            },
+            "job_data",
+        ),
+        (
+            "no schedule time",
+            pb::CreateJobRequest {
+                schedule_time: None,
+                ..valid.clone()
+            },
+            "schedule_time",
+        ),
+        (
+            "invalid timestamp",
+            pb::CreateJobRequest {
+                schedule_time: Some(prost_types::Timestamp {
+                    seconds: 0,
+                    nanos: -5,
+                }),
+                ..valid.clone()
+            },
+            "schedule_time",
+        ),
+        (
+            "EMAIL without addresses",
+            pb::CreateJobRequest {
+                job_type: pb::JobType::Email as i32,
+                job_data: r#"{"Subject":"s","Message":"m"}"#.into(),
+                ..valid.clone()
+            },
+            "job_data.SourceAddress",
+        ),
+    ];
+    for (what, request, field) in cases {
+        let status = client.create_job(request).await.expect_err(what);
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}");
+        let violations = status
+            .get_details_bad_request()
+            .expect("field violations")
+            .field_violations;
+        assert!(
+            violations.iter().any(|v| v.field == field),
+            "{what}: {violations:?}"
+        );
+    }
+
+    for id in ["123", r#"{"$gt": ""}"#, ""] {
+        let status = client
+            .get_job(pb::GetJobRequest { id: id.into() })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{id}");
+        let status = client
+            .delete_job(pb::DeleteJobRequest { id: id.into() })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{id}");
+    }
+    for (page, size) in [(-1, 10), (1, 1000), (1, -3)] {
+        let status = client
+            .list_jobs(pb::ListJobsRequest { page, size })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "page {page} size {size}"
+        );
+    }
+    let missing = client
+        .get_job(pb::GetJobRequest {
+            id: "65f1c0ffee0123456789abcd".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+
+    assert_eq!(app.job_count().await, 0);
+}

@@ -1,0 +1,233 @@
+//! The scheduler fires one-shot jobs at their time, and results close their runs.
+
+use scheduler::{domain::parse_time, events::EventKind};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, email_job, eventually, in_millis};
+
+fn id_of(job: &Value) -> String {
+    job["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn job_fires_at_its_time_with_a_run_and_a_run_event() {
+    let mut app = TestApp::spawn().await;
+    let job = app.create_job(&email_job("soon", &in_millis(300))).await;
+    let id = id_of(&job);
+    let due = parse_time(job["scheduleTime"].as_str().unwrap()).unwrap();
+
+    let event = app.next_event(EventKind::Run, &id).await;
+    let run = event.run.as_ref().expect("a run event carries the run");
+    assert_eq!(run.scheduled_for, due);
+    assert!(run.fired_at >= due, "fired before it was due");
+    assert_eq!(run.attempt, 1);
+
+    let stored = app.get_job(&id).await;
+    assert_eq!(stored["status"], "RUNNING");
+    assert_eq!(stored["scheduleTime"], Value::Null);
+    let runs: Value = app
+        .http
+        .get(app.url(&format!("/api/v1/jobs/{id}/runs")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(runs["totalCount"], 1);
+    assert_eq!(runs["runs"][0]["runId"], run.run_id.to_string());
+    assert_eq!(runs["runs"][0]["status"], "RUNNING");
+}
+
+#[tokio::test]
+async fn job_due_in_the_past_fires_at_once() {
+    let mut app = TestApp::spawn().await;
+    let job = app
+        .create_job(&email_job("late", "2001-01-01T00:00:00Z"))
+        .await;
+    let event = app.next_event(EventKind::Run, &id_of(&job)).await;
+    assert_eq!(
+        event.run.as_ref().unwrap().scheduled_for,
+        parse_time("2001-01-01T00:00:00Z").unwrap()
+    );
+}
+
+#[tokio::test]
+async fn updated_time_moves_the_fire() {
+    let mut app = TestApp::spawn().await;
+    // Moved earlier: from next year to now.
+    let later = app
+        .create_job(&email_job("moved earlier", &in_millis(3_600_000)))
+        .await;
+    // Moved later: from now to next hour.
+    let sooner = app
+        .create_job(&email_job("moved later", &in_millis(400)))
+        .await;
+    let new_time = in_millis(100);
+    for (job, to) in [(&later, new_time.clone()), (&sooner, in_millis(3_600_000))] {
+        let response = app
+            .http
+            .patch(app.url(&format!("/api/v1/jobs/{}", id_of(job))))
+            .json(&json!({"schedule": {"runAt": to}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    // A sentinel due after the original time of the job moved later.
+    let sentinel = app
+        .create_job(&email_job("sentinel", &in_millis(800)))
+        .await;
+
+    let event = app.next_event(EventKind::Run, &id_of(&later)).await;
+    assert_eq!(
+        event.run.as_ref().unwrap().scheduled_for,
+        parse_time(&new_time).unwrap()
+    );
+    app.next_event(EventKind::Run, &id_of(&sentinel)).await;
+    let moved = app.get_job(&id_of(&sooner)).await;
+    assert_eq!(
+        moved["status"], "SCHEDULED",
+        "the job moved later fired early"
+    );
+}
+
+#[tokio::test]
+async fn deleted_job_never_fires() {
+    let mut app = TestApp::spawn().await;
+    let doomed = app.create_job(&email_job("doomed", &in_millis(300))).await;
+    let sentinel = app
+        .create_job(&email_job("sentinel", &in_millis(600)))
+        .await;
+    let response = app
+        .http
+        .delete(app.url(&format!("/api/v1/jobs/{}", id_of(&doomed))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+
+    // Every run event up to the sentinel's fire (due after the deleted job): none is the
+    // deleted job's.
+    let doomed_id = id_of(&doomed);
+    let sentinel_id = id_of(&sentinel);
+    let mut seen = Vec::new();
+    let wait = async {
+        loop {
+            let event = app.next_any_run().await;
+            let id = event.job.id.to_string();
+            seen.push(id.clone());
+            if id == sentinel_id {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), wait)
+        .await
+        .expect("the sentinel fires");
+    assert!(!seen.contains(&doomed_id), "the deleted job fired");
+    let runs = app
+        .http
+        .get(app.url(&format!("/api/v1/jobs/{doomed_id}/runs")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(runs.status(), 404);
+}
+
+#[tokio::test]
+async fn results_close_the_run_once_and_conflicting_results_are_409() {
+    let mut app = TestApp::spawn().await;
+    let job = app.create_job(&email_job("to finish", &in_millis(0))).await;
+    let id = id_of(&job);
+    let event = app.next_event(EventKind::Run, &id).await;
+    let run_id = event.run.as_ref().unwrap().run_id.to_string();
+    let url = app.url(&format!("/api/v1/jobs/{id}/runs/{run_id}/result"));
+
+    let first = app
+        .http
+        .post(&url)
+        .json(&json!({"status": "SUCCEEDED", "output": "sent"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let run: Value = first.json().await.unwrap();
+    assert_eq!(run["status"], "SUCCEEDED");
+    assert_eq!(run["output"], "sent");
+    assert!(run["finishedAt"].is_string());
+    let finished = app.get_job(&id).await;
+    assert_eq!(finished["status"], "SUCCEEDED");
+
+    let again = app
+        .http
+        .post(&url)
+        .json(&json!({"status": "SUCCEEDED", "output": "sent"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.json::<Value>().await.unwrap(), run);
+    assert_eq!(app.get_job(&id).await["version"], finished["version"]);
+
+    let conflicting = app
+        .http
+        .post(&url)
+        .json(&json!({"status": "FAILED", "error": "bounced"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(conflicting.status(), 409);
+    assert_eq!(app.get_job(&id).await["status"], "SUCCEEDED");
+}
+
+#[tokio::test]
+async fn failed_result_sets_the_job_failed() {
+    let mut app = TestApp::spawn().await;
+    let job = app.create_job(&email_job("to fail", &in_millis(0))).await;
+    let id = id_of(&job);
+    let event = app.next_event(EventKind::Run, &id).await;
+    let run_id = event.run.as_ref().unwrap().run_id;
+    let response = app
+        .http
+        .post(app.url(&format!("/api/v1/jobs/{id}/runs/{run_id}/result")))
+        .json(&json!({"status": "FAILED", "error": "mailbox full"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let finished = app.next_event(EventKind::Finished, &id).await;
+    assert_eq!(
+        finished.run.as_ref().unwrap().error.as_deref(),
+        Some("mailbox full")
+    );
+    let job = eventually("the job to be FAILED", || async {
+        let job = app.get_job(&id).await;
+        (job["status"] == "FAILED").then_some(job)
+    })
+    .await;
+    assert_eq!(job["scheduleTime"], Value::Null);
+}
+
+#[tokio::test]
+async fn many_jobs_due_together_each_fire_exactly_once() {
+    let mut app = TestApp::spawn().await;
+    let due = in_millis(500);
+    let mut ids = std::collections::HashSet::new();
+    for i in 0..300 {
+        let job = app.create_job(&email_job(&format!("bulk {i}"), &due)).await;
+        ids.insert(id_of(&job));
+    }
+    let mut fired = std::collections::HashMap::new();
+    let wait = async {
+        while fired.len() < ids.len() {
+            let event = app.next_any_run().await;
+            *fired.entry(event.job.id.to_string()).or_insert(0) += 1;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), wait)
+        .await
+        .expect("all jobs fire");
+    assert!(fired.keys().all(|id| ids.contains(id)));
+    assert!(fired.values().all(|&n| n == 1));
+}

@@ -1,0 +1,187 @@
+//! Spawning the real service on port 0 and talking to it.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use scheduler::{
+    app::Application,
+    config::Config,
+    events::{Event, EventKind},
+    grpc::pb::jobs_service_client::JobsServiceClient,
+};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// The service running in this process on a free loopback port, with an in-memory store.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    events: broadcast::Receiver<Arc<Event>>,
+    shutdown: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Config::for_tests()).await
+    }
+
+    pub async fn spawn_with(config: Config) -> Self {
+        let app = Application::build(config)
+            .await
+            .expect("the service builds");
+        let addr = app.local_addr();
+        let events = app.events().subscribe();
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(app.run(shutdown.clone()));
+        Self {
+            addr,
+            http: reqwest::Client::new(),
+            events,
+            shutdown,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn post_job(&self, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/v1/jobs"))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Creates a job and returns its JSON.
+    pub async fn create_job(&self, body: &Value) -> Value {
+        let response = self.post_job(body).await;
+        assert_eq!(response.status(), 201, "{:?}", response.text().await);
+        response.json().await.unwrap()
+    }
+
+    pub async fn get_job(&self, id: &str) -> Value {
+        let response = self
+            .http
+            .get(self.url(&format!("/api/v1/jobs/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// How many jobs are stored.
+    pub async fn job_count(&self) -> u64 {
+        let page: Value = self
+            .http
+            .get(self.url("/api/v1/jobs"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        page["totalCount"].as_u64().expect("a count")
+    }
+
+    pub async fn grpc(&self) -> JobsServiceClient<Channel> {
+        JobsServiceClient::new(self.channel().await)
+    }
+
+    /// An HTTP/2 channel to the service's port, for any gRPC client.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("gRPC connects")
+    }
+
+    /// Waits for the next event of `kind` for job `id` (bounded, so a missing event fails).
+    pub async fn next_event(&mut self, kind: EventKind, id: &str) -> Arc<Event> {
+        let wait = async {
+            loop {
+                let event = self.events.recv().await.expect("event bus open");
+                if event.kind == kind && event.job.id.to_string() == id {
+                    return event;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), wait)
+            .await
+            .unwrap_or_else(|_| panic!("no {kind:?} event for job {id}"))
+    }
+
+    /// Waits for the next run event of any job.
+    pub async fn next_any_run(&mut self) -> Arc<Event> {
+        loop {
+            let event = self.events.recv().await.expect("event bus open");
+            if event.kind == EventKind::Run {
+                return event;
+            }
+        }
+    }
+
+    /// Stops the service gracefully and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        let handle = self.handle.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(20), handle)
+            .await
+            .expect("the service stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A valid EMAIL job body due at `run_at`.
+pub fn email_job(name: &str, run_at: &str) -> Value {
+    json!({
+        "name": name,
+        "description": "a test job",
+        "jobType": "EMAIL",
+        "jobData": {
+            "SourceAddress": "reports@example.com",
+            "DestinationAddress": "team@example.com",
+            "Subject": "Weekly report",
+            "Message": "Attached."
+        },
+        "schedule": {"runAt": run_at}
+    })
+}
+
+/// RFC 3339 for now plus `millis` (may be negative).
+pub fn in_millis(millis: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::milliseconds(millis))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Polls `check` until it returns `Some`, for up to 20 s.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

@@ -1,0 +1,11 @@
+//! Tests of the whole service over real sockets, REST and gRPC on one port.
+//!
+//! One test binary (modules below), so the suite links once.
+
+mod bad_input;
+mod fire;
+mod grpc;
+mod helpers;
+mod openapi;
+mod process;
+mod rest;
