@@ -1,1 +1,277 @@
-fn main() {}
+//! Benchmark of the whole service: create and get throughput over REST and gRPC with a fixed
+//! concurrency, and the fire lag of 1,000 jobs due in the same second.
+//!
+//! Run with `cargo bench --bench service` (add `-- --quick` for a smaller run). It prints
+//! figures; it asserts nothing about speed. Each store is measured in a fresh service on a free
+//! loopback port, as a client would see it.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+use scheduler::{
+    app::Application,
+    config::{Config, StoreKind},
+    domain::JobInput,
+    events::EventKind,
+    grpc::pb::{self, jobs_service_client::JobsServiceClient},
+};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const CONCURRENCY: usize = 16;
+
+fn email_job(name: &str, run_at: &str) -> Value {
+    json!({
+        "name": name,
+        "jobType": "EMAIL",
+        "jobData": {
+            "SourceAddress": "reports@example.com",
+            "DestinationAddress": "team@example.com",
+            "Subject": "Weekly report",
+            "Message": "Attached."
+        },
+        "schedule": {"runAt": run_at}
+    })
+}
+
+/// Latency percentiles of a sample, in milliseconds.
+fn percentiles(mut sample: Vec<f64>) -> (f64, f64, f64) {
+    if sample.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    sample.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| sample[((sample.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99), *sample.last().unwrap())
+}
+
+fn report(label: &str, count: usize, elapsed: Duration, latencies: Vec<f64>) {
+    let (p50, p99, max) = percentiles(latencies);
+    println!(
+        "{label:<34} {:>8.0} req/s   p50 {p50:>6.2} ms   p99 {p99:>6.2} ms   max {max:>7.2} ms   ({count} requests, {CONCURRENCY} concurrent)",
+        count as f64 / elapsed.as_secs_f64()
+    );
+}
+
+/// Runs `count` calls of `call(i)` from `CONCURRENCY` tasks; returns elapsed time and latencies.
+async fn drive<F, Fut>(count: usize, call: F) -> (Duration, Vec<f64>)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let call = Arc::new(call);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..CONCURRENCY)
+        .map(|worker| {
+            let call = call.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                for i in (worker..count).step_by(CONCURRENCY) {
+                    let t = Instant::now();
+                    call(i).await;
+                    latencies.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(count);
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    (start.elapsed(), latencies)
+}
+
+struct Running {
+    app_addr: std::net::SocketAddr,
+    jobs: scheduler::jobs::Jobs,
+    bus: scheduler::events::EventBus,
+    shutdown: CancellationToken,
+    _data: tempfile::TempDir,
+}
+
+async fn start(store: StoreKind) -> Running {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = Config::for_tests();
+    config.store = store;
+    config.data_dir = data.path().to_owned();
+    let app = Application::build(config).await.unwrap();
+    let running = Running {
+        app_addr: app.local_addr(),
+        jobs: app.jobs(),
+        bus: app.events(),
+        shutdown: CancellationToken::new(),
+        _data: data,
+    };
+    tokio::spawn(app.run(running.shutdown.clone()));
+    running
+}
+
+async fn rest_throughput(service: &Running, label: &str, count: usize) {
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", service.app_addr);
+    let ids = Arc::new(std::sync::Mutex::new(Vec::with_capacity(count)));
+    let (elapsed, latencies) = {
+        let (http, base, ids) = (http.clone(), base.clone(), ids.clone());
+        drive(count, move |i| {
+            let request = http
+                .post(format!("{base}/api/v1/jobs"))
+                .json(&email_job(&format!("bench {i}"), "2099-01-01T00:00:00Z"))
+                .send();
+            let ids = ids.clone();
+            async move {
+                let response = request.await.unwrap();
+                assert_eq!(response.status(), 201);
+                let job: Value = response.json().await.unwrap();
+                ids.lock()
+                    .unwrap()
+                    .push(job["id"].as_str().unwrap().to_owned());
+            }
+        })
+        .await
+    };
+    report(&format!("{label} REST create"), count, elapsed, latencies);
+    let ids = Arc::new(ids.lock().unwrap().clone());
+    let (elapsed, latencies) = drive(count, move |i| {
+        let request = http
+            .get(format!("{base}/api/v1/jobs/{}", ids[i % ids.len()]))
+            .send();
+        async move {
+            let response = request.await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.bytes().await.unwrap();
+        }
+    })
+    .await;
+    report(&format!("{label} REST get"), count, elapsed, latencies);
+}
+
+async fn grpc_throughput(service: &Running, label: &str, count: usize) {
+    let client = JobsServiceClient::connect(format!("http://{}", service.app_addr))
+        .await
+        .unwrap();
+    let ids = Arc::new(std::sync::Mutex::new(Vec::with_capacity(count)));
+    let (elapsed, latencies) = {
+        let (client, ids) = (client.clone(), ids.clone());
+        drive(count, move |i| {
+            let mut client = client.clone();
+            let ids = ids.clone();
+            async move {
+                let id = client
+                    .create_job(pb::CreateJobRequest {
+                        name: format!("bench {i}"),
+                        description: String::new(),
+                        schedule_time: Some(prost_types::Timestamp {
+                            seconds: 4_070_908_800,
+                            nanos: 0,
+                        }),
+                        job_type: pb::JobType::Sms as i32,
+                        job_data: "{}".into(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .id;
+                ids.lock().unwrap().push(id);
+            }
+        })
+        .await
+    };
+    report(&format!("{label} gRPC create"), count, elapsed, latencies);
+    let ids = Arc::new(ids.lock().unwrap().clone());
+    let (elapsed, latencies) = drive(count, move |i| {
+        let mut client = client.clone();
+        let id = ids[i % ids.len()].clone();
+        async move {
+            client.get_job(pb::GetJobRequest { id }).await.unwrap();
+        }
+    })
+    .await;
+    report(&format!("{label} gRPC get"), count, elapsed, latencies);
+}
+
+/// Creates `count` jobs due within one second (`spread`) or at one instant, and measures the
+/// lag from each due time to its run event.
+async fn fire_lag(service: &Running, label: &str, count: usize, spread: bool) {
+    let mut events = service.bus.subscribe();
+    // Far enough ahead that every create is stored before the first is due.
+    let due = Utc::now() + chrono::Duration::seconds(8);
+    let due = due - chrono::Duration::nanoseconds(due.timestamp_subsec_nanos() as i64);
+    let jobs = service.jobs.clone();
+    drive(count, move |i| {
+        let offset = if spread { (i * 1000 / count) as i64 } else { 0 };
+        let at = (due + chrono::Duration::milliseconds(offset))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let input: JobInput = serde_json::from_value(email_job(&format!("lag {i}"), &at)).unwrap();
+        let jobs = jobs.clone();
+        async move {
+            jobs.create(input, None).await.unwrap();
+        }
+    })
+    .await;
+    let created_by = Utc::now();
+    if created_by >= due {
+        println!("{label}: creating {count} jobs took past their due time; lag not measured");
+        return;
+    }
+    let mut lags = Vec::with_capacity(count);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lags.len() < count && Instant::now() < deadline {
+        let Ok(Ok(event)) = tokio::time::timeout_at(deadline.into(), events.recv()).await else {
+            break;
+        };
+        if event.kind != EventKind::Run {
+            continue;
+        }
+        let received = Utc::now();
+        let run = event.run.as_ref().unwrap();
+        lags.push((received - run.scheduled_for).num_microseconds().unwrap() as f64 / 1e3);
+    }
+    let fired = lags.len();
+    let (p50, p99, max) = percentiles(lags);
+    println!(
+        "{label:<34} fire lag p50 {p50:>6.2} ms   p99 {p99:>6.2} ms   max {max:>7.2} ms   ({fired}/{count} fired, due {})",
+        if spread {
+            "across one second"
+        } else {
+            "at one instant"
+        }
+    );
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes `--bench`; `-- --quick` makes a smaller run.
+    let quick = std::env::args().any(|a| a == "--quick");
+    let count = if quick { 500 } else { 4000 };
+    println!(
+        "scheduler benchmark: {} cores, concurrency {CONCURRENCY}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    for (store, label) in [
+        (StoreKind::Embedded, "embedded"),
+        (StoreKind::Memory, "memory"),
+    ] {
+        let service = start(store).await;
+        rest_throughput(&service, label, count).await;
+        grpc_throughput(&service, label, count).await;
+        fire_lag(&service, &format!("{label} 1000 due"), 1000, true).await;
+        fire_lag(&service, &format!("{label} 1000 due"), 1000, false).await;
+        service.shutdown.cancel();
+        println!("{label}: process RSS {:.1} MiB", rss_mib());
+    }
+}

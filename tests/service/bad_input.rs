@@ -502,6 +502,13 @@ async fn bad_grpc_input_is_invalid_argument_with_field_violations_and_stores_not
         );
     }
 
+    let oversized = pb::CreateJobRequest {
+        job_data: format!(r#"{{"Note":"{}"}}"#, "x".repeat(400 * 1024)),
+        ..valid.clone()
+    };
+    let status = client.create_job(oversized).await.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "oversized message");
+
     for id in ["123", r#"{"$gt": ""}"#, ""] {
         let status = client
             .get_job(pb::GetJobRequest { id: id.into() })

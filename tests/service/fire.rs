@@ -231,3 +231,18 @@ async fn many_jobs_due_together_each_fire_exactly_once() {
     assert!(fired.keys().all(|id| ids.contains(id)));
     assert!(fired.values().all(|&n| n == 1));
 }
+
+#[tokio::test]
+async fn create_wakes_the_sleeping_scheduler_for_an_earlier_job() {
+    // The scheduler would otherwise sleep a minute between looks at the store.
+    let mut config = scheduler::config::Config::for_tests();
+    config.idle_poll_ms = 60_000;
+    let mut app = TestApp::spawn_with(config).await;
+    // Let the loop go to sleep on an empty store first.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let job = app
+        .create_job(&email_job("wakes it", &in_millis(300)))
+        .await;
+    // next_event gives up after 20 s, well before the minute the loop would sleep.
+    app.next_event(EventKind::Run, &id_of(&job)).await;
+}

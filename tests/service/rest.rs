@@ -281,3 +281,32 @@ async fn graceful_shutdown_ends_open_event_streams() {
     .await;
     assert!(end.is_ok(), "the stream ended");
 }
+
+#[tokio::test]
+async fn request_slower_than_the_timeout_gets_408_and_stores_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut config = scheduler::config::Config::for_tests();
+    config.request_timeout_seconds = 1;
+    let app = TestApp::spawn_with(config).await;
+    // A body that never finishes arriving.
+    let mut socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    socket
+        .write_all(
+            b"POST /api/v1/jobs HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"name\":",
+        )
+        .await
+        .unwrap();
+    let mut response = vec![0; 1024];
+    let n = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        socket.read(&mut response),
+    )
+    .await
+    .expect("an answer before the test gives up")
+    .unwrap();
+    let head = String::from_utf8_lossy(&response[..n]);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert_eq!(app.job_count().await, 0);
+}
