@@ -52,7 +52,7 @@ pub struct Config {
     #[arg(long, env = "SCHEDULER_LEASE_SECONDS", default_value_t = 30)]
     pub lease_seconds: u64,
     /// Due jobs claimed per store round trip.
-    #[arg(long, env = "SCHEDULER_BATCH_SIZE", default_value_t = 500,
+    #[arg(long, env = "SCHEDULER_BATCH_SIZE", default_value_t = 200,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_size: u32,
     /// Longest the scheduler sleeps without looking at the store, in milliseconds.

@@ -33,7 +33,7 @@ pub struct SchedulerSettings {
 impl Default for SchedulerSettings {
     fn default() -> Self {
         Self {
-            batch_size: 500,
+            batch_size: 200,
             lease: Duration::from_secs(30),
             idle_poll: Duration::from_secs(1),
             error_backoff: Duration::from_millis(100),

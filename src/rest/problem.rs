@@ -175,3 +175,11 @@ fn serde_urlencoded_query<T: DeserializeOwned>(query: &str) -> Result<T, String>
 pub async fn not_found() -> Problem {
     Problem::new(StatusCode::NOT_FOUND, "no such path")
 }
+
+/// The 405 for a known path with a method it does not serve.
+pub async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this path does not serve that method",
+    )
+}

@@ -171,13 +171,16 @@ fn replace_job(
     expected_version: u64,
     owner: Option<&str>,
 ) -> Result<bool, StoreError> {
+    let doc = encode(job)?;
     let changed = tx
-        .execute(
+        .prepare_cached(
             "UPDATE jobs SET doc = ?1, name = ?2, status = ?3, job_type = ?4, due_at = ?5,
                  version = ?6, lease_owner = NULL, lease_until = NULL
              WHERE id = ?7 AND version = ?8 AND (?9 IS NULL OR lease_owner = ?9)",
-            params![
-                encode(job)?,
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                doc,
                 job.name,
                 job.status.code(),
                 job.job_type.code(),
@@ -186,23 +189,26 @@ fn replace_job(
                 job.id.to_string(),
                 expected_version as i64,
                 owner,
-            ],
-        )
+            ])
+        })
         .map_err(map_err)?;
     Ok(changed == 1)
 }
 
 fn upsert_run(tx: &rusqlite::Transaction<'_>, run: &Run) -> Result<(), StoreError> {
-    tx.execute(
+    let doc = encode(run)?;
+    tx.prepare_cached(
         "INSERT INTO runs (run_id, job_id, fired_at, doc) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT(run_id) DO UPDATE SET doc = excluded.doc",
-        params![
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
             run.run_id.to_string(),
             run.job_id.to_string(),
             millis(run.fired_at),
-            encode(run)?
-        ],
-    )
+            doc
+        ])
+    })
     .map_err(map_err)?;
     Ok(())
 }

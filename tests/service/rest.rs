@@ -205,11 +205,23 @@ async fn unknown_paths_are_404_problems_not_grpc_errors() {
 }
 
 #[tokio::test]
+async fn wrong_method_is_a_405_problem() {
+    let app = TestApp::spawn().await;
+    let response = app.http.put(app.url("/api/v1/jobs")).send().await.unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+}
+
+#[tokio::test]
 async fn health_readiness_and_docs_are_served() {
     let app = TestApp::spawn().await;
     for (path, needle) in [
         ("/healthz", "ok"),
         ("/readyz", "ready"),
+        ("/swagger-ui", "swagger"),
         ("/swagger-ui/", "swagger"),
         ("/api-docs/openapi.json", "\"openapi\""),
     ] {
