@@ -217,6 +217,14 @@ pub struct Job {
     /// The run that is open (fired, no result yet), if any.
     #[serde(default)]
     pub open_run: Option<RunId>,
+    /// The attempt number the next fire records: 1, unless the job was rescheduled to a due
+    /// time it already fired for (then the next free one, so no run is ever overwritten).
+    #[serde(default = "first_attempt")]
+    pub next_attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
 }
 
 impl Job {
@@ -237,6 +245,7 @@ impl Job {
             updated_at: now,
             version: 1,
             open_run: None,
+            next_attempt: 1,
         }
     }
 
@@ -252,12 +261,20 @@ impl Job {
     }
 
     /// The job after `spec` replaced its editable fields. A changed schedule reschedules the
-    /// job (a past time fires at once); other changes leave its status alone.
-    pub fn with_spec(&self, spec: JobSpec, now: DateTime<Utc>) -> Self {
+    /// job (a past time fires at once); other changes leave its status alone. The schedule of
+    /// a job whose run is still open cannot change: that run would be left open for good.
+    pub fn with_spec(&self, spec: JobSpec, now: DateTime<Utc>) -> Result<Self, Error> {
         let mut next = self.clone();
         if spec.schedule != self.schedule {
+            if self.open_run.is_some() {
+                return Err(Error::Conflict(
+                    "the job's run is still open: report its result before changing the schedule"
+                        .into(),
+                ));
+            }
             next.schedule_time = Some(spec.schedule.first_due());
             next.status = JobStatus::Scheduled;
+            next.next_attempt = 1;
         }
         next.name = spec.name;
         next.description = spec.description;
@@ -265,7 +282,7 @@ impl Job {
         next.job_data = spec.job_data;
         next.schedule = spec.schedule;
         next.touch(now);
-        next
+        Ok(next)
     }
 
     /// Marks a change: a new version and update time.
@@ -278,11 +295,11 @@ impl Job {
     pub fn fired(&self, now: DateTime<Utc>) -> (Job, Run) {
         let scheduled_for = self.schedule_time.unwrap_or(now);
         let run = Run {
-            run_id: RunId::derive(self.id, scheduled_for, 1),
+            run_id: RunId::derive(self.id, scheduled_for, self.next_attempt),
             job_id: self.id,
             scheduled_for,
             fired_at: truncate(now),
-            attempt: 1,
+            attempt: self.next_attempt,
             status: RunStatus::Running,
             finished_at: None,
             error: None,

@@ -51,9 +51,10 @@ pub enum Error {
     /// 409 / FailedPrecondition.
     #[error("{0}")]
     Conflict(String),
-    /// The caller's `If-Match` version is not the stored one. 412 / Aborted.
-    #[error("the job is at version {current}, not the expected one")]
-    VersionMismatch { current: u64 },
+    /// The caller's `If-Match` version is not the stored one (or is a weak tag, which never
+    /// matches). 412 / Aborted.
+    #[error("the job is not at the version given in If-Match")]
+    VersionMismatch,
     /// An `Idempotency-Key` was used again with a different request. 422 / AlreadyExists.
     #[error("this Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -19,8 +19,12 @@ use crate::{
 
 /// Largest page size of a listing.
 pub const MAX_PAGE_SIZE: u64 = 100;
+/// Largest page number: keeps every offset within what a store can count to.
+pub const MAX_PAGE: i64 = 1_000_000_000;
 /// Page size when none is given.
 pub const DEFAULT_PAGE_SIZE: u64 = 20;
+/// Most fires recorded for one due time of one job.
+const MAX_ATTEMPTS_PER_DUE_TIME: u32 = 100;
 /// How often a read-modify-write is retried when a concurrent writer won the race.
 const WRITE_ATTEMPTS: usize = 8;
 
@@ -56,6 +60,11 @@ pub fn page_request(page: Option<i64>, size: Option<i64>) -> Result<PageRequest,
     let size = size.unwrap_or(DEFAULT_PAGE_SIZE as i64);
     if page < 1 {
         errors.push(crate::error::FieldError::new("page", "must be at least 1"));
+    } else if page > MAX_PAGE {
+        errors.push(crate::error::FieldError::new(
+            "page",
+            format!("must be at most {MAX_PAGE}"),
+        ));
     }
     if !(1..=MAX_PAGE_SIZE as i64).contains(&size) {
         errors.push(crate::error::FieldError::new(
@@ -194,9 +203,7 @@ impl Jobs {
             if let Some(expected) = if_match
                 && expected != current.version
             {
-                return Err(Error::VersionMismatch {
-                    current: current.version,
-                });
+                return Err(Error::VersionMismatch);
             }
             let mut document = current.spec().document();
             match &change {
@@ -209,7 +216,12 @@ impl Jobs {
                 }
             }
             let spec = decode_value::<JobInput>(document)?.parse()?;
-            let next = current.with_spec(spec, Utc::now());
+            let mut next = current.with_spec(spec, Utc::now())?;
+            if next.schedule != current.schedule
+                && let Some(due) = next.schedule_time
+            {
+                next.next_attempt = self.free_attempt(id, due).await?;
+            }
             match self.store.update(&next, current.version, None).await {
                 Ok(()) => {
                     self.wake.notify_one();
@@ -219,15 +231,30 @@ impl Jobs {
                     return Ok(next);
                 }
                 Err(StoreError::VersionConflict) if if_match.is_none() => continue,
-                Err(StoreError::VersionConflict) => {
-                    let current = self.get(id).await?.version;
-                    return Err(Error::VersionMismatch { current });
-                }
+                Err(StoreError::VersionConflict) => return Err(Error::VersionMismatch),
                 Err(e) => return Err(e.into()),
             }
         }
         Err(Error::Unavailable(anyhow::anyhow!(
             "the job kept changing while it was being updated"
+        )))
+    }
+
+    /// The first attempt number with no run recorded for the job's fire due at `due`: a job
+    /// moved back to a time it already fired for records a new attempt, not over the old run.
+    async fn free_attempt(&self, id: JobId, due: DateTime<Utc>) -> Result<u32, Error> {
+        for attempt in 1..=MAX_ATTEMPTS_PER_DUE_TIME {
+            if self
+                .store
+                .get_run(id, RunId::derive(id, due, attempt))
+                .await?
+                .is_none()
+            {
+                return Ok(attempt);
+            }
+        }
+        Err(Error::Conflict(format!(
+            "the job already fired {MAX_ATTEMPTS_PER_DUE_TIME} times for this due time; choose another"
         )))
     }
 
@@ -369,6 +396,8 @@ mod tests {
     #[test]
     fn page_requests_are_bounded() {
         assert!(page_request(Some(0), None).is_err());
+        assert!(page_request(Some(i64::MAX), Some(100)).is_err());
+        assert!(page_request(Some(MAX_PAGE), Some(100)).is_ok());
         assert!(page_request(None, Some(0)).is_err());
         assert!(page_request(None, Some(1000)).is_err());
         assert_eq!(

@@ -299,7 +299,11 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
                         }
                     }
                     Err(RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "a gRPC event watcher fell behind and missed events");
+                        // Tell the watcher rather than go on with a gap it cannot see.
+                        yield Err(Status::data_loss(format!(
+                            "the watch fell {missed} events behind and missed them; watch again"
+                        )));
+                        break;
                     }
                     Err(RecvError::Closed) => break,
                 }

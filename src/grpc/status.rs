@@ -30,7 +30,7 @@ impl From<Error> for Status {
                 Status::already_exists(message)
             }
             Error::Conflict(_) => Status::failed_precondition(message),
-            Error::VersionMismatch { .. } => Status::aborted(message),
+            Error::VersionMismatch => Status::aborted(message),
             Error::Unavailable(cause) => {
                 tracing::error!(error = ?cause, "call failed");
                 Status::unavailable(message)

@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 
 use axum::{
-    extract::{Path, State},
+    extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{
         IntoResponse, Response,
@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{
     AppState,
-    problem::{ApiJson, ApiQuery, Problem},
+    problem::{ApiJson, ApiPath, ApiQuery, Problem},
 };
 use crate::{
     domain::{
@@ -220,7 +220,8 @@ fn etag(version: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header value")
 }
 
-/// `If-Match`: a version in quotes (`"3"`), or `*` for any.
+/// `If-Match`: a version ETag (`"3"`), or `*` for any. A weak tag never matches (RFC 9110
+/// compares If-Match strongly), so it gets 412 like a stale version.
 fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Error> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
@@ -229,8 +230,10 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Error> {
     if text == "*" {
         return Ok(None);
     }
-    text.trim_start_matches("W/")
-        .trim_matches('"')
+    if text.starts_with("W/") {
+        return Err(Error::VersionMismatch);
+    }
+    text.trim_matches('"')
         .parse::<u64>()
         .map(Some)
         .map_err(|_| Error::invalid("If-Match", "must be a version ETag such as \"3\""))
@@ -297,7 +300,10 @@ pub async fn create(
         (status = 404, description = "No such job", body = Problem),
     )
 )]
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Error> {
+pub async fn get(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, Error> {
     let job = state.jobs.get(JobId::parse(&id)?).await?;
     Ok(job_response(StatusCode::OK, &job))
 }
@@ -353,7 +359,7 @@ pub async fn list(
 )]
 pub async fn update(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(patch): ApiJson<Value>,
 ) -> Result<Response, Error> {
@@ -378,7 +384,7 @@ pub async fn update(
 )]
 pub async fn delete(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, Error> {
     state.jobs.delete(JobId::parse(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -396,7 +402,7 @@ pub async fn delete(
 )]
 pub async fn list_runs(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<axum::Json<RunPage>, Error> {
     let id = JobId::parse(&id)?;
@@ -432,7 +438,7 @@ pub async fn list_runs(
 )]
 pub async fn report_result(
     State(state): State<AppState>,
-    Path((id, run_id)): Path<(String, String)>,
+    ApiPath((id, run_id)): ApiPath<(String, String)>,
     ApiJson(input): ApiJson<ResultInput>,
 ) -> Result<axum::Json<RunView>, Error> {
     let id = JobId::parse(&id)?;

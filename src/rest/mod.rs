@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use axum::{
     Router,
+    error_handling::HandleErrorLayer,
     extract::DefaultBodyLimit,
-    http::StatusCode,
     routing::{get, post},
 };
 use tokio_util::sync::CancellationToken;
-use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
+use tower::{ServiceBuilder, timeout::TimeoutLayer};
+use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -75,10 +76,11 @@ pub fn router(state: AppState, settings: &RestSettings) -> Router {
         )
         .route("/jobs/{id}/runs", get(jobs::list_runs))
         .route("/jobs/{id}/runs/{run_id}/result", post(jobs::report_result))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            settings.request_timeout,
-        ))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(problem::timed_out))
+                .layer(TimeoutLayer::new(settings.request_timeout)),
+        )
         .route("/events", get(jobs::events));
     Router::new()
         .nest("/api/v1", api)

@@ -57,7 +57,7 @@ impl From<&Error> for Problem {
             Error::Invalid(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::AlreadyExists(_) | Error::Conflict(_) => StatusCode::CONFLICT,
-            Error::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
+            Error::VersionMismatch => StatusCode::PRECONDITION_FAILED,
             Error::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -147,6 +147,21 @@ fn body_rejection(rejection: BytesRejection) -> Rejection {
     Rejection(Problem::new(status, detail).into_response())
 }
 
+/// Path parameters decoded into `T`, with a problem response on malformed input (bad
+/// percent-encoding, say).
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Self(p.0))
+            .map_err(|e| Rejection(Error::invalid("path", e.body_text()).into_response()))
+    }
+}
+
 /// Query parameters decoded into `T`, with a problem response on malformed input.
 pub struct ApiQuery<T>(pub T);
 
@@ -182,4 +197,15 @@ pub async fn method_not_allowed() -> Problem {
         StatusCode::METHOD_NOT_ALLOWED,
         "this path does not serve that method",
     )
+}
+
+/// The 408 for a request that took longer than the request timeout (the only error the
+/// timeout layer raises; handlers answer their own errors).
+pub async fn timed_out(error: tower::BoxError) -> Problem {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        Problem::new(StatusCode::REQUEST_TIMEOUT, "the request took too long")
+    } else {
+        tracing::error!(%error, "request failed in a middleware");
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
 }

@@ -92,9 +92,9 @@ impl SqliteStore {
     {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().map_err(|_| {
-                StoreError::Internal(anyhow!("the store's connection lock is poisoned"))
-            })?;
+            // A panic while holding the lock leaves the connection usable: SQLite rolls back
+            // the unfinished transaction when it is dropped.
+            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             f(&mut conn)
         })
         .await
@@ -166,7 +166,7 @@ fn read_jobs(
 
 /// Replaces a job's row if it has `expected_version` (and, with `owner`, is held by that owner).
 fn replace_job(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     job: &Job,
     expected_version: u64,
     owner: Option<&str>,
@@ -195,7 +195,27 @@ fn replace_job(
     Ok(changed == 1)
 }
 
-fn upsert_run(tx: &rusqlite::Transaction<'_>, run: &Run) -> Result<(), StoreError> {
+/// Inserts a fire's run; `false` if a run with its id exists already (it is never overwritten).
+fn insert_run(tx: &Connection, run: &Run) -> Result<bool, StoreError> {
+    let doc = encode(run)?;
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO runs (run_id, job_id, fired_at, doc) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(run_id) DO NOTHING",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                run.run_id.to_string(),
+                run.job_id.to_string(),
+                millis(run.fired_at),
+                doc
+            ])
+        })
+        .map_err(map_err)?;
+    Ok(inserted == 1)
+}
+
+fn upsert_run(tx: &Connection, run: &Run) -> Result<(), StoreError> {
     let doc = encode(run)?;
     tx.prepare_cached(
         "INSERT INTO runs (run_id, job_id, fired_at, doc) VALUES (?1, ?2, ?3, ?4)
@@ -336,8 +356,8 @@ impl JobStore for SqliteStore {
                 .prepare(&format!(
                     "SELECT id, doc FROM jobs {filter_sql}
                      ORDER BY created_at DESC, id DESC LIMIT {} OFFSET {}",
-                    page.size,
-                    page.offset()
+                    page.size as i64,
+                    page.offset() as i64
                 ))
                 .map_err(map_err)?;
             let jobs = read_jobs(&mut stmt, &refs)?;
@@ -474,14 +494,22 @@ impl JobStore for SqliteStore {
         let owner = lease.owner.clone();
         let fires = fires.to_vec();
         self.with(move |conn| {
-            let tx = conn
+            let mut tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
             let mut written = Vec::with_capacity(fires.len());
             for (job, run) in &fires {
-                if replace_job(&tx, job, job.version - 1, Some(&owner))? {
-                    upsert_run(&tx, run)?;
+                // Each fire in its own savepoint: one that cannot be written leaves no trace.
+                let fire = tx.savepoint().map_err(map_err)?;
+                if !replace_job(&fire, job, job.version - 1, Some(&owner))? {
+                    continue; // changed or taken over since the claim
+                }
+                if insert_run(&fire, run)? {
+                    fire.commit().map_err(map_err)?;
                     written.push(job.id);
+                } else {
+                    tracing::error!(job = %job.id, run = %run.run_id,
+                        "a run with this id exists already; the fire is not recorded");
                 }
             }
             tx.commit().map_err(map_err)?;
@@ -538,5 +566,150 @@ impl JobStore for SqliteStore {
             Ok((runs, total as u64))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The claim guarantee, on two stores over one database file: a leased job cannot be claimed
+    //! by anyone else until the lease lapses, and a fire is written only by the lease holder of
+    //! an unchanged job.
+
+    use chrono::Duration;
+
+    use super::*;
+    use crate::domain::{JobInput, truncate};
+
+    fn job_due(at: DateTime<Utc>) -> Job {
+        let input: JobInput = serde_json::from_value(serde_json::json!({
+            "name": "claimed job", "jobType": "SMS", "jobData": {},
+            "schedule": {"runAt": crate::domain::format_time(at)}
+        }))
+        .unwrap();
+        Job::new(input.parse().unwrap(), Utc::now())
+    }
+
+    fn lease(owner: &str, until: DateTime<Utc>) -> Lease {
+        Lease {
+            owner: owner.into(),
+            until,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_leased_job_is_claimed_by_one_scheduler_until_the_lease_lapses() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SqliteStore::open(dir.path()).unwrap();
+        let b = SqliteStore::open(dir.path()).unwrap();
+        let now = truncate(Utc::now());
+        let job = job_due(now - Duration::seconds(1));
+        a.insert(&job, None).await.unwrap();
+
+        let lease_a = lease("a", now + Duration::seconds(10));
+        let claimed = a.claim_due(&lease_a, now, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        // B sees nothing while A's lease holds, and can wait for its lapse.
+        let lease_b = lease("b", now + Duration::seconds(30));
+        assert!(b.claim_due(&lease_b, now, 10).await.unwrap().is_empty());
+        assert_eq!(b.next_due().await.unwrap(), Some(lease_a.until));
+
+        // After the lapse (A died between claim and fire), B claims it and fires it.
+        let later = now + Duration::seconds(11);
+        let reclaimed = b.claim_due(&lease_b, later, 10).await.unwrap();
+        assert_eq!(reclaimed.len(), 1);
+        let fire_b = reclaimed[0].fired(later);
+        // A, woken up late, can no longer write its fire: B holds the job.
+        let fire_a = claimed[0].fired(later);
+        assert!(
+            a.record_fires(&lease_a, &[fire_a])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            b.record_fires(&lease_b, std::slice::from_ref(&fire_b))
+                .await
+                .unwrap(),
+            vec![job.id]
+        );
+
+        let stored = a.get(job.id).await.unwrap().unwrap();
+        assert_eq!(stored.status, JobStatus::Running);
+        let (runs, total) = a
+            .list_runs(job.id, PageRequest { page: 1, size: 10 })
+            .await
+            .unwrap();
+        assert_eq!(total, 1);
+        assert_eq!(runs[0].run_id, fire_b.1.run_id);
+    }
+
+    #[tokio::test]
+    async fn a_job_changed_after_its_claim_is_not_fired_by_that_claim() {
+        let store = SqliteStore::in_memory().unwrap();
+        let now = truncate(Utc::now());
+        let job = job_due(now);
+        store.insert(&job, None).await.unwrap();
+        let lease = lease("a", now + Duration::seconds(10));
+        let claimed = store.claim_due(&lease, now, 10).await.unwrap();
+
+        // A user moves the job to next year while the claim is in flight.
+        let mut moved = job.clone();
+        moved.schedule_time = Some(now + Duration::days(365));
+        moved.touch(now);
+        store.update(&moved, job.version, None).await.unwrap();
+
+        let fire = claimed[0].fired(now);
+        assert!(
+            store
+                .record_fires(&lease, &[fire])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let stored = store.get(job.id).await.unwrap().unwrap();
+        assert_eq!(stored.status, JobStatus::Scheduled);
+        assert_eq!(stored.schedule_time, moved.schedule_time);
+    }
+
+    #[tokio::test]
+    async fn an_existing_run_is_never_overwritten_by_a_fire() {
+        let store = SqliteStore::in_memory().unwrap();
+        let now = truncate(Utc::now());
+        let job = job_due(now);
+        store.insert(&job, None).await.unwrap();
+        // A finished run already holds the id this fire would use.
+        let (_, mut finished) = job.fired(now);
+        finished.status = crate::domain::RunStatus::Succeeded;
+        let mut touched = job.clone();
+        touched.touch(now);
+        store
+            .update(&touched, job.version, Some(&finished))
+            .await
+            .unwrap();
+
+        let lease = lease("a", now + Duration::seconds(10));
+        let claimed = store.claim_due(&lease, now, 10).await.unwrap();
+        let fire = claimed[0].fired(now);
+        assert_eq!(fire.1.run_id, finished.run_id);
+        assert!(
+            store
+                .record_fires(&lease, &[fire])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        let run = store
+            .get_run(job.id, finished.run_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(run.status, crate::domain::RunStatus::Succeeded);
+        let stored = store.get(job.id).await.unwrap().unwrap();
+        assert_eq!(
+            stored.status,
+            JobStatus::Scheduled,
+            "the unrecorded fire left no trace"
+        );
     }
 }

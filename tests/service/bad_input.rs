@@ -521,7 +521,7 @@ async fn bad_grpc_input_is_invalid_argument_with_field_violations_and_stores_not
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{id}");
     }
-    for (page, size) in [(-1, 10), (1, 1000), (1, -3)] {
+    for (page, size) in [(-1, 10), (1, 1000), (1, -3), (i64::MAX, 100)] {
         let status = client
             .list_jobs(pb::ListJobsRequest { page, size })
             .await

@@ -261,3 +261,262 @@ async fn health_reports_serving() {
         );
     }
 }
+
+/// The older service's messages, as the contract lists them: (message, [(field, number, type)]).
+/// Types are protobuf type names; `.proto.X` is a message or enum of the package.
+/// A field: name, number, type.
+type Field = (&'static str, i32, &'static str);
+
+const OLDER_CONTRACT: &[(&str, &[Field])] = &[
+    (
+        "CreateJobRequest",
+        &[
+            ("name", 1, "string"),
+            ("description", 2, "string"),
+            ("schedule_time", 3, ".google.protobuf.Timestamp"),
+            ("job_type", 4, ".proto.JobType"),
+            ("job_data", 5, "string"),
+        ],
+    ),
+    ("CreateJobResponse", &[("id", 1, "string")]),
+    ("GetJobRequest", &[("id", 1, "string")]),
+    (
+        "ListJobsRequest",
+        &[("page", 2, "int64"), ("size", 3, "int64")],
+    ),
+    (
+        "ListJobsResponse",
+        &[
+            ("total_count", 1, "int64"),
+            ("total_pages", 2, "int64"),
+            ("page", 3, "int64"),
+            ("size", 4, "int64"),
+            ("has_more", 5, "bool"),
+            ("jobs", 6, ".proto.Job"),
+        ],
+    ),
+    (
+        "UpdateJobRequest",
+        &[
+            ("id", 1, "string"),
+            ("name", 2, "string"),
+            ("description", 3, "string"),
+            ("schedule_time", 4, ".google.protobuf.Timestamp"),
+            ("job_type", 5, ".proto.JobType"),
+            ("job_data", 6, "string"),
+        ],
+    ),
+    ("UpdateJobResponse", &[("message", 1, "string")]),
+    ("DeleteJobRequest", &[("id", 1, "string")]),
+    ("DeleteJobResponse", &[("message", 1, "string")]),
+    (
+        "Job",
+        &[
+            ("id", 1, "string"),
+            ("name", 2, "string"),
+            ("description", 3, "string"),
+            ("schedule_time", 4, ".google.protobuf.Timestamp"),
+            ("created_time", 5, ".google.protobuf.Timestamp"),
+            ("updated_time", 6, ".google.protobuf.Timestamp"),
+            ("status", 7, ".proto.JobStatus"),
+            ("job_type", 8, ".proto.JobType"),
+            ("job_data", 9, "string"),
+        ],
+    ),
+];
+
+#[test]
+fn the_older_services_messages_and_calls_are_wire_exact() {
+    use prost::Message;
+    use prost_types::field_descriptor_proto::Type;
+
+    let set = prost_types::FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET).unwrap();
+    let file = set
+        .file
+        .iter()
+        .find(|f| f.package() == "proto")
+        .expect("package proto");
+    for (message, fields) in OLDER_CONTRACT {
+        let descriptor = file
+            .message_type
+            .iter()
+            .find(|m| m.name() == *message)
+            .unwrap_or_else(|| panic!("message {message} is missing"));
+        for (name, number, kind) in *fields {
+            let field = descriptor
+                .field
+                .iter()
+                .find(|f| f.name() == *name)
+                .unwrap_or_else(|| panic!("{message}.{name} is missing"));
+            assert_eq!(field.number(), *number, "{message}.{name}");
+            let actual = match field.r#type() {
+                Type::String => "string".to_owned(),
+                Type::Int64 => "int64".to_owned(),
+                Type::Bool => "bool".to_owned(),
+                Type::Message | Type::Enum => field.type_name().to_owned(),
+                other => format!("{other:?}"),
+            };
+            assert_eq!(actual, *kind, "{message}.{name}");
+        }
+    }
+    let enum_values = |name: &str| -> Vec<(String, i32)> {
+        file.enum_type
+            .iter()
+            .find(|e| e.name() == name)
+            .unwrap()
+            .value
+            .iter()
+            .map(|v| (v.name().to_owned(), v.number()))
+            .collect()
+    };
+    let status = enum_values("JobStatus");
+    for (i, name) in [
+        "UNKNOWN",
+        "PENDING",
+        "SCHEDULED",
+        "RUNNING",
+        "SUCCEEDED",
+        "FAILED",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert!(
+            status.contains(&(format!("JOB_STATUS_{name}"), i as i32)),
+            "JOB_STATUS_{name}"
+        );
+    }
+    let types = enum_values("JobType");
+    assert!(
+        types.contains(&("JOB_TYPE_EMAIL".into(), 0))
+            && types.contains(&("JOB_TYPE_SMS".into(), 1))
+    );
+
+    let service = file
+        .service
+        .iter()
+        .find(|s| s.name() == "JobsService")
+        .unwrap();
+    for (call, input, output) in [
+        (
+            "CreateJob",
+            ".proto.CreateJobRequest",
+            ".proto.CreateJobResponse",
+        ),
+        ("GetJob", ".proto.GetJobRequest", ".proto.Job"),
+        (
+            "ListJobs",
+            ".proto.ListJobsRequest",
+            ".proto.ListJobsResponse",
+        ),
+        (
+            "UpdateJob",
+            ".proto.UpdateJobRequest",
+            ".proto.UpdateJobResponse",
+        ),
+        (
+            "DeleteJob",
+            ".proto.DeleteJobRequest",
+            ".proto.DeleteJobResponse",
+        ),
+    ] {
+        let method = service.method.iter().find(|m| m.name() == call).unwrap();
+        assert_eq!(
+            (method.input_type(), method.output_type()),
+            (input, output),
+            "{call}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn update_with_bad_input_or_a_stale_version_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let mut client = app.grpc().await;
+    let id = client
+        .create_job(email_request("grpc report", "2030-01-01T09:00:00Z"))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let before = client
+        .get_job(pb::GetJobRequest { id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    let update = pb::UpdateJobRequest {
+        id: id.clone(),
+        name: "renamed".into(),
+        description: String::new(),
+        schedule_time: Some(timestamp("2030-01-01T09:00:00Z")),
+        job_type: pb::JobType::Sms as i32,
+        job_data: "{}".into(),
+    };
+    let bad = client
+        .update_job(pb::UpdateJobRequest {
+            name: "x".into(),
+            ..update.clone()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+
+    let mut stale = tonic::Request::new(update.clone());
+    stale
+        .metadata_mut()
+        .insert("if-match", "7".parse().unwrap());
+    assert_eq!(
+        client.update_job(stale).await.unwrap_err().code(),
+        Code::Aborted
+    );
+    let after = client
+        .get_job(pb::GetJobRequest { id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after, before);
+
+    let mut current = tonic::Request::new(update);
+    current
+        .metadata_mut()
+        .insert("if-match", "1".parse().unwrap());
+    client.update_job(current).await.unwrap();
+    assert_eq!(
+        client
+            .get_job(pb::GetJobRequest { id })
+            .await
+            .unwrap()
+            .into_inner()
+            .version,
+        2
+    );
+}
+
+#[tokio::test]
+async fn idempotency_key_metadata_makes_create_at_most_once() {
+    let app = TestApp::spawn().await;
+    let mut client = app.grpc().await;
+    let send = |name: &str| {
+        let mut request = tonic::Request::new(email_request(name, "2030-01-01T09:00:00Z"));
+        request
+            .metadata_mut()
+            .insert("idempotency-key", "batch-7".parse().unwrap());
+        request
+    };
+    let first = client
+        .create_job(send("keyed job"))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let again = client
+        .create_job(send("keyed job"))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    assert_eq!(first, again);
+    let other = client.create_job(send("another job")).await.unwrap_err();
+    assert_eq!(other.code(), Code::AlreadyExists);
+    assert_eq!(app.job_count().await, 1);
+}

@@ -16,6 +16,7 @@ use tonic::transport::Channel;
 /// The service running in this process on a free loopback port, with an in-memory store.
 pub struct TestApp {
     pub addr: SocketAddr,
+    jobs: scheduler::jobs::Jobs,
     pub http: reqwest::Client,
     events: broadcast::Receiver<Arc<Event>>,
     shutdown: CancellationToken,
@@ -33,15 +34,22 @@ impl TestApp {
             .expect("the service builds");
         let addr = app.local_addr();
         let events = app.events().subscribe();
+        let jobs = app.jobs();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(app.run(shutdown.clone()));
         Self {
             addr,
+            jobs,
             http: reqwest::Client::new(),
             events,
             shutdown,
             handle: Some(handle),
         }
+    }
+
+    /// The use cases, for set-ups faster than HTTP.
+    pub fn jobs(&self) -> &scheduler::jobs::Jobs {
+        &self.jobs
     }
 
     pub fn url(&self, path: &str) -> String {

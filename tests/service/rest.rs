@@ -145,6 +145,8 @@ async fn stale_if_match_is_412_and_changes_nothing() {
     assert_eq!(patch("\"1\"").await.unwrap().status(), 200);
     let stale = patch("\"1\"").await.unwrap();
     assert_eq!(stale.status(), 412);
+    // If-Match compares strongly: a weak tag never matches.
+    assert_eq!(patch("W/\"2\"").await.unwrap().status(), 412);
     assert_eq!(app.get_job(id).await["version"], 2);
 }
 
@@ -320,5 +322,6 @@ async fn request_slower_than_the_timeout_gets_408_and_stores_nothing() {
     .unwrap();
     let head = String::from_utf8_lossy(&response[..n]);
     assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(head.contains("application/problem+json"), "{head}");
     assert_eq!(app.job_count().await, 0);
 }
