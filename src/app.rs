@@ -77,6 +77,7 @@ impl Application {
             bus.clone(),
             internal_shutdown.clone(),
             config.max_body_bytes,
+            config.request_timeout(),
         )
         .await?;
         let router = rest::router(state, &rest_settings).merge(grpc);

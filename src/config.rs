@@ -45,7 +45,8 @@ pub struct Config {
     /// Largest request body (REST) or message (gRPC) in bytes.
     #[arg(long, env = "SCHEDULER_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,
-    /// Longest a REST request may take, in seconds (408 after that).
+    /// Longest a request may take to answer, in seconds: 408 on REST, DEADLINE_EXCEEDED on
+    /// gRPC. The event streams are exempt.
     #[arg(long, env = "SCHEDULER_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
     pub request_timeout_seconds: u64,
     /// How long a scheduler's claim on due jobs holds, in seconds, before another may take them.

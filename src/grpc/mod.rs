@@ -5,7 +5,10 @@
 pub mod jobs;
 pub mod status;
 
-use axum::Router;
+use std::time::Duration;
+
+use axum::{Router, error_handling::HandleErrorLayer};
+use tower::{ServiceBuilder, timeout::TimeoutLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::{events::EventBus, jobs::Jobs};
@@ -21,11 +24,14 @@ pub mod pb {
 }
 
 /// The gRPC services as an axum router without a fallback, to merge into the REST router.
+/// A call that takes longer than `timeout` to answer ends with DEADLINE_EXCEEDED (a stream's
+/// answer is its first headers, so open watches are not cut).
 pub async fn router(
     jobs: Jobs,
     bus: EventBus,
     shutdown: tokio_util::sync::CancellationToken,
     max_message_bytes: usize,
+    timeout: Duration,
 ) -> anyhow::Result<Router> {
     let service =
         pb::jobs_service_server::JobsServiceServer::new(jobs::JobsGrpc::new(jobs, bus, shutdown))
@@ -52,5 +58,20 @@ pub async fn router(
         .into_axum_router()
         // Without this an unknown REST path would answer 200 with grpc-status 12.
         .reset_fallback()
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(timed_out))
+                .layer(TimeoutLayer::new(timeout)),
+        )
         .layer(TraceLayer::new_for_grpc()))
+}
+
+async fn timed_out(error: tower::BoxError) -> axum::response::Response {
+    let status = if error.is::<tower::timeout::error::Elapsed>() {
+        tonic::Status::deadline_exceeded("the call took longer than the server's request timeout")
+    } else {
+        tracing::error!(%error, "call failed in a middleware");
+        tonic::Status::internal("internal error")
+    };
+    status.into_http()
 }

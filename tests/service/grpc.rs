@@ -520,3 +520,26 @@ async fn idempotency_key_metadata_makes_create_at_most_once() {
     assert_eq!(other.code(), Code::AlreadyExists);
     assert_eq!(app.job_count().await, 1);
 }
+
+#[tokio::test]
+async fn call_slower_than_the_timeout_ends_with_deadline_exceeded_and_stores_nothing() {
+    let mut config = scheduler::config::Config::for_tests();
+    config.request_timeout_seconds = 1;
+    let app = TestApp::spawn_with(config).await;
+    // A CreateJob whose request message never arrives, over a raw HTTP/2 stream.
+    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let (mut h2, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::post(format!("http://{}/proto.JobsService/CreateJob", app.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, _open_body) = h2.send_request(request, false).unwrap();
+    let response = tokio::time::timeout(std::time::Duration::from_secs(20), response)
+        .await
+        .expect("an answer before the test gives up")
+        .unwrap();
+    assert_eq!(response.headers()["grpc-status"], "4", "{response:?}");
+    assert_eq!(app.job_count().await, 0);
+}
