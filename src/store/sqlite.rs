@@ -195,14 +195,30 @@ fn replace_job(
     Ok(changed == 1)
 }
 
-/// Inserts a fire's run; `false` if a run with its id exists already (it is never overwritten).
-fn insert_run(tx: &Connection, run: &Run) -> Result<bool, StoreError> {
+/// What a run write does when the run id exists already.
+#[derive(Clone, Copy)]
+enum OnExisting {
+    /// A fire never overwrites a run: the write is skipped.
+    Keep,
+    /// A result replaces the run's document.
+    Replace,
+}
+
+/// Writes a run; returns whether a row was written.
+fn write_run(tx: &Connection, run: &Run, on_existing: OnExisting) -> Result<bool, StoreError> {
     let doc = encode(run)?;
-    let inserted = tx
-        .prepare_cached(
+    let sql = match on_existing {
+        OnExisting::Keep => {
             "INSERT INTO runs (run_id, job_id, fired_at, doc) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(run_id) DO NOTHING",
-        )
+             ON CONFLICT(run_id) DO NOTHING"
+        }
+        OnExisting::Replace => {
+            "INSERT INTO runs (run_id, job_id, fired_at, doc) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(run_id) DO UPDATE SET doc = excluded.doc"
+        }
+    };
+    let written = tx
+        .prepare_cached(sql)
         .and_then(|mut stmt| {
             stmt.execute(params![
                 run.run_id.to_string(),
@@ -212,25 +228,7 @@ fn insert_run(tx: &Connection, run: &Run) -> Result<bool, StoreError> {
             ])
         })
         .map_err(map_err)?;
-    Ok(inserted == 1)
-}
-
-fn upsert_run(tx: &Connection, run: &Run) -> Result<(), StoreError> {
-    let doc = encode(run)?;
-    tx.prepare_cached(
-        "INSERT INTO runs (run_id, job_id, fired_at, doc) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT(run_id) DO UPDATE SET doc = excluded.doc",
-    )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            run.run_id.to_string(),
-            run.job_id.to_string(),
-            millis(run.fired_at),
-            doc
-        ])
-    })
-    .map_err(map_err)?;
-    Ok(())
+    Ok(written == 1)
 }
 
 #[async_trait]
@@ -395,7 +393,7 @@ impl JobStore for SqliteStore {
                 });
             }
             if let Some(run) = &run {
-                upsert_run(&tx, run)?;
+                write_run(&tx, run, OnExisting::Replace)?;
             }
             tx.commit().map_err(map_err)
         })
@@ -504,7 +502,7 @@ impl JobStore for SqliteStore {
                 if !replace_job(&fire, job, job.version - 1, Some(&owner))? {
                     continue; // changed or taken over since the claim
                 }
-                if insert_run(&fire, run)? {
+                if write_run(&fire, run, OnExisting::Keep)? {
                     fire.commit().map_err(map_err)?;
                     written.push(job.id);
                 } else {

@@ -25,15 +25,7 @@ async fn job_fires_at_its_time_with_a_run_and_a_run_event() {
     let stored = app.get_job(&id).await;
     assert_eq!(stored["status"], "RUNNING");
     assert_eq!(stored["scheduleTime"], Value::Null);
-    let runs: Value = app
-        .http
-        .get(app.url(&format!("/api/v1/jobs/{id}/runs")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let runs: Value = app.get_json(&format!("/api/v1/jobs/{id}/runs")).await;
     assert_eq!(runs["totalCount"], 1);
     assert_eq!(runs["runs"][0]["runId"], run.run_id.to_string());
     assert_eq!(runs["runs"][0]["status"], "RUNNING");
@@ -61,22 +53,21 @@ async fn updated_time_moves_the_fire() {
         .await;
     // Moved later: from now to next hour.
     let sooner = app
-        .create_job(&email_job("moved later", &in_millis(400)))
+        .create_job(&email_job("moved later", &in_millis(1_500)))
         .await;
     let new_time = in_millis(100);
     for (job, to) in [(&later, new_time.clone()), (&sooner, in_millis(3_600_000))] {
         let response = app
-            .http
-            .patch(app.url(&format!("/api/v1/jobs/{}", id_of(job))))
-            .json(&json!({"schedule": {"runAt": to}}))
-            .send()
-            .await
-            .unwrap();
+            .patch(
+                &format!("/api/v1/jobs/{}", id_of(job)),
+                &json!({"schedule": {"runAt": to}}),
+            )
+            .await;
         assert_eq!(response.status(), 200);
     }
     // A sentinel due after the original time of the job moved later.
     let sentinel = app
-        .create_job(&email_job("sentinel", &in_millis(800)))
+        .create_job(&email_job("sentinel", &in_millis(2_000)))
         .await;
 
     let event = app.next_event(EventKind::Run, &id_of(&later)).await;
@@ -90,14 +81,21 @@ async fn updated_time_moves_the_fire() {
         moved["status"], "SCHEDULED",
         "the job moved later fired early"
     );
+    let runs = app
+        .get_json(&format!("/api/v1/jobs/{}/runs", id_of(&sooner)))
+        .await;
+    assert_eq!(runs["totalCount"], 0, "the job moved later has a run");
 }
 
 #[tokio::test]
 async fn deleted_job_never_fires() {
     let mut app = TestApp::spawn().await;
-    let doomed = app.create_job(&email_job("doomed", &in_millis(300))).await;
+    // Due late enough that the delete surely lands first, even on a loaded machine.
+    let doomed = app
+        .create_job(&email_job("doomed", &in_millis(1_500)))
+        .await;
     let sentinel = app
-        .create_job(&email_job("sentinel", &in_millis(600)))
+        .create_job(&email_job("sentinel", &in_millis(2_000)))
         .await;
     let response = app
         .http
@@ -255,15 +253,7 @@ async fn two_schedulers_on_one_store_fire_each_job_exactly_once() {
     assert!(fired.keys().all(|id| ids.contains(id)));
     // The store is the judge of duplicates: one run row per job, whichever scheduler fired it.
     for id in &ids {
-        let runs: Value = first
-            .http
-            .get(first.url(&format!("/api/v1/jobs/{id}/runs")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let runs: Value = first.get_json(&format!("/api/v1/jobs/{id}/runs")).await;
         assert_eq!(runs["totalCount"], 1, "job {id}");
     }
     assert!(fired.values().all(|&n| n == 1), "a job fired twice");
@@ -293,12 +283,11 @@ async fn rescheduling_back_to_a_fired_time_records_a_new_attempt() {
     // Away to next year, then back to the time it already fired for.
     for to in [in_millis(3_600_000 * 24 * 365), at.to_owned()] {
         let response = app
-            .http
-            .patch(app.url(&format!("/api/v1/jobs/{id}")))
-            .json(&json!({"schedule": {"runAt": to}}))
-            .send()
-            .await
-            .unwrap();
+            .patch(
+                &format!("/api/v1/jobs/{id}"),
+                &json!({"schedule": {"runAt": to}}),
+            )
+            .await;
         assert_eq!(response.status(), 200);
     }
     let second = app.next_event(EventKind::Run, &id).await;
@@ -306,15 +295,7 @@ async fn rescheduling_back_to_a_fired_time_records_a_new_attempt() {
     assert_eq!(second_run.attempt, 2);
     assert_ne!(second_run.run_id, first_run.run_id);
 
-    let runs: Value = app
-        .http
-        .get(app.url(&format!("/api/v1/jobs/{id}/runs")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let runs: Value = app.get_json(&format!("/api/v1/jobs/{id}/runs")).await;
     assert_eq!(runs["totalCount"], 2);
     let statuses: Vec<_> = runs["runs"]
         .as_array()
@@ -336,22 +317,20 @@ async fn schedule_of_a_job_with_an_open_run_cannot_change() {
     app.next_event(EventKind::Run, &id).await;
     let before = app.get_job(&id).await;
     let response = app
-        .http
-        .patch(app.url(&format!("/api/v1/jobs/{id}")))
-        .json(&json!({"schedule": {"runAt": in_millis(60_000)}}))
-        .send()
-        .await
-        .unwrap();
+        .patch(
+            &format!("/api/v1/jobs/{id}"),
+            &json!({"schedule": {"runAt": in_millis(60_000)}}),
+        )
+        .await;
     assert_eq!(response.status(), 409);
     assert_eq!(app.get_job(&id).await, before);
     // Other fields may still change.
     let response = app
-        .http
-        .patch(app.url(&format!("/api/v1/jobs/{id}")))
-        .json(&json!({"description": "still running"}))
-        .send()
-        .await
-        .unwrap();
+        .patch(
+            &format!("/api/v1/jobs/{id}"),
+            &json!({"description": "still running"}),
+        )
+        .await;
     assert_eq!(response.status(), 200);
 }
 

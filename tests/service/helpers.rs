@@ -83,18 +83,33 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
-    /// How many jobs are stored.
-    pub async fn job_count(&self) -> u64 {
-        let page: Value = self
-            .http
-            .get(self.url("/api/v1/jobs"))
+    /// GETs `path` and returns its JSON body, whatever the status.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.http
+            .get(self.url(path))
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
-        page["totalCount"].as_u64().expect("a count")
+            .unwrap()
+    }
+
+    /// PATCHes `path` with a JSON merge patch.
+    pub async fn patch(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .patch(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// How many jobs are stored.
+    pub async fn job_count(&self) -> u64 {
+        self.get_json("/api/v1/jobs").await["totalCount"]
+            .as_u64()
+            .expect("a count")
     }
 
     pub async fn grpc(&self) -> JobsServiceClient<Channel> {

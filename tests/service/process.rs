@@ -68,7 +68,7 @@ impl Drop for Service {
 async fn job_created_before_a_sigkill_still_fires_after_restart() {
     let data = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
-    let due = in_millis(1_500);
+    let due = in_millis(3_000);
 
     let mut first = Service::start(data.path()).await;
     let response = http
@@ -83,9 +83,10 @@ async fn job_created_before_a_sigkill_still_fires_after_restart() {
     first.child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
     first.child.wait().unwrap();
     drop(first);
+    let killed_at = chrono::Utc::now();
 
     // Restart after the due time: the job fires from the store, not from a lost timer.
-    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
     let second = Service::start(data.path()).await;
     let job = eventually("the job to fire after the restart", || {
         let request = http.get(second.url(&format!("/api/v1/jobs/{id}"))).send();
@@ -108,6 +109,12 @@ async fn job_created_before_a_sigkill_still_fires_after_restart() {
     assert_eq!(
         runs["runs"][0]["scheduledFor"], job["schedule"]["runAt"],
         "the run is for the stored due time"
+    );
+    let fired_at =
+        scheduler::domain::parse_time(runs["runs"][0]["firedAt"].as_str().unwrap()).unwrap();
+    assert!(
+        fired_at > killed_at,
+        "the first process fired it before the kill"
     );
 }
 

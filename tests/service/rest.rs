@@ -57,15 +57,7 @@ async fn listing_pages_newest_first_and_filters_by_status_type_and_name() {
     }))
     .await;
 
-    let page: Value = app
-        .http
-        .get(app.url("/api/v1/jobs?page=2&size=2"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/api/v1/jobs?page=2&size=2").await;
     assert_eq!(page["totalCount"], 6);
     assert_eq!(page["totalPages"], 3);
     assert_eq!(page["page"], 2);
@@ -88,15 +80,7 @@ async fn listing_pages_newest_first_and_filters_by_status_type_and_name() {
         ("name=sms", 1),
         ("name=report%204", 1),
     ] {
-        let page: Value = app
-            .http
-            .get(app.url(&format!("/api/v1/jobs?{query}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = app.get_json(&format!("/api/v1/jobs?{query}")).await;
         assert_eq!(page["totalCount"], expected, "{query}");
     }
 }
