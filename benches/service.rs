@@ -95,7 +95,7 @@ struct Running {
 async fn start(store: StoreKind) -> Running {
     let data = tempfile::tempdir().unwrap();
     let mut config = Config::for_tests();
-    config.store = store;
+    config.store = Some(store);
     config.data_dir = data.path().to_owned();
     let app = Application::build(config).await.unwrap();
     let running = Running {

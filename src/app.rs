@@ -19,7 +19,7 @@ use crate::{
     jobs::Jobs,
     rest::{self, AppState, RestSettings},
     scheduler::{Scheduler, SchedulerSettings},
-    store::{JobStore, sqlite::SqliteStore},
+    store::{JobStore, mongo::MongoStore, sqlite::SqliteStore},
 };
 
 /// Events each slow live subscriber may fall behind by before it misses some.
@@ -39,9 +39,26 @@ pub struct Application {
 impl Application {
     /// Opens the store and binds the port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let store: Arc<dyn JobStore> = match config.store {
-            StoreKind::Embedded => Arc::new(SqliteStore::open(&config.data_dir)?),
-            StoreKind::Memory => Arc::new(SqliteStore::in_memory()?),
+        let store: Arc<dyn JobStore> = match config.store_kind() {
+            StoreKind::Embedded => {
+                tracing::info!(data_dir = %config.data_dir.display(), "job store: embedded SQLite");
+                Arc::new(SqliteStore::open(&config.data_dir)?)
+            }
+            StoreKind::Memory => {
+                tracing::warn!("job store: in memory; every job is lost at exit");
+                Arc::new(SqliteStore::in_memory()?)
+            }
+            StoreKind::Mongodb => {
+                let settings = config.mongo_settings().await?;
+                let hosts: Vec<String> = settings
+                    .options
+                    .hosts
+                    .iter()
+                    .map(|h| h.to_string())
+                    .collect();
+                tracing::info!(hosts = ?hosts, database = %settings.database, "job store: MongoDB");
+                Arc::new(MongoStore::connect(settings).await?)
+            }
         };
         Self::with_store(config, store).await
     }

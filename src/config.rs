@@ -6,6 +6,8 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
 
+use crate::store::mongo::MongoSettings;
+
 /// Where jobs are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StoreKind {
@@ -13,6 +15,8 @@ pub enum StoreKind {
     Embedded,
     /// An in-memory SQLite store: everything is lost at exit. For tests and demos.
     Memory,
+    /// MongoDB, from `MONGODB_URI` or the `DATABASE_*` parts.
+    Mongodb,
 }
 
 /// Log line format.
@@ -36,9 +40,9 @@ pub struct Config {
     /// Port for REST and gRPC (HTTP/1.1 and HTTP/2 cleartext on one socket); 0 picks a free one.
     #[arg(long, env = "SERVER_PORT", default_value_t = 8080)]
     pub port: u16,
-    /// Job store.
-    #[arg(long, env = "SCHEDULER_STORE", value_enum, default_value_t = StoreKind::Embedded)]
-    pub store: StoreKind,
+    /// Job store; by default MongoDB when one is configured, else the embedded store.
+    #[arg(long, env = "SCHEDULER_STORE", value_enum)]
+    pub store: Option<StoreKind>,
     /// Directory of the embedded store.
     #[arg(long, env = "SCHEDULER_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -60,6 +64,35 @@ pub struct Config {
     #[arg(long, env = "SCHEDULER_IDLE_POLL_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub idle_poll_ms: u64,
+    /// MongoDB connection string; takes precedence over the `DATABASE_*` parts.
+    #[arg(long, env = "MONGODB_URI", hide_env_values = true)]
+    pub mongodb_uri: Option<String>,
+    /// MongoDB URI scheme when built from parts: `mongodb` or `mongodb+srv`.
+    #[arg(long, env = "DATABASE_SCHEME", default_value = "mongodb")]
+    pub database_scheme: String,
+    /// MongoDB host when built from parts (`DATABASE_DOMAIN` also works).
+    #[arg(long, env = "DATABASE_HOST_NAME")]
+    pub database_host_name: Option<String>,
+    /// MongoDB port when built from parts.
+    #[arg(long, env = "DATABASE_PORT")]
+    pub database_port: Option<u16>,
+    /// File holding the MongoDB user name.
+    #[arg(long, env = "DATABASE_USER_FILE")]
+    pub database_user_file: Option<PathBuf>,
+    /// File holding the MongoDB password.
+    #[arg(long, env = "DATABASE_PASS_FILE")]
+    pub database_pass_file: Option<PathBuf>,
+    /// File holding the database name (else the URI's database, else `--database-name`).
+    #[arg(long, env = "DATABASE_DB_NAME_FILE")]
+    pub database_db_name_file: Option<PathBuf>,
+    /// Database name when neither the URI nor a file names one.
+    #[arg(long, env = "DATABASE_NAME", default_value = "jobs_db")]
+    pub database_name: String,
+    /// How long a MongoDB call waits for a reachable server before it fails as unavailable
+    /// (503), in milliseconds.
+    #[arg(long, env = "SCHEDULER_MONGODB_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(100..=120_000))]
+    pub mongodb_timeout_ms: u64,
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long, env = "SCHEDULER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -81,5 +114,84 @@ impl Config {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_seconds)
+    }
+
+    /// The store to use: the one asked for, else MongoDB when configured, else embedded.
+    pub fn store_kind(&self) -> StoreKind {
+        self.store.unwrap_or(if self.mongodb_configured() {
+            StoreKind::Mongodb
+        } else {
+            StoreKind::Embedded
+        })
+    }
+
+    fn mongodb_configured(&self) -> bool {
+        self.mongodb_uri.is_some() || self.database_host().is_some()
+    }
+
+    fn database_host(&self) -> Option<String> {
+        self.database_host_name
+            .clone()
+            .or_else(|| std::env::var("DATABASE_DOMAIN").ok())
+            .filter(|h| !h.is_empty())
+    }
+
+    /// MongoDB settings from `MONGODB_URI` or the `DATABASE_*` parts. Secrets are read from
+    /// their files and put in the driver's credential, never into a string that is logged;
+    /// errors name the setting, never its value.
+    pub async fn mongo_settings(&self) -> anyhow::Result<MongoSettings> {
+        use anyhow::{Context, bail};
+        use mongodb::options::{ClientOptions, Credential};
+
+        let read = |path: &PathBuf, setting: &str| -> anyhow::Result<String> {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("{setting}: cannot read {}", path.display()))?;
+            Ok(text.trim().to_owned())
+        };
+        let mut options = if let Some(uri) = &self.mongodb_uri {
+            ClientOptions::parse(uri).await.map_err(|_| {
+                anyhow::anyhow!("MONGODB_URI is not a valid MongoDB connection string")
+            })?
+        } else {
+            let Some(host) = self.database_host() else {
+                bail!("no MongoDB configured: set MONGODB_URI or DATABASE_HOST_NAME");
+            };
+            let address = match self.database_port {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            };
+            let uri = format!("{}://{address}/", self.database_scheme);
+            let mut options = ClientOptions::parse(&uri).await.map_err(|_| {
+                anyhow::anyhow!("DATABASE_SCHEME, DATABASE_HOST_NAME or DATABASE_PORT is invalid")
+            })?;
+            if let Some(user_file) = &self.database_user_file {
+                let password = match &self.database_pass_file {
+                    Some(path) => Some(read(path, "DATABASE_PASS_FILE")?),
+                    None => None,
+                };
+                options.credential = Some(
+                    Credential::builder()
+                        .username(read(user_file, "DATABASE_USER_FILE")?)
+                        .password(password)
+                        .build(),
+                );
+            }
+            options
+        };
+        let database = match &self.database_db_name_file {
+            Some(path) => read(path, "DATABASE_DB_NAME_FILE")?,
+            None => options
+                .default_database
+                .clone()
+                .unwrap_or_else(|| self.database_name.clone()),
+        };
+        if database.is_empty() {
+            bail!("the MongoDB database name is empty");
+        }
+        let timeout = Duration::from_millis(self.mongodb_timeout_ms);
+        options.server_selection_timeout = Some(timeout);
+        options.connect_timeout = Some(timeout);
+        options.app_name = Some("scheduler".into());
+        Ok(MongoSettings { options, database })
     }
 }

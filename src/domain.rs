@@ -34,6 +34,15 @@ impl JobId {
         Self(bson::oid::ObjectId::new())
     }
 
+    /// The MongoDB ObjectId it is.
+    pub fn object_id(self) -> bson::oid::ObjectId {
+        self.0
+    }
+
+    pub fn from_object_id(id: bson::oid::ObjectId) -> Self {
+        Self(id)
+    }
+
     /// Parses an id from a path, query or message. Anything but 24 hex digits is rejected, so
     /// an id can never smuggle a query operator into a store lookup.
     pub fn parse(raw: &str) -> Result<Self, Error> {

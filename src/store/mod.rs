@@ -6,6 +6,7 @@
 //! cannot be claimed by anyone else, and a fire is written only while its claimer still holds
 //! the lease and the job is unchanged since the claim, so two schedulers never fire the same run.
 
+pub mod mongo;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -214,7 +214,7 @@ async fn two_schedulers_on_one_store_fire_each_job_exactly_once() {
     let data = tempfile::tempdir().unwrap();
     let config = || {
         let mut config = scheduler::config::Config::for_tests();
-        config.store = scheduler::config::StoreKind::Embedded;
+        config.store = Some(scheduler::config::StoreKind::Embedded);
         config.data_dir = data.path().to_owned();
         config.batch_size = 50;
         config.idle_poll_ms = 50;

@@ -9,3 +9,4 @@ mod helpers;
 mod openapi;
 mod process;
 mod rest;
+mod store;

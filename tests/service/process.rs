@@ -31,6 +31,8 @@ impl Service {
                 "127.0.0.1",
                 "--port",
                 &port.to_string(),
+                "--store",
+                "embedded",
                 "--data-dir",
             ])
             .arg(data_dir)
