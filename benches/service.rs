@@ -14,9 +14,10 @@ use chrono::Utc;
 use scheduler::{
     app::Application,
     config::{Config, StoreKind},
-    domain::JobInput,
+    domain::{Job, JobInput},
     events::EventKind,
     grpc::pb::{self, jobs_service_client::JobsServiceClient},
+    store::{JobStore, Lease, mongo::MongoStore, sqlite::SqliteStore},
 };
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -92,11 +93,19 @@ struct Running {
     _data: tempfile::TempDir,
 }
 
-async fn start(store: StoreKind) -> Running {
-    let data = tempfile::tempdir().unwrap();
+/// The service's settings for `store`: a fresh data directory, or a fresh MongoDB database on
+/// the server at `MONGODB_URI`.
+fn config_for(store: StoreKind, data: &tempfile::TempDir) -> Config {
     let mut config = Config::for_tests();
     config.store = Some(store);
     config.data_dir = data.path().to_owned();
+    config.database_name = format!("bench_{}", uuid::Uuid::new_v4().simple());
+    config
+}
+
+async fn start(store: StoreKind) -> Running {
+    let data = tempfile::tempdir().unwrap();
+    let config = config_for(store, &data);
     let app = Application::build(config).await.unwrap();
     let running = Running {
         app_addr: app.local_addr(),
@@ -241,6 +250,74 @@ async fn fire_lag(service: &Running, label: &str, count: usize, spread: bool) {
     );
 }
 
+/// Store-level figures without HTTP: insert throughput, then how fast one scheduler claims
+/// and fires due jobs in batches of 200.
+async fn claim_throughput(store_kind: StoreKind, label: &str, count: usize) {
+    let data = tempfile::tempdir().unwrap();
+    let config = config_for(store_kind, &data);
+    let store: Arc<dyn JobStore> = match store_kind {
+        StoreKind::Embedded => Arc::new(SqliteStore::open(&config.data_dir).unwrap()),
+        StoreKind::Memory => Arc::new(SqliteStore::in_memory().unwrap()),
+        StoreKind::Mongodb => Arc::new(
+            MongoStore::connect(config.mongo_settings().await.unwrap())
+                .await
+                .unwrap(),
+        ),
+    };
+    let now = Utc::now();
+    let at =
+        (now - chrono::Duration::seconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let start = Instant::now();
+    for i in 0..count {
+        let input: JobInput =
+            serde_json::from_value(email_job(&format!("claim {i}"), &at)).unwrap();
+        let job = Job::new(input.parse().unwrap(), now);
+        store.insert(&job, None).await.unwrap();
+    }
+    let inserted = start.elapsed();
+    let lease = Lease {
+        owner: "bench".into(),
+        until: now + chrono::Duration::minutes(10),
+    };
+    let start = Instant::now();
+    let mut fired = 0;
+    loop {
+        let claimed = store.claim_due(&lease, Utc::now(), 200).await.unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        let fires: Vec<_> = claimed.iter().map(|job| job.fired(Utc::now())).collect();
+        fired += store.record_fires(&lease, &fires).await.unwrap().len();
+    }
+    let claimed = start.elapsed();
+    println!(
+        "{label:<34} store insert {:>8.0} jobs/s (one at a time)   claim+fire {:>8.0} jobs/s ({fired} in batches of 200)",
+        count as f64 / inserted.as_secs_f64(),
+        fired as f64 / claimed.as_secs_f64(),
+    );
+}
+
+/// Latency of listing the newest page of 20 jobs.
+async fn list_latency(service: &Running, label: &str, count: usize) {
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/jobs?page=1&size=20", service.app_addr);
+    let (elapsed, latencies) = drive(count, move |_| {
+        let request = http.get(&url).send();
+        async move {
+            let response = request.await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.bytes().await.unwrap();
+        }
+    })
+    .await;
+    report(
+        &format!("{label} REST list (page of 20)"),
+        count,
+        elapsed,
+        latencies,
+    );
+}
+
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -262,12 +339,20 @@ async fn main() {
         "scheduler benchmark: {} cores, concurrency {CONCURRENCY}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    for (store, label) in [
+    let mut stores = vec![
         (StoreKind::Embedded, "embedded"),
         (StoreKind::Memory, "memory"),
-    ] {
+    ];
+    if std::env::var_os("MONGODB_URI").is_some() {
+        stores.push((StoreKind::Mongodb, "mongodb"));
+    } else {
+        println!("MONGODB_URI is not set: no MongoDB figures (./scripts/bench.sh provides one)");
+    }
+    for (store, label) in stores {
+        claim_throughput(store, label, count).await;
         let service = start(store).await;
         rest_throughput(&service, label, count).await;
+        list_latency(&service, label, count / 4).await;
         grpc_throughput(&service, label, count).await;
         fire_lag(&service, &format!("{label} 1000 due"), 1000, true).await;
         fire_lag(&service, &format!("{label} 1000 due"), 1000, false).await;

@@ -195,3 +195,96 @@ impl Config {
         Ok(MongoSettings { options, database })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Settings from these flags alone: what the environment says (the test script sets
+    /// MONGODB_URI) must not leak in.
+    fn parse(args: &[&str]) -> Config {
+        let mut all = vec!["scheduler"];
+        all.extend_from_slice(args);
+        let mut config = Config::parse_from(all);
+        if !args.contains(&"--mongodb-uri") {
+            config.mongodb_uri = None;
+        }
+        if !args.contains(&"--database-host-name") {
+            config.database_host_name = None;
+        }
+        config
+    }
+
+    #[tokio::test]
+    async fn database_parts_and_secret_files_build_the_mongodb_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let (user, pass, name) = (
+            file("user", "scheduler\n"),
+            file("pass", "s3cret-pa55\n"),
+            file("db", "jobs_prod\n"),
+        );
+        let config = parse(&[
+            "--database-host-name",
+            "db.internal",
+            "--database-port",
+            "27018",
+            "--database-user-file",
+            &user,
+            "--database-pass-file",
+            &pass,
+            "--database-db-name-file",
+            &name,
+        ]);
+        assert_eq!(config.store_kind(), StoreKind::Mongodb);
+        let settings = config.mongo_settings().await.unwrap();
+        assert_eq!(settings.database, "jobs_prod");
+        assert_eq!(settings.options.hosts[0].to_string(), "db.internal:27018");
+        let credential = settings.options.credential.as_ref().unwrap();
+        assert_eq!(credential.username.as_deref(), Some("scheduler"));
+        assert_eq!(credential.password.as_deref(), Some("s3cret-pa55"));
+        assert!(
+            !format!("{:?}", settings.options).contains("s3cret"),
+            "the password shows in the options' debug output"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_uri_wins_and_names_the_database_or_the_default_does() {
+        let config = parse(&[
+            "--mongodb-uri",
+            "mongodb://u:p@h1:1,h2:2/reports",
+            "--database-host-name",
+            "ignored",
+        ]);
+        let settings = config.mongo_settings().await.unwrap();
+        assert_eq!(settings.database, "reports");
+        assert_eq!(settings.options.hosts.len(), 2);
+        let config = parse(&["--mongodb-uri", "mongodb://h1"]);
+        assert_eq!(config.mongo_settings().await.unwrap().database, "jobs_db");
+    }
+
+    #[tokio::test]
+    async fn a_bad_uri_is_named_without_echoing_its_secret() {
+        let config = parse(&["--mongodb-uri", "mongodb://user:s3cret@/?bogus=%"]);
+        let Err(error) = config.mongo_settings().await else {
+            panic!("a bad URI was accepted")
+        };
+        let error = error.to_string();
+        assert!(error.contains("MONGODB_URI"), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
+    }
+
+    #[test]
+    fn without_a_database_the_embedded_store_is_used() {
+        assert_eq!(parse(&[]).store_kind(), StoreKind::Embedded);
+        assert_eq!(
+            parse(&["--store", "memory", "--mongodb-uri", "mongodb://h"]).store_kind(),
+            StoreKind::Memory
+        );
+    }
+}

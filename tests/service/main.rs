@@ -6,6 +6,7 @@ mod bad_input;
 mod fire;
 mod grpc;
 mod helpers;
+mod mongo;
 mod openapi;
 mod process;
 mod rest;

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The benchmark, on the embedded, in-memory and MongoDB stores (see BENCHMARKS.md).
+# Arguments go to the benchmark, e.g. `./scripts/bench.sh --quick`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/with-mongo.sh cargo bench --locked --bench service -- "$@"
