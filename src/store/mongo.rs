@@ -5,8 +5,8 @@
 //! adapter needs no multi-document transactions, which a standalone `mongod` and the
 //! MongoDB-wire servers the tests use do not have:
 //! - a conditional update filters on `version` and sets the job's fields and its run together;
-//! - the claim is `findOneAndUpdate` on due time, status and lease expiry, sorted by due time,
-//!   one job at a time, so two schedulers can never both hold a job;
+//! - the claim finds the earliest due candidates, then takes each with `findOneAndUpdate` on
+//!   its id, due time, status and lease expiry, so two schedulers can never both hold a job;
 //! - a fire filters on version, lease owner and the absence of its run id, so a run is never
 //!   written twice or overwritten.
 //!
@@ -545,35 +545,53 @@ impl JobStore for MongoStore {
         limit: usize,
     ) -> Result<Vec<Job>, StoreError> {
         let now = bson_time(now);
-        let mut claimed = Vec::new();
-        // One atomic findOneAndUpdate per job: whoever matches a job first holds it.
-        while claimed.len() < limit {
+        let claimable = doc! {
+            "status": JobStatus::Scheduled.code(),
+            "dueAt": { "$lte": now },
+            "$or": [
+                { "leaseUntil": Bson::Null },
+                { "leaseUntil": { "$lt": now } },
+            ],
+        };
+        // One query finds the earliest candidates; then each is taken with its own atomic
+        // findOneAndUpdate that checks the same conditions again, so of two schedulers racing
+        // for a job exactly one gets it, and each take is a lookup by _id.
+        let candidates: Vec<Document> = self
+            .jobs
+            .find(claimable.clone())
+            .sort(doc! { "dueAt": 1 })
+            .limit(limit as i64)
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        let mut claimed = Vec::with_capacity(candidates.len());
+        for candidate in candidates {
+            let Ok(id) = candidate.get_object_id("_id") else {
+                continue;
+            };
+            let mut filter = claimable.clone();
+            filter.insert("_id", id);
             let taken = self
                 .jobs
                 .find_one_and_update(
-                    doc! {
-                        "status": JobStatus::Scheduled.code(),
-                        "dueAt": { "$lte": now },
-                        "$or": [
-                            { "leaseUntil": Bson::Null },
-                            { "leaseUntil": { "$lt": now } },
-                        ],
-                    },
+                    filter,
                     doc! { "$set": {
                         "leaseOwner": &lease.owner,
                         "leaseUntil": bson_time(lease.until),
                     } },
                 )
-                .sort(doc! { "dueAt": 1 })
                 .projection(RETURN_FIELDS_WITHOUT_RUNS())
                 .return_document(ReturnDocument::After)
                 .await
                 .map_err(map_err)?;
-            let Some(document) = taken else { break };
-            if let Some(job) = decode_job(document) {
+            if let Some(job) = taken.and_then(decode_job) {
                 claimed.push(job);
             }
         }
+        claimed.sort_by_key(|job| job.schedule_time);
         Ok(claimed)
     }
 
