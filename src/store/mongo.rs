@@ -16,8 +16,6 @@
 //! Dates are BSON dates, `jobData` an embedded document, enums their contract numbers, so the
 //! documents read naturally in any MongoDB tool.
 
-use std::time::Duration;
-
 use anyhow::anyhow;
 use async_trait::async_trait;
 use bson::{Bson, Document, doc, oid::ObjectId};
@@ -49,7 +47,10 @@ pub struct MongoStore {
     jobs: Collection<Document>,
 }
 
-const RETURN_FIELDS_WITHOUT_RUNS: fn() -> Document = || doc! { "runs": 0 };
+/// The projection of a job read: everything but its runs, which can be many.
+fn without_runs() -> Document {
+    doc! { "runs": 0 }
+}
 
 impl MongoStore {
     /// Connects lazily (the driver connects on first use) and creates the indexes.
@@ -104,6 +105,19 @@ impl MongoStore {
         ];
         self.jobs.create_indexes(models).await.map_err(map_err)?;
         Ok(())
+    }
+
+    /// A job's runs, newest first; none if the job does not exist.
+    async fn runs_of(&self, job: JobId) -> Result<Vec<Run>, StoreError> {
+        let found = self
+            .jobs
+            .find_one(doc! { "_id": job.object_id() })
+            .projection(doc! { "runs": 1 })
+            .await
+            .map_err(map_err)?;
+        Ok(found
+            .map(|document| decode_runs(job, &document))
+            .unwrap_or_default())
     }
 
     /// The database, for tests (explain, dropping).
@@ -239,11 +253,14 @@ impl JobDoc {
         })
     }
 
-    /// The `$set` of a job write: every field but the id.
+    /// The `$set` of a job write: every field but the id, and the lease released (a write
+    /// ends any claim on the job).
     fn set_fields(&self) -> Result<Document, StoreError> {
         let mut fields =
             bson::serialize_to_document(self).map_err(|e| StoreError::Internal(anyhow!(e)))?;
         fields.remove("_id");
+        fields.insert("leaseOwner", Bson::Null);
+        fields.insert("leaseUntil", Bson::Null);
         Ok(fields)
     }
 }
@@ -389,7 +406,7 @@ impl JobStore for MongoStore {
         let found = self
             .jobs
             .find_one(doc! { "idempotencyKey": key })
-            .projection(RETURN_FIELDS_WITHOUT_RUNS())
+            .projection(without_runs())
             .await
             .map_err(map_err)?;
         Ok(found.and_then(|document| {
@@ -405,7 +422,7 @@ impl JobStore for MongoStore {
         let found = self
             .jobs
             .find_one(doc! { "_id": id.object_id() })
-            .projection(RETURN_FIELDS_WITHOUT_RUNS())
+            .projection(without_runs())
             .await
             .map_err(map_err)?;
         Ok(found.and_then(decode_job))
@@ -428,7 +445,7 @@ impl JobStore for MongoStore {
             .sort(doc! { "createdAt": -1, "_id": -1 })
             .skip(page.offset())
             .limit(page.size as i64)
-            .projection(RETURN_FIELDS_WITHOUT_RUNS())
+            .projection(without_runs())
             .await
             .map_err(map_err)?
             .try_collect()
@@ -446,9 +463,7 @@ impl JobStore for MongoStore {
         expected_version: u64,
         run: Option<&Run>,
     ) -> Result<(), StoreError> {
-        let mut set = JobDoc::from_job(job)?.set_fields()?;
-        set.insert("leaseOwner", Bson::Null);
-        set.insert("leaseUntil", Bson::Null);
+        let set = JobDoc::from_job(job)?.set_fields()?;
         let id = job.id.object_id();
         let version = expected_version as i64;
         let matched = match run {
@@ -583,7 +598,7 @@ impl JobStore for MongoStore {
                         "leaseUntil": bson_time(lease.until),
                     } },
                 )
-                .projection(RETURN_FIELDS_WITHOUT_RUNS())
+                .projection(without_runs())
                 .return_document(ReturnDocument::After)
                 .await
                 .map_err(map_err)?;
@@ -602,9 +617,7 @@ impl JobStore for MongoStore {
     ) -> Result<Vec<JobId>, StoreError> {
         let mut written = Vec::with_capacity(fires.len());
         for (job, run) in fires {
-            let mut set = JobDoc::from_job(job)?.set_fields()?;
-            set.insert("leaseOwner", Bson::Null);
-            set.insert("leaseUntil", Bson::Null);
+            let set = JobDoc::from_job(job)?.set_fields()?;
             let result = self
                 .jobs
                 .update_one(
@@ -626,17 +639,11 @@ impl JobStore for MongoStore {
     }
 
     async fn get_run(&self, job: JobId, run: RunId) -> Result<Option<Run>, StoreError> {
-        let found = self
-            .jobs
-            .find_one(doc! { "_id": job.object_id() })
-            .projection(doc! { "runs": 1 })
-            .await
-            .map_err(map_err)?;
-        Ok(found.and_then(|document| {
-            decode_runs(job, &document)
-                .into_iter()
-                .find(|r| r.run_id == run)
-        }))
+        Ok(self
+            .runs_of(job)
+            .await?
+            .into_iter()
+            .find(|r| r.run_id == run))
     }
 
     async fn list_runs(
@@ -644,15 +651,7 @@ impl JobStore for MongoStore {
         job: JobId,
         page: PageRequest,
     ) -> Result<(Vec<Run>, u64), StoreError> {
-        let found = self
-            .jobs
-            .find_one(doc! { "_id": job.object_id() })
-            .projection(doc! { "runs": 1 })
-            .await
-            .map_err(map_err)?;
-        let runs = found
-            .map(|document| decode_runs(job, &document))
-            .unwrap_or_default();
+        let runs = self.runs_of(job).await?;
         let total = runs.len() as u64;
         let page_runs = runs
             .into_iter()
@@ -662,6 +661,3 @@ impl JobStore for MongoStore {
         Ok((page_runs, total))
     }
 }
-
-/// How long the driver waits for a reachable server before a call fails as unavailable.
-pub const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
