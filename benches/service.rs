@@ -17,7 +17,7 @@ use scheduler::{
     domain::{Job, JobInput},
     events::EventKind,
     grpc::pb::{self, jobs_service_client::JobsServiceClient},
-    store::{JobStore, Lease, mongo::MongoStore, sqlite::SqliteStore},
+    store::{Fire, JobStore, Lease, mongo::MongoStore, sqlite::SqliteStore},
 };
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -272,7 +272,7 @@ async fn claim_throughput(store_kind: StoreKind, label: &str, count: usize) {
         let input: JobInput =
             serde_json::from_value(email_job(&format!("claim {i}"), &at)).unwrap();
         let job = Job::new(input.parse().unwrap(), now);
-        store.insert(&job, None).await.unwrap();
+        store.insert(&job, None, None).await.unwrap();
     }
     let inserted = start.elapsed();
     let lease = Lease {
@@ -286,7 +286,10 @@ async fn claim_throughput(store_kind: StoreKind, label: &str, count: usize) {
         if claimed.is_empty() {
             break;
         }
-        let fires: Vec<_> = claimed.iter().map(|job| job.fired(Utc::now())).collect();
+        let fires: Vec<Fire> = claimed
+            .iter()
+            .map(|job| job.fired(Utc::now()).into())
+            .collect();
         fired += store.record_fires(&lease, &fires).await.unwrap().len();
     }
     let claimed = start.elapsed();

@@ -14,9 +14,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Config, StoreKind},
-    events::EventBus,
+    events::{EventBus, EventRoute},
     grpc,
     jobs::Jobs,
+    kafka::{KafkaSettings, consumer::ResultConsumer, producer::KafkaPublisher},
+    outbox::{Relay, RelaySettings},
     rest::{self, AppState, RestSettings},
     scheduler::{Scheduler, SchedulerSettings},
     store::{JobStore, mongo::MongoStore, sqlite::SqliteStore},
@@ -34,6 +36,15 @@ pub struct Application {
     internal_shutdown: CancellationToken,
     jobs: Jobs,
     bus: EventBus,
+    /// The Kafka side, when brokers are configured.
+    kafka: Option<KafkaParts>,
+}
+
+/// What runs beside the server when Kafka is configured.
+struct KafkaParts {
+    settings: KafkaSettings,
+    publisher: KafkaPublisher,
+    relay: Relay,
 }
 
 impl Application {
@@ -67,11 +78,44 @@ impl Application {
     pub async fn with_store(config: Config, store: Arc<dyn JobStore>) -> anyhow::Result<Self> {
         let bus = EventBus::new(EVENT_BUFFER);
         let wake = Arc::new(Notify::new());
-        let jobs = Jobs::new(store.clone(), Arc::new(bus.clone()), wake.clone());
+        let (events, kafka) = match config.kafka_settings() {
+            None => {
+                tracing::info!("no KAFKA_BROKERS: events stay in-process (SSE, gRPC watch)");
+                (EventRoute::live_only(Arc::new(bus.clone())), None)
+            }
+            Some(settings) => {
+                tracing::info!(brokers = %settings.brokers, "events: Kafka, through the outbox");
+                let relay_wake = Arc::new(Notify::new());
+                let publisher = KafkaPublisher::new(&settings)?;
+                let relay = Relay::new(
+                    store.clone(),
+                    Arc::new(publisher.clone()),
+                    relay_wake.clone(),
+                    RelaySettings {
+                        poll: settings.outbox_poll,
+                        lease: Duration::from_secs(config.lease_seconds.clamp(1, 10)),
+                        ..RelaySettings::default()
+                    },
+                );
+                let events = EventRoute::with_outbox(Arc::new(bus.clone()), relay_wake);
+                (
+                    events,
+                    Some(KafkaParts {
+                        settings,
+                        publisher,
+                        relay,
+                    }),
+                )
+            }
+        };
+        let mut jobs = Jobs::new(store.clone(), events.clone(), wake.clone());
+        if let Some(kafka) = &kafka {
+            jobs = jobs.with_sink(Arc::new(kafka.publisher.clone()));
+        }
         let internal_shutdown = CancellationToken::new();
         let scheduler = Scheduler::new(
             store,
-            Arc::new(bus.clone()),
+            events,
             wake,
             SchedulerSettings {
                 batch_size: config.batch_size as usize,
@@ -109,6 +153,7 @@ impl Application {
             internal_shutdown,
             jobs,
             bus,
+            kafka,
         })
     }
 
@@ -133,6 +178,9 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let internal = self.internal_shutdown.clone();
         let scheduler = tokio::spawn(self.scheduler.run(internal.clone()));
+        let kafka = self
+            .kafka
+            .map(|kafka| tokio::spawn(run_kafka(kafka, self.jobs.clone(), internal.clone())));
         tracing::info!(address = %self.listener.local_addr()?, "serving REST and gRPC");
         // Open event streams never finish by themselves: end them when shutdown starts, so
         // graceful shutdown waits only for ordinary requests.
@@ -155,8 +203,42 @@ impl Application {
             .await;
         internal.cancel();
         scheduler.await.context("the scheduler task failed")?;
+        if let Some(kafka) = kafka {
+            kafka.await.context("the Kafka tasks failed")?;
+        }
         tracing::info!("stopped");
         served.context("the server failed")
+    }
+}
+
+/// Creates the topics (retrying while the brokers are unreachable), then runs the outbox relay
+/// and the result consumer until shutdown. Until the topics exist, events wait in the outbox.
+async fn run_kafka(kafka: KafkaParts, jobs: Jobs, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match crate::kafka::ensure_topics(&kafka.settings).await {
+            Ok(()) => break,
+            Err(error) => {
+                tracing::error!(error = ?error, "Kafka topics not ready; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    let consumer =
+        match ResultConsumer::new(&kafka.settings, jobs, kafka.publisher.producer().clone()) {
+            Ok(consumer) => Some(tokio::spawn(consumer.run(shutdown.clone()))),
+            Err(error) => {
+                tracing::error!(error = ?error, "the result consumer cannot start");
+                None
+            }
+        };
+    kafka.relay.run(shutdown).await;
+    if let Some(consumer) = consumer {
+        let _ = consumer.await;
     }
 }
 

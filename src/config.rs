@@ -6,7 +6,10 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
 
-use crate::store::mongo::MongoSettings;
+use crate::{
+    kafka::{KafkaSettings, TopicSpec, Topics},
+    store::mongo::MongoSettings,
+};
 
 /// Where jobs are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -93,12 +96,128 @@ pub struct Config {
     #[arg(long, env = "SCHEDULER_MONGODB_TIMEOUT_MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(100..=120_000))]
     pub mongodb_timeout_ms: u64,
+    /// Kafka bootstrap servers, comma-separated (`host:port`). Without them events stay
+    /// in-process (SSE and the gRPC watch).
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// Topic of creation events.
+    #[arg(long, env = "TOPIC_JOB_CREATE", default_value = "topic-job-create")]
+    pub topic_job_create: String,
+    #[arg(long, env = "TOPIC_JOB_CREATE_PARTITIONS", default_value_t = 1, value_parser = partitions())]
+    pub topic_job_create_partitions: i32,
+    #[arg(long, env = "TOPIC_JOB_CREATE_REPLICAS", default_value_t = 1, value_parser = replicas())]
+    pub topic_job_create_replicas: i32,
+    /// Topic of update, deletion and result events.
+    #[arg(long, env = "TOPIC_JOB_UPDATE", default_value = "topic-job-update")]
+    pub topic_job_update: String,
+    #[arg(long, env = "TOPIC_JOB_UPDATE_PARTITIONS", default_value_t = 1, value_parser = partitions())]
+    pub topic_job_update_partitions: i32,
+    #[arg(long, env = "TOPIC_JOB_UPDATE_REPLICAS", default_value_t = 1, value_parser = replicas())]
+    pub topic_job_update_replicas: i32,
+    /// Topic of run messages, which executors consume.
+    #[arg(long, env = "TOPIC_JOB_RUN", default_value = "topic-job-run")]
+    pub topic_job_run: String,
+    #[arg(long, env = "TOPIC_JOB_RUN_PARTITIONS", default_value_t = 1, value_parser = partitions())]
+    pub topic_job_run_partitions: i32,
+    #[arg(long, env = "TOPIC_JOB_RUN_REPLICAS", default_value_t = 1, value_parser = replicas())]
+    pub topic_job_run_replicas: i32,
+    /// Topic of the executors' results, which the service consumes.
+    #[arg(
+        long,
+        env = "TOPIC_JOB_RUN_RESULT",
+        default_value = "topic-job-run-result"
+    )]
+    pub topic_job_run_result: String,
+    #[arg(long, env = "TOPIC_JOB_RUN_RESULT_PARTITIONS", default_value_t = 1, value_parser = partitions())]
+    pub topic_job_run_result_partitions: i32,
+    #[arg(long, env = "TOPIC_JOB_RUN_RESULT_REPLICAS", default_value_t = 1, value_parser = replicas())]
+    pub topic_job_run_result_replicas: i32,
+    /// Dead-letter topic of results that cannot be applied.
+    #[arg(
+        long,
+        env = "TOPIC_JOB_RUN_RESULT_DLQ",
+        default_value = "topic-job-run-result-dlq"
+    )]
+    pub topic_job_run_result_dlq: String,
+    #[arg(long, env = "TOPIC_JOB_RUN_RESULT_DLQ_PARTITIONS", default_value_t = 1, value_parser = partitions())]
+    pub topic_job_run_result_dlq_partitions: i32,
+    #[arg(long, env = "TOPIC_JOB_RUN_RESULT_DLQ_REPLICAS", default_value_t = 1, value_parser = replicas())]
+    pub topic_job_run_result_dlq_replicas: i32,
+    /// Consumer group of the result consumer.
+    #[arg(
+        long,
+        env = "TOPIC_JOB_RUN_RESULT_CONSUMER_GROUP_ID",
+        default_value = "job-run-result-consumer-scheduler"
+    )]
+    pub topic_job_run_result_consumer_group_id: String,
+    /// The CloudEvents `source` of the events this service publishes.
+    #[arg(long, env = "SCHEDULER_EVENT_SOURCE", default_value = "/scheduler")]
+    pub event_source: String,
+    /// How often the outbox relay looks for events written by other processes on the same
+    /// store, in milliseconds. Its own process's events wake it at once.
+    #[arg(long, env = "SCHEDULER_OUTBOX_POLL_MS", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub outbox_poll_ms: u64,
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long, env = "SCHEDULER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 
+fn partitions() -> clap::builder::RangedI64ValueParser<i32> {
+    clap::value_parser!(i32).range(1..=10_000)
+}
+
+fn replicas() -> clap::builder::RangedI64ValueParser<i32> {
+    clap::value_parser!(i32).range(1..=100)
+}
+
 impl Config {
+    /// Kafka settings, when brokers are configured.
+    pub fn kafka_settings(&self) -> Option<KafkaSettings> {
+        let brokers = self.kafka_brokers.as_deref()?.trim();
+        if brokers.is_empty() {
+            return None;
+        }
+        let spec = |name: &str, partitions, replicas| TopicSpec {
+            name: name.to_owned(),
+            partitions,
+            replicas,
+        };
+        Some(KafkaSettings {
+            brokers: brokers.to_owned(),
+            topics: Topics {
+                create: spec(
+                    &self.topic_job_create,
+                    self.topic_job_create_partitions,
+                    self.topic_job_create_replicas,
+                ),
+                update: spec(
+                    &self.topic_job_update,
+                    self.topic_job_update_partitions,
+                    self.topic_job_update_replicas,
+                ),
+                run: spec(
+                    &self.topic_job_run,
+                    self.topic_job_run_partitions,
+                    self.topic_job_run_replicas,
+                ),
+                run_result: spec(
+                    &self.topic_job_run_result,
+                    self.topic_job_run_result_partitions,
+                    self.topic_job_run_result_replicas,
+                ),
+                dead_letter: spec(
+                    &self.topic_job_run_result_dlq,
+                    self.topic_job_run_result_dlq_partitions,
+                    self.topic_job_run_result_dlq_replicas,
+                ),
+            },
+            group_id: self.topic_job_run_result_consumer_group_id.clone(),
+            source: self.event_source.clone(),
+            outbox_poll: Duration::from_millis(self.outbox_poll_ms),
+        })
+    }
+
     /// The settings a test uses: loopback, a free port, an in-memory store.
     pub fn for_tests() -> Self {
         Self::parse_from([

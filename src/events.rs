@@ -9,13 +9,18 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tokio::sync::broadcast;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, broadcast};
 use uuid::Uuid;
 
-use crate::domain::{Job, Run};
+use crate::{
+    domain::{Job, Run},
+    store::Outbox,
+};
 
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum EventKind {
     Created,
     Updated,
@@ -37,10 +42,23 @@ impl EventKind {
             Self::Finished => "scheduler.job.finished",
         }
     }
+
+    /// The name older consumers see in a Kafka payload's `Event` field.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Deleted => "deleted",
+            Self::Run => "run",
+            Self::Finished => "finished",
+        }
+    }
 }
 
-/// One event: what happened to which job, as the change left it.
-#[derive(Debug, Clone, PartialEq)]
+/// One event: what happened to which job, as the change left it. Events are stored in the
+/// outbox as JSON of this shape, so it changes only in ways old rows still decode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Event {
     /// Unique per event (the CloudEvents `id`).
     pub id: Uuid,
@@ -57,7 +75,7 @@ impl Event {
         Self {
             id: Uuid::new_v4(),
             kind,
-            time: Utc::now(),
+            time: crate::domain::truncate(Utc::now()),
             job,
             run,
         }
@@ -68,6 +86,52 @@ impl Event {
 #[async_trait]
 pub trait EventSink: Send + Sync + 'static {
     async fn publish(&self, event: Event);
+}
+
+/// Where the use cases and the scheduler hand their events on. An event always goes to the
+/// in-process sink once its change is stored. When a durable sink (Kafka) is configured, the
+/// event is also stored in the outbox with the change itself, and the relay is woken to publish
+/// it.
+#[derive(Clone)]
+pub struct EventRoute {
+    live: Arc<dyn EventSink>,
+    /// Wakes the outbox relay; `None` when no durable sink is configured.
+    relay: Option<Arc<Notify>>,
+}
+
+impl EventRoute {
+    /// Events go to `live` only.
+    pub fn live_only(live: Arc<dyn EventSink>) -> Self {
+        Self { live, relay: None }
+    }
+
+    /// Events go to `live`, and through the outbox to the relay that `relay` wakes.
+    pub fn with_outbox(live: Arc<dyn EventSink>, relay: Arc<Notify>) -> Self {
+        Self {
+            live,
+            relay: Some(relay),
+        }
+    }
+
+    /// What to store in the outbox with the change `event` describes.
+    pub fn outbox<'a>(&self, event: &'a Event) -> Outbox<'a> {
+        self.relay.as_ref().map(|_| event)
+    }
+
+    /// Whether events are stored in the outbox.
+    pub fn uses_outbox(&self) -> bool {
+        self.relay.is_some()
+    }
+
+    /// Hands on events whose changes (and outbox entries) are stored.
+    pub async fn stored(&self, events: impl IntoIterator<Item = Event>) {
+        if let Some(relay) = &self.relay {
+            relay.notify_one();
+        }
+        for event in events {
+            self.live.publish(event).await;
+        }
+    }
 }
 
 /// The in-process event bus.

@@ -13,7 +13,8 @@ use tokio::sync::Notify;
 use crate::{
     domain::{Job, JobId, JobInput, JobStatus, Run, RunId, RunResult, RunStatus},
     error::{Error, decode_value},
-    events::{Event, EventKind, EventSink},
+    events::{Event, EventKind, EventRoute},
+    outbox::Publisher,
     store::{IdempotencyKey, JobFilter, JobStore, PageRequest, StoreError},
 };
 
@@ -105,18 +106,27 @@ pub struct Created {
 #[derive(Clone)]
 pub struct Jobs {
     store: Arc<dyn JobStore>,
-    events: Arc<dyn EventSink>,
+    events: EventRoute,
     /// Wakes the scheduler loop when a change may bring an earlier due time.
     wake: Arc<Notify>,
+    /// The durable event sink, when one is configured: readiness checks it too.
+    sink: Option<Arc<dyn Publisher>>,
 }
 
 impl Jobs {
-    pub fn new(store: Arc<dyn JobStore>, events: Arc<dyn EventSink>, wake: Arc<Notify>) -> Self {
+    pub fn new(store: Arc<dyn JobStore>, events: EventRoute, wake: Arc<Notify>) -> Self {
         Self {
             store,
             events,
             wake,
+            sink: None,
         }
+    }
+
+    /// The same use cases, whose readiness also needs `sink` to answer.
+    pub fn with_sink(mut self, sink: Arc<dyn Publisher>) -> Self {
+        self.sink = Some(sink);
+        self
     }
 
     /// Creates a job. With an idempotency key, the same key and input again return the first
@@ -140,7 +150,12 @@ impl Jobs {
             return Ok(created);
         }
         let job = Job::new(spec, Utc::now());
-        match self.store.insert(&job, key.as_ref()).await {
+        let event = Event::new(EventKind::Created, job.clone(), None);
+        match self
+            .store
+            .insert(&job, key.as_ref(), self.events.outbox(&event))
+            .await
+        {
             Ok(()) => {}
             // A concurrent create with the same key won the race.
             Err(StoreError::DuplicateKey) if key.is_some() => {
@@ -152,9 +167,7 @@ impl Jobs {
             Err(e) => return Err(e.into()),
         }
         self.wake.notify_one();
-        self.events
-            .publish(Event::new(EventKind::Created, job.clone(), None))
-            .await;
+        self.events.stored([event]).await;
         Ok(Created {
             job,
             replayed: false,
@@ -222,12 +235,15 @@ impl Jobs {
             {
                 next.next_attempt = self.free_attempt(id, due).await?;
             }
-            match self.store.update(&next, current.version, None).await {
+            let event = Event::new(EventKind::Updated, next.clone(), None);
+            match self
+                .store
+                .update(&next, current.version, None, self.events.outbox(&event))
+                .await
+            {
                 Ok(()) => {
                     self.wake.notify_one();
-                    self.events
-                        .publish(Event::new(EventKind::Updated, next.clone(), None))
-                        .await;
+                    self.events.stored([event]).await;
                     return Ok(next);
                 }
                 Err(StoreError::VersionConflict) if if_match.is_none() => continue,
@@ -260,11 +276,27 @@ impl Jobs {
 
     /// Deletes a job and its runs; a pending fire never happens.
     pub async fn delete(&self, id: JobId) -> Result<(), Error> {
-        let job = self.store.delete(id).await?.ok_or(Error::NotFound("job"))?;
-        self.events
-            .publish(Event::new(EventKind::Deleted, job, None))
-            .await;
-        Ok(())
+        for _ in 0..WRITE_ATTEMPTS {
+            let job = self.get(id).await?;
+            let version = job.version;
+            let event = Event::new(EventKind::Deleted, job, None);
+            match self
+                .store
+                .delete(id, version, self.events.outbox(&event))
+                .await
+            {
+                Ok(()) => {
+                    self.events.stored([event]).await;
+                    return Ok(());
+                }
+                Err(StoreError::VersionConflict) => continue,
+                Err(StoreError::NotFound) => return Err(Error::NotFound("job")),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Unavailable(anyhow::anyhow!(
+            "the job kept changing while it was being deleted"
+        )))
     }
 
     /// A job's runs, newest first.
@@ -318,11 +350,14 @@ impl Jobs {
                 }
             }
             next.touch(now);
-            match self.store.update(&next, job.version, Some(&run)).await {
+            let event = Event::new(EventKind::Finished, next.clone(), Some(run.clone()));
+            match self
+                .store
+                .update(&next, job.version, Some(&run), self.events.outbox(&event))
+                .await
+            {
                 Ok(()) => {
-                    self.events
-                        .publish(Event::new(EventKind::Finished, next, Some(run.clone())))
-                        .await;
+                    self.events.stored([event]).await;
                     return Ok(run);
                 }
                 Err(StoreError::VersionConflict) => continue,
@@ -334,9 +369,13 @@ impl Jobs {
         )))
     }
 
-    /// Succeeds when the store answers.
+    /// Succeeds when the store and the durable event sink, if any, answer.
     pub async fn ready(&self) -> Result<(), Error> {
-        Ok(self.store.ping().await?)
+        self.store.ping().await?;
+        if let Some(sink) = &self.sink {
+            sink.ping().await.map_err(Error::Unavailable)?;
+        }
+        Ok(())
     }
 }
 

@@ -18,6 +18,8 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod jobs;
+pub mod kafka;
+pub mod outbox;
 pub mod rest;
 pub mod scheduler;
 pub mod store;

@@ -13,8 +13,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    events::{Event, EventKind, EventSink},
-    store::{JobStore, Lease, StoreError},
+    events::{Event, EventKind, EventRoute},
+    store::{Fire, JobStore, Lease, StoreError},
 };
 
 /// How the loop behaves.
@@ -44,7 +44,7 @@ impl Default for SchedulerSettings {
 /// One scheduler process's loop.
 pub struct Scheduler {
     store: Arc<dyn JobStore>,
-    events: Arc<dyn EventSink>,
+    events: EventRoute,
     wake: Arc<Notify>,
     /// Unique per process: who holds the leases this loop takes.
     owner: String,
@@ -54,7 +54,7 @@ pub struct Scheduler {
 impl Scheduler {
     pub fn new(
         store: Arc<dyn JobStore>,
-        events: Arc<dyn EventSink>,
+        events: EventRoute,
         wake: Arc<Notify>,
         settings: SchedulerSettings,
     ) -> Self {
@@ -136,21 +136,32 @@ impl Scheduler {
             return Ok(0);
         }
         let fired_at = Utc::now();
-        let fires: Vec<_> = claimed.iter().map(|job| job.fired(fired_at)).collect();
+        let fires: Vec<Fire> = claimed
+            .iter()
+            .map(|job| {
+                let (job, run) = job.fired(fired_at);
+                let event = Event::new(EventKind::Run, job.clone(), Some(run.clone()));
+                Fire {
+                    event: self.events.uses_outbox().then_some(event),
+                    job,
+                    run,
+                }
+            })
+            .collect();
         let written: std::collections::HashSet<_> = self
             .store
             .record_fires(&lease, &fires)
             .await?
             .into_iter()
             .collect();
-        for (job, run) in fires {
-            if written.contains(&job.id) {
+        let events = fires
+            .into_iter()
+            .filter(|fire| written.contains(&fire.job.id))
+            .map(|Fire { job, run, event }| {
                 tracing::debug!(job = %job.id, run = %run.run_id, "fired");
-                self.events
-                    .publish(Event::new(EventKind::Run, job, Some(run)))
-                    .await;
-            }
-        }
+                event.unwrap_or_else(|| Event::new(EventKind::Run, job, Some(run)))
+            });
+        self.events.stored(events).await;
         Ok(claimed.len())
     }
 }

@@ -531,7 +531,7 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /readyz`: the store answers.
+/// `GET /readyz`: the store and, when configured, the Kafka brokers answer.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
         (status = 200, description = "Ready", body = String),

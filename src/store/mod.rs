@@ -5,6 +5,11 @@
 //! update of due jobs that sets a lease (owner and expiry). A job whose lease has not expired
 //! cannot be claimed by anyone else, and a fire is written only while its claimer still holds
 //! the lease and the job is unchanged since the claim, so two schedulers never fire the same run.
+//!
+//! The outbox: every write takes the event describing it (`outbox`), and stores it in the same
+//! atomic write as the change (the same transaction in SQLite, the same document in MongoDB).
+//! The relay reads pending events in order per job, publishes them and then marks them
+//! delivered; it holds the store's relay lease so that one process relays at a time.
 
 pub mod mongo;
 pub mod sqlite;
@@ -12,7 +17,12 @@ pub mod sqlite;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Job, JobId, JobStatus, JobType, Run, RunId};
+use uuid::Uuid;
+
+use crate::{
+    domain::{Job, JobId, JobStatus, JobType, Run, RunId},
+    events::Event,
+};
 
 /// What a store operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +82,27 @@ pub struct Lease {
     pub until: DateTime<Utc>,
 }
 
+/// A recorded fire: the job as the fire left it, its run, and the event to store in the outbox.
+#[derive(Debug, Clone)]
+pub struct Fire {
+    pub job: Job,
+    pub run: Run,
+    pub event: Option<Event>,
+}
+
+impl From<(Job, Run)> for Fire {
+    fn from((job, run): (Job, Run)) -> Self {
+        Self {
+            job,
+            run,
+            event: None,
+        }
+    }
+}
+
+/// An event to store with a write, when events are relayed from the outbox.
+pub type Outbox<'a> = Option<&'a Event>;
+
 /// The job store port.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
@@ -83,6 +114,7 @@ pub trait JobStore: Send + Sync + 'static {
         &self,
         job: &Job,
         idempotency: Option<&IdempotencyKey>,
+        outbox: Outbox<'_>,
     ) -> Result<(), StoreError>;
 
     /// The job created under this idempotency key, and the key's stored fingerprint.
@@ -106,10 +138,17 @@ pub trait JobStore: Send + Sync + 'static {
         job: &Job,
         expected_version: u64,
         run: Option<&Run>,
+        outbox: Outbox<'_>,
     ) -> Result<(), StoreError>;
 
-    /// Deletes the job and its runs; returns the deleted job.
-    async fn delete(&self, id: JobId) -> Result<Option<Job>, StoreError>;
+    /// Deletes the job and its runs if its stored version is `expected_version` (else
+    /// `VersionConflict`; `NotFound` if it is gone).
+    async fn delete(
+        &self,
+        id: JobId,
+        expected_version: u64,
+        outbox: Outbox<'_>,
+    ) -> Result<(), StoreError>;
 
     /// The earliest time at which a job may become claimable: the earliest due time of an
     /// unleased scheduled job, or the earliest lease expiry.
@@ -124,18 +163,27 @@ pub trait JobStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Job>, StoreError>;
 
-    /// Writes fires of claimed jobs: for each `(job, run)` where the stored job still has the
-    /// version `job.version - 1` and is held by `lease.owner`, replaces the job, releases the
-    /// lease and inserts the run, in one atomic write per job. Returns the ids written.
-    async fn record_fires(
-        &self,
-        lease: &Lease,
-        fires: &[(Job, Run)],
-    ) -> Result<Vec<JobId>, StoreError>;
+    /// Writes fires of claimed jobs: for each fire whose stored job still has the version
+    /// `job.version - 1` and is held by `lease.owner`, replaces the job, releases the lease,
+    /// inserts the run and stores the fire's event, in one atomic write per job. Returns the
+    /// ids written.
+    async fn record_fires(&self, lease: &Lease, fires: &[Fire]) -> Result<Vec<JobId>, StoreError>;
 
     async fn get_run(&self, job: JobId, run: RunId) -> Result<Option<Run>, StoreError>;
 
     /// One page of a job's runs, newest first, and the number of its runs.
     async fn list_runs(&self, job: JobId, page: PageRequest)
     -> Result<(Vec<Run>, u64), StoreError>;
+
+    /// Takes or renews the relay lease: true if `lease.owner` holds it until `lease.until`,
+    /// false while another owner's lease has not lapsed at `now`.
+    async fn take_relay_lease(&self, lease: &Lease, now: DateTime<Utc>)
+    -> Result<bool, StoreError>;
+
+    /// Up to about `limit` undelivered events, oldest first; one job's events are always in
+    /// the order their changes were made.
+    async fn pending_events(&self, limit: usize) -> Result<Vec<Event>, StoreError>;
+
+    /// Removes delivered events from the outbox. Unknown ids are ignored.
+    async fn mark_delivered(&self, events: &[(JobId, Uuid)]) -> Result<(), StoreError>;
 }

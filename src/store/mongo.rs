@@ -10,6 +10,12 @@
 //! - a fire filters on version, lease owner and the absence of its run id, so a run is never
 //!   written twice or overwritten.
 //!
+//! The outbox lives in the job document too: a write that stores an event pushes it onto the
+//! document's `outbox` array (and sets `outboxAt`, the time of its oldest pending event, which
+//! the relay's index sorts on) in the same update that changes the job. A deleted job whose
+//! deletion event is not yet delivered stays as a tombstone (`deleted: true`, invisible to every
+//! read) until the relay has published that event, then goes.
+//!
 //! Runs are few per job while jobs are one-shot; the run ledger's history bound (a later issue)
 //! keeps the array bounded for recurring jobs.
 //!
@@ -28,8 +34,16 @@ use mongodb::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{IdempotencyKey, JobFilter, JobStore, Lease, PageRequest, StoreError};
-use crate::domain::{Job, JobId, JobStatus, JobType, Run, RunId, RunStatus, Schedule};
+use uuid::Uuid;
+
+use super::{Fire, IdempotencyKey, JobFilter, JobStore, Lease, Outbox, PageRequest, StoreError};
+use crate::{
+    domain::{Job, JobId, JobStatus, JobType, Run, RunId, RunStatus, Schedule},
+    events::Event,
+};
+
+/// The id of the relay's lease document in `leases`.
+const RELAY_LEASE: &str = "outbox-relay";
 
 /// How to reach the database.
 #[derive(Clone)]
@@ -45,6 +59,29 @@ pub struct MongoSettings {
 pub struct MongoStore {
     db: Database,
     jobs: Collection<Document>,
+    /// Process-wide leases (the outbox relay's).
+    leases: Collection<Document>,
+}
+
+/// Matches live jobs: not tombstones waiting for their deletion event to go out.
+fn live(mut filter: Document) -> Document {
+    filter.insert("deleted", doc! { "$ne": true });
+    filter
+}
+
+/// The update parts that store `event` in the job document's outbox.
+fn outbox_update(update: &mut Document, event: Outbox<'_>) -> Result<(), StoreError> {
+    let Some(event) = event else {
+        return Ok(());
+    };
+    update.insert("$push", doc! { "outbox": outbox_entry(event)? });
+    update.insert("$min", doc! { "outboxAt": bson_time(event.time) });
+    Ok(())
+}
+
+fn outbox_entry(event: &Event) -> Result<Document, StoreError> {
+    let json = serde_json::to_string(event).map_err(|e| StoreError::Internal(anyhow!(e)))?;
+    Ok(doc! { "id": event.id.to_string(), "event": json })
 }
 
 /// The projection of a job read: everything but its runs, which can be many.
@@ -59,6 +96,7 @@ impl MongoStore {
         let db = client.database(&settings.database);
         let store = Self {
             jobs: db.collection("jobs"),
+            leases: db.collection("leases"),
             db,
         };
         store
@@ -91,6 +129,16 @@ impl MongoStore {
             index(doc! { "createdAt": -1, "_id": -1 }, Some(named("created"))),
             // The name-prefix filter.
             index(doc! { "name": 1 }, Some(named("name"))),
+            // The relay's scan for pending events.
+            index(
+                doc! { "outboxAt": 1 },
+                Some(
+                    IndexOptions::builder()
+                        .name("outbox".to_owned())
+                        .sparse(true)
+                        .build(),
+                ),
+            ),
             // One job per idempotency key.
             index(
                 doc! { "idempotencyKey": 1 },
@@ -111,13 +159,22 @@ impl MongoStore {
     async fn runs_of(&self, job: JobId) -> Result<Vec<Run>, StoreError> {
         let found = self
             .jobs
-            .find_one(doc! { "_id": job.object_id() })
+            .find_one(live(doc! { "_id": job.object_id() }))
             .projection(doc! { "runs": 1 })
             .await
             .map_err(map_err)?;
         Ok(found
             .map(|document| decode_runs(job, &document))
             .unwrap_or_default())
+    }
+
+    /// Why a conditional write matched nothing: the job changed, or it is gone.
+    async fn why_not_written(&self, id: ObjectId) -> StoreError {
+        match self.jobs.count_documents(live(doc! { "_id": id })).await {
+            Ok(0) => StoreError::NotFound,
+            Ok(_) => StoreError::VersionConflict,
+            Err(e) => map_err(e),
+        }
     }
 
     /// The database, for tests (explain, dropping).
@@ -341,6 +398,18 @@ fn decode_runs(job: JobId, document: &Document) -> Vec<Run> {
     decoded
 }
 
+/// Adds pushing `run` onto the job's runs to an update (beside an outbox push, if any).
+fn push_run(update: &mut Document, run: Bson) {
+    match update.get_document_mut("$push") {
+        Ok(push) => {
+            push.insert("runs", run);
+        }
+        Err(_) => {
+            update.insert("$push", doc! { "runs": run });
+        }
+    }
+}
+
 /// Escapes a text for use as a literal inside a regular expression.
 fn regex_literal(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -385,6 +454,7 @@ impl JobStore for MongoStore {
         &self,
         job: &Job,
         idempotency: Option<&IdempotencyKey>,
+        outbox: Outbox<'_>,
     ) -> Result<(), StoreError> {
         let mut document = bson::serialize_to_document(&JobDoc::from_job(job)?)
             .map_err(|e| StoreError::Internal(anyhow!(e)))?;
@@ -394,6 +464,10 @@ impl JobStore for MongoStore {
         if let Some(key) = idempotency {
             document.insert("idempotencyKey", &key.key);
             document.insert("idempotencyFingerprint", &key.fingerprint);
+        }
+        if let Some(event) = outbox {
+            document.insert("outbox", vec![Bson::Document(outbox_entry(event)?)]);
+            document.insert("outboxAt", bson_time(event.time));
         }
         self.jobs.insert_one(document).await.map_err(map_err)?;
         Ok(())
@@ -405,7 +479,7 @@ impl JobStore for MongoStore {
     ) -> Result<Option<(Job, String)>, StoreError> {
         let found = self
             .jobs
-            .find_one(doc! { "idempotencyKey": key })
+            .find_one(live(doc! { "idempotencyKey": key }))
             .projection(without_runs())
             .await
             .map_err(map_err)?;
@@ -421,7 +495,7 @@ impl JobStore for MongoStore {
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         let found = self
             .jobs
-            .find_one(doc! { "_id": id.object_id() })
+            .find_one(live(doc! { "_id": id.object_id() }))
             .projection(without_runs())
             .await
             .map_err(map_err)?;
@@ -433,7 +507,7 @@ impl JobStore for MongoStore {
         filter: &JobFilter,
         page: PageRequest,
     ) -> Result<(Vec<Job>, u64), StoreError> {
-        let query = filter_document(filter);
+        let query = live(filter_document(filter));
         let total = self
             .jobs
             .count_documents(query.clone())
@@ -462,14 +536,17 @@ impl JobStore for MongoStore {
         job: &Job,
         expected_version: u64,
         run: Option<&Run>,
+        outbox: Outbox<'_>,
     ) -> Result<(), StoreError> {
         let set = JobDoc::from_job(job)?.set_fields()?;
         let id = job.id.object_id();
         let version = expected_version as i64;
         let matched = match run {
             None => {
+                let mut update = doc! { "$set": set };
+                outbox_update(&mut update, outbox)?;
                 self.jobs
-                    .update_one(doc! { "_id": id, "version": version }, doc! { "$set": set })
+                    .update_one(live(doc! { "_id": id, "version": version }), update)
                     .await
                     .map_err(map_err)?
                     .matched_count
@@ -481,11 +558,13 @@ impl JobStore for MongoStore {
                 // that changes the job.
                 let mut replace = set.clone();
                 replace.insert("runs.$", run_bson.clone());
+                let mut update = doc! { "$set": replace };
+                outbox_update(&mut update, outbox)?;
                 let replaced = self
                     .jobs
                     .update_one(
-                        doc! { "_id": id, "version": version, "runs.runId": &run_id },
-                        doc! { "$set": replace },
+                        live(doc! { "_id": id, "version": version, "runs.runId": &run_id }),
+                        update,
                     )
                     .await
                     .map_err(map_err)?
@@ -493,10 +572,15 @@ impl JobStore for MongoStore {
                 if replaced == 1 {
                     1
                 } else {
+                    let mut update = doc! { "$set": set };
+                    outbox_update(&mut update, outbox)?;
+                    push_run(&mut update, run_bson);
                     self.jobs
                         .update_one(
-                            doc! { "_id": id, "version": version, "runs.runId": { "$ne": &run_id } },
-                            doc! { "$set": set, "$push": { "runs": run_bson } },
+                            live(
+                                doc! { "_id": id, "version": version, "runs.runId": { "$ne": &run_id } },
+                            ),
+                            update,
                         )
                         .await
                         .map_err(map_err)?
@@ -507,26 +591,45 @@ impl JobStore for MongoStore {
         if matched == 1 {
             return Ok(());
         }
-        let exists = self
-            .jobs
-            .count_documents(doc! { "_id": id })
-            .await
-            .map_err(map_err)?
-            > 0;
-        Err(if exists {
-            StoreError::VersionConflict
-        } else {
-            StoreError::NotFound
-        })
+        Err(self.why_not_written(id).await)
     }
 
-    async fn delete(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        let deleted = self
-            .jobs
-            .find_one_and_delete(doc! { "_id": id.object_id() })
-            .await
-            .map_err(map_err)?;
-        Ok(deleted.and_then(decode_job))
+    async fn delete(
+        &self,
+        id: JobId,
+        expected_version: u64,
+        outbox: Outbox<'_>,
+    ) -> Result<(), StoreError> {
+        let filter = live(doc! { "_id": id.object_id(), "version": expected_version as i64 });
+        let matched = if outbox.is_some() {
+            // A tombstone holds the deletion event until the relay has published it.
+            let mut update = doc! {
+                "$set": {
+                    "deleted": true,
+                    "dueAt": Bson::Null,
+                    "leaseOwner": Bson::Null,
+                    "leaseUntil": Bson::Null,
+                    "runs": [],
+                },
+                "$unset": { "idempotencyKey": "", "idempotencyFingerprint": "" },
+            };
+            outbox_update(&mut update, outbox)?;
+            self.jobs
+                .update_one(filter, update)
+                .await
+                .map_err(map_err)?
+                .matched_count
+        } else {
+            self.jobs
+                .delete_one(filter)
+                .await
+                .map_err(map_err)?
+                .deleted_count
+        };
+        if matched == 1 {
+            return Ok(());
+        }
+        Err(self.why_not_written(id.object_id()).await)
     }
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
@@ -610,24 +713,22 @@ impl JobStore for MongoStore {
         Ok(claimed)
     }
 
-    async fn record_fires(
-        &self,
-        lease: &Lease,
-        fires: &[(Job, Run)],
-    ) -> Result<Vec<JobId>, StoreError> {
+    async fn record_fires(&self, lease: &Lease, fires: &[Fire]) -> Result<Vec<JobId>, StoreError> {
         let mut written = Vec::with_capacity(fires.len());
-        for (job, run) in fires {
-            let set = JobDoc::from_job(job)?.set_fields()?;
+        for Fire { job, run, event } in fires {
+            let mut update = doc! { "$set": JobDoc::from_job(job)?.set_fields()? };
+            outbox_update(&mut update, event.as_ref())?;
+            push_run(&mut update, RunDoc::from_run(run).to_bson()?);
             let result = self
                 .jobs
                 .update_one(
-                    doc! {
+                    live(doc! {
                         "_id": job.id.object_id(),
                         "version": (job.version - 1) as i64,
                         "leaseOwner": &lease.owner,
                         "runs.runId": { "$ne": run.run_id.to_string() },
-                    },
-                    doc! { "$set": set, "$push": { "runs": RunDoc::from_run(run).to_bson()? } },
+                    }),
+                    update,
                 )
                 .await
                 .map_err(map_err)?;
@@ -659,5 +760,97 @@ impl JobStore for MongoStore {
             .take(page.size as usize)
             .collect();
         Ok((page_runs, total))
+    }
+
+    async fn take_relay_lease(
+        &self,
+        lease: &Lease,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .leases
+            .update_one(
+                doc! {
+                    "_id": RELAY_LEASE,
+                    "$or": [ { "owner": &lease.owner }, { "until": { "$lt": bson_time(now) } } ],
+                },
+                doc! { "$set": { "owner": &lease.owner, "until": bson_time(lease.until) } },
+            )
+            .upsert(true)
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            // The lease document exists and another owner holds it: the upsert's insert of the
+            // same _id is refused.
+            Err(e) => match map_err(e) {
+                StoreError::DuplicateKey => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn pending_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let documents: Vec<Document> = self
+            .jobs
+            .find(doc! { "outboxAt": { "$exists": true } })
+            .sort(doc! { "outboxAt": 1 })
+            .limit(limit.max(1) as i64)
+            .projection(doc! { "outbox": 1 })
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        let mut events = Vec::new();
+        for document in documents {
+            let Ok(entries) = document.get_array("outbox") else {
+                continue;
+            };
+            for entry in entries {
+                let json = entry.as_document().and_then(|e| e.get_str("event").ok());
+                match json.map(serde_json::from_str::<Event>) {
+                    Some(Ok(event)) => events.push(event),
+                    other => tracing::error!(
+                        id = ?document.get("_id"),
+                        error = ?other.and_then(|r| r.err()).map(|e| e.to_string()),
+                        "skipping a malformed outbox entry"
+                    ),
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    async fn mark_delivered(&self, events: &[(JobId, Uuid)]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut jobs: Vec<ObjectId> = events.iter().map(|(job, _)| job.object_id()).collect();
+        jobs.sort();
+        jobs.dedup();
+        let ids: Vec<String> = events.iter().map(|(_, id)| id.to_string()).collect();
+        self.jobs
+            .update_many(
+                doc! { "_id": { "$in": &jobs } },
+                doc! { "$pull": { "outbox": { "id": { "$in": &ids } } } },
+            )
+            .await
+            .map_err(map_err)?;
+        // Each a single-document conditional write: an event pushed meanwhile keeps its job's
+        // outboxAt set and its tombstone in place.
+        self.jobs
+            .update_many(
+                doc! { "_id": { "$in": &jobs }, "outbox": { "$size": 0 } },
+                doc! { "$unset": { "outboxAt": "" } },
+            )
+            .await
+            .map_err(map_err)?;
+        self.jobs
+            .delete_many(
+                doc! { "_id": { "$in": &jobs }, "deleted": true, "outbox": { "$size": 0 } },
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(())
     }
 }

@@ -19,8 +19,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, ToSql, TransactionBehavior, params};
 
-use super::{IdempotencyKey, JobFilter, JobStore, Lease, PageRequest, StoreError};
-use crate::domain::{Job, JobId, JobStatus, Run, RunId};
+use uuid::Uuid;
+
+use super::{Fire, IdempotencyKey, JobFilter, JobStore, Lease, Outbox, PageRequest, StoreError};
+use crate::{
+    domain::{Job, JobId, JobStatus, Run, RunId},
+    events::Event,
+};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -48,7 +53,21 @@ CREATE TABLE IF NOT EXISTS runs (
     doc TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_job ON runs(job_id, fired_at);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    job_id TEXT NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    until INTEGER NOT NULL
+);
 ";
+
+/// The name of the relay's row in `leases`.
+const RELAY_LEASE: &str = "outbox-relay";
 
 /// The embedded store.
 #[derive(Clone)]
@@ -231,6 +250,34 @@ fn write_run(tx: &Connection, run: &Run, on_existing: OnExisting) -> Result<bool
     Ok(written == 1)
 }
 
+/// Appends an event to the outbox, inside the caller's transaction.
+fn append_event(tx: &Connection, event: Option<&Event>) -> Result<(), StoreError> {
+    let Some(event) = event else {
+        return Ok(());
+    };
+    tx.prepare_cached("INSERT INTO outbox (event_id, job_id, doc) VALUES (?1, ?2, ?3)")
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                event.id.to_string(),
+                event.job.id.to_string(),
+                encode(event).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?
+            ])
+        })
+        .map_err(map_err)?;
+    Ok(())
+}
+
+/// Whether a job row exists: tells a version conflict from a deleted job.
+fn job_exists(tx: &Connection, id: JobId) -> Result<bool, StoreError> {
+    Ok(tx
+        .query_row("SELECT 1 FROM jobs WHERE id = ?1", [id.to_string()], |_| {
+            Ok(())
+        })
+        .optional()
+        .map_err(map_err)?
+        .is_some())
+}
+
 #[async_trait]
 impl JobStore for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -242,11 +289,16 @@ impl JobStore for SqliteStore {
         &self,
         job: &Job,
         idempotency: Option<&IdempotencyKey>,
+        outbox: Outbox<'_>,
     ) -> Result<(), StoreError> {
         let job = job.clone();
         let idempotency = idempotency.cloned();
+        let event = outbox.cloned();
         self.with(move |conn| {
-            conn.execute(
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            tx.execute(
                 "INSERT INTO jobs (id, doc, name, status, job_type, due_at, created_at, version,
                      idempotency_key, idempotency_fingerprint)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -264,7 +316,8 @@ impl JobStore for SqliteStore {
                 ],
             )
             .map_err(map_err)?;
-            Ok(())
+            append_event(&tx, event.as_ref())?;
+            tx.commit().map_err(map_err)
         })
         .await
     }
@@ -369,24 +422,17 @@ impl JobStore for SqliteStore {
         job: &Job,
         expected_version: u64,
         run: Option<&Run>,
+        outbox: Outbox<'_>,
     ) -> Result<(), StoreError> {
         let job = job.clone();
         let run = run.cloned();
+        let event = outbox.cloned();
         self.with(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
             if !replace_job(&tx, &job, expected_version, None)? {
-                let exists = tx
-                    .query_row(
-                        "SELECT 1 FROM jobs WHERE id = ?1",
-                        [job.id.to_string()],
-                        |_| Ok(()),
-                    )
-                    .optional()
-                    .map_err(map_err)?
-                    .is_some();
-                return Err(if exists {
+                return Err(if job_exists(&tx, job.id)? {
                     StoreError::VersionConflict
                 } else {
                     StoreError::NotFound
@@ -395,29 +441,40 @@ impl JobStore for SqliteStore {
             if let Some(run) = &run {
                 write_run(&tx, run, OnExisting::Replace)?;
             }
+            append_event(&tx, event.as_ref())?;
             tx.commit().map_err(map_err)
         })
         .await
     }
 
-    async fn delete(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+    async fn delete(
+        &self,
+        id: JobId,
+        expected_version: u64,
+        outbox: Outbox<'_>,
+    ) -> Result<(), StoreError> {
+        let event = outbox.cloned();
         self.with(move |conn| {
-            let id = id.to_string();
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
-            let doc = tx
-                .query_row(
-                    "DELETE FROM jobs WHERE id = ?1 RETURNING doc",
-                    [&id],
-                    |row| row.get::<_, String>(0),
+            let deleted = tx
+                .execute(
+                    "DELETE FROM jobs WHERE id = ?1 AND version = ?2",
+                    params![id.to_string(), expected_version as i64],
                 )
-                .optional()
                 .map_err(map_err)?;
-            tx.execute("DELETE FROM runs WHERE job_id = ?1", [&id])
+            if deleted == 0 {
+                return Err(if job_exists(&tx, id)? {
+                    StoreError::VersionConflict
+                } else {
+                    StoreError::NotFound
+                });
+            }
+            tx.execute("DELETE FROM runs WHERE job_id = ?1", [id.to_string()])
                 .map_err(map_err)?;
-            tx.commit().map_err(map_err)?;
-            Ok(doc.and_then(|doc| decode("job", &id, &doc)))
+            append_event(&tx, event.as_ref())?;
+            tx.commit().map_err(map_err)
         })
         .await
     }
@@ -484,11 +541,7 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn record_fires(
-        &self,
-        lease: &Lease,
-        fires: &[(Job, Run)],
-    ) -> Result<Vec<JobId>, StoreError> {
+    async fn record_fires(&self, lease: &Lease, fires: &[Fire]) -> Result<Vec<JobId>, StoreError> {
         let owner = lease.owner.clone();
         let fires = fires.to_vec();
         self.with(move |conn| {
@@ -496,13 +549,14 @@ impl JobStore for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
             let mut written = Vec::with_capacity(fires.len());
-            for (job, run) in &fires {
+            for Fire { job, run, event } in &fires {
                 // Each fire in its own savepoint: one that cannot be written leaves no trace.
                 let fire = tx.savepoint().map_err(map_err)?;
                 if !replace_job(&fire, job, job.version - 1, Some(&owner))? {
                     continue; // changed or taken over since the claim
                 }
                 if write_run(&fire, run, OnExisting::Keep)? {
+                    append_event(&fire, event.as_ref())?;
                     fire.commit().map_err(map_err)?;
                     written.push(job.id);
                 } else {
@@ -562,6 +616,72 @@ impl JobStore for SqliteStore {
                 runs.extend(decode::<Run>("run", &id, &doc));
             }
             Ok((runs, total as u64))
+        })
+        .await
+    }
+
+    async fn take_relay_lease(
+        &self,
+        lease: &Lease,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let lease = lease.clone();
+        self.with(move |conn| {
+            let taken = conn
+                .prepare_cached(
+                    "INSERT INTO leases (name, owner, until) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, until = excluded.until
+                     WHERE leases.owner = excluded.owner OR leases.until < ?4",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        RELAY_LEASE,
+                        lease.owner,
+                        millis(lease.until),
+                        millis(now)
+                    ])
+                })
+                .map_err(map_err)?;
+            Ok(taken == 1)
+        })
+        .await
+    }
+
+    async fn pending_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT event_id, doc FROM outbox ORDER BY seq LIMIT ?1")
+                .map_err(map_err)?;
+            let rows = stmt
+                .query_map([limit as i64], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })
+                .map_err(map_err)?;
+            let mut events = Vec::new();
+            for row in rows {
+                let (id, doc) = row.map_err(map_err)?;
+                events.extend(decode::<Event>("event", &id, &doc));
+            }
+            Ok(events)
+        })
+        .await
+    }
+
+    async fn mark_delivered(&self, events: &[(JobId, Uuid)]) -> Result<(), StoreError> {
+        let ids: Vec<String> = events.iter().map(|(_, id)| id.to_string()).collect();
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached("DELETE FROM outbox WHERE event_id = ?1")
+                    .map_err(map_err)?;
+                for id in &ids {
+                    stmt.execute([id]).map_err(map_err)?;
+                }
+            }
+            tx.commit().map_err(map_err)
         })
         .await
     }

@@ -1,0 +1,333 @@
+//! The result consumer: applies executors' results from `topic-job-run-result`.
+//!
+//! Offsets are stored only after a message was dealt with, and auto-commit commits only stored
+//! offsets, so a crash or a rebalance redelivers at most the messages whose effect may not be
+//! stored; applying a result twice changes nothing. What happens to each message:
+//! - applied: the run is closed (or it was already closed with the same result);
+//! - ignored and logged: a result for a run that is not the job's, or a different result for a
+//!   finished run; it changes nothing;
+//! - dead-lettered: it cannot ever be applied (not JSON, an unknown job, a bad status); it goes
+//!   to the dead-letter topic with the reason and where it came from in headers;
+//! - retried: the store is unavailable. That partition is paused and rewound to the message,
+//!   then resumed after a backoff, so its order holds while the other partitions go on.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use rdkafka::{
+    ClientContext, Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    message::{BorrowedMessage, Header, Headers, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord},
+    util::Timeout,
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{KafkaSettings, message::ResultMessage};
+use crate::{error::Error, jobs::Jobs};
+
+/// How long a dead letter may take to be acknowledged.
+const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(30);
+/// First wait before a message whose store write failed is tried again; doubles per failure.
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+/// Longest wait between tries of one message.
+const MAX_RETRY: Duration = Duration::from_secs(10);
+/// Blocking consumer calls (seek) wait at most this long.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+type PartitionKey = (String, i32);
+
+/// A partition held back after a transient failure.
+#[derive(Debug, Clone)]
+struct Held {
+    /// The offset to resume from: the message that failed.
+    offset: i64,
+    resume_at: Instant,
+}
+
+/// Tracks held partitions across rebalances: a revoked partition is no longer ours to resume.
+struct RebalanceAware {
+    held: Arc<Mutex<HashMap<PartitionKey, Held>>>,
+}
+
+impl ClientContext for RebalanceAware {}
+
+impl ConsumerContext for RebalanceAware {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            for partition in partitions.elements() {
+                held.remove(&(partition.topic().to_owned(), partition.partition()));
+            }
+            tracing::info!(count = partitions.count(), "result partitions revoked");
+        }
+    }
+}
+
+/// What became of one message.
+#[derive(Debug)]
+enum Outcome {
+    Applied,
+    Ignored(String),
+    DeadLetter(String),
+    Retry(anyhow::Error),
+}
+
+/// Consumes results and applies them through the use cases.
+pub struct ResultConsumer {
+    consumer: StreamConsumer<RebalanceAware>,
+    held: Arc<Mutex<HashMap<PartitionKey, Held>>>,
+    /// Consecutive failures per partition, for the backoff.
+    failures: Mutex<HashMap<PartitionKey, u32>>,
+    dead_letters: FutureProducer,
+    jobs: Jobs,
+    settings: KafkaSettings,
+}
+
+impl ResultConsumer {
+    pub fn new(
+        settings: &KafkaSettings,
+        jobs: Jobs,
+        dead_letters: FutureProducer,
+    ) -> anyhow::Result<Self> {
+        let held = Arc::new(Mutex::new(HashMap::new()));
+        let consumer: StreamConsumer<RebalanceAware> = settings
+            .client_config()
+            .set("group.id", &settings.group_id)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.commit.interval.ms", "1000")
+            .set("auto.offset.reset", "earliest")
+            .create_with_context(RebalanceAware { held: held.clone() })
+            .context("Failed to create the Kafka result consumer")?;
+        consumer
+            .subscribe(&[settings.topics.run_result.name.as_str()])
+            .context("Failed to subscribe to the result topic")?;
+        Ok(Self {
+            consumer,
+            held,
+            failures: Mutex::new(HashMap::new()),
+            dead_letters,
+            jobs,
+            settings: settings.clone(),
+        })
+    }
+
+    /// Runs until `shutdown` is cancelled, then commits what was stored.
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!(topic = %self.settings.topics.run_result.name, group = %self.settings.group_id, "result consumer started");
+        loop {
+            let next_resume = self.next_resume();
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = sleep_until(next_resume) => self.resume_due(),
+                received = self.consumer.recv() => match received {
+                    Ok(message) => {
+                        let key = (message.topic().to_owned(), message.partition());
+                        if self.is_held(&key) {
+                            continue; // rewound; it comes again after the resume
+                        }
+                        let outcome = self.handle(&message).await;
+                        self.settle(&message, key, outcome);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "result consumer error");
+                        tokio::time::sleep(FIRST_RETRY).await;
+                    }
+                },
+            }
+        }
+        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(%error, "no result offsets committed at shutdown");
+        }
+        tracing::info!("result consumer stopped");
+    }
+
+    fn is_held(&self, key: &PartitionKey) -> bool {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(key)
+    }
+
+    fn next_resume(&self) -> Option<Instant> {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|h| h.resume_at)
+            .min()
+    }
+
+    /// Resumes held partitions whose backoff is over, from the message that failed.
+    fn resume_due(&self) {
+        let now = Instant::now();
+        let due: Vec<(PartitionKey, Held)> = {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            let keys: Vec<PartitionKey> = held
+                .iter()
+                .filter(|(_, h)| h.resume_at <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| held.remove(&k).map(|h| (k, h)))
+                .collect()
+        };
+        for ((topic, partition), held) in due {
+            let mut list = TopicPartitionList::new();
+            list.add_partition(&topic, partition);
+            if let Err(error) = self.consumer.resume(&list) {
+                tracing::warn!(%error, %topic, partition, "could not resume a result partition");
+            }
+            tracing::debug!(%topic, partition, offset = held.offset, "result partition resumed");
+        }
+    }
+
+    /// Records the outcome: stores the offset, or holds the partition back to retry.
+    fn settle(&self, message: &BorrowedMessage<'_>, key: PartitionKey, outcome: Outcome) {
+        let offset = message.offset();
+        match outcome {
+            Outcome::Retry(error) => {
+                let failures = {
+                    let mut all = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+                    let failures = all.entry(key.clone()).or_insert(0);
+                    *failures += 1;
+                    *failures
+                };
+                let wait = (FIRST_RETRY * 2u32.saturating_pow(failures.min(16) - 1)).min(MAX_RETRY);
+                if failures == 1 {
+                    tracing::error!(error = ?error, topic = %key.0, partition = key.1, offset,
+                        "cannot apply a result now; its partition waits and retries");
+                }
+                self.hold(key, offset, wait);
+                return;
+            }
+            Outcome::Applied => {
+                tracing::debug!(topic = %key.0, partition = key.1, offset, "result applied")
+            }
+            Outcome::Ignored(reason) => {
+                tracing::warn!(topic = %key.0, partition = key.1, offset, %reason,
+                    "result changes nothing")
+            }
+            Outcome::DeadLetter(reason) => {
+                tracing::warn!(topic = %key.0, partition = key.1, offset, %reason,
+                    "result dead-lettered")
+            }
+        }
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        if let Err(error) = self.consumer.store_offset_from_message(message) {
+            // The partition was revoked meanwhile; its new owner will see the message again,
+            // and applying it twice changes nothing.
+            tracing::warn!(%error, "could not store a result offset");
+        }
+    }
+
+    /// Pauses the partition and rewinds it to `offset`, to resume after `wait`.
+    fn hold(&self, key: PartitionKey, offset: i64, wait: Duration) {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&key.0, key.1);
+        if let Err(error) = self.consumer.pause(&list) {
+            tracing::warn!(%error, "could not pause a result partition");
+        }
+        if let Err(error) = self.consumer.seek(
+            &key.0,
+            key.1,
+            Offset::Offset(offset),
+            Timeout::After(CALL_TIMEOUT),
+        ) {
+            tracing::warn!(%error, "could not rewind a result partition");
+        }
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            key,
+            Held {
+                offset,
+                resume_at: Instant::now() + wait,
+            },
+        );
+    }
+
+    async fn handle(&self, message: &BorrowedMessage<'_>) -> Outcome {
+        let outcome = match ResultMessage::parse(message.payload()) {
+            Err(reason) => Outcome::DeadLetter(reason),
+            Ok(result) => match self
+                .jobs
+                .report_result(result.job, result.run, result.result)
+                .await
+            {
+                Ok(_) => Outcome::Applied,
+                Err(Error::NotFound("job")) => Outcome::DeadLetter("unknown job".into()),
+                Err(Error::NotFound(what)) => Outcome::Ignored(format!("{what} not found")),
+                Err(Error::Conflict(reason)) => Outcome::Ignored(reason),
+                Err(Error::Unavailable(error)) => Outcome::Retry(error),
+                Err(Error::Invalid(fields)) => Outcome::DeadLetter(
+                    fields
+                        .iter()
+                        .map(|f| format!("{}: {}", f.field, f.message))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+                Err(other) => Outcome::DeadLetter(format!("cannot be applied: {other}")),
+            },
+        };
+        match outcome {
+            Outcome::DeadLetter(reason) => match self.dead_letter(message, &reason).await {
+                Ok(()) => Outcome::DeadLetter(reason),
+                Err(error) => Outcome::Retry(error),
+            },
+            other => other,
+        }
+    }
+
+    /// Copies the message to the dead-letter topic with its reason and origin in headers.
+    async fn dead_letter(&self, message: &BorrowedMessage<'_>, reason: &str) -> anyhow::Result<()> {
+        let mut headers = OwnedHeaders::new();
+        if let Some(original) = message.headers() {
+            for header in original.iter() {
+                headers = headers.insert(Header {
+                    key: header.key,
+                    value: header.value,
+                });
+            }
+        }
+        let origin = [
+            ("dlq_reason", reason.to_owned()),
+            ("dlq_original_topic", message.topic().to_owned()),
+            ("dlq_original_partition", message.partition().to_string()),
+            ("dlq_original_offset", message.offset().to_string()),
+        ];
+        for (key, value) in &origin {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&self.settings.topics.dead_letter.name).headers(headers);
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        if let Some(payload) = message.payload() {
+            record = record.payload(payload);
+        }
+        self.dead_letters
+            .send(record, Timeout::After(DEAD_LETTER_TIMEOUT))
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| anyhow::anyhow!(error).context("dead letter not acknowledged"))
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

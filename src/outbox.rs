@@ -1,0 +1,246 @@
+//! The outbox relay: publishes stored events to a durable sink, at least once, in order per job.
+//!
+//! Every change is stored with its event (see `store`). The relay reads pending events in store
+//! order, hands them to the [`Publisher`], and removes from the outbox only those the sink
+//! acknowledged. A sink outage fails no API call: events wait in the store and go out when the
+//! sink is back. If the process dies between publishing and marking, the events go out again
+//! with the same ids (CloudEvents `ce_id`), so consumers can drop the copies.
+//!
+//! One relay runs at a time per store: each process's relay takes the store's relay lease
+//! before reading, and renews it while it works. The others wait and take over when it lapses.
+//! The relay is woken by its own process's writes, and looks every `poll` for events written by
+//! other processes.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    domain::JobId,
+    events::Event,
+    store::{JobStore, Lease},
+};
+
+/// A durable event sink (the Kafka producer).
+#[async_trait]
+pub trait Publisher: Send + Sync + 'static {
+    /// Publishes the events, in the given order per job, and says for each whether the sink
+    /// acknowledged it.
+    async fn publish(&self, events: &[Event]) -> Vec<anyhow::Result<()>>;
+
+    /// Succeeds when the sink answers.
+    async fn ping(&self) -> anyhow::Result<()>;
+}
+
+/// How the relay behaves.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// Events read per store round trip.
+    pub batch_size: usize,
+    /// How often to look for events written by other processes, and to retry the lease.
+    pub poll: Duration,
+    /// How long the relay lease holds without renewal.
+    pub lease: Duration,
+    /// Longest wait between attempts while the sink or the store fails.
+    pub max_backoff: Duration,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            poll: Duration::from_millis(200),
+            lease: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One process's relay.
+pub struct Relay {
+    store: Arc<dyn JobStore>,
+    publisher: Arc<dyn Publisher>,
+    /// Notified whenever this process stores an event.
+    wake: Arc<Notify>,
+    /// Unique per process: who holds the relay lease.
+    owner: String,
+    settings: RelaySettings,
+}
+
+/// What one round of the relay did.
+enum Round {
+    /// Another process holds the relay lease.
+    NotLeader,
+    /// Nothing was pending.
+    Idle,
+    /// Some events went out; more may be pending.
+    Published,
+    /// The sink refused some events; they stay pending.
+    SinkFailed(anyhow::Error),
+}
+
+impl Relay {
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        publisher: Arc<dyn Publisher>,
+        wake: Arc<Notify>,
+        settings: RelaySettings,
+    ) -> Self {
+        Self {
+            store,
+            publisher,
+            wake,
+            owner: format!("relay-{}", uuid::Uuid::new_v4()),
+            settings,
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled; then gives up the lease so another process takes
+    /// over at once.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::ZERO;
+        let mut failing = false;
+        let mut leader = false;
+        while !shutdown.is_cancelled() {
+            let wait = match self.round().await {
+                Ok(round) => {
+                    let is_leader = !matches!(round, Round::NotLeader);
+                    if is_leader != leader {
+                        tracing::info!(owner = %self.owner, leader = is_leader, "outbox relay lease");
+                        leader = is_leader;
+                    }
+                    match round {
+                        Round::SinkFailed(error) => {
+                            if !failing {
+                                tracing::error!(error = ?error, "cannot publish events; they wait in the outbox and are retried");
+                                failing = true;
+                            }
+                            backoff = next_backoff(backoff, &self.settings);
+                            backoff
+                        }
+                        other => {
+                            if failing {
+                                tracing::info!("publishing events again");
+                                failing = false;
+                            }
+                            backoff = Duration::ZERO;
+                            match other {
+                                Round::Published => Duration::ZERO,
+                                _ => self.settings.poll,
+                            }
+                        }
+                    }
+                }
+                Err(error) => {
+                    if !failing {
+                        tracing::error!(error = ?error, "the outbox relay cannot reach the job store; retrying");
+                        failing = true;
+                    }
+                    backoff = next_backoff(backoff, &self.settings);
+                    backoff
+                }
+            };
+            if wait.is_zero() {
+                continue;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.wake.notified(), if !failing => {}
+                () = shutdown.cancelled() => {}
+            }
+        }
+        if leader {
+            let now = Utc::now();
+            let release = Lease {
+                owner: self.owner.clone(),
+                until: now,
+            };
+            let _ = self.store.take_relay_lease(&release, now).await;
+        }
+        tracing::info!("outbox relay stopped");
+    }
+
+    /// Takes the lease, publishes one batch and marks what the sink acknowledged.
+    async fn round(&self) -> Result<Round, crate::store::StoreError> {
+        let now = Utc::now();
+        let lease = Lease {
+            owner: self.owner.clone(),
+            until: now + chrono::Duration::from_std(self.settings.lease).unwrap_or_default(),
+        };
+        if !self.store.take_relay_lease(&lease, now).await? {
+            return Ok(Round::NotLeader);
+        }
+        let events = self.store.pending_events(self.settings.batch_size).await?;
+        if events.is_empty() {
+            return Ok(Round::Idle);
+        }
+        let results = self.publisher.publish(&events).await;
+        let (delivered, failure) = acknowledged(&events, results);
+        self.store.mark_delivered(&delivered).await?;
+        Ok(match failure {
+            Some(error) => Round::SinkFailed(error),
+            None => Round::Published,
+        })
+    }
+}
+
+/// The events that may be marked delivered: acknowledged, and with no earlier event of the
+/// same job unacknowledged (that one goes out again first, then these again, in order).
+fn acknowledged(
+    events: &[Event],
+    results: Vec<anyhow::Result<()>>,
+) -> (Vec<(JobId, uuid::Uuid)>, Option<anyhow::Error>) {
+    let mut blocked: HashSet<JobId> = HashSet::new();
+    let mut delivered = Vec::with_capacity(events.len());
+    let mut failure = None;
+    for (event, result) in events.iter().zip(results) {
+        let job = event.job.id;
+        match result {
+            Ok(()) if !blocked.contains(&job) => delivered.push((job, event.id)),
+            Ok(()) => {}
+            Err(error) => {
+                blocked.insert(job);
+                failure.get_or_insert(error);
+            }
+        }
+    }
+    (delivered, failure)
+}
+
+fn next_backoff(current: Duration, settings: &RelaySettings) -> Duration {
+    (current * 2)
+        .max(Duration::from_millis(100))
+        .min(settings.max_backoff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        domain::{Job, JobInput},
+        events::EventKind,
+    };
+
+    fn event_of(job: &Job) -> Event {
+        Event::new(EventKind::Updated, job.clone(), None)
+    }
+
+    #[test]
+    fn a_failed_event_holds_back_the_later_events_of_its_job_only() {
+        let input: JobInput = serde_json::from_value(serde_json::json!({
+            "name": "report", "jobType": "SMS", "jobData": {},
+            "schedule": {"runAt": "2030-01-01T00:00:00Z"}
+        }))
+        .unwrap();
+        let a = Job::new(input.clone().parse().unwrap(), Utc::now());
+        let b = Job::new(input.parse().unwrap(), Utc::now());
+        let events = vec![event_of(&a), event_of(&b), event_of(&a), event_of(&b)];
+        let results = vec![Err(anyhow::anyhow!("timed out")), Ok(()), Ok(()), Ok(())];
+        let (delivered, failure) = acknowledged(&events, results);
+        assert_eq!(delivered, vec![(b.id, events[1].id), (b.id, events[3].id)]);
+        assert!(failure.is_some());
+    }
+}
