@@ -2,7 +2,9 @@
 # The whole test suite, as CI runs it: formatting, lints, then every test.
 # It needs a Rust toolchain (rustup with rustfmt and clippy), a JDK 17+, Maven and python3.
 # The tests start the service themselves on free loopback ports; the store tests run against
-# the embedded store and against the MongoDB-wire server that scripts/with-mongo.sh provides.
+# the embedded store and against the MongoDB-wire server that scripts/with-mongo.sh provides,
+# and the Kafka tests against the single-node Apache Kafka broker that scripts/with-kafka.sh
+# starts (on 127.0.0.1:9092, or free ports if that is taken).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,4 +23,4 @@ cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
-./scripts/with-mongo.sh cargo test --locked
+./scripts/with-mongo.sh ./scripts/with-kafka.sh cargo test --locked

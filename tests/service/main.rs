@@ -3,9 +3,11 @@
 //! One test binary (modules below), so the suite links once.
 
 mod bad_input;
+mod compose;
 mod fire;
 mod grpc;
 mod helpers;
+mod kafka;
 mod mongo;
 mod openapi;
 mod process;

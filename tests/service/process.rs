@@ -12,14 +12,19 @@ use serde_json::Value;
 
 use crate::helpers::{email_job, eventually, in_millis};
 
-struct Service {
-    child: Child,
+pub struct Service {
+    pub child: Child,
     base: String,
 }
 
 impl Service {
     /// Starts the binary on a free port with its embedded store in `data_dir`.
-    async fn start(data_dir: &Path) -> Self {
+    pub async fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[]).await
+    }
+
+    /// As `start`, with more flags.
+    pub async fn start_with(data_dir: &Path, flags: &[String]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -36,6 +41,7 @@ impl Service {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(flags)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -54,7 +60,7 @@ impl Service {
         service
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 }

@@ -1,0 +1,901 @@
+//! The Kafka path against a real Apache Kafka broker: the one at `KAFKA_BROKERS`, which
+//! `scripts/test.sh` starts, and private brokers the outage tests kill and restart. Each test
+//! uses its own topic names and consumer group.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use clap::Parser;
+use rdkafka::{
+    ClientConfig, Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer, StreamConsumer},
+    message::{Headers, OwnedMessage},
+    producer::{FutureProducer, FutureRecord},
+    util::Timeout,
+};
+use scheduler::{config::Config, domain::JobId, kafka::KafkaSettings};
+use serde_json::{Value, json};
+
+use crate::{
+    helpers::{TestApp, email_job, eventually, in_millis},
+    process::Service,
+};
+
+/// The broker every test here may use.
+fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").expect(
+        "KAFKA_BROKERS is not set: run the tests with ./scripts/test.sh, which starts Apache Kafka",
+    )
+}
+
+/// Topic names and a consumer group of one test's own.
+struct TestTopics {
+    prefix: String,
+}
+
+impl TestTopics {
+    fn new() -> Self {
+        Self {
+            prefix: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        }
+    }
+
+    fn name(&self, topic: &str) -> String {
+        format!("{}-{topic}", self.prefix)
+    }
+
+    fn create(&self) -> String {
+        self.name("topic-job-create")
+    }
+    fn update(&self) -> String {
+        self.name("topic-job-update")
+    }
+    fn run(&self) -> String {
+        self.name("topic-job-run")
+    }
+    fn result(&self) -> String {
+        self.name("topic-job-run-result")
+    }
+    fn dead_letter(&self) -> String {
+        self.name("topic-job-run-result-dlq")
+    }
+    fn group(&self) -> String {
+        self.name("job-run-result-consumer-scheduler")
+    }
+
+    /// The service's flags for these topics on `brokers`.
+    fn flags(&self, brokers: &str) -> Vec<String> {
+        [
+            ("--kafka-brokers", brokers.to_owned()),
+            ("--topic-job-create", self.create()),
+            ("--topic-job-update", self.update()),
+            ("--topic-job-run", self.run()),
+            ("--topic-job-run-result", self.result()),
+            ("--topic-job-run-result-dlq", self.dead_letter()),
+            ("--topic-job-run-result-consumer-group-id", self.group()),
+        ]
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_owned(), value])
+        .collect()
+    }
+
+    /// An in-process service with an in-memory store, publishing to these topics.
+    fn config(&self, brokers: &str) -> Config {
+        let mut args: Vec<String> = [
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--store",
+            "memory",
+            "--lease-seconds",
+            "2",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(self.flags(brokers));
+        Config::parse_from(args)
+    }
+
+    fn settings(&self, brokers: &str) -> KafkaSettings {
+        self.config(brokers).kafka_settings().expect("brokers set")
+    }
+
+    /// Creates the topics now, so readers can be assigned to them before the service runs.
+    async fn ensure(&self, brokers: &str) {
+        scheduler::kafka::ensure_topics(&self.settings(brokers))
+            .await
+            .expect("topics created");
+    }
+}
+
+/// A message as a plain consumer sees it.
+#[derive(Debug, Clone)]
+struct Received {
+    topic: String,
+    key: Option<String>,
+    payload: Option<Vec<u8>>,
+    headers: HashMap<String, String>,
+}
+
+impl Received {
+    fn of(message: &OwnedMessage) -> Self {
+        let mut headers = HashMap::new();
+        if let Some(all) = message.headers() {
+            for header in all.iter() {
+                headers.insert(
+                    header.key.to_owned(),
+                    String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                );
+            }
+        }
+        Self {
+            topic: message.topic().to_owned(),
+            key: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload: message.payload().map(<[u8]>::to_vec),
+            headers,
+        }
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(self.payload.as_deref().expect("a value")).expect("JSON value")
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("header {name} missing: {:?}", self.headers))
+    }
+}
+
+/// A plain consumer reading topics from their beginning, with no consumer group.
+struct Reader {
+    consumer: StreamConsumer,
+}
+
+impl Reader {
+    fn new(brokers: &str, topics: &[String]) -> Self {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut partitions = TopicPartitionList::new();
+        for topic in topics {
+            partitions
+                .add_partition_offset(topic, 0, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&partitions).unwrap();
+        Self { consumer }
+    }
+
+    /// Reads until `done` holds for everything read so far.
+    async fn until(&self, within: Duration, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut seen = Vec::new();
+        while !done(&seen) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.consumer.recv()).await {
+                Ok(Ok(message)) => seen.push(Received::of(&message.detach())),
+                Ok(Err(error)) => panic!("consumer error: {error}"),
+                Err(_) => panic!(
+                    "timed out; read {} messages: {:#?}",
+                    seen.len(),
+                    seen.iter()
+                        .map(|r| (
+                            r.topic.clone(),
+                            r.payload.as_deref().map(String::from_utf8_lossy)
+                        ))
+                        .collect::<Vec<_>>()
+                ),
+            }
+        }
+        seen
+    }
+}
+
+fn producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap()
+}
+
+/// Produces a message with a plain producer; returns its offset.
+async fn produce(brokers: &str, topic: &str, key: &str, payload: Option<&[u8]>) -> i64 {
+    let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key);
+    if let Some(payload) = payload {
+        record = record.payload(payload);
+    }
+    producer(brokers)
+        .send(record, Timeout::After(Duration::from_secs(20)))
+        .await
+        .expect("produced")
+        .offset
+}
+
+/// The offset the group has committed on partition 0 of `topic` (-1001 for none).
+async fn committed(brokers: &str, group: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut partitions = TopicPartitionList::new();
+    partitions.add_partition(topic, 0);
+    tokio::task::spawn_blocking(move || {
+        let offsets = consumer
+            .committed_offsets(partitions, Timeout::After(Duration::from_secs(10)))
+            .unwrap();
+        offsets.elements()[0].offset().to_raw().unwrap_or(-1)
+    })
+    .await
+    .unwrap()
+}
+
+/// How many messages `topic` holds (its high watermark on partition 0).
+async fn message_count(brokers: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        consumer
+            .fetch_watermarks(&topic, 0, Timeout::After(Duration::from_secs(10)))
+            .unwrap()
+            .1
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits until the job has the status, and returns it.
+async fn job_with_status(app: &TestApp, id: &str, status: &str) -> Value {
+    eventually(&format!("job {id} to be {status}"), || async {
+        let job = app.get_job(id).await;
+        (job["status"] == status).then_some(job)
+    })
+    .await
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn every_event_reaches_its_topic_keyed_by_job_with_the_contract_payload_and_headers() {
+    let brokers = brokers();
+    let topics = TestTopics::new();
+    topics.ensure(&brokers).await;
+    let reader = Reader::new(&brokers, &[topics.create(), topics.update(), topics.run()]);
+    let app = TestApp::spawn_with(topics.config(&brokers)).await;
+
+    let fired = app
+        .create_job(&email_job("weekly report", &in_millis(500)))
+        .await;
+    let id = fired["id"].as_str().unwrap().to_owned();
+    let response = app
+        .patch(
+            &format!("/api/v1/jobs/{id}"),
+            &json!({"description": "now with charts"}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    job_with_status(&app, &id, "RUNNING").await;
+    let runs = app.get_json(&format!("/api/v1/jobs/{id}/runs")).await;
+    let run_id = runs["runs"][0]["runId"].as_str().unwrap().to_owned();
+    let response = app
+        .http
+        .post(app.url(&format!("/api/v1/jobs/{id}/runs/{run_id}/result")))
+        .json(&json!({"status": "SUCCEEDED", "output": "sent 12"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let doomed = app
+        .create_job(&email_job("doomed", "2099-01-01T00:00:00Z"))
+        .await;
+    let doomed_id = doomed["id"].as_str().unwrap().to_owned();
+    let response = app
+        .http
+        .delete(app.url(&format!("/api/v1/jobs/{doomed_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+
+    let messages = reader.until(WAIT, |seen| seen.len() >= 6).await;
+    let by_type: HashMap<&str, &Received> =
+        messages.iter().map(|m| (m.header("ce_type"), m)).collect();
+    let expect = [
+        ("scheduler.job.created", topics.create(), "created"),
+        ("scheduler.job.updated", topics.update(), "updated"),
+        ("scheduler.job.run", topics.run(), "run"),
+        ("scheduler.job.finished", topics.update(), "finished"),
+        ("scheduler.job.deleted", topics.update(), "deleted"),
+    ];
+    for (ce_type, topic, event) in &expect {
+        let message = by_type
+            .get(ce_type)
+            .unwrap_or_else(|| panic!("no {ce_type} message"));
+        assert_eq!(&message.topic, topic, "{ce_type} on its topic");
+        let value = message.json();
+        let job_id = value["Id"].as_str().unwrap();
+        assert_eq!(message.key.as_deref(), Some(job_id), "keyed by job id");
+        assert_eq!(value["Event"], *event);
+        assert_eq!(message.header("ce_specversion"), "1.0");
+        assert_eq!(message.header("ce_source"), "/scheduler");
+        assert_eq!(message.header("ce_subject"), job_id);
+        assert_eq!(message.header("content-type"), "application/json");
+        scheduler::domain::parse_time(message.header("ce_time")).expect("ce_time is RFC 3339");
+        let traceparent = message.header("traceparent");
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [2, 32, 16, 2],
+            "{traceparent}"
+        );
+        assert!(
+            traceparent
+                .chars()
+                .all(|c| c == '-' || c.is_ascii_hexdigit())
+        );
+        // The older consumers' fields, with their types.
+        assert_eq!(value["JobType"], 0);
+        assert!(value["Status"].is_i64());
+        assert!(value["Version"].is_u64());
+        let data: Value = serde_json::from_str(value["JobData"].as_str().unwrap()).unwrap();
+        assert_eq!(data["Subject"], "Weekly report");
+        for field in ["Name", "Description", "CreatedAt", "UpdatedAt"] {
+            assert!(value[field].is_string(), "{field} in {value}");
+        }
+    }
+    let ids: HashSet<&str> = messages.iter().map(|m| m.header("ce_id")).collect();
+    assert_eq!(ids.len(), messages.len(), "ce_id is unique per event");
+
+    let run = by_type["scheduler.job.run"].json();
+    assert_eq!(run["Id"], id.as_str());
+    assert_eq!(run["RunId"], run_id.as_str());
+    assert_eq!(run["Attempt"], 1);
+    assert_eq!(run["Status"], 3, "RUNNING");
+    assert_eq!(run["ScheduledFor"], fired["schedule"]["runAt"]);
+    assert!(run["FiredAt"].is_string());
+    let updated = by_type["scheduler.job.updated"].json();
+    assert_eq!(updated["Description"], "now with charts");
+    let finished = by_type["scheduler.job.finished"].json();
+    assert_eq!(finished["Status"], 4, "SUCCEEDED");
+    assert_eq!(finished["RunStatus"], "SUCCEEDED");
+    assert_eq!(finished["Output"], "sent 12");
+    assert_eq!(
+        by_type["scheduler.job.deleted"].json()["Id"],
+        doomed_id.as_str()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_seed_style_result_completes_the_job_and_repeats_or_mismatches_change_nothing() {
+    let brokers = brokers();
+    let topics = TestTopics::new();
+    topics.ensure(&brokers).await;
+    let app = TestApp::spawn_with(topics.config(&brokers)).await;
+    let job = app
+        .create_job(&email_job("executor result", &in_millis(-1000)))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    job_with_status(&app, &id, "RUNNING").await;
+
+    let seed = json!({"Id": id, "Status": 4}).to_string();
+    produce(&brokers, &topics.result(), &id, Some(seed.as_bytes())).await;
+    let done = job_with_status(&app, &id, "SUCCEEDED").await;
+
+    // The same result again, a different result for the finished run, and a result naming a
+    // run the job never had: each is consumed and committed, and changes nothing.
+    produce(&brokers, &topics.result(), &id, Some(seed.as_bytes())).await;
+    let other = json!({"Id": id, "Status": "FAILED", "Error": "late"}).to_string();
+    produce(&brokers, &topics.result(), &id, Some(other.as_bytes())).await;
+    let stranger = json!({"Id": id, "Status": 4, "RunId": uuid::Uuid::new_v4().to_string()});
+    let last = produce(
+        &brokers,
+        &topics.result(),
+        &id,
+        Some(stranger.to_string().as_bytes()),
+    )
+    .await;
+    eventually("the group to commit past every result", || async {
+        (committed(&brokers, &topics.group(), &topics.result()).await > last).then_some(())
+    })
+    .await;
+    let after = app.get_job(&id).await;
+    assert_eq!(after["version"], done["version"]);
+    assert_eq!(after["status"], "SUCCEEDED");
+    let runs = app.get_json(&format!("/api/v1/jobs/{id}/runs")).await;
+    assert_eq!(runs["totalCount"], 1);
+    assert_eq!(runs["runs"][0]["status"], "SUCCEEDED");
+    assert_eq!(message_count(&brokers, &topics.dead_letter()).await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn results_that_cannot_be_applied_are_dead_lettered_with_reason_and_origin_then_committed() {
+    let brokers = brokers();
+    let topics = TestTopics::new();
+    topics.ensure(&brokers).await;
+    let reader = Reader::new(&brokers, &[topics.dead_letter()]);
+    let app = TestApp::spawn_with(topics.config(&brokers)).await;
+    let job = app
+        .create_job(&email_job("stays running", &in_millis(-1000)))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let running = job_with_status(&app, &id, "RUNNING").await;
+
+    let unknown = JobId::generate().to_string();
+    let cases: Vec<(Option<String>, &str)> = vec![
+        (Some("not json at all".into()), "not a JSON object"),
+        (Some("[4]".into()), "not a JSON object"),
+        (
+            Some(json!({"Id": unknown, "Status": 4}).to_string()),
+            "unknown job",
+        ),
+        (
+            Some(json!({"Id": id, "Status": 3}).to_string()),
+            "Status: must be",
+        ),
+        (
+            Some(json!({"Id": id, "Status": "DONE"}).to_string()),
+            "Status: must be",
+        ),
+        (
+            Some(json!({"Id": "42", "Status": 4}).to_string()),
+            "Id: must be a job id",
+        ),
+        (Some(json!({"Status": 4}).to_string()), "Id: is required"),
+        (Some(json!({"Id": id}).to_string()), "Status: is required"),
+        (
+            Some(json!({"Id": id, "Status": 4, "RunId": "r1"}).to_string()),
+            "RunId: must be",
+        ),
+        (None, "no value"),
+    ];
+    let mut sent = Vec::new();
+    for (i, (payload, reason)) in cases.iter().enumerate() {
+        let key = format!("case-{i}");
+        let offset = produce(
+            &brokers,
+            &topics.result(),
+            &key,
+            payload.as_deref().map(str::as_bytes),
+        )
+        .await;
+        sent.push((key, offset, payload.clone(), *reason));
+    }
+    let letters = reader.until(WAIT, |seen| seen.len() >= cases.len()).await;
+    for (letter, (key, offset, payload, reason)) in letters.iter().zip(&sent) {
+        assert_eq!(letter.key.as_deref(), Some(key.as_str()));
+        assert_eq!(
+            letter.payload.as_deref(),
+            payload.as_deref().map(str::as_bytes)
+        );
+        assert!(
+            letter.header("dlq_reason").contains(reason),
+            "{key}: reason {:?}, expected {reason:?}",
+            letter.header("dlq_reason")
+        );
+        assert_eq!(letter.header("dlq_original_topic"), topics.result());
+        assert_eq!(letter.header("dlq_original_partition"), "0");
+        assert_eq!(letter.header("dlq_original_offset"), offset.to_string());
+    }
+    let last = sent.last().unwrap().1;
+    eventually("the group to commit past the dead letters", || async {
+        (committed(&brokers, &topics.group(), &topics.result()).await > last).then_some(())
+    })
+    .await;
+    let after = app.get_job(&id).await;
+    assert_eq!(after, running, "bad results change nothing");
+
+    // The consumer is not stuck behind them: a good result still applies.
+    let good = json!({"Id": id, "Status": "FAILED", "Error": "bounced"}).to_string();
+    produce(&brokers, &topics.result(), &id, Some(good.as_bytes())).await;
+    let failed = job_with_status(&app, &id, "FAILED").await;
+    assert_eq!(failed["version"], running["version"].as_u64().unwrap() + 1);
+    app.stop().await;
+}
+
+/// A Kafka broker of one test's own, which it can kill and start again on the same data.
+struct PrivateBroker {
+    dir: tempfile::TempDir,
+    port: u16,
+    controller_port: u16,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl PrivateBroker {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            port: free_port(),
+            controller_port: free_port(),
+            child: None,
+        }
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the broker and waits until it answers.
+    async fn start(&mut self) {
+        let script = std::env::var("KAFKA_BROKER_SCRIPT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-broker.sh")
+            });
+        let log = std::fs::File::create(self.dir.path().join("broker.log")).unwrap();
+        let child = Command::new("bash")
+            .arg(script)
+            .arg(self.dir.path().join("broker"))
+            .arg(self.port.to_string())
+            .arg(self.controller_port.to_string())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("the broker script starts");
+        self.child = Some(child);
+        let address = self.address();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let address = address.clone();
+            let answered = tokio::task::spawn_blocking(move || {
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &address)
+                    .set("log_level", "0")
+                    .create()
+                    .unwrap();
+                consumer
+                    .fetch_metadata(None, Timeout::After(Duration::from_secs(1)))
+                    .is_ok_and(|m| !m.brokers().is_empty())
+            })
+            .await
+            .unwrap();
+            if answered {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
+                panic!("the private broker did not start:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// SIGKILLs the broker.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Splits each job's events by the topic they go to: Kafka keeps order per partition, so a
+/// consumer sees one job's events in order within each topic.
+fn per_topic(
+    per_job: &HashMap<String, Vec<(String, u64)>>,
+) -> HashMap<(String, &'static str), Vec<(String, u64)>> {
+    let mut split: HashMap<(String, &'static str), Vec<(String, u64)>> = HashMap::new();
+    for (job, events) in per_job {
+        for (kind, version) in events {
+            let topic = match kind.as_str() {
+                "created" => "create",
+                "run" => "run",
+                _ => "update",
+            };
+            split
+                .entry((job.clone(), topic))
+                .or_default()
+                .push((kind.clone(), *version));
+        }
+    }
+    split
+}
+
+/// Each job's events in order of first appearance (copies of a `ce_id` dropped), as
+/// (kind, version).
+fn events_per_job(messages: &[Received]) -> HashMap<String, Vec<(String, u64)>> {
+    let mut seen = HashSet::new();
+    let mut per_job: HashMap<String, Vec<(String, u64)>> = HashMap::new();
+    for message in messages {
+        if !seen.insert(message.header("ce_id").to_owned()) {
+            continue;
+        }
+        let value = message.json();
+        per_job
+            .entry(value["Id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push((
+                value["Event"].as_str().unwrap().to_owned(),
+                value["Version"].as_u64().unwrap(),
+            ));
+    }
+    per_job
+}
+
+#[tokio::test]
+async fn events_stored_during_a_broker_outage_all_arrive_in_order_per_job_once_it_is_back() {
+    let mut broker = PrivateBroker::new();
+    broker.start().await;
+    let brokers = broker.address();
+    let topics = TestTopics::new();
+    topics.ensure(&brokers).await;
+    let app = TestApp::spawn_with(topics.config(&brokers)).await;
+    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    broker.kill();
+    eventually("/readyz to report the broker outage", || async {
+        let response = app.http.get(app.url("/readyz")).send().await.ok()?;
+        (response.status() == 503).then_some(())
+    })
+    .await;
+    // Every API call works during the outage; some jobs fire.
+    let mut expected: HashMap<String, Vec<(String, u64)>> = HashMap::new();
+    for i in 0..6 {
+        let due = if i < 3 {
+            in_millis(300)
+        } else {
+            "2099-01-01T00:00:00Z".into()
+        };
+        let job = app
+            .create_job(&email_job(&format!("outage {i}"), &due))
+            .await;
+        let id = job["id"].as_str().unwrap().to_owned();
+        let mut events = vec![("created".to_owned(), 1)];
+        if i >= 3 {
+            for version in 2..=3 {
+                let response = app
+                    .patch(
+                        &format!("/api/v1/jobs/{id}"),
+                        &json!({"description": format!("edit {version}")}),
+                    )
+                    .await;
+                assert_eq!(response.status(), 200);
+                events.push(("updated".to_owned(), version));
+            }
+        }
+        if i == 5 {
+            let response = app
+                .http
+                .delete(app.url(&format!("/api/v1/jobs/{id}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 204);
+            events.push(("deleted".to_owned(), 3));
+        }
+        expected.insert(id, events);
+    }
+    for (id, events) in expected.iter_mut() {
+        if events.len() == 1 {
+            job_with_status(&app, id, "RUNNING").await;
+            events.push(("run".to_owned(), 2));
+        }
+    }
+
+    broker.start().await;
+    let reader = Reader::new(&brokers, &[topics.create(), topics.update(), topics.run()]);
+    let total: usize = expected.values().map(Vec::len).sum();
+    let messages = reader
+        .until(Duration::from_secs(90), |seen| {
+            events_per_job(seen).values().map(Vec::len).sum::<usize>() >= total
+        })
+        .await;
+    assert_eq!(per_topic(&events_per_job(&messages)), per_topic(&expected));
+    eventually("/readyz to recover", || async {
+        let response = app.http.get(app.url("/readyz")).send().await.ok()?;
+        (response.status() == 200).then_some(())
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_run_recorded_before_a_sigkill_is_published_by_the_restarted_service() {
+    let mut broker = PrivateBroker::new();
+    let brokers = broker.address();
+    let topics = TestTopics::new();
+    let data = tempfile::tempdir().unwrap();
+    let mut flags = topics.flags(&brokers);
+    flags.extend(["--lease-seconds".to_owned(), "2".to_owned()]);
+
+    // The broker is not up yet: the fire is recorded with its event in the outbox, and cannot
+    // be published before the kill.
+    let mut first = Service::start_with(data.path(), &flags).await;
+    let http = reqwest::Client::new();
+    let response = http
+        .post(first.url("/api/v1/jobs"))
+        .json(&email_job("fired, then killed", &in_millis(-500)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let runs_url = first.url(&format!("/api/v1/jobs/{id}/runs"));
+    let run_id = eventually("the fire to be recorded", || {
+        let request = http.get(&runs_url).send();
+        async move {
+            let runs: Value = request.await.ok()?.json().await.ok()?;
+            runs["runs"][0]["runId"].as_str().map(str::to_owned)
+        }
+    })
+    .await;
+    first.child.kill().expect("SIGKILL");
+    first.child.wait().unwrap();
+    drop(first);
+
+    broker.start().await;
+    let _second = Service::start_with(data.path(), &flags).await;
+    // The restarted service creates the topics; read once they exist.
+    topics.ensure(&brokers).await;
+    let reader = Reader::new(&brokers, &[topics.create(), topics.run()]);
+    let messages = reader
+        .until(Duration::from_secs(60), |seen| {
+            seen.iter().any(|m| m.topic == topics.run())
+                && seen.iter().any(|m| m.topic == topics.create())
+        })
+        .await;
+    let run = messages.iter().find(|m| m.topic == topics.run()).unwrap();
+    assert_eq!(run.json()["RunId"], run_id.as_str());
+    assert_eq!(run.key.as_deref(), Some(id.as_str()));
+}
+
+/// The message each event type becomes, pinned in `tests/golden/kafka/<type>.json`. To accept
+/// a deliberate change of the wire format: `UPDATE_GOLDEN=1 cargo test golden`.
+#[test]
+fn every_event_type_matches_its_golden_message() {
+    use scheduler::{
+        domain::{Job, Run},
+        events::{Event, EventKind},
+        kafka::message,
+    };
+    let settings = Config::parse_from(["scheduler", "--kafka-brokers", "127.0.0.1:9092"])
+        .kafka_settings()
+        .unwrap();
+    let job = |status: &str, version: u64, schedule_time: Value, open_run: Value| -> Job {
+        serde_json::from_value(json!({
+            "id": "65a1b2c3d4e5f60718293a4b",
+            "name": "Weekly report",
+            "description": "Monday's numbers",
+            "jobType": "EMAIL",
+            "jobData": {
+                "SourceAddress": "reports@example.com",
+                "DestinationAddress": "team@example.com",
+                "Subject": "Weekly report",
+                "Message": "Attached."
+            },
+            "schedule": {"runAt": "2030-01-07T09:00:00Z"},
+            "scheduleTime": schedule_time,
+            "status": status,
+            "createdAt": "2030-01-01T08:00:00.125Z",
+            "updatedAt": "2030-01-07T09:00:00.250Z",
+            "version": version,
+            "openRun": open_run,
+            "nextAttempt": 1
+        }))
+        .unwrap()
+    };
+    let run = |status: &str, finished: Value, output: Value| -> Run {
+        serde_json::from_value(json!({
+            "runId": "0b7c5e0e-3f57-5d5e-9d1e-4f2a8c6b1e2d",
+            "jobId": "65a1b2c3d4e5f60718293a4b",
+            "scheduledFor": "2030-01-07T09:00:00Z",
+            "firedAt": "2030-01-07T09:00:00.004Z",
+            "attempt": 1,
+            "status": status,
+            "finishedAt": finished,
+            "error": null,
+            "output": output
+        }))
+        .unwrap()
+    };
+    let due = json!("2030-01-07T09:00:00Z");
+    let open = json!("0b7c5e0e-3f57-5d5e-9d1e-4f2a8c6b1e2d");
+    let cases = [
+        (
+            "created",
+            EventKind::Created,
+            job("SCHEDULED", 1, due.clone(), Value::Null),
+            None,
+        ),
+        (
+            "updated",
+            EventKind::Updated,
+            job("SCHEDULED", 2, due.clone(), Value::Null),
+            None,
+        ),
+        (
+            "deleted",
+            EventKind::Deleted,
+            job("SCHEDULED", 2, due, Value::Null),
+            None,
+        ),
+        (
+            "run",
+            EventKind::Run,
+            job("RUNNING", 3, Value::Null, open),
+            Some(run("RUNNING", Value::Null, Value::Null)),
+        ),
+        (
+            "finished",
+            EventKind::Finished,
+            job("SUCCEEDED", 4, Value::Null, Value::Null),
+            Some(run(
+                "SUCCEEDED",
+                json!("2030-01-07T09:00:03.5Z"),
+                json!("sent 12"),
+            )),
+        ),
+    ];
+    let directory = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/kafka");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    for (name, kind, job, run) in cases {
+        let event = Event {
+            id: uuid::Uuid::parse_str("9f3c2a1e-6b4d-4e8f-a7c5-1d2e3f4a5b6c").unwrap(),
+            kind,
+            time: scheduler::domain::parse_time("2030-01-07T09:00:00.250Z").unwrap(),
+            job,
+            run,
+        };
+        let headers: Vec<Value> = message::headers(&event, &settings.source)
+            .into_iter()
+            .map(|(name, value)| json!([name, value]))
+            .collect();
+        let actual = json!({
+            "topic": message::topic_of(event.kind, &settings.topics),
+            "key": message::key_of(&event),
+            "headers": headers,
+            "value": message::payload(&event),
+        });
+        let path = directory.join(format!("{name}.json"));
+        let text = serde_json::to_string_pretty(&actual).unwrap() + "\n";
+        if update {
+            std::fs::create_dir_all(&directory).unwrap();
+            std::fs::write(&path, &text).unwrap();
+        }
+        let golden = std::fs::read_to_string(&path)
+            .unwrap_or_else(|_| panic!("{} missing: UPDATE_GOLDEN=1 writes it", path.display()));
+        assert_eq!(
+            text,
+            golden,
+            "the {name} message differs from {}",
+            path.display()
+        );
+    }
+}
