@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 
 use crate::{
     helpers::{TestApp, email_job, eventually, in_millis},
+    mongo::{PrivateMongo, database_name},
     process::Service,
 };
 
@@ -508,6 +509,134 @@ async fn results_that_cannot_be_applied_are_dead_lettered_with_reason_and_origin
     let failed = job_with_status(&app, &id, "FAILED").await;
     assert_eq!(failed["version"], running["version"].as_u64().unwrap() + 1);
     app.stop().await;
+}
+
+#[tokio::test]
+async fn results_that_meet_a_store_outage_wait_and_apply_in_order_once_it_is_back() {
+    let brokers = brokers();
+    let topics = TestTopics::new();
+    topics.ensure(&brokers).await;
+    let reader = Reader::new(&brokers, &[topics.update()]);
+    let dir = tempfile::tempdir().unwrap();
+    let server = PrivateMongo::start(free_port(), &dir.path().join("mongo.h2"));
+    let mut config = topics.config(&brokers);
+    config.store = Some(scheduler::config::StoreKind::Mongodb);
+    config.mongodb_uri = Some(server.uri());
+    config.database_name = database_name();
+    config.mongodb_timeout_ms = 1_000;
+    let app = TestApp::spawn_with(config).await;
+    let mut ids = Vec::new();
+    for name in ["first result", "second result"] {
+        let job = app.create_job(&email_job(name, &in_millis(-1000))).await;
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        job_with_status(&app, id, "RUNNING").await;
+    }
+
+    let (port, file) = server.stop();
+    let failed = json!({"Id": ids[0], "Status": 5, "Error": "mailbox full"}).to_string();
+    let first = produce(&brokers, &topics.result(), &ids[0], Some(failed.as_bytes())).await;
+    let succeeded = json!({"Id": ids[1], "Status": 4}).to_string();
+    let last = produce(
+        &brokers,
+        &topics.result(),
+        &ids[1],
+        Some(succeeded.as_bytes()),
+    )
+    .await;
+    // The consumer meets the outage and retries; nothing past the first result is committed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(committed(&brokers, &topics.group(), &topics.result()).await <= first);
+
+    let _server = PrivateMongo::start(port, &file);
+    let job = eventually("the first result to apply", || async {
+        let response = app
+            .http
+            .get(app.url(&format!("/api/v1/jobs/{}", ids[0])))
+            .send()
+            .await
+            .ok()?;
+        let job: Value = response.json().await.ok()?;
+        (job["status"] == "FAILED").then_some(job)
+    })
+    .await;
+    assert_eq!(job["version"], 3);
+    job_with_status(&app, &ids[1], "SUCCEEDED").await;
+    eventually("the group to commit past both results", || async {
+        (committed(&brokers, &topics.group(), &topics.result()).await > last).then_some(())
+    })
+    .await;
+    // Applied in their partition's order: the finished events went out in that order.
+    let finished = reader
+        .until(WAIT, |seen| {
+            seen.iter()
+                .filter(|m| m.header("ce_type") == "scheduler.job.finished")
+                .count()
+                >= 2
+        })
+        .await;
+    let order: Vec<String> = finished
+        .iter()
+        .filter(|m| m.header("ce_type") == "scheduler.job.finished")
+        .map(|m| m.json()["Id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(order, ids);
+    assert_eq!(message_count(&brokers, &topics.dead_letter()).await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_store_publish_every_event_once_through_one_relay() {
+    let brokers = brokers();
+    let topics = TestTopics::new();
+    topics.ensure(&brokers).await;
+    let data = tempfile::tempdir().unwrap();
+    let replica = || {
+        let mut config = topics.config(&brokers);
+        config.store = Some(scheduler::config::StoreKind::Embedded);
+        config.data_dir = data.path().to_owned();
+        config
+    };
+    let apps = [
+        TestApp::spawn_with(replica()).await,
+        TestApp::spawn_with(replica()).await,
+    ];
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let app = &apps[i % 2];
+        let job = app
+            .create_job(&email_job(&format!("replica {i}"), &in_millis(300)))
+            .await;
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        job_with_status(&apps[0], id, "RUNNING").await;
+    }
+    let reader = Reader::new(&brokers, &[topics.create(), topics.run()]);
+    let messages = reader
+        .until(WAIT, |seen| {
+            events_per_job(seen).values().map(Vec::len).sum::<usize>() >= 2 * ids.len()
+        })
+        .await;
+    let per_job = events_per_job(&messages);
+    for id in &ids {
+        // One event per topic each: order across topics is not Kafka's to keep.
+        let mut events = per_job[id].clone();
+        events.sort();
+        assert_eq!(
+            events,
+            vec![("created".to_owned(), 1), ("run".to_owned(), 2)],
+            "{id}"
+        );
+    }
+    // No copies either: one relay published, and each event once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(message_count(&brokers, &topics.create()).await, 10);
+    assert_eq!(message_count(&brokers, &topics.run()).await, 10);
+    for app in apps {
+        app.stop().await;
+    }
 }
 
 /// A Kafka broker of one test's own, which it can kill and start again on the same data.

@@ -16,7 +16,7 @@ use crate::{
     store::{mongo_config, mongo_store},
 };
 
-fn database_name() -> String {
+pub fn database_name() -> String {
     format!("test_{}", uuid::Uuid::new_v4().simple())
 }
 
@@ -110,14 +110,14 @@ async fn a_malformed_stored_document_is_skipped_not_a_panic() {
 
 /// A MongoDB-wire server of this test's own, keeping its data in an H2 file so it survives a
 /// restart.
-struct PrivateMongo {
+pub struct PrivateMongo {
     child: Child,
     port: u16,
     file: std::path::PathBuf,
 }
 
 impl PrivateMongo {
-    fn start(port: u16, file: &std::path::Path) -> Self {
+    pub fn start(port: u16, file: &std::path::Path) -> Self {
         let classpath = std::env::var("MONGO_WIRE_SERVER_CLASSPATH")
             .expect("MONGO_WIRE_SERVER_CLASSPATH is not set: run the suite with ./scripts/test.sh");
         let mut child = Command::new("java")
@@ -150,12 +150,12 @@ impl PrivateMongo {
         }
     }
 
-    fn uri(&self) -> String {
+    pub fn uri(&self) -> String {
         format!("mongodb://127.0.0.1:{}", self.port)
     }
 
     /// Stops the server the way an operator would (SIGTERM), and waits for it.
-    fn stop(mut self) -> (u16, std::path::PathBuf) {
+    pub fn stop(mut self) -> (u16, std::path::PathBuf) {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
