@@ -1,7 +1,10 @@
 //! Benchmark of the whole service: create and get throughput over REST and gRPC with a fixed
-//! concurrency, and the fire lag of 1,000 jobs due in the same second.
+//! concurrency, and the fire lag of 1,000 jobs due in the same second. With `KAFKA_BROKERS`
+//! set, also the Kafka path: events per second through the outbox to the broker, the fire lag
+//! from due time to the run message's broker timestamp, and how fast results are applied.
 //!
-//! Run with `cargo bench --bench service` (add `-- --quick` for a smaller run). It prints
+//! Run with `cargo bench --bench service` (add `-- --quick` for a smaller run, `-- --kafka-only`
+//! for the Kafka figures alone). It prints
 //! figures; it asserts nothing about speed. Each store is measured in a fresh service on a free
 //! loopback port, as a client would see it.
 
@@ -346,6 +349,19 @@ async fn main() {
         (StoreKind::Embedded, "embedded"),
         (StoreKind::Memory, "memory"),
     ];
+    let kafka_only = std::env::args().any(|a| a == "--kafka-only");
+    match std::env::var("KAFKA_BROKERS") {
+        Ok(brokers) => {
+            kafka_path(&brokers, StoreKind::Embedded, "embedded", count).await;
+            kafka_path(&brokers, StoreKind::Memory, "memory", count).await;
+        }
+        Err(_) => {
+            println!("KAFKA_BROKERS is not set: no Kafka figures (./scripts/bench.sh provides one)")
+        }
+    }
+    if kafka_only {
+        return;
+    }
     if std::env::var_os("MONGODB_URI").is_some() {
         stores.push((StoreKind::Mongodb, "mongodb"));
     } else {
@@ -362,4 +378,169 @@ async fn main() {
         service.shutdown.cancel();
         println!("{label}: process RSS {:.1} MiB", rss_mib());
     }
+}
+
+/// The Kafka path on `store`, with topics of its own.
+async fn kafka_path(brokers: &str, store: StoreKind, label: &str, count: usize) {
+    use rdkafka::{
+        ClientConfig, Message, Offset, TopicPartitionList,
+        consumer::{BaseConsumer, Consumer, StreamConsumer},
+        producer::{FutureProducer, FutureRecord},
+        util::Timeout,
+    };
+    let prefix = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let data = tempfile::tempdir().unwrap();
+    let mut config = config_for(store, &data);
+    config.kafka_brokers = Some(brokers.to_owned());
+    config.topic_job_create = format!("{prefix}-create");
+    config.topic_job_update = format!("{prefix}-update");
+    config.topic_job_run = format!("{prefix}-run");
+    config.topic_job_run_result = format!("{prefix}-result");
+    config.topic_job_run_result_dlq = format!("{prefix}-dlq");
+    config.topic_job_run_result_consumer_group_id = format!("{prefix}-group");
+    let settings = config.kafka_settings().unwrap();
+    scheduler::kafka::ensure_topics(&settings).await.unwrap();
+    let app = Application::build(config).await.unwrap();
+    let jobs = app.jobs();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run(shutdown.clone()));
+    let high_watermark = |topic: String| {
+        let brokers = brokers.to_owned();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &brokers)
+                    .create()
+                    .unwrap();
+                consumer
+                    .fetch_watermarks(&topic, 0, Timeout::After(Duration::from_secs(10)))
+                    .map(|(_, high)| high)
+                    .unwrap_or(0)
+            })
+            .await
+            .unwrap()
+        }
+    };
+
+    // Events through the outbox: creates as fast as 16 clients go, until the broker has them all.
+    let far = "2099-01-01T00:00:00.000Z";
+    let start = Instant::now();
+    let creator = jobs.clone();
+    drive(count, move |i| {
+        let input: JobInput =
+            serde_json::from_value(email_job(&format!("outbox {i}"), far)).unwrap();
+        let jobs = creator.clone();
+        async move {
+            jobs.create(input, None).await.unwrap();
+        }
+    })
+    .await;
+    let stored = start.elapsed();
+    while high_watermark(settings.topics.create.name.clone()).await < count as i64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let published = start.elapsed();
+    println!(
+        "{:<34} {count} creates stored in {:.2} s; all {count} events acknowledged by Kafka after {:.2} s: {:>6.0} events/s end to end",
+        format!("{label} kafka outbox"),
+        stored.as_secs_f64(),
+        published.as_secs_f64(),
+        count as f64 / published.as_secs_f64()
+    );
+
+    // Fire lag to the broker: due time to the run message's timestamp (set when produced).
+    let fires = 1000;
+    let reader: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("{prefix}-reader"))
+        .create()
+        .unwrap();
+    let mut partitions = TopicPartitionList::new();
+    partitions
+        .add_partition_offset(&settings.topics.run.name, 0, Offset::Beginning)
+        .unwrap();
+    reader.assign(&partitions).unwrap();
+    let due = Utc::now() + chrono::Duration::seconds(8);
+    let due = due - chrono::Duration::nanoseconds(due.timestamp_subsec_nanos() as i64);
+    let creator = jobs.clone();
+    drive(fires, move |i| {
+        let at = (due + chrono::Duration::milliseconds((i * 1000 / fires) as i64))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let input: JobInput =
+            serde_json::from_value(email_job(&format!("kafka lag {i}"), &at)).unwrap();
+        let jobs = creator.clone();
+        async move {
+            jobs.create(input, None).await.unwrap();
+        }
+    })
+    .await;
+    let mut lags = Vec::with_capacity(fires);
+    let mut fired_ids = Vec::with_capacity(fires);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lags.len() < fires && Instant::now() < deadline {
+        let Ok(Ok(message)) = tokio::time::timeout_at(deadline.into(), reader.recv()).await else {
+            break;
+        };
+        let value: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+        let scheduled =
+            scheduler::domain::parse_time(value["ScheduledFor"].as_str().unwrap()).unwrap();
+        let produced = message.timestamp().to_millis().unwrap();
+        lags.push((produced - scheduled.timestamp_millis()) as f64);
+        fired_ids.push(value["Id"].as_str().unwrap().to_owned());
+    }
+    let got = lags.len();
+    let (p50, p99, max) = percentiles(lags);
+    println!(
+        "{:<34} fire lag to the broker p50 {p50:>6.2} ms   p99 {p99:>6.2} ms   max {max:>7.2} ms   ({got}/{fires} run messages, due across one second)",
+        format!("{label} kafka 1000 due")
+    );
+
+    // Results: one per fired job, produced at once; time until every job is SUCCEEDED.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let start = Instant::now();
+    let sends: Vec<_> = fired_ids
+        .iter()
+        .map(|id| {
+            let payload = json!({"Id": id, "Status": 4}).to_string();
+            let producer = producer.clone();
+            let topic = settings.topics.run_result.name.clone();
+            let id = id.clone();
+            async move {
+                producer
+                    .send(
+                        FutureRecord::to(&topic).key(&id).payload(&payload),
+                        Timeout::After(Duration::from_secs(30)),
+                    )
+                    .await
+                    .unwrap();
+            }
+        })
+        .collect();
+    futures::future::join_all(sends).await;
+    let filter = scheduler::store::JobFilter {
+        status: Some(scheduler::domain::JobStatus::Succeeded),
+        ..Default::default()
+    };
+    let page = scheduler::store::PageRequest { page: 1, size: 1 };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = jobs.list(filter.clone(), page).await.unwrap().total_count as usize;
+        if done >= fired_ids.len() || Instant::now() > deadline {
+            let elapsed = start.elapsed();
+            println!(
+                "{:<34} {done}/{} results applied in {:.2} s: {:>6.0} results/s",
+                format!("{label} kafka results"),
+                fired_ids.len(),
+                elapsed.as_secs_f64(),
+                done as f64 / elapsed.as_secs_f64()
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
 }

@@ -5,8 +5,11 @@
 //!
 //! - [`domain`]: jobs, schedules, runs, and parsing raw input into them.
 //! - [`jobs`]: the use cases, the one layer both transports call.
-//! - [`store`]: the `JobStore` port and its embedded SQLite adapter.
-//! - [`events`]: events, the `EventSink` port and the in-process bus.
+//! - [`store`]: the `JobStore` port (with its outbox) and its SQLite and MongoDB adapters.
+//! - [`events`]: events, the `EventSink` port, the in-process bus, and `EventRoute`, which
+//!   sends events to the bus and, when Kafka is configured, into the outbox.
+//! - [`outbox`]: the relay that publishes stored events through the `Publisher` port.
+//! - [`kafka`]: the Kafka adapters: the publisher, the result consumer, the message format.
 //! - [`scheduler`]: the loop that claims and fires due jobs.
 //! - [`rest`] and [`grpc`]: the two transports, thin and mirrored.
 //! - [`app`]: wiring and the server on one port; [`config`]: settings.

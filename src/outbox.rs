@@ -104,8 +104,9 @@ impl Relay {
         let mut backoff = Duration::ZERO;
         let mut failing = false;
         let mut leader = false;
+        let mut held_until = None;
         while !shutdown.is_cancelled() {
-            let wait = match self.round().await {
+            let wait = match self.round(&mut held_until).await {
                 Ok(round) => {
                     let is_leader = !matches!(round, Round::NotLeader);
                     if is_leader != leader {
@@ -163,15 +164,26 @@ impl Relay {
         tracing::info!("outbox relay stopped");
     }
 
-    /// Takes the lease, publishes one batch and marks what the sink acknowledged.
-    async fn round(&self) -> Result<Round, crate::store::StoreError> {
+    /// Takes or renews the lease (renewing only once half of it has passed, so a busy relay
+    /// does not write to the store for every batch), publishes one batch and marks what the
+    /// sink acknowledged.
+    async fn round(
+        &self,
+        held_until: &mut Option<chrono::DateTime<Utc>>,
+    ) -> Result<Round, crate::store::StoreError> {
         let now = Utc::now();
-        let lease = Lease {
-            owner: self.owner.clone(),
-            until: now + chrono::Duration::from_std(self.settings.lease).unwrap_or_default(),
-        };
-        if !self.store.take_relay_lease(&lease, now).await? {
-            return Ok(Round::NotLeader);
+        let lease = chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
+        if held_until.is_none_or(|until| until - now < lease / 2) {
+            *held_until = None;
+            let until = now + lease;
+            let taken = Lease {
+                owner: self.owner.clone(),
+                until,
+            };
+            if !self.store.take_relay_lease(&taken, now).await? {
+                return Ok(Round::NotLeader);
+            }
+            *held_until = Some(until);
         }
         let events = self.store.pending_events(self.settings.batch_size).await?;
         if events.is_empty() {
