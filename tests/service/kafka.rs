@@ -639,6 +639,84 @@ async fn two_replicas_on_one_store_publish_every_event_once_through_one_relay() 
     }
 }
 
+#[tokio::test]
+async fn results_are_neither_lost_nor_applied_twice_when_a_consumer_leaves_the_group() {
+    let brokers = brokers();
+    let topics = TestTopics::new();
+    let data = tempfile::tempdir().unwrap();
+    let replica = || {
+        let mut config = topics.config(&brokers);
+        config.store = Some(scheduler::config::StoreKind::Embedded);
+        config.data_dir = data.path().to_owned();
+        config.topic_job_run_result_partitions = 2;
+        config
+    };
+    // Two partitions, so each consumer of the group gets one.
+    let settings = replica().kafka_settings().unwrap();
+    scheduler::kafka::ensure_topics(&settings).await.unwrap();
+    let staying = TestApp::spawn_with(replica()).await;
+    let leaving = TestApp::spawn_with(replica()).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let job = staying
+            .create_job(&email_job(&format!("rebalanced {i}"), &in_millis(-1000)))
+            .await;
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        job_with_status(&staying, id, "RUNNING").await;
+    }
+    let result_producer = producer(&brokers);
+    let send = |id: String| {
+        let producer = result_producer.clone();
+        let topic = topics.result();
+        async move {
+            let payload = json!({"Id": id, "Status": 4}).to_string();
+            producer
+                .send(
+                    FutureRecord::to(&topic).key(&id).payload(&payload),
+                    Timeout::After(Duration::from_secs(20)),
+                )
+                .await
+                .expect("produced");
+        }
+    };
+    for id in &ids[..10] {
+        send(id.clone()).await;
+    }
+    // One consumer leaves mid-stream: its partition moves to the other.
+    leaving.stop().await;
+    for id in &ids[10..] {
+        send(id.clone()).await;
+    }
+    for id in &ids {
+        let job = eventually(&format!("the result of {id} to apply"), || async {
+            let job = staying.get_job(id).await;
+            (job["status"] == "SUCCEEDED").then_some(job)
+        })
+        .await;
+        // Created 1, fired 2, finished 3: applied once.
+        assert_eq!(job["version"], 3, "{id}");
+    }
+    // One finished event per job, and no result dead-lettered.
+    let reader = Reader::new(&brokers, &[topics.update()]);
+    let finished = reader
+        .until(WAIT, |seen| {
+            seen.iter()
+                .filter(|m| m.header("ce_type") == "scheduler.job.finished")
+                .count()
+                >= 20
+        })
+        .await;
+    let jobs: HashSet<String> = finished
+        .iter()
+        .map(|m| m.json()["Id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(jobs.len(), 20);
+    assert_eq!(message_count(&brokers, &topics.dead_letter()).await, 0);
+    staying.stop().await;
+}
+
 /// A Kafka broker of one test's own, which it can kill and start again on the same data.
 struct PrivateBroker {
     dir: tempfile::TempDir,
