@@ -369,13 +369,17 @@ impl Jobs {
         )))
     }
 
-    /// Succeeds when the store and the durable event sink, if any, answer.
+    /// Succeeds when the store answers.
     pub async fn ready(&self) -> Result<(), Error> {
-        self.store.ping().await?;
-        if let Some(sink) = &self.sink {
-            sink.ping().await.map_err(Error::Unavailable)?;
+        Ok(self.store.ping().await?)
+    }
+
+    /// Succeeds when the durable event sink answers, or when there is none.
+    pub async fn sink_ready(&self) -> Result<(), Error> {
+        match &self.sink {
+            Some(sink) => sink.ping().await.map_err(Error::Unavailable),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 

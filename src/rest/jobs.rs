@@ -535,18 +535,21 @@ pub async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
         (status = 200, description = "Ready", body = String),
-        (status = 503, description = "The store is unreachable", body = Problem),
+        (status = 503, description = "The store or the Kafka brokers are unreachable", body = Problem),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.jobs.ready().await {
+    let (result, detail) = match state.jobs.ready().await {
+        Ok(()) => (
+            state.jobs.sink_ready().await,
+            "the Kafka brokers are unreachable",
+        ),
+        failed => (failed, "the job store is unreachable"),
+    };
+    match result {
         Ok(()) => "ready".into_response(),
         Err(error) => {
             tracing::warn!(error = ?error, "not ready");
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the job store is unreachable",
-            )
-            .into_response()
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail).into_response()
         }
     }
 }

@@ -864,11 +864,15 @@ async fn events_stored_during_a_broker_outage_all_arrive_in_order_per_job_once_i
     assert_eq!(ready.status(), 200);
 
     broker.kill();
-    eventually("/readyz to report the broker outage", || async {
+    let problem: Value = eventually("/readyz to report the broker outage", || async {
         let response = app.http.get(app.url("/readyz")).send().await.ok()?;
-        (response.status() == 503).then_some(())
+        if response.status() != 503 {
+            return None;
+        }
+        response.json().await.ok()
     })
     .await;
+    assert_eq!(problem["detail"], "the Kafka brokers are unreachable");
     // Every API call works during the outage; some jobs fire.
     let mut expected: HashMap<String, Vec<(String, u64)>> = HashMap::new();
     for i in 0..6 {
