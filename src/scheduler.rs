@@ -140,12 +140,12 @@ impl Scheduler {
             .iter()
             .map(|job| {
                 let (job, run) = job.fired(fired_at);
-                let event = Event::new(EventKind::Run, job.clone(), Some(run.clone()));
-                Fire {
-                    event: self.events.uses_outbox().then_some(event),
-                    job,
-                    run,
-                }
+                // Made here only when it goes into the outbox; else once the fire is written.
+                let event = self
+                    .events
+                    .uses_outbox()
+                    .then(|| Event::new(EventKind::Run, job.clone(), Some(run.clone())));
+                Fire { job, run, event }
             })
             .collect();
         let written: std::collections::HashSet<_> = self

@@ -267,13 +267,8 @@ impl ResultConsumer {
                 Err(Error::NotFound(what)) => Outcome::Ignored(format!("{what} not found")),
                 Err(Error::Conflict(reason)) => Outcome::Ignored(reason),
                 Err(Error::Unavailable(error)) => Outcome::Retry(error),
-                Err(Error::Invalid(fields)) => Outcome::DeadLetter(
-                    fields
-                        .iter()
-                        .map(|f| format!("{}: {}", f.field, f.message))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                ),
+                // The message was checked when parsed; anything else is not the sender's to fix
+                // by resending, so it is kept aside with the reason.
                 Err(other) => Outcome::DeadLetter(format!("cannot be applied: {other}")),
             },
         };

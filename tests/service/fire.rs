@@ -97,13 +97,7 @@ async fn deleted_job_never_fires() {
     let sentinel = app
         .create_job(&email_job("sentinel", &in_millis(2_000)))
         .await;
-    let response = app
-        .http
-        .delete(app.url(&format!("/api/v1/jobs/{}", id_of(&doomed))))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 204);
+    app.delete_job(&id_of(&doomed)).await;
 
     // Every run event up to the sentinel's fire (due after the deleted job): none is the
     // deleted job's.

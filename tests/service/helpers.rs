@@ -83,6 +83,17 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// Deletes a job, expecting 204.
+    pub async fn delete_job(&self, id: &str) {
+        let response = self
+            .http
+            .delete(self.url(&format!("/api/v1/jobs/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204, "{:?}", response.text().await);
+    }
+
     /// GETs `path` and returns its JSON body, whatever the status.
     pub async fn get_json(&self, path: &str) -> Value {
         self.http

@@ -306,13 +306,7 @@ async fn every_event_reaches_its_topic_keyed_by_job_with_the_contract_payload_an
         .create_job(&email_job("doomed", "2099-01-01T00:00:00Z"))
         .await;
     let doomed_id = doomed["id"].as_str().unwrap().to_owned();
-    let response = app
-        .http
-        .delete(app.url(&format!("/api/v1/jobs/{doomed_id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 204);
+    app.delete_job(&doomed_id).await;
 
     let messages = reader.until(WAIT, |seen| seen.len() >= 6).await;
     let by_type: HashMap<&str, &Received> =
@@ -899,13 +893,7 @@ async fn events_stored_during_a_broker_outage_all_arrive_in_order_per_job_once_i
             }
         }
         if i == 5 {
-            let response = app
-                .http
-                .delete(app.url(&format!("/api/v1/jobs/{id}")))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 204);
+            app.delete_job(&id).await;
             events.push(("deleted".to_owned(), 3));
         }
         expected.insert(id, events);

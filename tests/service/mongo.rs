@@ -63,13 +63,7 @@ async fn the_whole_api_works_on_mongodb() {
         assert_eq!(response.status(), 201);
     }
     assert_eq!(app.job_count().await, 2);
-    let deleted = app
-        .http
-        .delete(app.url(&format!("/api/v1/jobs/{id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
+    app.delete_job(&id).await;
     assert_eq!(app.job_count().await, 1);
 }
 
