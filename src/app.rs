@@ -53,11 +53,13 @@ impl Application {
         let store: Arc<dyn JobStore> = match config.store_kind() {
             StoreKind::Embedded => {
                 tracing::info!(data_dir = %config.data_dir.display(), "job store: embedded SQLite");
-                Arc::new(SqliteStore::open(&config.data_dir)?)
+                Arc::new(
+                    SqliteStore::open(&config.data_dir)?.with_history(config.run_history as usize),
+                )
             }
             StoreKind::Memory => {
                 tracing::warn!("job store: in memory; every job is lost at exit");
-                Arc::new(SqliteStore::in_memory()?)
+                Arc::new(SqliteStore::in_memory()?.with_history(config.run_history as usize))
             }
             StoreKind::Mongodb => {
                 let settings = config.mongo_settings().await?;
@@ -68,7 +70,11 @@ impl Application {
                     .map(|h| h.to_string())
                     .collect();
                 tracing::info!(hosts = ?hosts, database = %settings.database, "job store: MongoDB");
-                Arc::new(MongoStore::connect(settings).await?)
+                Arc::new(
+                    MongoStore::connect(settings)
+                        .await?
+                        .with_history(config.run_history as usize),
+                )
             }
         };
         Self::with_store(config, store).await
@@ -108,7 +114,8 @@ impl Application {
                 )
             }
         };
-        let mut jobs = Jobs::new(store.clone(), events.clone(), wake.clone());
+        let mut jobs =
+            Jobs::new(store.clone(), events.clone(), wake.clone()).with_limits(config.limits());
         if let Some(kafka) = &kafka {
             jobs = jobs.with_sink(Arc::new(kafka.publisher.clone()));
         }
@@ -121,6 +128,7 @@ impl Application {
                 batch_size: config.batch_size as usize,
                 lease: Duration::from_secs(config.lease_seconds),
                 idle_poll: Duration::from_millis(config.idle_poll_ms),
+                limits: config.limits(),
                 ..SchedulerSettings::default()
             },
         );

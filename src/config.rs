@@ -67,6 +67,19 @@ pub struct Config {
     #[arg(long, env = "SCHEDULER_IDLE_POLL_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub idle_poll_ms: u64,
+    /// Finished runs kept per job in its ledger; older records are dropped.
+    #[arg(long, env = "SCHEDULER_RUN_HISTORY", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub run_history: u32,
+    /// A fire later than this (after downtime) is a misfire, handled by the job's misfire
+    /// policy; a fire less late simply happens late. In seconds.
+    #[arg(long, env = "SCHEDULER_MISFIRE_THRESHOLD_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub misfire_threshold_seconds: u32,
+    /// Most missed times one catch-up fires (`FIRE_ALL`) or records (`MISSED`).
+    #[arg(long, env = "SCHEDULER_MAX_CATCH_UP", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_catch_up: u32,
     /// MongoDB connection string; takes precedence over the `DATABASE_*` parts.
     #[arg(long, env = "MONGODB_URI", hide_env_values = true)]
     pub mongodb_uri: Option<String>,
@@ -172,6 +185,15 @@ fn replicas() -> clap::builder::RangedI64ValueParser<i32> {
 }
 
 impl Config {
+    /// The engine's bounds.
+    pub fn limits(&self) -> crate::lifecycle::Limits {
+        crate::lifecycle::Limits {
+            misfire_threshold: chrono::Duration::seconds(i64::from(self.misfire_threshold_seconds)),
+            max_catch_up: self.max_catch_up as usize,
+            ..crate::lifecycle::Limits::default()
+        }
+    }
+
     /// Kafka settings, when brokers are configured.
     pub fn kafka_settings(&self) -> Option<KafkaSettings> {
         let brokers = self.kafka_brokers.as_deref()?.trim();

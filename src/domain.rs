@@ -14,7 +14,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 use validator::{Validate, ValidateEmail, ValidationError, ValidationErrors};
 
-use crate::error::{Error, FieldError};
+pub use crate::schedule::Schedule;
+use crate::{
+    error::{Error, FieldError},
+    schedule::{CronSchedule, MAX_INTERVAL_SECONDS},
+};
 
 /// Longest `jobData`, as serialized JSON text.
 pub const MAX_JOB_DATA_BYTES: usize = 64 * 1024;
@@ -173,36 +177,118 @@ impl JobStatus {
     }
 }
 
-/// How one run ended or stands.
+/// How one run ended or stands. The last three record expected fires that did not happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RunStatus {
     Running,
     Succeeded,
     Failed,
+    /// No result came within the job's `runTimeoutSeconds`; counts as a failed attempt.
+    TimedOut,
+    /// Not fired: the previous run was still open and the overlap policy is `SKIP`.
+    Skipped,
+    /// Not fired: the scheduler was down or the job paused at the due time, and the misfire
+    /// policy did not catch it up.
+    Missed,
+    /// Cancelled with its job, open or waiting for a retry.
+    Cancelled,
 }
 
 impl RunStatus {
     pub fn is_finished(self) -> bool {
         !matches!(self, Self::Running)
     }
-}
 
-/// When a job fires. One-shot only for now: `runAt`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Schedule {
-    /// Fires once at this time; a past time fires at once.
-    RunAt(DateTime<Utc>),
-}
-
-impl Schedule {
-    /// The first due time of a schedule that was just set.
-    pub fn first_due(&self) -> DateTime<Utc> {
+    /// The contract's name of the status.
+    pub fn name(self) -> &'static str {
         match self {
-            Self::RunAt(at) => *at,
+            Self::Running => "RUNNING",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+            Self::TimedOut => "TIMED_OUT",
+            Self::Skipped => "SKIPPED",
+            Self::Missed => "MISSED",
+            Self::Cancelled => "CANCELLED",
         }
     }
+}
+
+/// What a recurring job does with the fires it missed while the service was down (or the job
+/// paused).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MisfirePolicy {
+    /// One catch-up run; the other missed times are recorded `MISSED`.
+    #[default]
+    FireOnce,
+    /// No catch-up: every missed time is recorded `MISSED`.
+    Skip,
+    /// Every missed time fires, oldest first, up to a bound; older ones are `MISSED`.
+    FireAll,
+}
+
+/// What a recurring job does when it is due while its previous run is still open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OverlapPolicy {
+    /// The fire is recorded `SKIPPED`.
+    #[default]
+    Skip,
+    /// The fire happens; runs overlap.
+    Allow,
+}
+
+/// How failed attempts are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included: 1 (no retry) to 100.
+    pub max_attempts: u32,
+    /// Delay before the first retry; each further retry doubles it, capped at one hour, with
+    /// jitter.
+    pub backoff_seconds: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 1,
+            backoff_seconds: 10,
+        }
+    }
+}
+
+/// Longest delay between attempts.
+pub const MAX_BACKOFF_SECONDS: u64 = 3600;
+/// Default `runTimeoutSeconds`.
+pub const DEFAULT_RUN_TIMEOUT_SECONDS: u32 = 300;
+/// Longest `runTimeoutSeconds`: one week.
+pub const MAX_RUN_TIMEOUT_SECONDS: u32 = 7 * 24 * 3600;
+
+impl RetryPolicy {
+    /// The delay before attempt `next` (2 or more): `backoff · 2^(next-2)`, capped at one hour,
+    /// then drawn uniformly from its upper half, so retries of many jobs failing together
+    /// spread out instead of arriving at once.
+    pub fn delay_before(&self, next: u32, jitter: f64) -> chrono::Duration {
+        let exponent = next.saturating_sub(2).min(30);
+        let full = (u64::from(self.backoff_seconds) * 1000)
+            .saturating_mul(1 << exponent)
+            .min(MAX_BACKOFF_SECONDS * 1000);
+        let jitter = jitter.clamp(0.0, 1.0);
+        chrono::Duration::milliseconds((full as f64 * (0.5 + 0.5 * jitter)) as i64)
+    }
+}
+
+/// An attempt waiting for its backoff to pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRetry {
+    /// When the attempt fires.
+    pub due: DateTime<Utc>,
+    /// The fire it retries (with `attempt`, this gives the new run its id).
+    pub scheduled_for: DateTime<Utc>,
+    pub attempt: u32,
 }
 
 /// A stored job.
@@ -216,18 +302,31 @@ pub struct Job {
     /// A JSON object; its shape is checked per job type.
     pub job_data: Map<String, Value>,
     pub schedule: Schedule,
-    /// The next due time; `None` when nothing is due.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    #[serde(default = "default_run_timeout")]
+    pub run_timeout_seconds: u32,
+    #[serde(default)]
+    pub misfire_policy: MisfirePolicy,
+    #[serde(default)]
+    pub overlap_policy: OverlapPolicy,
+    /// The schedule's next regular fire: where the schedule stands, kept while paused; `None`
+    /// once a one-shot has fired or the job is cancelled.
     pub schedule_time: Option<DateTime<Utc>>,
     pub status: JobStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Increases on every change; guards conditional writes.
     pub version: u64,
-    /// The run that is open (fired, no result yet), if any.
+    /// Runs fired and not yet finished, oldest first. Kept in the job so that one atomic write
+    /// fires, finishes or times them out together with the job's state.
     #[serde(default)]
-    pub open_run: Option<RunId>,
-    /// The attempt number the next fire records: 1, unless the job was rescheduled to a due
-    /// time it already fired for (then the next free one, so no run is ever overwritten).
+    pub open_runs: Vec<Run>,
+    /// Attempts waiting for their backoff, earliest first.
+    #[serde(default)]
+    pub retries: Vec<PendingRetry>,
+    /// The attempt number the next regular fire records: 1, unless the job was rescheduled to a
+    /// due time it already fired for (then the next free one, so no run id is ever reused).
     #[serde(default = "first_attempt")]
     pub next_attempt: u32,
 }
@@ -236,24 +335,33 @@ fn first_attempt() -> u32 {
     1
 }
 
+fn default_run_timeout() -> u32 {
+    DEFAULT_RUN_TIMEOUT_SECONDS
+}
+
 impl Job {
     /// A job made from a checked spec, scheduled for its first due time.
     pub fn new(spec: JobSpec, now: DateTime<Utc>) -> Self {
         let now = truncate(now);
-        let due = spec.schedule.first_due();
+        let schedule = spec.schedule.anchored(now);
         Self {
             id: JobId::generate(),
             name: spec.name,
             description: spec.description,
             job_type: spec.job_type,
             job_data: spec.job_data,
-            schedule: spec.schedule,
-            schedule_time: Some(due),
+            schedule_time: schedule.first_due(now),
+            schedule,
+            retry: spec.retry,
+            run_timeout_seconds: spec.run_timeout_seconds,
+            misfire_policy: spec.misfire_policy,
+            overlap_policy: spec.overlap_policy,
             status: JobStatus::Scheduled,
             created_at: now,
             updated_at: now,
             version: 1,
-            open_run: None,
+            open_runs: Vec::new(),
+            retries: Vec::new(),
             next_attempt: 1,
         }
     }
@@ -266,32 +374,39 @@ impl Job {
             job_type: self.job_type,
             job_data: self.job_data.clone(),
             schedule: self.schedule.clone(),
+            retry: self.retry,
+            run_timeout_seconds: self.run_timeout_seconds,
+            misfire_policy: self.misfire_policy,
+            overlap_policy: self.overlap_policy,
         }
     }
 
     /// The job after `spec` replaced its editable fields. A changed schedule reschedules the
-    /// job (a past time fires at once); other changes leave its status alone. The schedule of
-    /// a job whose run is still open cannot change: that run would be left open for good.
-    pub fn with_spec(&self, spec: JobSpec, now: DateTime<Utc>) -> Result<Self, Error> {
+    /// job from now (a past one-shot time fires at once; a finished or cancelled job is
+    /// scheduled again, a paused one keeps paused at its new place); open runs stay open.
+    pub fn with_spec(&self, spec: JobSpec, now: DateTime<Utc>) -> Self {
         let mut next = self.clone();
-        if spec.schedule != self.schedule {
-            if self.open_run.is_some() {
-                return Err(Error::Conflict(
-                    "the job's run is still open: report its result before changing the schedule"
-                        .into(),
-                ));
-            }
-            next.schedule_time = Some(spec.schedule.first_due());
-            next.status = JobStatus::Scheduled;
+        let now = truncate(now);
+        let schedule = spec.schedule.anchored(now);
+        if schedule != self.schedule {
+            next.schedule_time = schedule.first_due(now);
             next.next_attempt = 1;
+            if next.status != JobStatus::Paused {
+                next.status = JobStatus::Scheduled;
+                next.refresh_status(None);
+            }
         }
         next.name = spec.name;
         next.description = spec.description;
         next.job_type = spec.job_type;
         next.job_data = spec.job_data;
-        next.schedule = spec.schedule;
+        next.schedule = schedule;
+        next.retry = spec.retry;
+        next.run_timeout_seconds = spec.run_timeout_seconds;
+        next.misfire_policy = spec.misfire_policy;
+        next.overlap_policy = spec.overlap_policy;
         next.touch(now);
-        Ok(next)
+        next
     }
 
     /// Marks a change: a new version and update time.
@@ -300,26 +415,58 @@ impl Job {
         self.updated_at = truncate(now).max(self.updated_at);
     }
 
-    /// The job once its due fire has happened, and the run that records it.
-    pub fn fired(&self, now: DateTime<Utc>) -> (Job, Run) {
-        let scheduled_for = self.schedule_time.unwrap_or(now);
-        let run = Run {
-            run_id: RunId::derive(self.id, scheduled_for, self.next_attempt),
-            job_id: self.id,
-            scheduled_for,
-            fired_at: truncate(now),
-            attempt: self.next_attempt,
-            status: RunStatus::Running,
-            finished_at: None,
-            error: None,
-            output: None,
+    /// The next fire, regular or retry: the API's `scheduleTime`.
+    pub fn next_fire(&self) -> Option<DateTime<Utc>> {
+        let retry = self.retries.iter().map(|r| r.due).min();
+        match (self.schedule_time, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When an open run times out.
+    pub fn deadline(&self, run: &Run) -> DateTime<Utc> {
+        run.fired_at.unwrap_or(run.scheduled_for)
+            + chrono::Duration::seconds(i64::from(self.run_timeout_seconds))
+    }
+
+    /// When the scheduler must next look at the job: its next fire (unless paused or
+    /// cancelled) or the earliest deadline of an open run. The stores index this.
+    pub fn due_at(&self) -> Option<DateTime<Utc>> {
+        let deadline = self.open_runs.iter().map(|r| self.deadline(r)).min();
+        let fire = match self.status {
+            JobStatus::Paused | JobStatus::Cancelled => None,
+            _ => self.next_fire(),
         };
-        let mut job = self.clone();
-        job.status = JobStatus::Running;
-        job.schedule_time = None;
-        job.open_run = Some(run.run_id);
-        job.touch(now);
-        (job, run)
+        match (deadline, fire) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Sets RUNNING / SCHEDULED from the open runs and pending fires, or, for a one-shot with
+    /// nothing left, SUCCEEDED or FAILED by the run that just finished. Paused and cancelled
+    /// jobs keep their status.
+    pub fn refresh_status(&mut self, finished: Option<RunStatus>) {
+        if matches!(self.status, JobStatus::Paused | JobStatus::Cancelled) {
+            return;
+        }
+        self.status = if !self.open_runs.is_empty() {
+            JobStatus::Running
+        } else if self.schedule_time.is_some() || !self.retries.is_empty() {
+            JobStatus::Scheduled
+        } else {
+            match finished {
+                Some(RunStatus::Succeeded) => JobStatus::Succeeded,
+                Some(_) => JobStatus::Failed,
+                None => self.status,
+            }
+        };
+    }
+
+    /// Looks up a run among the open ones.
+    pub fn open_run(&self, run_id: RunId) -> Option<&Run> {
+        self.open_runs.iter().find(|r| r.run_id == run_id)
     }
 }
 
@@ -330,7 +477,8 @@ pub struct Run {
     pub run_id: RunId,
     pub job_id: JobId,
     pub scheduled_for: DateTime<Utc>,
-    pub fired_at: DateTime<Utc>,
+    /// `None` for fires that did not happen.
+    pub fired_at: Option<DateTime<Utc>>,
     pub attempt: u32,
     pub status: RunStatus,
     pub finished_at: Option<DateTime<Utc>>,
@@ -355,7 +503,7 @@ impl RunResult {
         output: Option<String>,
     ) -> Result<Self, Error> {
         let mut errors = Vec::new();
-        if !status.is_finished() {
+        if !matches!(status, RunStatus::Succeeded | RunStatus::Failed) {
             errors.push(FieldError::new("status", "must be SUCCEEDED or FAILED"));
         }
         if error.as_ref().is_some_and(|e| e.len() > MAX_ERROR_BYTES) {
@@ -390,20 +538,25 @@ pub struct JobSpec {
     pub job_type: JobType,
     pub job_data: Map<String, Value>,
     pub schedule: Schedule,
+    pub retry: RetryPolicy,
+    pub run_timeout_seconds: u32,
+    pub misfire_policy: MisfirePolicy,
+    pub overlap_policy: OverlapPolicy,
 }
 
 impl JobSpec {
     /// The fields in their REST shape: what a merge patch applies to.
     pub fn document(&self) -> Value {
-        let schedule = match &self.schedule {
-            Schedule::RunAt(at) => serde_json::json!({ "runAt": format_time(*at) }),
-        };
         serde_json::json!({
             "name": self.name,
             "description": self.description,
             "jobType": self.job_type,
             "jobData": self.job_data,
-            "schedule": schedule,
+            "schedule": self.schedule.document(),
+            "retry": self.retry,
+            "runTimeoutSeconds": self.run_timeout_seconds,
+            "misfirePolicy": self.misfire_policy,
+            "overlapPolicy": self.overlap_policy,
         })
     }
 
@@ -438,19 +591,176 @@ pub struct JobInput {
         "Message": "The report is attached."
     }))]
     pub job_data: Value,
-    #[validate(nested)]
     pub schedule: ScheduleInput,
+    /// Retries of failed or timed-out attempts; default one attempt, no retry.
+    #[serde(default)]
+    pub retry: Option<RetryInput>,
+    /// Seconds a run may stay open without a result before it is `TIMED_OUT`: 1 to 604800,
+    /// default 300.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 604800, example = 300)]
+    pub run_timeout_seconds: Option<u64>,
+    /// After downtime (or a pause): `FIRE_ONCE` (default), `SKIP` or `FIRE_ALL`.
+    #[serde(default)]
+    pub misfire_policy: Option<MisfirePolicy>,
+    /// When due while the previous run is open: `SKIP` (default) or `ALLOW`.
+    #[serde(default)]
+    pub overlap_policy: Option<OverlapPolicy>,
 }
 
-/// When the job fires: `{"runAt": "2030-01-01T09:00:00Z"}` fires once at that time (a past time
-/// fires at once).
-#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
+/// Retries: `maxAttempts` 1 to 100 (default 1), `backoffSeconds` 0 to 3600 (default 10).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryInput {
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 100, example = 3)]
+    pub max_attempts: Option<u64>,
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 3600, example = 10)]
+    pub backoff_seconds: Option<u64>,
+}
+
+/// When the job fires; exactly one of: `{"runAt"}` (once; a past time fires at once),
+/// `{"cron", "timezone"?}` (5 fields, or 6 with seconds first; IANA zone, default UTC), or
+/// `{"intervalSeconds", "startAt"?}` (every n seconds from `startAt`, default one interval
+/// from now).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScheduleInput {
     /// RFC 3339 time of the one fire.
     #[schema(example = "2030-01-01T09:00:00Z")]
-    #[validate(required(message = "is required: one-shot schedules are the only kind yet"))]
+    #[serde(default)]
     pub run_at: Option<String>,
+    /// A cron expression, evaluated on the wall clock of `timezone`.
+    #[schema(example = "0 9 * * MON")]
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// IANA zone of `cron`; default `UTC`.
+    #[schema(example = "Europe/Berlin")]
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Seconds between fires: 1 to 31622400.
+    #[schema(minimum = 1, maximum = 31622400, example = 3600)]
+    #[serde(default)]
+    pub interval_seconds: Option<u64>,
+    /// RFC 3339 time of the first interval fire.
+    #[serde(default)]
+    pub start_at: Option<String>,
+}
+
+impl ScheduleInput {
+    /// The checked schedule, or the errors of its fields.
+    pub fn parse(&self) -> Result<Schedule, Vec<FieldError>> {
+        let given = [
+            self.run_at.is_some(),
+            self.cron.is_some(),
+            self.interval_seconds.is_some(),
+        ];
+        let mut errors = Vec::new();
+        match given.iter().filter(|g| **g).count() {
+            1 => {}
+            0 => {
+                return Err(vec![FieldError::new(
+                    "schedule",
+                    "needs one of runAt, cron or intervalSeconds",
+                )]);
+            }
+            _ => {
+                return Err(vec![FieldError::new(
+                    "schedule",
+                    "must have only one of runAt, cron or intervalSeconds",
+                )]);
+            }
+        }
+        if self.timezone.is_some() && self.cron.is_none() {
+            errors.push(FieldError::new(
+                "schedule.timezone",
+                "is only for cron schedules",
+            ));
+        }
+        if self.start_at.is_some() && self.interval_seconds.is_none() {
+            errors.push(FieldError::new(
+                "schedule.startAt",
+                "is only for interval schedules",
+            ));
+        }
+        let schedule = if let Some(run_at) = &self.run_at {
+            parse_time(run_at)
+                .map(Schedule::RunAt)
+                .map_err(|m| FieldError::new("schedule.runAt", m))
+        } else if let Some(cron) = &self.cron {
+            CronSchedule::parse(cron, self.timezone.as_deref().unwrap_or("UTC"))
+                .map(|cron| Schedule::Cron(Box::new(cron)))
+                .map_err(|(field, m)| FieldError::new(field, m))
+        } else {
+            let seconds = self.interval_seconds.unwrap_or_default();
+            let start_at = self
+                .start_at
+                .as_deref()
+                .map(parse_time)
+                .transpose()
+                .map_err(|m| FieldError::new("schedule.startAt", m));
+            if !(1..=MAX_INTERVAL_SECONDS).contains(&seconds) {
+                Err(FieldError::new(
+                    "schedule.intervalSeconds",
+                    format!("must be between 1 and {MAX_INTERVAL_SECONDS}"),
+                ))
+            } else {
+                start_at.map(|start_at| Schedule::Interval { seconds, start_at })
+            }
+        };
+        match schedule {
+            Ok(schedule) if errors.is_empty() => Ok(schedule),
+            Ok(_) => Err(errors),
+            Err(e) => {
+                errors.push(e);
+                Err(errors)
+            }
+        }
+    }
+}
+
+/// Checks the retry and timeout fields; defaults fill what is absent.
+fn parse_policy(
+    retry: Option<&RetryInput>,
+    timeout: Option<u64>,
+) -> Result<(RetryPolicy, u32), Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let defaults = RetryPolicy::default();
+    let max_attempts = retry.and_then(|r| r.max_attempts).unwrap_or(1);
+    if !(1..=100).contains(&max_attempts) {
+        errors.push(FieldError::new(
+            "retry.maxAttempts",
+            "must be between 1 and 100",
+        ));
+    }
+    let backoff = retry
+        .and_then(|r| r.backoff_seconds)
+        .unwrap_or(u64::from(defaults.backoff_seconds));
+    if backoff > MAX_BACKOFF_SECONDS {
+        errors.push(FieldError::new(
+            "retry.backoffSeconds",
+            format!("must be between 0 and {MAX_BACKOFF_SECONDS}"),
+        ));
+    }
+    let timeout = timeout.unwrap_or(u64::from(DEFAULT_RUN_TIMEOUT_SECONDS));
+    if !(1..=u64::from(MAX_RUN_TIMEOUT_SECONDS)).contains(&timeout) {
+        errors.push(FieldError::new(
+            "runTimeoutSeconds",
+            format!("must be between 1 and {MAX_RUN_TIMEOUT_SECONDS}"),
+        ));
+    }
+    if errors.is_empty() {
+        Ok((
+            RetryPolicy {
+                max_attempts: max_attempts as u32,
+                backoff_seconds: backoff as u32,
+            },
+            timeout as u32,
+        ))
+    } else {
+        Err(errors)
+    }
 }
 
 fn validate_name(name: &str) -> Result<(), ValidationError> {
@@ -470,30 +780,35 @@ impl JobInput {
             Ok(()) => Vec::new(),
             Err(e) => field_errors(&e),
         };
-        let job_data = match check_job_data(self.job_type, self.job_data) {
-            Ok(data) => Some(data),
-            Err(mut e) => {
-                errors.append(&mut e);
-                None
+        let job_data = check_job_data(self.job_type, self.job_data)
+            .map_err(|mut e| errors.append(&mut e))
+            .ok();
+        let schedule = self
+            .schedule
+            .parse()
+            .map_err(|mut e| errors.append(&mut e))
+            .ok();
+        let policy = parse_policy(self.retry.as_ref(), self.run_timeout_seconds)
+            .map_err(|mut e| errors.append(&mut e))
+            .ok();
+        match (errors.is_empty(), job_data, schedule, policy) {
+            (true, Some(job_data), Some(schedule), Some((retry, run_timeout_seconds))) => {
+                Ok(JobSpec {
+                    name: self.name.trim().to_owned(),
+                    description: self.description.unwrap_or_default(),
+                    job_type: self.job_type,
+                    job_data,
+                    schedule,
+                    retry,
+                    run_timeout_seconds,
+                    misfire_policy: self.misfire_policy.unwrap_or_default(),
+                    overlap_policy: self.overlap_policy.unwrap_or_default(),
+                })
             }
-        };
-        let run_at = match self.schedule.run_at.as_deref().map(parse_time) {
-            Some(Ok(at)) => Some(at),
-            Some(Err(message)) => {
-                errors.push(FieldError::new("schedule.runAt", message));
-                None
+            _ => {
+                errors.sort_by(|a, b| a.field.cmp(&b.field));
+                Err(Error::Invalid(errors))
             }
-            None => None,
-        };
-        match (errors.is_empty(), job_data, run_at) {
-            (true, Some(job_data), Some(run_at)) => Ok(JobSpec {
-                name: self.name.trim().to_owned(),
-                description: self.description.unwrap_or_default(),
-                job_type: self.job_type,
-                job_data,
-                schedule: Schedule::RunAt(run_at),
-            }),
-            _ => Err(Error::Invalid(errors)),
         }
     }
 }

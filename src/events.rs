@@ -27,8 +27,12 @@ pub enum EventKind {
     Deleted,
     /// A run was fired: executors act on this.
     Run,
-    /// A run was closed by its result.
+    /// A run reached a final status: its result, a timeout, or a fire recorded as skipped,
+    /// missed or cancelled.
     Finished,
+    Paused,
+    Resumed,
+    Cancelled,
 }
 
 impl EventKind {
@@ -40,6 +44,9 @@ impl EventKind {
             Self::Deleted => "scheduler.job.deleted",
             Self::Run => "scheduler.job.run",
             Self::Finished => "scheduler.job.finished",
+            Self::Paused => "scheduler.job.paused",
+            Self::Resumed => "scheduler.job.resumed",
+            Self::Cancelled => "scheduler.job.cancelled",
         }
     }
 
@@ -51,6 +58,9 @@ impl EventKind {
             Self::Deleted => "deleted",
             Self::Run => "run",
             Self::Finished => "finished",
+            Self::Paused => "paused",
+            Self::Resumed => "resumed",
+            Self::Cancelled => "cancelled",
         }
     }
 }
@@ -113,9 +123,9 @@ impl EventRoute {
         }
     }
 
-    /// What to store in the outbox with the change `event` describes.
-    pub fn outbox<'a>(&self, event: &'a Event) -> Outbox<'a> {
-        self.relay.as_ref().map(|_| event)
+    /// What to store in the outbox with the change `events` describe.
+    pub fn outbox<'a>(&self, events: &'a [Event]) -> Outbox<'a> {
+        if self.relay.is_some() { events } else { &[] }
     }
 
     /// Whether events are stored in the outbox.

@@ -11,10 +11,12 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::{
-    domain::{Job, JobId, JobInput, JobStatus, Run, RunId, RunResult, RunStatus},
-    error::{Error, decode_value},
+    domain::{Job, JobId, JobInput, Run, RunId, RunResult, ScheduleInput, parse_time},
+    error::{Error, FieldError, decode_value},
     events::{Event, EventKind, EventRoute},
+    lifecycle::{Limits, Step},
     outbox::Publisher,
+    schedule::{MAX_PREVIEW, Preview},
     store::{IdempotencyKey, JobFilter, JobStore, PageRequest, StoreError},
 };
 
@@ -83,6 +85,38 @@ pub fn page_request(page: Option<i64>, size: Option<i64>) -> Result<PageRequest,
     }
 }
 
+/// The next fire times of a schedule as a client gives it: `count` (1 to 100, default 10)
+/// after `from` (RFC 3339, default now).
+pub fn preview(
+    schedule: &ScheduleInput,
+    count: Option<i64>,
+    from: Option<&str>,
+) -> Result<Preview, Error> {
+    let mut errors = Vec::new();
+    let count = count.unwrap_or(10);
+    if !(1..=MAX_PREVIEW as i64).contains(&count) {
+        errors.push(FieldError::new(
+            "count",
+            format!("must be between 1 and {MAX_PREVIEW}"),
+        ));
+    }
+    let from = from
+        .map(parse_time)
+        .transpose()
+        .map_err(|m| errors.push(FieldError::new("from", m)))
+        .ok()
+        .flatten();
+    let parsed = schedule.parse().map_err(|mut e| errors.append(&mut e));
+    match parsed {
+        Ok(schedule) if errors.is_empty() => Ok(Preview::new(
+            schedule,
+            from.unwrap_or_else(Utc::now),
+            count as usize,
+        )),
+        _ => Err(Error::Invalid(errors)),
+    }
+}
+
 /// A change to a job's editable fields.
 #[derive(Debug, Clone)]
 pub enum JobChange {
@@ -111,6 +145,8 @@ pub struct Jobs {
     wake: Arc<Notify>,
     /// The durable event sink, when one is configured: readiness checks it too.
     sink: Option<Arc<dyn Publisher>>,
+    /// Bounds of the engine, for the operations that fire (resume, trigger).
+    limits: Limits,
 }
 
 impl Jobs {
@@ -120,7 +156,14 @@ impl Jobs {
             events,
             wake,
             sink: None,
+            limits: Limits::default(),
         }
+    }
+
+    /// The same use cases under other engine bounds.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The same use cases, whose readiness also needs `sink` to answer.
@@ -153,7 +196,11 @@ impl Jobs {
         let event = Event::new(EventKind::Created, job.clone(), None);
         match self
             .store
-            .insert(&job, key.as_ref(), self.events.outbox(&event))
+            .insert(
+                &job,
+                key.as_ref(),
+                self.events.outbox(std::slice::from_ref(&event)),
+            )
             .await
         {
             Ok(()) => {}
@@ -229,16 +276,21 @@ impl Jobs {
                 }
             }
             let spec = decode_value::<JobInput>(document)?.parse()?;
-            let mut next = current.with_spec(spec, Utc::now())?;
+            let mut next = current.with_spec(spec, Utc::now());
             if next.schedule != current.schedule
                 && let Some(due) = next.schedule_time
             {
-                next.next_attempt = self.free_attempt(id, due).await?;
+                next.next_attempt = self.free_attempt(&current, due).await?;
             }
             let event = Event::new(EventKind::Updated, next.clone(), None);
             match self
                 .store
-                .update(&next, current.version, None, self.events.outbox(&event))
+                .update(
+                    &next,
+                    current.version,
+                    &[],
+                    self.events.outbox(std::slice::from_ref(&event)),
+                )
                 .await
             {
                 Ok(()) => {
@@ -258,14 +310,12 @@ impl Jobs {
 
     /// The first attempt number with no run recorded for the job's fire due at `due`: a job
     /// moved back to a time it already fired for records a new attempt, not over the old run.
-    async fn free_attempt(&self, id: JobId, due: DateTime<Utc>) -> Result<u32, Error> {
+    async fn free_attempt(&self, job: &Job, due: DateTime<Utc>) -> Result<u32, Error> {
+        let history = self.store.run_history(job.id).await?;
+        let taken =
+            |id: RunId| job.open_run(id).is_some() || history.iter().any(|r| r.run_id == id);
         for attempt in 1..=MAX_ATTEMPTS_PER_DUE_TIME {
-            if self
-                .store
-                .get_run(id, RunId::derive(id, due, attempt))
-                .await?
-                .is_none()
-            {
+            if !taken(RunId::derive(job.id, due, attempt)) {
                 return Ok(attempt);
             }
         }
@@ -282,7 +332,11 @@ impl Jobs {
             let event = Event::new(EventKind::Deleted, job, None);
             match self
                 .store
-                .delete(id, version, self.events.outbox(&event))
+                .delete(
+                    id,
+                    version,
+                    self.events.outbox(std::slice::from_ref(&event)),
+                )
                 .await
             {
                 Ok(()) => {
@@ -299,15 +353,26 @@ impl Jobs {
         )))
     }
 
-    /// A job's runs, newest first.
+    /// A job's runs, open and recorded, newest first (by due time, then attempt).
     pub async fn list_runs(&self, id: JobId, page: PageRequest) -> Result<Page<Run>, Error> {
-        self.get(id).await?;
-        let (runs, total) = self.store.list_runs(id, page).await?;
-        Ok(Page::new(runs, total, page))
+        let job = self.get(id).await?;
+        let mut runs = self.store.run_history(id).await?;
+        runs.extend(job.open_runs);
+        runs.sort_by(|a, b| {
+            (b.scheduled_for, b.attempt, b.fired_at).cmp(&(a.scheduled_for, a.attempt, a.fired_at))
+        });
+        let total = runs.len() as u64;
+        let items = runs
+            .into_iter()
+            .skip(usize::try_from(page.offset()).unwrap_or(usize::MAX))
+            .take(page.size as usize)
+            .collect();
+        Ok(Page::new(items, total, page))
     }
 
-    /// Closes a run with an executor's result; without a run id, the job's open run. The same
-    /// result again changes nothing; a different result for a finished run is a conflict.
+    /// Closes a run with an executor's result; without a run id, the job's oldest open run. The
+    /// same result again changes nothing; a different result for a finished run (one that
+    /// timed out, was cancelled, or already has a result) is a conflict.
     pub async fn report_result(
         &self,
         id: JobId,
@@ -316,50 +381,29 @@ impl Jobs {
     ) -> Result<Run, Error> {
         for _ in 0..WRITE_ATTEMPTS {
             let job = self.get(id).await?;
-            let run_id = run_id
-                .or(job.open_run)
-                .ok_or_else(|| Error::Conflict("the job has no open run".into()))?;
-            let mut run = self
-                .store
-                .get_run(id, run_id)
-                .await?
-                .ok_or(Error::NotFound("run"))?;
-            if run.status.is_finished() {
-                return if run.status == result.status {
-                    Ok(run)
-                } else {
-                    Err(Error::Conflict(format!(
-                        "the run already finished as {}",
-                        status_name(run.status)
-                    )))
-                };
-            }
-            let now = Utc::now();
-            run.status = result.status;
-            run.finished_at = Some(crate::domain::truncate(now));
-            run.error = result.error.clone();
-            run.output = result.output.clone();
-            let mut next = job.clone();
-            if job.open_run == Some(run_id) {
-                next.open_run = None;
-                if job.status == JobStatus::Running {
-                    next.status = match result.status {
-                        RunStatus::Succeeded => JobStatus::Succeeded,
-                        _ => JobStatus::Failed,
+            let step = match job.finish_run(run_id, &result, Utc::now(), rand::random()) {
+                Ok(step) => step,
+                Err(Some(error)) => return Err(error),
+                Err(None) => {
+                    let run_id = run_id.expect("only a named run can be missing");
+                    let history = self.store.run_history(id).await?;
+                    let run = history
+                        .into_iter()
+                        .find(|r| r.run_id == run_id)
+                        .ok_or(Error::NotFound("run"))?;
+                    return if run.status == result.status {
+                        Ok(run)
+                    } else {
+                        Err(Error::Conflict(format!(
+                            "the run already finished as {}",
+                            run.status.name()
+                        )))
                     };
                 }
-            }
-            next.touch(now);
-            let event = Event::new(EventKind::Finished, next.clone(), Some(run.clone()));
-            match self
-                .store
-                .update(&next, job.version, Some(&run), self.events.outbox(&event))
-                .await
-            {
-                Ok(()) => {
-                    self.events.stored([event]).await;
-                    return Ok(run);
-                }
+            };
+            let run = step.finished[0].clone();
+            match self.store_step(job.version, step).await {
+                Ok(_) => return Ok(run),
                 Err(StoreError::VersionConflict) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -367,6 +411,69 @@ impl Jobs {
         Err(Error::Unavailable(anyhow::anyhow!(
             "the job kept changing while its result was being recorded"
         )))
+    }
+
+    /// Pauses a job: nothing fires until it is resumed.
+    pub async fn pause(&self, id: JobId) -> Result<Job, Error> {
+        self.transition(id, |job, now| job.pause(now)).await
+    }
+
+    /// Resumes a paused job; the times it passed while paused go through its misfire policy.
+    pub async fn resume(&self, id: JobId) -> Result<Job, Error> {
+        let limits = self.limits;
+        self.transition(id, move |job, now| job.resume(now, &limits, rand::random()))
+            .await
+    }
+
+    /// Fires an extra run now; the schedule stays where it is.
+    pub async fn trigger(&self, id: JobId) -> Result<Job, Error> {
+        let limits = self.limits;
+        self.transition(id, move |job, now| job.trigger(now, &limits))
+            .await
+    }
+
+    /// Cancels a job: its open runs and waiting retries are cancelled, nothing fires again.
+    pub async fn cancel(&self, id: JobId) -> Result<Job, Error> {
+        self.transition(id, |job, now| job.cancel(now)).await
+    }
+
+    /// Applies an operation to the current job and stores its step, again over a newer
+    /// version if a concurrent change (a scheduler step) won the race.
+    async fn transition(
+        &self,
+        id: JobId,
+        operation: impl Fn(&Job, DateTime<Utc>) -> Result<Step, Error>,
+    ) -> Result<Job, Error> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let job = self.get(id).await?;
+            let step = operation(&job, Utc::now())?;
+            match self.store_step(job.version, step).await {
+                Ok(job) => return Ok(job),
+                Err(StoreError::VersionConflict) => continue,
+                Err(StoreError::NotFound) => return Err(Error::NotFound("job")),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Unavailable(anyhow::anyhow!(
+            "the job kept changing while the operation was being applied"
+        )))
+    }
+
+    /// Stores a step over the job's `version`, then hands on its events and wakes the
+    /// scheduler (the step may have brought a due time closer).
+    async fn store_step(&self, version: u64, step: Step) -> Result<Job, StoreError> {
+        let events = step.events();
+        self.store
+            .update(
+                &step.job,
+                version,
+                &step.finished,
+                self.events.outbox(&events),
+            )
+            .await?;
+        self.wake.notify_one();
+        self.events.stored(events).await;
+        Ok(step.job)
     }
 
     /// Succeeds when the store answers.
@@ -380,14 +487,6 @@ impl Jobs {
             Some(sink) => sink.ping().await.map_err(Error::Unavailable),
             None => Ok(()),
         }
-    }
-}
-
-fn status_name(status: RunStatus) -> &'static str {
-    match status {
-        RunStatus::Running => "RUNNING",
-        RunStatus::Succeeded => "SUCCEEDED",
-        RunStatus::Failed => "FAILED",
     }
 }
 

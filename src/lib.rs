@@ -3,7 +3,10 @@
 //! Users create jobs over REST or gRPC; the scheduler fires each one when it is due by
 //! recording a run and publishing a run event, and executors report the result back.
 //!
-//! - [`domain`]: jobs, schedules, runs, and parsing raw input into them.
+//! - [`domain`]: jobs, runs, policies, and parsing raw input into them.
+//! - [`schedule`]: one-shot, cron (with its time-zone and DST rules) and interval schedules.
+//! - [`lifecycle`]: every transition of a job (fire, timeout, retry, misfire, overlap, pause,
+//!   resume, trigger, cancel, result) as a pure function of the job and the time.
 //! - [`jobs`]: the use cases, the one layer both transports call.
 //! - [`store`]: the `JobStore` port (with its outbox) and its SQLite and MongoDB adapters.
 //! - [`events`]: events, the `EventSink` port, the in-process bus, and `EventRoute`, which
@@ -22,7 +25,9 @@ pub mod events;
 pub mod grpc;
 pub mod jobs;
 pub mod kafka;
+pub mod lifecycle;
 pub mod outbox;
 pub mod rest;
+pub mod schedule;
 pub mod scheduler;
 pub mod store;

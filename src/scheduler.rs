@@ -1,10 +1,11 @@
 //! The scheduler loop: fires due jobs. The store is the truth; nothing is kept in memory.
 //!
 //! The loop sleeps until the store's earliest due time (at most `idle_poll`, so changes made by
-//! other processes on the same store are seen), or until a create or update wakes it. Then it
-//! claims due jobs in batches with a lease, records each fire (a run with a deterministic id and
-//! the job set RUNNING) only while it still holds the lease, and publishes a run event per fire.
-//! If the process dies after the claim, the lease lapses and another loop claims the jobs again.
+//! other processes on the same store are seen), or until a change wakes it. Then it claims due
+//! jobs in batches with a lease and a fencing token, settles each one (`Job::settle`: fires,
+//! timeouts, retries, misfires, overlaps) and stores each step only while its claim still
+//! holds, then hands on the step's events. If the process dies after the claim, the lease
+//! lapses and another loop claims the jobs again; the runs it fires have the same ids.
 
 use std::{sync::Arc, time::Duration};
 
@@ -13,8 +14,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    events::{Event, EventKind, EventRoute},
-    store::{Fire, JobStore, Lease, StoreError},
+    events::EventRoute,
+    lifecycle::Limits,
+    store::{Claim, ClaimedStep, JobStore, Lease, StoreError},
 };
 
 /// How the loop behaves.
@@ -28,6 +30,8 @@ pub struct SchedulerSettings {
     pub idle_poll: Duration,
     /// First wait after a store error; doubles up to `idle_poll * 10`.
     pub error_backoff: Duration,
+    /// Misfire threshold and catch-up bounds.
+    pub limits: Limits,
 }
 
 impl Default for SchedulerSettings {
@@ -37,6 +41,7 @@ impl Default for SchedulerSettings {
             lease: Duration::from_secs(30),
             idle_poll: Duration::from_secs(1),
             error_backoff: Duration::from_millis(100),
+            limits: Limits::default(),
         }
     }
 }
@@ -120,7 +125,8 @@ impl Scheduler {
         Ok(wait.min(self.settings.idle_poll))
     }
 
-    /// Claims, records and publishes one batch of due fires; returns how many were claimed.
+    /// Claims one batch of due jobs, settles each (fires, timeouts, retries, misfires) and
+    /// stores the steps while the claims hold; returns how many jobs were claimed.
     pub async fn fire_due(&self) -> Result<usize, StoreError> {
         let now = Utc::now();
         let lease = Lease {
@@ -128,40 +134,42 @@ impl Scheduler {
             until: now
                 + chrono::Duration::from_std(self.settings.lease).unwrap_or(chrono::Duration::MAX),
         };
-        let claimed = self
+        let claims = self
             .store
             .claim_due(&lease, now, self.settings.batch_size)
             .await?;
-        if claimed.is_empty() {
+        if claims.is_empty() {
             return Ok(0);
         }
-        let fired_at = Utc::now();
-        let fires: Vec<Fire> = claimed
-            .iter()
-            .map(|job| {
-                let (job, run) = job.fired(fired_at);
-                // Made here only when it goes into the outbox; else once the fire is written.
-                let event = self
-                    .events
-                    .uses_outbox()
-                    .then(|| Event::new(EventKind::Run, job.clone(), Some(run.clone())));
-                Fire { job, run, event }
+        let claimed = claims.len();
+        let now = Utc::now();
+        let mut events = Vec::with_capacity(claimed);
+        let steps: Vec<ClaimedStep> = claims
+            .into_iter()
+            .map(|Claim { job, token }| {
+                let step = job.settle(now, &self.settings.limits, rand::random());
+                let step_events = step.events();
+                let stored = self.events.outbox(&step_events).to_vec();
+                events.push((job.id, step_events));
+                ClaimedStep {
+                    token,
+                    job: step.job,
+                    finished: step.finished,
+                    events: stored,
+                }
             })
             .collect();
         let written: std::collections::HashSet<_> = self
             .store
-            .record_fires(&lease, &fires)
+            .record_steps(&lease, &steps)
             .await?
             .into_iter()
             .collect();
-        let events = fires
+        let events = events
             .into_iter()
-            .filter(|fire| written.contains(&fire.job.id))
-            .map(|Fire { job, run, event }| {
-                tracing::debug!(job = %job.id, run = %run.run_id, "fired");
-                event.unwrap_or_else(|| Event::new(EventKind::Run, job, Some(run)))
-            });
+            .filter(|(job, _)| written.contains(job))
+            .flat_map(|(_, events)| events);
         self.events.stored(events).await;
-        Ok(claimed.len())
+        Ok(claimed)
     }
 }

@@ -11,10 +11,14 @@ use tonic::{Request, Response, Status};
 
 use super::pb;
 use crate::{
-    domain::{Job, JobId, JobInput, JobType, Run, RunId, RunResult, RunStatus, format_time},
+    domain::{
+        Job, JobId, JobInput, JobType, MisfirePolicy, OverlapPolicy, Run, RunId, RunResult,
+        RunStatus, Schedule, ScheduleInput, format_time,
+    },
     error::{Error, decode_value},
     events::{Event, EventBus},
-    jobs::{JobChange, Jobs, page_request},
+    jobs::{JobChange, Jobs, page_request, preview},
+    schedule::{DstShift, ScheduleFields},
     store::JobFilter,
 };
 
@@ -66,12 +70,126 @@ fn job_data_value(text: &str) -> Result<Value, Error> {
     serde_json::from_str(text).map_err(|_| Error::invalid("jobData", "must be JSON text"))
 }
 
+fn pb_schedule(schedule: &Schedule) -> pb::JobSchedule {
+    let fields = ScheduleFields::from(schedule);
+    pb::JobSchedule {
+        run_at: fields.run_at.map(timestamp),
+        cron: fields.cron.unwrap_or_default(),
+        timezone: fields.timezone.unwrap_or_default(),
+        interval_seconds: fields.interval_seconds.unwrap_or_default() as i64,
+        start_at: fields.start_at.map(timestamp),
+    }
+}
+
+fn pb_policy(job: &Job) -> pb::JobPolicy {
+    pb::JobPolicy {
+        max_attempts: Some(job.retry.max_attempts as i32),
+        backoff_seconds: Some(job.retry.backoff_seconds as i32),
+        run_timeout_seconds: Some(job.run_timeout_seconds as i32),
+        misfire_policy: match job.misfire_policy {
+            MisfirePolicy::FireOnce => pb::MisfirePolicy::FireOnce,
+            MisfirePolicy::Skip => pb::MisfirePolicy::Skip,
+            MisfirePolicy::FireAll => pb::MisfirePolicy::FireAll,
+        } as i32,
+        overlap_policy: match job.overlap_policy {
+            OverlapPolicy::Skip => pb::OverlapPolicy::Skip,
+            OverlapPolicy::Allow => pb::OverlapPolicy::Allow,
+        } as i32,
+    }
+}
+
+/// A schedule message in the REST shape the shared input parser reads; `None` when empty.
+fn schedule_value(schedule: &pb::JobSchedule) -> Result<Option<Value>, Error> {
+    let mut fields = serde_json::Map::new();
+    if let Some(t) = &schedule.run_at {
+        fields.insert("runAt".into(), json!(time_text("schedule.run_at", t)?));
+    }
+    if !schedule.cron.is_empty() {
+        fields.insert("cron".into(), json!(schedule.cron));
+    }
+    if !schedule.timezone.is_empty() {
+        fields.insert("timezone".into(), json!(schedule.timezone));
+    }
+    if schedule.interval_seconds != 0 {
+        fields.insert("intervalSeconds".into(), json!(schedule.interval_seconds));
+    }
+    if let Some(t) = &schedule.start_at {
+        fields.insert("startAt".into(), json!(time_text("schedule.start_at", t)?));
+    }
+    Ok((!fields.is_empty()).then_some(Value::Object(fields)))
+}
+
+/// The given policy fields in the REST shape; `stored` fills the retry fields left unset, so
+/// an update that sets one keeps the other.
+fn policy_fields(
+    policy: &pb::JobPolicy,
+    stored: Option<&Job>,
+) -> Result<serde_json::Map<String, Value>, Error> {
+    let mut fields = serde_json::Map::new();
+    if policy.max_attempts.is_some() || policy.backoff_seconds.is_some() {
+        let defaults = stored.map(|j| j.retry).unwrap_or_default();
+        fields.insert(
+            "retry".into(),
+            json!({
+                "maxAttempts": policy.max_attempts.map(i64::from).unwrap_or(i64::from(defaults.max_attempts)),
+                "backoffSeconds": policy.backoff_seconds.map(i64::from).unwrap_or(i64::from(defaults.backoff_seconds)),
+            }),
+        );
+    }
+    if let Some(timeout) = policy.run_timeout_seconds {
+        fields.insert("runTimeoutSeconds".into(), json!(timeout));
+    }
+    match pb::MisfirePolicy::try_from(policy.misfire_policy) {
+        Ok(pb::MisfirePolicy::Unspecified) => {}
+        Ok(pb::MisfirePolicy::FireOnce) => {
+            fields.insert("misfirePolicy".into(), json!(MisfirePolicy::FireOnce));
+        }
+        Ok(pb::MisfirePolicy::Skip) => {
+            fields.insert("misfirePolicy".into(), json!(MisfirePolicy::Skip));
+        }
+        Ok(pb::MisfirePolicy::FireAll) => {
+            fields.insert("misfirePolicy".into(), json!(MisfirePolicy::FireAll));
+        }
+        Err(_) => return Err(Error::invalid("misfirePolicy", "is not a known policy")),
+    }
+    match pb::OverlapPolicy::try_from(policy.overlap_policy) {
+        Ok(pb::OverlapPolicy::Unspecified) => {}
+        Ok(pb::OverlapPolicy::Skip) => {
+            fields.insert("overlapPolicy".into(), json!(OverlapPolicy::Skip));
+        }
+        Ok(pb::OverlapPolicy::Allow) => {
+            fields.insert("overlapPolicy".into(), json!(OverlapPolicy::Allow));
+        }
+        Err(_) => return Err(Error::invalid("overlapPolicy", "is not a known policy")),
+    }
+    Ok(fields)
+}
+
+/// The schedule of a create or update: `schedule_time` (one-shot, the older clients' way) or
+/// the `schedule` message, not both.
+fn request_schedule(
+    schedule_time: Option<&prost_types::Timestamp>,
+    schedule: Option<&pb::JobSchedule>,
+) -> Result<Option<Value>, Error> {
+    let recurring = schedule.map(schedule_value).transpose()?.flatten();
+    match (schedule_time, recurring) {
+        (Some(_), Some(_)) => Err(Error::invalid(
+            "schedule",
+            "give schedule_time or schedule, not both",
+        )),
+        (Some(t), None) => Ok(Some(json!({ "runAt": time_text("schedule_time", t)? }))),
+        (None, recurring) => Ok(recurring),
+    }
+}
+
 fn pb_job(job: &Job) -> pb::Job {
     pb::Job {
         id: job.id.to_string(),
         name: job.name.clone(),
         description: job.description.clone(),
-        schedule_time: job.schedule_time.map(timestamp),
+        schedule: Some(pb_schedule(&job.schedule)),
+        policy: Some(pb_policy(job)),
+        schedule_time: job.next_fire().map(timestamp),
         created_time: Some(timestamp(job.created_at)),
         updated_time: Some(timestamp(job.updated_at)),
         status: job.status.code(),
@@ -86,12 +204,16 @@ fn pb_run(run: &Run) -> pb::Run {
         run_id: run.run_id.to_string(),
         job_id: run.job_id.to_string(),
         scheduled_for: Some(timestamp(run.scheduled_for)),
-        fired_at: Some(timestamp(run.fired_at)),
+        fired_at: run.fired_at.map(timestamp),
         attempt: run.attempt as i32,
         status: match run.status {
             RunStatus::Running => pb::RunStatus::Running,
             RunStatus::Succeeded => pb::RunStatus::Succeeded,
             RunStatus::Failed => pb::RunStatus::Failed,
+            RunStatus::TimedOut => pb::RunStatus::TimedOut,
+            RunStatus::Skipped => pb::RunStatus::Skipped,
+            RunStatus::Missed => pb::RunStatus::Missed,
+            RunStatus::Cancelled => pb::RunStatus::Cancelled,
         } as i32,
         finished_at: run.finished_at.map(timestamp),
         error: run.error.clone().unwrap_or_default(),
@@ -142,11 +264,12 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
         fields.insert("description".into(), json!(req.description));
         fields.insert("jobType".into(), job_type_name(req.job_type)?);
         fields.insert("jobData".into(), job_data_value(&req.job_data)?);
-        let schedule = match &req.schedule_time {
-            Some(t) => json!({ "runAt": time_text("schedule_time", t)? }),
-            None => return Err(Error::invalid("schedule_time", "is required").into()),
-        };
+        let schedule = request_schedule(req.schedule_time.as_ref(), req.schedule.as_ref())?
+            .ok_or_else(|| Error::invalid("schedule_time", "is required (or schedule)"))?;
         fields.insert("schedule".into(), schedule);
+        if let Some(policy) = &req.policy {
+            fields.extend(policy_fields(policy, None)?);
+        }
         let input: JobInput = decode_value(Value::Object(fields))?;
         let created = self.jobs.create(input, key).await?;
         Ok(Response::new(pb::CreateJobResponse {
@@ -201,12 +324,17 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
             "jobType": job_type_name(req.job_type)?,
             "jobData": job_data_value(&req.job_data)?,
         });
-        if let Some(t) = &req.schedule_time {
-            patch["schedule"] = json!({ "runAt": time_text("schedule_time", t)? });
+        if let Some(schedule) = request_schedule(req.schedule_time.as_ref(), req.schedule.as_ref())?
+        {
+            patch["schedule"] = schedule;
         }
-        let Value::Object(fields) = patch else {
+        let Value::Object(mut fields) = patch else {
             unreachable!("built as an object above")
         };
+        if let Some(policy) = &req.policy {
+            let stored = self.jobs.get(id).await?;
+            fields.extend(policy_fields(policy, Some(&stored))?);
+        }
         let job = self
             .jobs
             .update(id, JobChange::Replace(fields), if_match)
@@ -270,6 +398,73 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
         let result = RunResult::parse(status, Some(req.error), Some(req.output))?;
         let run = self.jobs.report_result(id, run_id, result).await?;
         Ok(Response::new(pb_run(&run)))
+    }
+
+    async fn pause_job(
+        &self,
+        request: Request<pb::JobOperationRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let id = JobId::parse(&request.into_inner().id)?;
+        Ok(Response::new(pb_job(&self.jobs.pause(id).await?)))
+    }
+
+    async fn resume_job(
+        &self,
+        request: Request<pb::JobOperationRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let id = JobId::parse(&request.into_inner().id)?;
+        Ok(Response::new(pb_job(&self.jobs.resume(id).await?)))
+    }
+
+    async fn trigger_job(
+        &self,
+        request: Request<pb::JobOperationRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let id = JobId::parse(&request.into_inner().id)?;
+        Ok(Response::new(pb_job(&self.jobs.trigger(id).await?)))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::JobOperationRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let id = JobId::parse(&request.into_inner().id)?;
+        Ok(Response::new(pb_job(&self.jobs.cancel(id).await?)))
+    }
+
+    async fn preview_schedule(
+        &self,
+        request: Request<pb::PreviewScheduleRequest>,
+    ) -> Result<Response<pb::PreviewScheduleResponse>, Status> {
+        let req = request.into_inner();
+        let schedule = req
+            .schedule
+            .as_ref()
+            .map(schedule_value)
+            .transpose()?
+            .flatten()
+            .unwrap_or_else(|| json!({}));
+        let input: ScheduleInput = decode_value(schedule)?;
+        let from = req
+            .from
+            .as_ref()
+            .map(|t| time_text("from", t))
+            .transpose()?;
+        let count = (req.count != 0).then_some(i64::from(req.count));
+        let preview = preview(&input, count, from.as_deref())?;
+        Ok(Response::new(pb::PreviewScheduleResponse {
+            times: preview
+                .times
+                .iter()
+                .map(|fire| pb::FireTime {
+                    time: Some(timestamp(fire.at)),
+                    local_time: preview.local_time(fire.at),
+                    dst_shifted: fire.shift == DstShift::Skipped,
+                    dst: fire.shift.name().to_owned(),
+                    requested_local_time: fire.local.format("%Y-%m-%dT%H:%M:%S").to_string(),
+                })
+                .collect(),
+        }))
     }
 
     type WatchEventsStream = EventStream;

@@ -44,10 +44,14 @@ impl From<Error> for Status {
 }
 
 /// The proto name of a field named by its REST path: `jobData.Subject` is `job_data.Subject`,
-/// `schedule.runAt` is `schedule_time`.
+/// `schedule.runAt` is `schedule_time` (the older clients' one-shot time), and the other
+/// schedule fields are those of the `schedule` message (`schedule.interval_seconds`).
 fn proto_field(rest: &str) -> String {
-    if rest == "schedule" || rest.starts_with("schedule.") {
+    if rest == "schedule.runAt" {
         return "schedule_time".into();
+    }
+    if let Some(field) = rest.strip_prefix("schedule.") {
+        return format!("schedule.{}", proto_field(field));
     }
     let (head, tail) = rest
         .split_once('.')
@@ -80,6 +84,10 @@ mod tests {
             "job_data.SourceAddress"
         );
         assert_eq!(proto_field("schedule.runAt"), "schedule_time");
+        assert_eq!(
+            proto_field("schedule.intervalSeconds"),
+            "schedule.interval_seconds"
+        );
         assert_eq!(proto_field("runId"), "run_id");
     }
 }

@@ -21,7 +21,12 @@ pub fn topic_of(kind: EventKind, topics: &Topics) -> &str {
     match kind {
         EventKind::Created => &topics.create.name,
         EventKind::Run => &topics.run.name,
-        EventKind::Updated | EventKind::Deleted | EventKind::Finished => &topics.update.name,
+        EventKind::Updated
+        | EventKind::Deleted
+        | EventKind::Finished
+        | EventKind::Paused
+        | EventKind::Resumed
+        | EventKind::Cancelled => &topics.update.name,
     }
 }
 
@@ -37,7 +42,7 @@ pub fn payload(event: &Event) -> Value {
         "Id": job.id.to_string(),
         "Name": job.name,
         "Description": job.description,
-        "ScheduleTime": job.schedule_time.map(format_time),
+        "ScheduleTime": job.next_fire().map(format_time),
         "CreatedAt": format_time(job.created_at),
         "UpdatedAt": format_time(job.updated_at),
         "Status": job.status.code(),
@@ -45,12 +50,13 @@ pub fn payload(event: &Event) -> Value {
         "JobData": Value::Object(job.job_data.clone()).to_string(),
         "Event": event.kind.name(),
         "Version": job.version,
+        "Schedule": job.schedule.document(),
     });
     if let (Some(run), Value::Object(fields)) = (&event.run, &mut value) {
         fields.insert("RunId".into(), json!(run.run_id.to_string()));
         fields.insert("Attempt".into(), json!(run.attempt));
         fields.insert("ScheduledFor".into(), json!(format_time(run.scheduled_for)));
-        fields.insert("FiredAt".into(), json!(format_time(run.fired_at)));
+        fields.insert("FiredAt".into(), json!(run.fired_at.map(format_time)));
         if event.kind == EventKind::Finished {
             fields.insert("RunStatus".into(), json!(run.status));
             fields.insert("FinishedAt".into(), json!(run.finished_at.map(format_time)));

@@ -22,12 +22,13 @@ use super::{
 };
 use crate::{
     domain::{
-        Job, JobId, JobInput, JobStatus, JobType, Run, RunId, RunResult, RunStatus, Schedule,
-        format_time,
+        Job, JobId, JobInput, JobStatus, JobType, MisfirePolicy, OverlapPolicy, RetryPolicy, Run,
+        RunId, RunResult, RunStatus, Schedule, ScheduleInput, format_time,
     },
     error::{Error, decode_value},
     events::Event,
     jobs::{JobChange, page_request},
+    schedule::{DstShift, Preview, ScheduleFields},
     store::JobFilter,
 };
 
@@ -44,7 +45,12 @@ pub struct JobView {
     #[schema(value_type = Object)]
     pub job_data: Value,
     pub schedule: ScheduleView,
-    /// The next due time; null when nothing is due.
+    pub retry: RetryPolicy,
+    pub run_timeout_seconds: u32,
+    pub misfire_policy: MisfirePolicy,
+    pub overlap_policy: OverlapPolicy,
+    /// The next fire (regular or retry); null when nothing is due. While paused, where the
+    /// schedule stands.
     pub schedule_time: Option<String>,
     pub status: JobStatus,
     pub created_at: String,
@@ -53,12 +59,35 @@ pub struct JobView {
     pub version: u64,
 }
 
-/// When the job fires.
+/// When the job fires: the fields of its kind only.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScheduleView {
     /// The one fire of a one-shot job.
-    pub run_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_seconds: Option<u64>,
+    /// The interval's first fire (set from the creation time when none was given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<String>,
+}
+
+impl From<&Schedule> for ScheduleView {
+    fn from(schedule: &Schedule) -> Self {
+        let fields = ScheduleFields::from(schedule);
+        Self {
+            run_at: fields.run_at.map(format_time),
+            cron: fields.cron,
+            timezone: fields.timezone,
+            interval_seconds: fields.interval_seconds,
+            start_at: fields.start_at.map(format_time),
+        }
+    }
 }
 
 impl From<&Job> for JobView {
@@ -69,12 +98,12 @@ impl From<&Job> for JobView {
             description: job.description.clone(),
             job_type: job.job_type,
             job_data: Value::Object(job.job_data.clone()),
-            schedule: match &job.schedule {
-                Schedule::RunAt(at) => ScheduleView {
-                    run_at: format_time(*at),
-                },
-            },
-            schedule_time: job.schedule_time.map(format_time),
+            schedule: ScheduleView::from(&job.schedule),
+            retry: job.retry,
+            run_timeout_seconds: job.run_timeout_seconds,
+            misfire_policy: job.misfire_policy,
+            overlap_policy: job.overlap_policy,
+            schedule_time: job.next_fire().map(format_time),
             status: job.status,
             created_at: format_time(job.created_at),
             updated_at: format_time(job.updated_at),
@@ -83,7 +112,7 @@ impl From<&Job> for JobView {
     }
 }
 
-/// One execution of a job.
+/// One execution of a job, or an expected fire that did not happen.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunView {
@@ -91,7 +120,8 @@ pub struct RunView {
     pub run_id: String,
     pub job_id: String,
     pub scheduled_for: String,
-    pub fired_at: String,
+    /// Null for `SKIPPED`, `MISSED`, and retries `CANCELLED` before they fired.
+    pub fired_at: Option<String>,
     pub attempt: u32,
     pub status: RunStatus,
     pub finished_at: Option<String>,
@@ -105,12 +135,61 @@ impl From<&Run> for RunView {
             run_id: run.run_id.to_string(),
             job_id: run.job_id.to_string(),
             scheduled_for: format_time(run.scheduled_for),
-            fired_at: format_time(run.fired_at),
+            fired_at: run.fired_at.map(format_time),
             attempt: run.attempt,
             status: run.status,
             finished_at: run.finished_at.map(format_time),
             error: run.error.clone(),
             output: run.output.clone(),
+        }
+    }
+}
+
+/// The next fire times of a schedule.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewView {
+    pub schedule: ScheduleView,
+    pub times: Vec<FireTimeView>,
+}
+
+/// One previewed fire.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FireTimeView {
+    /// The instant, UTC.
+    #[schema(example = "2026-03-29T01:00:00.000Z")]
+    pub time: String,
+    /// The same instant on the schedule's wall clock, with its offset.
+    #[schema(example = "2026-03-29T03:00:00+02:00")]
+    pub local_time: String,
+    /// True when the asked-for local time does not exist (the clock jumps over it), so the fire
+    /// moved to the first valid instant after it.
+    pub dst_shifted: bool,
+    /// `NONE`, `SKIPPED` (moved past a jump), or `REPEATED` (a local time that occurs twice:
+    /// fires at its first occurrence only).
+    #[schema(example = "SKIPPED")]
+    pub dst: String,
+    /// The local time the schedule asked for.
+    #[schema(example = "2026-03-29T02:30:00")]
+    pub requested_local_time: String,
+}
+
+impl From<&Preview> for PreviewView {
+    fn from(preview: &Preview) -> Self {
+        Self {
+            schedule: ScheduleView::from(&preview.schedule),
+            times: preview
+                .times
+                .iter()
+                .map(|fire| FireTimeView {
+                    time: format_time(fire.at),
+                    local_time: preview.local_time(fire.at),
+                    dst_shifted: fire.shift == DstShift::Skipped,
+                    dst: fire.shift.name().to_owned(),
+                    requested_local_time: fire.local.format("%Y-%m-%dT%H:%M:%S").to_string(),
+                })
+                .collect(),
         }
     }
 }
@@ -446,6 +525,138 @@ pub async fn report_result(
     let result = RunResult::parse(input.status, input.error, input.output)?;
     let run = state.jobs.report_result(id, Some(run_id), result).await?;
     Ok(axum::Json(RunView::from(&run)))
+}
+
+/// Pause a job: nothing fires until it is resumed; the schedule keeps its place.
+#[utoipa::path(
+    post, path = "/api/v1/jobs/{id}/pause", tag = "jobs",
+    params(("id" = String, Path, description = "24-hex-digit job id")),
+    responses(
+        (status = 200, description = "The paused job", body = JobView, headers(("ETag" = String))),
+        (status = 400, description = "Malformed id", body = Problem),
+        (status = 404, description = "No such job", body = Problem),
+        (status = 409, description = "The job is paused, cancelled or finished", body = Problem),
+    )
+)]
+pub async fn pause(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, Error> {
+    let job = state.jobs.pause(JobId::parse(&id)?).await?;
+    Ok(job_response(StatusCode::OK, &job))
+}
+
+/// Resume a paused job: times passed while paused go through its misfire policy, and the
+/// schedule continues from now.
+#[utoipa::path(
+    post, path = "/api/v1/jobs/{id}/resume", tag = "jobs",
+    params(("id" = String, Path, description = "24-hex-digit job id")),
+    responses(
+        (status = 200, description = "The resumed job", body = JobView, headers(("ETag" = String))),
+        (status = 400, description = "Malformed id", body = Problem),
+        (status = 404, description = "No such job", body = Problem),
+        (status = 409, description = "The job is not paused", body = Problem),
+    )
+)]
+pub async fn resume(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, Error> {
+    let job = state.jobs.resume(JobId::parse(&id)?).await?;
+    Ok(job_response(StatusCode::OK, &job))
+}
+
+/// Fire an extra run now; the schedule does not move.
+#[utoipa::path(
+    post, path = "/api/v1/jobs/{id}/trigger", tag = "jobs",
+    params(("id" = String, Path, description = "24-hex-digit job id")),
+    responses(
+        (status = 200, description = "The job, with its new run open", body = JobView, headers(("ETag" = String))),
+        (status = 400, description = "Malformed id", body = Problem),
+        (status = 404, description = "No such job", body = Problem),
+        (status = 409, description = "The job is cancelled, or a run is open and overlap is SKIP", body = Problem),
+    )
+)]
+pub async fn trigger(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, Error> {
+    let job = state.jobs.trigger(JobId::parse(&id)?).await?;
+    Ok(job_response(StatusCode::OK, &job))
+}
+
+/// Cancel a job: its open run and waiting retries are cancelled, and it never fires again.
+#[utoipa::path(
+    post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = String, Path, description = "24-hex-digit job id")),
+    responses(
+        (status = 200, description = "The cancelled job", body = JobView, headers(("ETag" = String))),
+        (status = 400, description = "Malformed id", body = Problem),
+        (status = 404, description = "No such job", body = Problem),
+        (status = 409, description = "The job is cancelled or finished already", body = Problem),
+    )
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, Error> {
+    let job = state.jobs.cancel(JobId::parse(&id)?).await?;
+    Ok(job_response(StatusCode::OK, &job))
+}
+
+/// A schedule to preview: one of `cron` (with `timezone`), `intervalSeconds` (with `startAt`)
+/// or `runAt`; `count` fire times (1 to 100, default 10) after `from` (default now).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PreviewParams {
+    /// A cron expression: 5 fields, or 6 with seconds first.
+    cron: Option<String>,
+    /// IANA zone of `cron`; default UTC.
+    timezone: Option<String>,
+    /// Seconds between fires.
+    #[param(value_type = Option<u64>)]
+    interval_seconds: Option<String>,
+    /// RFC 3339 start of an interval schedule.
+    start_at: Option<String>,
+    /// RFC 3339 time of a one-shot schedule.
+    run_at: Option<String>,
+    /// How many fire times, 1 to 100 (default 10).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
+    count: Option<String>,
+    /// RFC 3339: list fires after this time (default now).
+    from: Option<String>,
+}
+
+/// The next fire times of a schedule, marking those moved or resolved by daylight saving.
+#[utoipa::path(
+    get, path = "/api/v1/schedule/preview", tag = "schedule",
+    params(PreviewParams),
+    responses(
+        (status = 200, description = "The next fire times", body = PreviewView),
+        (status = 400, description = "Invalid schedule or count", body = Problem),
+    )
+)]
+pub async fn preview(
+    ApiQuery(params): ApiQuery<PreviewParams>,
+) -> Result<axum::Json<PreviewView>, Error> {
+    let interval_seconds = parse_int("intervalSeconds", params.interval_seconds.as_deref())?
+        .map(|n| {
+            u64::try_from(n).map_err(|_| {
+                Error::invalid("intervalSeconds", "must be a positive number of seconds")
+            })
+        })
+        .transpose()?;
+    let schedule = ScheduleInput {
+        run_at: params.run_at,
+        cron: params.cron,
+        timezone: params.timezone,
+        interval_seconds,
+        start_at: params.start_at,
+    };
+    let count = parse_int("count", params.count.as_deref())?;
+    let preview = crate::jobs::preview(&schedule, count, params.from.as_deref())?;
+    Ok(axum::Json(PreviewView::from(&preview)))
 }
 
 /// An event as the SSE stream carries it in `data`.

@@ -39,17 +39,21 @@ pub struct AppState {
     ),
     paths(
         jobs::create, jobs::list, jobs::get, jobs::update, jobs::delete,
+        jobs::pause, jobs::resume, jobs::trigger, jobs::cancel, jobs::preview,
         jobs::list_runs, jobs::report_result, jobs::events, jobs::healthz, jobs::readyz
     ),
     components(schemas(
         crate::domain::JobInput, crate::domain::ScheduleInput, crate::domain::JobType,
         crate::domain::JobStatus, crate::domain::RunStatus, crate::error::FieldError,
+        crate::domain::RetryInput, crate::domain::RetryPolicy, crate::domain::MisfirePolicy,
+        crate::domain::OverlapPolicy, jobs::PreviewView, jobs::FireTimeView,
         jobs::JobView, jobs::ScheduleView, jobs::JobPage, jobs::RunView, jobs::RunPage,
         jobs::ResultInput, jobs::EventView, problem::Problem
     )),
     tags(
         (name = "jobs", description = "Create, read, change and delete jobs"),
         (name = "runs", description = "A job's executions and their results"),
+        (name = "schedule", description = "Check a schedule's next fire times"),
         (name = "events", description = "Live lifecycle and run events"),
         (name = "health", description = "Liveness and readiness"),
     )
@@ -74,6 +78,11 @@ pub fn router(state: AppState, settings: &RestSettings) -> Router {
             "/jobs/{id}",
             get(jobs::get).patch(jobs::update).delete(jobs::delete),
         )
+        .route("/jobs/{id}/pause", post(jobs::pause))
+        .route("/jobs/{id}/resume", post(jobs::resume))
+        .route("/jobs/{id}/trigger", post(jobs::trigger))
+        .route("/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/schedule/preview", get(jobs::preview))
         .route("/jobs/{id}/runs", get(jobs::list_runs))
         .route("/jobs/{id}/runs/{run_id}/result", post(jobs::report_result))
         .layer(

@@ -2,9 +2,13 @@
 //!
 //! The trait is shaped for a document store as much as for SQL: every write touches one job and
 //! its runs, conditional writes compare `version`, and the scheduler's claim is one atomic
-//! update of due jobs that sets a lease (owner and expiry). A job whose lease has not expired
-//! cannot be claimed by anyone else, and a fire is written only while its claimer still holds
-//! the lease and the job is unchanged since the claim, so two schedulers never fire the same run.
+//! update of due jobs that sets a lease (owner and expiry) and increments the job's fencing
+//! token. A job whose lease has not expired cannot be claimed by anyone else, and a step is
+//! written only while its claimer still holds the lease with the same token and the job is
+//! unchanged since the claim, so two schedulers never fire the same run.
+//!
+//! A job's open runs live in the job itself; the ledger of finished runs (results, timeouts,
+//! skipped, missed and cancelled fires) is appended by the same write and bounded per job.
 //!
 //! The outbox: every write takes the event describing it (`outbox`), and stores it in the same
 //! atomic write as the change (the same transaction in SQLite, the same document in MongoDB).
@@ -20,7 +24,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
-    domain::{Job, JobId, JobStatus, JobType, Run, RunId},
+    domain::{Job, JobId, JobStatus, JobType, Run},
     events::Event,
 };
 
@@ -82,26 +86,30 @@ pub struct Lease {
     pub until: DateTime<Utc>,
 }
 
-/// A recorded fire: the job as the fire left it, its run, and the event to store in the outbox.
+/// A claimed job, with the fencing token of the claim.
 #[derive(Debug, Clone)]
-pub struct Fire {
+pub struct Claim {
     pub job: Job,
-    pub run: Run,
-    pub event: Option<Event>,
+    /// Increases on every claim of the job; a step is stored only while the job's token is
+    /// still this one, so a replica whose claim was superseded can store nothing.
+    pub token: u64,
 }
 
-impl From<(Job, Run)> for Fire {
-    fn from((job, run): (Job, Run)) -> Self {
-        Self {
-            job,
-            run,
-            event: None,
-        }
-    }
+/// What the scheduler stores for a claimed job: the job as its step left it, the runs it
+/// finished (appended to the ledger) and the events that describe it (for the outbox).
+#[derive(Debug, Clone)]
+pub struct ClaimedStep {
+    pub token: u64,
+    pub job: Job,
+    pub finished: Vec<Run>,
+    pub events: Vec<Event>,
 }
 
-/// An event to store with a write, when events are relayed from the outbox.
-pub type Outbox<'a> = Option<&'a Event>;
+/// Events to store with a write, when events are relayed from the outbox; empty otherwise.
+pub type Outbox<'a> = &'a [Event];
+
+/// Finished runs kept per job when no other bound is configured.
+pub const DEFAULT_RUN_HISTORY: usize = 100;
 
 /// The job store port.
 #[async_trait]
@@ -131,13 +139,13 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Result<(Vec<Job>, u64), StoreError>;
 
     /// Replaces the job if its stored version is `expected_version` (else `VersionConflict`;
-    /// `NotFound` if it is gone), clears any lease on it, and writes `run` (insert or replace)
-    /// in the same atomic write.
+    /// `NotFound` if it is gone), clears any lease on it, and appends `finished` to its run
+    /// ledger (dropping the oldest records beyond the history bound), in one atomic write.
     async fn update(
         &self,
         job: &Job,
         expected_version: u64,
-        run: Option<&Run>,
+        finished: &[Run],
         outbox: Outbox<'_>,
     ) -> Result<(), StoreError>;
 
@@ -151,29 +159,30 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// The earliest time at which a job may become claimable: the earliest due time of an
-    /// unleased scheduled job, or the earliest lease expiry.
+    /// unleased job, or the earliest lease expiry.
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
 
-    /// Atomically leases up to `limit` scheduled jobs due at `now` that nobody holds, earliest
-    /// due first, and returns them as they were claimed.
+    /// Atomically leases up to `limit` jobs due at `now` (`Job::due_at`) that nobody holds,
+    /// earliest due first, increments each one's fencing token, and returns them as claimed.
     async fn claim_due(
         &self,
         lease: &Lease,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<Job>, StoreError>;
+    ) -> Result<Vec<Claim>, StoreError>;
 
-    /// Writes fires of claimed jobs: for each fire whose stored job still has the version
-    /// `job.version - 1` and is held by `lease.owner`, replaces the job, releases the lease,
-    /// inserts the run and stores the fire's event, in one atomic write per job. Returns the
-    /// ids written.
-    async fn record_fires(&self, lease: &Lease, fires: &[Fire]) -> Result<Vec<JobId>, StoreError>;
+    /// Stores the steps of claimed jobs: for each step whose stored job still has the version
+    /// `job.version - 1`, is held by `lease.owner` and still carries the step's token, replaces
+    /// the job, releases the lease, appends the finished runs and stores the events, in one
+    /// atomic write per job. Returns the ids written.
+    async fn record_steps(
+        &self,
+        lease: &Lease,
+        steps: &[ClaimedStep],
+    ) -> Result<Vec<JobId>, StoreError>;
 
-    async fn get_run(&self, job: JobId, run: RunId) -> Result<Option<Run>, StoreError>;
-
-    /// One page of a job's runs, newest first, and the number of its runs.
-    async fn list_runs(&self, job: JobId, page: PageRequest)
-    -> Result<(Vec<Run>, u64), StoreError>;
+    /// The job's finished runs, as recorded (at most the history bound), oldest first.
+    async fn run_history(&self, job: JobId) -> Result<Vec<Run>, StoreError>;
 
     /// Takes or renews the relay lease: true if `lease.owner` holds it until `lease.until`,
     /// false while another owner's lease has not lapsed at `now`.

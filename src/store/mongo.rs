@@ -6,9 +6,9 @@
 //! MongoDB-wire servers the tests use do not have:
 //! - a conditional update filters on `version` and sets the job's fields and its run together;
 //! - the claim finds the earliest due candidates, then takes each with `findOneAndUpdate` on
-//!   its id, due time, status and lease expiry, so two schedulers can never both hold a job;
-//! - a fire filters on version, lease owner and the absence of its run id, so a run is never
-//!   written twice or overwritten.
+//!   its id, due time and lease expiry, so two schedulers can never both hold a job;
+//! - a scheduler step filters on version, lease owner and fencing token, so a run is never
+//!   written twice or by a replica whose claim was superseded.
 //!
 //! The outbox lives in the job document too: a write that stores an event pushes it onto the
 //! document's `outbox` array (and sets `outboxAt`, the time of its oldest pending event, which
@@ -16,8 +16,9 @@
 //! deletion event is not yet delivered stays as a tombstone (`deleted: true`, invisible to every
 //! read) until the relay has published that event, then goes.
 //!
-//! Runs are few per job while jobs are one-shot; the run ledger's history bound (a later issue)
-//! keeps the array bounded for recurring jobs.
+//! Open runs live in the job's fields (`openRuns`); finished runs are appended to `runs` with
+//! `$push` and `$slice`, so the ledger keeps the newest `history` records. A claim increments
+//! the job's `fence`, and a step is written only where `fence` still has the claim's value.
 //!
 //! Dates are BSON dates, `jobData` an embedded document, enums their contract numbers, so the
 //! documents read naturally in any MongoDB tool.
@@ -36,10 +37,17 @@ use serde::{Deserialize, Serialize};
 
 use uuid::Uuid;
 
-use super::{Fire, IdempotencyKey, JobFilter, JobStore, Lease, Outbox, PageRequest, StoreError};
+use super::{
+    Claim, ClaimedStep, DEFAULT_RUN_HISTORY, IdempotencyKey, JobFilter, JobStore, Lease, Outbox,
+    PageRequest, StoreError,
+};
 use crate::{
-    domain::{Job, JobId, JobStatus, JobType, Run, RunId, RunStatus, Schedule},
+    domain::{
+        Job, JobId, JobStatus, JobType, MisfirePolicy, OverlapPolicy, PendingRetry, RetryPolicy,
+        Run, RunId, RunStatus, Schedule,
+    },
     events::Event,
+    schedule::ScheduleFields,
 };
 
 /// The id of the relay's lease document in `leases`.
@@ -61,6 +69,8 @@ pub struct MongoStore {
     jobs: Collection<Document>,
     /// Process-wide leases (the outbox relay's).
     leases: Collection<Document>,
+    /// Finished runs kept per job.
+    history: usize,
 }
 
 /// Matches live jobs: not tombstones waiting for their deletion event to go out.
@@ -69,14 +79,51 @@ fn live(mut filter: Document) -> Document {
     filter
 }
 
-/// The update parts that store `event` in the job document's outbox.
-fn outbox_update(update: &mut Document, event: Outbox<'_>) -> Result<(), StoreError> {
-    let Some(event) = event else {
+/// The update parts that store `events` in the job document's outbox.
+fn outbox_update(update: &mut Document, events: Outbox<'_>) -> Result<(), StoreError> {
+    let Some(first) = events.first() else {
         return Ok(());
     };
-    update.insert("$push", doc! { "outbox": outbox_entry(event)? });
-    update.insert("$min", doc! { "outboxAt": bson_time(event.time) });
+    let entries = events
+        .iter()
+        .map(|e| outbox_entry(e).map(Bson::Document))
+        .collect::<Result<Vec<_>, _>>()?;
+    push(update, "outbox", doc! { "$each": entries });
+    update.insert("$min", doc! { "outboxAt": bson_time(first.time) });
     Ok(())
+}
+
+/// The update part that appends finished runs to the ledger, keeping the newest `history`.
+fn ledger_update(
+    update: &mut Document,
+    finished: &[Run],
+    history: usize,
+) -> Result<(), StoreError> {
+    if finished.is_empty() {
+        return Ok(());
+    }
+    let runs = finished
+        .iter()
+        .map(|r| RunDoc::from_run(r).to_bson())
+        .collect::<Result<Vec<_>, _>>()?;
+    push(
+        update,
+        "runs",
+        doc! { "$each": runs, "$slice": -(history as i64) },
+    );
+    Ok(())
+}
+
+/// Adds `field: value` to the update's `$push`.
+fn push(update: &mut Document, field: &str, value: Document) {
+    match update.get_document_mut("$push") {
+        Ok(push) => {
+            push.insert(field, value);
+        }
+        Err(_) => {
+            update.insert("$push", doc! { field: value });
+        }
+    }
 }
 
 fn outbox_entry(event: &Event) -> Result<Document, StoreError> {
@@ -98,12 +145,19 @@ impl MongoStore {
             jobs: db.collection("jobs"),
             leases: db.collection("leases"),
             db,
+            history: DEFAULT_RUN_HISTORY,
         };
         store
             .create_indexes()
             .await
             .map_err(|e| anyhow!("Failed to create the MongoDB indexes: {e:?}"))?;
         Ok(store)
+    }
+
+    /// The same store, keeping `history` finished runs per job.
+    pub fn with_history(mut self, history: usize) -> Self {
+        self.history = history.max(1);
+        self
     }
 
     /// Creates, idempotently, an index for every query the store makes.
@@ -113,8 +167,8 @@ impl MongoStore {
         };
         let named = |name: &str| IndexOptions::builder().name(name.to_owned()).build();
         let models = vec![
-            // The due-job query and the claim: scheduled jobs by due time.
-            index(doc! { "status": 1, "dueAt": 1 }, Some(named("due"))),
+            // The due-job query and the claim: jobs by the time they next need the scheduler.
+            index(doc! { "dueAt": 1 }, Some(named("dueAt"))),
             // When the next lease lapses.
             index(
                 doc! { "leaseUntil": 1 },
@@ -155,7 +209,7 @@ impl MongoStore {
         Ok(())
     }
 
-    /// A job's runs, newest first; none if the job does not exist.
+    /// A job's ledger, oldest first; none if the job does not exist.
     async fn runs_of(&self, job: JobId) -> Result<Vec<Run>, StoreError> {
         let found = self
             .jobs
@@ -221,8 +275,8 @@ fn chrono_time(t: bson::DateTime) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or_default()
 }
 
-/// A job's fields as stored (without its runs, lease and idempotency key, which have writes
-/// of their own).
+/// A job's fields as stored (without its ledger, lease, fencing token and idempotency key,
+/// which have writes of their own).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct JobDoc {
@@ -233,21 +287,70 @@ struct JobDoc {
     job_type: i32,
     job_data: Document,
     schedule: ScheduleDoc,
+    #[serde(default)]
+    retry: RetryDoc,
+    #[serde(default = "default_timeout")]
+    run_timeout_seconds: i64,
+    #[serde(default)]
+    misfire_policy: MisfirePolicy,
+    #[serde(default)]
+    overlap_policy: OverlapPolicy,
     schedule_time: Option<bson::DateTime>,
     status: i32,
     created_at: bson::DateTime,
     updated_at: bson::DateTime,
     version: i64,
-    open_run: Option<String>,
+    #[serde(default)]
+    open_runs: Vec<RunDoc>,
+    #[serde(default)]
+    retries: Vec<PendingRetryDoc>,
     next_attempt: i32,
-    /// The time the claim query sees: set only while the job is scheduled.
+    /// When the scheduler must next look at the job (`Job::due_at`): what the claim queries.
     due_at: Option<bson::DateTime>,
+}
+
+fn default_timeout() -> i64 {
+    i64::from(crate::domain::DEFAULT_RUN_TIMEOUT_SECONDS)
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ScheduleDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    run_at: Option<bson::DateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cron: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timezone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    interval_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    start_at: Option<bson::DateTime>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ScheduleDoc {
-    run_at: bson::DateTime,
+struct RetryDoc {
+    max_attempts: i32,
+    backoff_seconds: i32,
+}
+
+impl Default for RetryDoc {
+    fn default() -> Self {
+        let policy = RetryPolicy::default();
+        Self {
+            max_attempts: policy.max_attempts as i32,
+            backoff_seconds: policy.backoff_seconds as i32,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PendingRetryDoc {
+    due: bson::DateTime,
+    scheduled_for: bson::DateTime,
+    attempt: i32,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -255,7 +358,7 @@ struct ScheduleDoc {
 struct RunDoc {
     run_id: String,
     scheduled_for: bson::DateTime,
-    fired_at: bson::DateTime,
+    fired_at: Option<bson::DateTime>,
     attempt: i32,
     status: RunStatus,
     finished_at: Option<bson::DateTime>,
@@ -263,9 +366,32 @@ struct RunDoc {
     output: Option<String>,
 }
 
+impl ScheduleDoc {
+    fn from_schedule(schedule: &Schedule) -> Self {
+        let fields = ScheduleFields::from(schedule);
+        Self {
+            run_at: fields.run_at.map(bson_time),
+            cron: fields.cron,
+            timezone: fields.timezone,
+            interval_seconds: fields.interval_seconds.map(|s| s as i64),
+            start_at: fields.start_at.map(bson_time),
+        }
+    }
+
+    fn into_schedule(self) -> anyhow::Result<Schedule> {
+        Schedule::try_from(ScheduleFields {
+            run_at: self.run_at.map(chrono_time),
+            cron: self.cron,
+            timezone: self.timezone,
+            interval_seconds: self.interval_seconds.map(u64::try_from).transpose()?,
+            start_at: self.start_at.map(chrono_time),
+        })
+        .map_err(|e| anyhow!(e))
+    }
+}
+
 impl JobDoc {
     fn from_job(job: &Job) -> Result<Self, StoreError> {
-        let Schedule::RunAt(run_at) = job.schedule;
         Ok(Self {
             id: job.id.object_id(),
             name: job.name.clone(),
@@ -273,39 +399,73 @@ impl JobDoc {
             job_type: job.job_type.code(),
             job_data: bson::serialize_to_document(&job.job_data)
                 .map_err(|e| StoreError::Internal(anyhow!(e)))?,
-            schedule: ScheduleDoc {
-                run_at: bson_time(run_at),
+            schedule: ScheduleDoc::from_schedule(&job.schedule),
+            retry: RetryDoc {
+                max_attempts: job.retry.max_attempts as i32,
+                backoff_seconds: job.retry.backoff_seconds as i32,
             },
+            run_timeout_seconds: i64::from(job.run_timeout_seconds),
+            misfire_policy: job.misfire_policy,
+            overlap_policy: job.overlap_policy,
             schedule_time: job.schedule_time.map(bson_time),
             status: job.status.code(),
             created_at: bson_time(job.created_at),
             updated_at: bson_time(job.updated_at),
             version: job.version as i64,
-            open_run: job.open_run.map(|r| r.to_string()),
+            open_runs: job.open_runs.iter().map(RunDoc::from_run).collect(),
+            retries: job
+                .retries
+                .iter()
+                .map(|r| PendingRetryDoc {
+                    due: bson_time(r.due),
+                    scheduled_for: bson_time(r.scheduled_for),
+                    attempt: r.attempt as i32,
+                })
+                .collect(),
             next_attempt: job.next_attempt as i32,
-            due_at: (job.status == JobStatus::Scheduled)
-                .then_some(job.schedule_time)
-                .flatten()
-                .map(bson_time),
+            due_at: job.due_at().map(bson_time),
         })
     }
 
     fn into_job(self) -> anyhow::Result<Job> {
+        let id = JobId::from_object_id(self.id);
         Ok(Job {
-            id: JobId::from_object_id(self.id),
+            id,
             name: self.name,
             description: self.description,
             job_type: JobType::from_code(self.job_type)
                 .ok_or_else(|| anyhow!("unknown job type {}", self.job_type))?,
             job_data: bson::deserialize_from_document(self.job_data)?,
-            schedule: Schedule::RunAt(chrono_time(self.schedule.run_at)),
+            schedule: self.schedule.into_schedule()?,
+            retry: RetryPolicy {
+                max_attempts: u32::try_from(self.retry.max_attempts)?,
+                backoff_seconds: u32::try_from(self.retry.backoff_seconds)?,
+            },
+            run_timeout_seconds: u32::try_from(self.run_timeout_seconds)?,
+            misfire_policy: self.misfire_policy,
+            overlap_policy: self.overlap_policy,
             schedule_time: self.schedule_time.map(chrono_time),
             status: JobStatus::from_code(self.status)
                 .ok_or_else(|| anyhow!("unknown status {}", self.status))?,
             created_at: chrono_time(self.created_at),
             updated_at: chrono_time(self.updated_at),
             version: u64::try_from(self.version)?,
-            open_run: self.open_run.as_deref().map(RunId::parse).transpose()?,
+            open_runs: self
+                .open_runs
+                .into_iter()
+                .map(|r| r.into_run(id))
+                .collect::<anyhow::Result<_>>()?,
+            retries: self
+                .retries
+                .into_iter()
+                .map(|r| {
+                    Ok(PendingRetry {
+                        due: chrono_time(r.due),
+                        scheduled_for: chrono_time(r.scheduled_for),
+                        attempt: u32::try_from(r.attempt)?,
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
             next_attempt: u32::try_from(self.next_attempt)?,
         })
     }
@@ -327,7 +487,7 @@ impl RunDoc {
         Self {
             run_id: run.run_id.to_string(),
             scheduled_for: bson_time(run.scheduled_for),
-            fired_at: bson_time(run.fired_at),
+            fired_at: run.fired_at.map(bson_time),
             attempt: run.attempt as i32,
             status: run.status,
             finished_at: run.finished_at.map(bson_time),
@@ -341,7 +501,7 @@ impl RunDoc {
             run_id: RunId::parse(&self.run_id)?,
             job_id: job,
             scheduled_for: chrono_time(self.scheduled_for),
-            fired_at: chrono_time(self.fired_at),
+            fired_at: self.fired_at.map(chrono_time),
             attempt: u32::try_from(self.attempt)?,
             status: self.status,
             finished_at: self.finished_at.map(chrono_time),
@@ -370,12 +530,12 @@ fn decode_job(document: Document) -> Option<Job> {
     }
 }
 
-/// The runs stored in a job document, newest first; malformed ones are logged and skipped.
+/// The ledger stored in a job document; malformed runs are logged and skipped.
 fn decode_runs(job: JobId, document: &Document) -> Vec<Run> {
     let Ok(runs) = document.get_array("runs") else {
         return Vec::new();
     };
-    let mut decoded: Vec<Run> = runs
+    let decoded: Vec<Run> = runs
         .iter()
         .filter_map(|run| {
             let result = bson::deserialize_from_bson::<RunDoc>(run.clone())
@@ -390,24 +550,7 @@ fn decode_runs(job: JobId, document: &Document) -> Vec<Run> {
             }
         })
         .collect();
-    decoded.sort_by(|a, b| {
-        b.fired_at
-            .cmp(&a.fired_at)
-            .then_with(|| b.run_id.to_string().cmp(&a.run_id.to_string()))
-    });
     decoded
-}
-
-/// Adds pushing `run` onto the job's runs to an update (beside an outbox push, if any).
-fn push_run(update: &mut Document, run: Bson) {
-    match update.get_document_mut("$push") {
-        Ok(push) => {
-            push.insert("runs", run);
-        }
-        Err(_) => {
-            update.insert("$push", doc! { "runs": run });
-        }
-    }
 }
 
 /// Escapes a text for use as a literal inside a regular expression.
@@ -465,9 +608,13 @@ impl JobStore for MongoStore {
             document.insert("idempotencyKey", &key.key);
             document.insert("idempotencyFingerprint", &key.fingerprint);
         }
-        if let Some(event) = outbox {
-            document.insert("outbox", vec![Bson::Document(outbox_entry(event)?)]);
-            document.insert("outboxAt", bson_time(event.time));
+        if let Some(first) = outbox.first() {
+            let entries = outbox
+                .iter()
+                .map(|e| outbox_entry(e).map(Bson::Document))
+                .collect::<Result<Vec<_>, _>>()?;
+            document.insert("outbox", entries);
+            document.insert("outboxAt", bson_time(first.time));
         }
         self.jobs.insert_one(document).await.map_err(map_err)?;
         Ok(())
@@ -535,59 +682,22 @@ impl JobStore for MongoStore {
         &self,
         job: &Job,
         expected_version: u64,
-        run: Option<&Run>,
+        finished: &[Run],
         outbox: Outbox<'_>,
     ) -> Result<(), StoreError> {
-        let set = JobDoc::from_job(job)?.set_fields()?;
         let id = job.id.object_id();
-        let version = expected_version as i64;
-        let matched = match run {
-            None => {
-                let mut update = doc! { "$set": set };
-                outbox_update(&mut update, outbox)?;
-                self.jobs
-                    .update_one(live(doc! { "_id": id, "version": version }), update)
-                    .await
-                    .map_err(map_err)?
-                    .matched_count
-            }
-            Some(run) => {
-                let run_bson = RunDoc::from_run(run).to_bson()?;
-                let run_id = run.run_id.to_string();
-                // Replace the run where the job holds it, else add it: both in the one write
-                // that changes the job.
-                let mut replace = set.clone();
-                replace.insert("runs.$", run_bson.clone());
-                let mut update = doc! { "$set": replace };
-                outbox_update(&mut update, outbox)?;
-                let replaced = self
-                    .jobs
-                    .update_one(
-                        live(doc! { "_id": id, "version": version, "runs.runId": &run_id }),
-                        update,
-                    )
-                    .await
-                    .map_err(map_err)?
-                    .matched_count;
-                if replaced == 1 {
-                    1
-                } else {
-                    let mut update = doc! { "$set": set };
-                    outbox_update(&mut update, outbox)?;
-                    push_run(&mut update, run_bson);
-                    self.jobs
-                        .update_one(
-                            live(
-                                doc! { "_id": id, "version": version, "runs.runId": { "$ne": &run_id } },
-                            ),
-                            update,
-                        )
-                        .await
-                        .map_err(map_err)?
-                        .matched_count
-                }
-            }
-        };
+        let mut update = doc! { "$set": JobDoc::from_job(job)?.set_fields()? };
+        ledger_update(&mut update, finished, self.history)?;
+        outbox_update(&mut update, outbox)?;
+        let matched = self
+            .jobs
+            .update_one(
+                live(doc! { "_id": id, "version": expected_version as i64 }),
+                update,
+            )
+            .await
+            .map_err(map_err)?
+            .matched_count;
         if matched == 1 {
             return Ok(());
         }
@@ -601,7 +711,7 @@ impl JobStore for MongoStore {
         outbox: Outbox<'_>,
     ) -> Result<(), StoreError> {
         let filter = live(doc! { "_id": id.object_id(), "version": expected_version as i64 });
-        let matched = if outbox.is_some() {
+        let matched = if !outbox.is_empty() {
             // A tombstone holds the deletion event until the relay has published it.
             let mut update = doc! {
                 "$set": {
@@ -636,7 +746,6 @@ impl JobStore for MongoStore {
         let due = self
             .jobs
             .find_one(doc! {
-                "status": JobStatus::Scheduled.code(),
                 "dueAt": { "$ne": Bson::Null },
                 "leaseUntil": Bson::Null,
             })
@@ -661,10 +770,9 @@ impl JobStore for MongoStore {
         lease: &Lease,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<Job>, StoreError> {
+    ) -> Result<Vec<Claim>, StoreError> {
         let now = bson_time(now);
         let claimable = doc! {
-            "status": JobStatus::Scheduled.code(),
             "dueAt": { "$lte": now },
             "$or": [
                 { "leaseUntil": Bson::Null },
@@ -685,7 +793,7 @@ impl JobStore for MongoStore {
             .try_collect()
             .await
             .map_err(map_err)?;
-        let mut claimed = Vec::with_capacity(candidates.len());
+        let mut claims = Vec::with_capacity(candidates.len());
         for candidate in candidates {
             let Ok(id) = candidate.get_object_id("_id") else {
                 continue;
@@ -696,70 +804,66 @@ impl JobStore for MongoStore {
                 .jobs
                 .find_one_and_update(
                     filter,
-                    doc! { "$set": {
-                        "leaseOwner": &lease.owner,
-                        "leaseUntil": bson_time(lease.until),
-                    } },
+                    doc! {
+                        "$set": {
+                            "leaseOwner": &lease.owner,
+                            "leaseUntil": bson_time(lease.until),
+                        },
+                        "$inc": { "fence": 1_i64 },
+                    },
                 )
                 .projection(without_runs())
                 .return_document(ReturnDocument::After)
                 .await
                 .map_err(map_err)?;
-            if let Some(job) = taken.and_then(decode_job) {
-                claimed.push(job);
+            let Some(document) = taken else {
+                continue;
+            };
+            let token = match document.get("fence") {
+                Some(Bson::Int64(n)) => *n as u64,
+                Some(Bson::Int32(n)) => *n as u64,
+                _ => 0,
+            };
+            if let Some(job) = decode_job(document) {
+                claims.push(Claim { job, token });
             }
         }
-        claimed.sort_by_key(|job| job.schedule_time);
-        Ok(claimed)
+        claims.sort_by_key(|c| c.job.due_at());
+        Ok(claims)
     }
 
-    async fn record_fires(&self, lease: &Lease, fires: &[Fire]) -> Result<Vec<JobId>, StoreError> {
-        let mut written = Vec::with_capacity(fires.len());
-        for Fire { job, run, event } in fires {
-            let mut update = doc! { "$set": JobDoc::from_job(job)?.set_fields()? };
-            outbox_update(&mut update, event.as_ref())?;
-            push_run(&mut update, RunDoc::from_run(run).to_bson()?);
+    async fn record_steps(
+        &self,
+        lease: &Lease,
+        steps: &[ClaimedStep],
+    ) -> Result<Vec<JobId>, StoreError> {
+        let mut written = Vec::with_capacity(steps.len());
+        for step in steps {
+            let mut update = doc! { "$set": JobDoc::from_job(&step.job)?.set_fields()? };
+            ledger_update(&mut update, &step.finished, self.history)?;
+            outbox_update(&mut update, &step.events)?;
             let result = self
                 .jobs
                 .update_one(
                     live(doc! {
-                        "_id": job.id.object_id(),
-                        "version": (job.version - 1) as i64,
+                        "_id": step.job.id.object_id(),
+                        "version": (step.job.version - 1) as i64,
                         "leaseOwner": &lease.owner,
-                        "runs.runId": { "$ne": run.run_id.to_string() },
+                        "fence": step.token as i64,
                     }),
                     update,
                 )
                 .await
                 .map_err(map_err)?;
             if result.matched_count == 1 {
-                written.push(job.id);
+                written.push(step.job.id);
             }
         }
         Ok(written)
     }
 
-    async fn get_run(&self, job: JobId, run: RunId) -> Result<Option<Run>, StoreError> {
-        Ok(self
-            .runs_of(job)
-            .await?
-            .into_iter()
-            .find(|r| r.run_id == run))
-    }
-
-    async fn list_runs(
-        &self,
-        job: JobId,
-        page: PageRequest,
-    ) -> Result<(Vec<Run>, u64), StoreError> {
-        let runs = self.runs_of(job).await?;
-        let total = runs.len() as u64;
-        let page_runs = runs
-            .into_iter()
-            .skip(usize::try_from(page.offset()).unwrap_or(usize::MAX))
-            .take(page.size as usize)
-            .collect();
-        Ok((page_runs, total))
+    async fn run_history(&self, job: JobId) -> Result<Vec<Run>, StoreError> {
+        self.runs_of(job).await
     }
 
     async fn take_relay_lease(

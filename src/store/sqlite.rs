@@ -21,9 +21,12 @@ use rusqlite::{Connection, OptionalExtension, ToSql, TransactionBehavior, params
 
 use uuid::Uuid;
 
-use super::{Fire, IdempotencyKey, JobFilter, JobStore, Lease, Outbox, PageRequest, StoreError};
+use super::{
+    Claim, ClaimedStep, DEFAULT_RUN_HISTORY, IdempotencyKey, JobFilter, JobStore, Lease, Outbox,
+    PageRequest, StoreError,
+};
 use crate::{
-    domain::{Job, JobId, JobStatus, Run, RunId},
+    domain::{Job, JobId, Run},
     events::Event,
 };
 
@@ -42,17 +45,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     idempotency_key TEXT UNIQUE,
     idempotency_fingerprint TEXT
 );
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs(status, due_at);
+DROP INDEX IF EXISTS jobs_due;
+CREATE INDEX IF NOT EXISTS jobs_due_at ON jobs(due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_lease ON jobs(lease_until) WHERE lease_until IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at, id);
 CREATE INDEX IF NOT EXISTS jobs_name ON jobs(name);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS ledger (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id TEXT NOT NULL,
-    fired_at INTEGER NOT NULL,
+    run_id TEXT NOT NULL,
     doc TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS runs_job ON runs(job_id, fired_at);
+CREATE INDEX IF NOT EXISTS ledger_job ON ledger(job_id, seq);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL UNIQUE,
@@ -74,6 +78,8 @@ const RELAY_LEASE: &str = "outbox-relay";
 pub struct SqliteStore {
     /// The one connection; SQLite serialises writers anyway.
     conn: Arc<Mutex<Connection>>,
+    /// Finished runs kept per job.
+    history: usize,
 }
 
 impl SqliteStore {
@@ -98,9 +104,17 @@ impl SqliteStore {
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)
             .context("Failed to create the embedded store's schema")?;
+        add_fence_column(&conn).context("Failed to add the fencing token column")?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            history: DEFAULT_RUN_HISTORY,
         })
+    }
+
+    /// The same store, keeping `history` finished runs per job.
+    pub fn with_history(mut self, history: usize) -> Self {
+        self.history = history.max(1);
+        self
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -119,6 +133,17 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Internal(anyhow!(e)))?
     }
+}
+
+/// Files made before fencing tokens existed lack the column.
+fn add_fence_column(conn: &Connection) -> rusqlite::Result<()> {
+    let has = conn
+        .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'fence'")?
+        .exists([])?;
+    if !has {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN fence INTEGER NOT NULL DEFAULT 0")?;
+    }
+    Ok(())
 }
 
 fn map_err(e: rusqlite::Error) -> StoreError {
@@ -158,12 +183,9 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Internal(anyhow!(e)))
 }
 
-/// The due time the claim query sees: only scheduled jobs are due.
+/// The due time the claim query sees.
 fn due_at(job: &Job) -> Option<i64> {
-    (job.status == JobStatus::Scheduled)
-        .then_some(job.schedule_time)
-        .flatten()
-        .map(millis)
+    job.due_at().map(millis)
 }
 
 fn read_jobs(
@@ -183,19 +205,20 @@ fn read_jobs(
     Ok(jobs)
 }
 
-/// Replaces a job's row if it has `expected_version` (and, with `owner`, is held by that owner).
+/// Replaces a job's row if it has `expected_version` (and, with a claim, is held by that owner
+/// under that fencing token).
 fn replace_job(
     tx: &Connection,
     job: &Job,
     expected_version: u64,
-    owner: Option<&str>,
+    claim: Option<(&str, u64)>,
 ) -> Result<bool, StoreError> {
     let doc = encode(job)?;
     let changed = tx
         .prepare_cached(
             "UPDATE jobs SET doc = ?1, name = ?2, status = ?3, job_type = ?4, due_at = ?5,
                  version = ?6, lease_owner = NULL, lease_until = NULL
-             WHERE id = ?7 AND version = ?8 AND (?9 IS NULL OR lease_owner = ?9)",
+             WHERE id = ?7 AND version = ?8 AND (?9 IS NULL OR (lease_owner = ?9 AND fence = ?10))",
         )
         .and_then(|mut stmt| {
             stmt.execute(params![
@@ -207,63 +230,59 @@ fn replace_job(
                 job.version as i64,
                 job.id.to_string(),
                 expected_version as i64,
-                owner,
+                claim.map(|(owner, _)| owner),
+                claim.map(|(_, token)| token as i64),
             ])
         })
         .map_err(map_err)?;
     Ok(changed == 1)
 }
 
-/// What a run write does when the run id exists already.
-#[derive(Clone, Copy)]
-enum OnExisting {
-    /// A fire never overwrites a run: the write is skipped.
-    Keep,
-    /// A result replaces the run's document.
-    Replace,
-}
-
-/// Writes a run; returns whether a row was written.
-fn write_run(tx: &Connection, run: &Run, on_existing: OnExisting) -> Result<bool, StoreError> {
-    let doc = encode(run)?;
-    let sql = match on_existing {
-        OnExisting::Keep => {
-            "INSERT INTO runs (run_id, job_id, fired_at, doc) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(run_id) DO NOTHING"
-        }
-        OnExisting::Replace => {
-            "INSERT INTO runs (run_id, job_id, fired_at, doc) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(run_id) DO UPDATE SET doc = excluded.doc"
-        }
-    };
-    let written = tx
-        .prepare_cached(sql)
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                run.run_id.to_string(),
-                run.job_id.to_string(),
-                millis(run.fired_at),
-                doc
-            ])
-        })
-        .map_err(map_err)?;
-    Ok(written == 1)
-}
-
-/// Appends an event to the outbox, inside the caller's transaction.
-fn append_event(tx: &Connection, event: Option<&Event>) -> Result<(), StoreError> {
-    let Some(event) = event else {
+/// Appends finished runs to a job's ledger and drops its records beyond `history`.
+fn append_runs(
+    tx: &Connection,
+    job: JobId,
+    finished: &[Run],
+    history: usize,
+) -> Result<(), StoreError> {
+    if finished.is_empty() {
         return Ok(());
-    };
-    tx.prepare_cached("INSERT INTO outbox (event_id, job_id, doc) VALUES (?1, ?2, ?3)")
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                event.id.to_string(),
-                event.job.id.to_string(),
-                encode(event).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?
-            ])
-        })
+    }
+    let job = job.to_string();
+    {
+        let mut stmt = tx
+            .prepare_cached("INSERT INTO ledger (job_id, run_id, doc) VALUES (?1, ?2, ?3)")
+            .map_err(map_err)?;
+        for run in finished {
+            stmt.execute(params![job, run.run_id.to_string(), encode(run)?])
+                .map_err(map_err)?;
+        }
+    }
+    tx.prepare_cached(
+        "DELETE FROM ledger WHERE job_id = ?1 AND seq <= (
+             SELECT seq FROM ledger WHERE job_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+    )
+    .and_then(|mut stmt| stmt.execute(params![job, history as i64]))
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Appends events to the outbox, inside the caller's transaction.
+fn append_events(tx: &Connection, events: &[Event]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = tx
+        .prepare_cached("INSERT INTO outbox (event_id, job_id, doc) VALUES (?1, ?2, ?3)")
         .map_err(map_err)?;
+    for event in events {
+        stmt.execute(params![
+            event.id.to_string(),
+            event.job.id.to_string(),
+            encode(event)?
+        ])
+        .map_err(map_err)?;
+    }
     Ok(())
 }
 
@@ -293,7 +312,7 @@ impl JobStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let job = job.clone();
         let idempotency = idempotency.cloned();
-        let event = outbox.cloned();
+        let events = outbox.to_vec();
         self.with(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -316,7 +335,7 @@ impl JobStore for SqliteStore {
                 ],
             )
             .map_err(map_err)?;
-            append_event(&tx, event.as_ref())?;
+            append_events(&tx, &events)?;
             tx.commit().map_err(map_err)
         })
         .await
@@ -421,12 +440,13 @@ impl JobStore for SqliteStore {
         &self,
         job: &Job,
         expected_version: u64,
-        run: Option<&Run>,
+        finished: &[Run],
         outbox: Outbox<'_>,
     ) -> Result<(), StoreError> {
         let job = job.clone();
-        let run = run.cloned();
-        let event = outbox.cloned();
+        let finished = finished.to_vec();
+        let events = outbox.to_vec();
+        let history = self.history;
         self.with(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -438,10 +458,8 @@ impl JobStore for SqliteStore {
                     StoreError::NotFound
                 });
             }
-            if let Some(run) = &run {
-                write_run(&tx, run, OnExisting::Replace)?;
-            }
-            append_event(&tx, event.as_ref())?;
+            append_runs(&tx, job.id, &finished, history)?;
+            append_events(&tx, &events)?;
             tx.commit().map_err(map_err)
         })
         .await
@@ -453,7 +471,7 @@ impl JobStore for SqliteStore {
         expected_version: u64,
         outbox: Outbox<'_>,
     ) -> Result<(), StoreError> {
-        let event = outbox.cloned();
+        let events = outbox.to_vec();
         self.with(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -471,9 +489,9 @@ impl JobStore for SqliteStore {
                     StoreError::NotFound
                 });
             }
-            tx.execute("DELETE FROM runs WHERE job_id = ?1", [id.to_string()])
+            tx.execute("DELETE FROM ledger WHERE job_id = ?1", [id.to_string()])
                 .map_err(map_err)?;
-            append_event(&tx, event.as_ref())?;
+            append_events(&tx, &events)?;
             tx.commit().map_err(map_err)
         })
         .await
@@ -483,8 +501,8 @@ impl JobStore for SqliteStore {
         self.with(|conn| {
             let due: Option<i64> = conn
                 .query_row(
-                    "SELECT MIN(due_at) FROM jobs WHERE status = ?1 AND lease_until IS NULL",
-                    [JobStatus::Scheduled.code()],
+                    "SELECT MIN(due_at) FROM jobs WHERE lease_until IS NULL",
+                    [],
                     |r| r.get(0),
                 )
                 .map_err(map_err)?;
@@ -505,64 +523,78 @@ impl JobStore for SqliteStore {
         lease: &Lease,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<Job>, StoreError> {
+    ) -> Result<Vec<Claim>, StoreError> {
         let lease = lease.clone();
         self.with(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
-            let mut jobs = {
+            let mut claims = Vec::new();
+            {
                 let mut stmt = tx
                     .prepare_cached(
-                        "UPDATE jobs SET lease_owner = ?1, lease_until = ?2
+                        "UPDATE jobs SET lease_owner = ?1, lease_until = ?2, fence = fence + 1
                          WHERE id IN (
                              SELECT id FROM jobs
-                             WHERE status = ?3 AND due_at <= ?4
-                               AND (lease_until IS NULL OR lease_until < ?4)
-                             ORDER BY due_at LIMIT ?5)
-                         RETURNING id, doc",
+                             WHERE due_at <= ?3
+                               AND (lease_until IS NULL OR lease_until < ?3)
+                             ORDER BY due_at LIMIT ?4)
+                         RETURNING id, doc, fence",
                     )
                     .map_err(map_err)?;
-                read_jobs(
-                    &mut stmt,
-                    params![
-                        lease.owner,
-                        millis(lease.until),
-                        JobStatus::Scheduled.code(),
-                        millis(now),
-                        limit as i64
-                    ],
-                )?
-            };
+                let rows = stmt
+                    .query_map(
+                        params![lease.owner, millis(lease.until), millis(now), limit as i64],
+                        |row| {
+                            Ok((
+                                row.get::<_, String>(0)?,
+                                row.get::<_, String>(1)?,
+                                row.get::<_, i64>(2)?,
+                            ))
+                        },
+                    )
+                    .map_err(map_err)?;
+                for row in rows {
+                    let (id, doc, token) = row.map_err(map_err)?;
+                    if let Some(job) = decode::<Job>("job", &id, &doc) {
+                        claims.push(Claim {
+                            job,
+                            token: token as u64,
+                        });
+                    }
+                }
+            }
             tx.commit().map_err(map_err)?;
-            jobs.sort_by_key(|j| j.schedule_time);
-            Ok(jobs)
+            claims.sort_by_key(|c| c.job.due_at());
+            Ok(claims)
         })
         .await
     }
 
-    async fn record_fires(&self, lease: &Lease, fires: &[Fire]) -> Result<Vec<JobId>, StoreError> {
+    async fn record_steps(
+        &self,
+        lease: &Lease,
+        steps: &[ClaimedStep],
+    ) -> Result<Vec<JobId>, StoreError> {
         let owner = lease.owner.clone();
-        let fires = fires.to_vec();
+        let steps = steps.to_vec();
+        let history = self.history;
         self.with(move |conn| {
             let mut tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
-            let mut written = Vec::with_capacity(fires.len());
-            for Fire { job, run, event } in &fires {
-                // Each fire in its own savepoint: one that cannot be written leaves no trace.
-                let fire = tx.savepoint().map_err(map_err)?;
-                if !replace_job(&fire, job, job.version - 1, Some(&owner))? {
-                    continue; // changed or taken over since the claim
+            let mut written = Vec::with_capacity(steps.len());
+            for step in &steps {
+                // Each step in its own savepoint: one that cannot be written leaves no trace.
+                let savepoint = tx.savepoint().map_err(map_err)?;
+                let claim = Some((owner.as_str(), step.token));
+                if !replace_job(&savepoint, &step.job, step.job.version - 1, claim)? {
+                    continue; // changed or claimed by another since this claim
                 }
-                if write_run(&fire, run, OnExisting::Keep)? {
-                    append_event(&fire, event.as_ref())?;
-                    fire.commit().map_err(map_err)?;
-                    written.push(job.id);
-                } else {
-                    tracing::error!(job = %job.id, run = %run.run_id,
-                        "a run with this id exists already; the fire is not recorded");
-                }
+                append_runs(&savepoint, step.job.id, &step.finished, history)?;
+                append_events(&savepoint, &step.events)?;
+                savepoint.commit().map_err(map_err)?;
+                written.push(step.job.id);
             }
             tx.commit().map_err(map_err)?;
             Ok(written)
@@ -570,52 +602,22 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn get_run(&self, job: JobId, run: RunId) -> Result<Option<Run>, StoreError> {
+    async fn run_history(&self, job: JobId) -> Result<Vec<Run>, StoreError> {
         self.with(move |conn| {
-            let run_id = run.to_string();
-            let doc = conn
-                .query_row(
-                    "SELECT doc FROM runs WHERE run_id = ?1 AND job_id = ?2",
-                    [&run_id, &job.to_string()],
-                    |row| row.get::<_, String>(0),
-                )
-                .optional()
-                .map_err(map_err)?;
-            Ok(doc.and_then(|doc| decode("run", &run_id, &doc)))
-        })
-        .await
-    }
-
-    async fn list_runs(
-        &self,
-        job: JobId,
-        page: PageRequest,
-    ) -> Result<(Vec<Run>, u64), StoreError> {
-        self.with(move |conn| {
-            let job = job.to_string();
-            let total: i64 = conn
-                .query_row("SELECT COUNT(*) FROM runs WHERE job_id = ?1", [&job], |r| {
-                    r.get(0)
-                })
-                .map_err(map_err)?;
             let mut stmt = conn
-                .prepare_cached(
-                    "SELECT run_id, doc FROM runs WHERE job_id = ?1
-                     ORDER BY fired_at DESC, run_id DESC LIMIT ?2 OFFSET ?3",
-                )
+                .prepare_cached("SELECT run_id, doc FROM ledger WHERE job_id = ?1 ORDER BY seq")
                 .map_err(map_err)?;
             let rows = stmt
-                .query_map(
-                    params![job, page.size as i64, page.offset() as i64],
-                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
-                )
+                .query_map([job.to_string()], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })
                 .map_err(map_err)?;
             let mut runs = Vec::new();
             for row in rows {
                 let (id, doc) = row.map_err(map_err)?;
                 runs.extend(decode::<Run>("run", &id, &doc));
             }
-            Ok((runs, total as u64))
+            Ok(runs)
         })
         .await
     }

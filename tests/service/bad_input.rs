@@ -159,7 +159,7 @@ fn cases() -> Vec<Case> {
             jobs,
             with(good.clone(), "/schedule", json!({})),
             400,
-            Some("schedule.runAt"),
+            Some("schedule"),
         ),
         case(
             "EMAIL data missing the destination",
@@ -426,6 +426,7 @@ async fn bad_grpc_input_is_invalid_argument_with_field_violations_and_stores_not
         }),
         job_type: pb::JobType::Sms as i32,
         job_data: "{}".into(),
+        ..Default::default()
     };
     let cases: Vec<(&str, pb::CreateJobRequest, &str)> = vec![
         (

@@ -22,6 +22,7 @@ fn email_request(name: &str, at: &str) -> pb::CreateJobRequest {
         schedule_time: Some(timestamp(at)),
         job_type: pb::JobType::Email as i32,
         job_data: r#"{"SourceAddress":"a@example.com","DestinationAddress":"b@example.com","Subject":"s","Message":"m"}"#.into(),
+        ..Default::default()
     }
 }
 
@@ -89,6 +90,7 @@ async fn older_clients_create_get_list_update_and_delete() {
             schedule_time: Some(timestamp("2031-06-01T12:00:00Z")),
             job_type: pb::JobType::Sms as i32,
             job_data: r#"{"To":"+100"}"#.into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -451,6 +453,7 @@ async fn update_with_bad_input_or_a_stale_version_changes_nothing() {
         schedule_time: Some(timestamp("2030-01-01T09:00:00Z")),
         job_type: pb::JobType::Sms as i32,
         job_data: "{}".into(),
+        ..Default::default()
     };
     let bad = client
         .update_job(pb::UpdateJobRequest {

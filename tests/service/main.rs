@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod compose;
+mod engine;
 mod fire;
 mod grpc;
 mod helpers;
@@ -11,5 +12,6 @@ mod kafka;
 mod mongo;
 mod openapi;
 mod process;
+mod replicas;
 mod rest;
 mod store;

@@ -25,22 +25,25 @@ impl Service {
 
     /// As `start`, with more flags.
     pub async fn start_with(data_dir: &Path, flags: &[String]) -> Self {
+        let mut args = vec![
+            "--store".to_owned(),
+            "embedded".to_owned(),
+            "--data-dir".to_owned(),
+            data_dir.display().to_string(),
+        ];
+        args.extend_from_slice(flags);
+        Self::start_args(&args).await
+    }
+
+    /// Starts the binary on a free port with exactly these flags (besides host and port).
+    pub async fn start_args(flags: &[String]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let child = Command::new(env!("CARGO_BIN_EXE_scheduler"))
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--store",
-                "embedded",
-                "--data-dir",
-            ])
-            .arg(data_dir)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(flags)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

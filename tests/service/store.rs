@@ -4,14 +4,18 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use scheduler::{
     config::Config,
-    domain::{Job, JobInput, JobStatus, JobType, RunStatus, truncate},
+    domain::{
+        DEFAULT_RUN_TIMEOUT_SECONDS, Job, JobId, JobInput, JobStatus, JobType, PendingRetry, Run,
+        RunId, RunResult, RunStatus, Schedule, truncate,
+    },
     events::{Event, EventKind},
+    lifecycle::Limits,
     store::{
-        Fire, IdempotencyKey, JobFilter, JobStore, Lease, PageRequest, StoreError,
-        mongo::MongoStore, sqlite::SqliteStore,
+        Claim, ClaimedStep, DEFAULT_RUN_HISTORY, IdempotencyKey, JobFilter, JobStore, Lease,
+        PageRequest, StoreError, mongo::MongoStore, sqlite::SqliteStore,
     },
 };
 use serde_json::json;
@@ -33,9 +37,16 @@ impl Backend {
     }
 
     pub async fn open(&self) -> Arc<dyn JobStore> {
+        self.open_with_history(DEFAULT_RUN_HISTORY).await
+    }
+
+    /// The store, keeping `history` finished runs per job.
+    pub async fn open_with_history(&self, history: usize) -> Arc<dyn JobStore> {
         match self {
-            Self::Embedded(dir) => Arc::new(SqliteStore::open(dir.path()).unwrap()),
-            Self::Mongo(database) => Arc::new(mongo_store(database).await),
+            Self::Embedded(dir) => {
+                Arc::new(SqliteStore::open(dir.path()).unwrap().with_history(history))
+            }
+            Self::Mongo(database) => Arc::new(mongo_store(database).await.with_history(history)),
         }
     }
 }
@@ -58,19 +69,72 @@ pub async fn mongo_store(database: &str) -> MongoStore {
     MongoStore::connect(settings).await.unwrap()
 }
 
-fn job_due(name: &str, at: chrono::DateTime<Utc>) -> Job {
-    let input: JobInput = serde_json::from_value(json!({
-        "name": name, "jobType": "SMS", "jobData": {"To": "+100", "Count": 3},
-        "schedule": {"runAt": scheduler::domain::format_time(at)}
-    }))
-    .unwrap();
+fn job_from(input: serde_json::Value) -> Job {
+    let input: JobInput = serde_json::from_value(input).unwrap();
     Job::new(input.parse().unwrap(), Utc::now())
 }
 
-fn lease(owner: &str, until: chrono::DateTime<Utc>) -> Lease {
+/// A one-shot SMS job due at `at`, with the default policies.
+fn job_due(name: &str, at: DateTime<Utc>) -> Job {
+    job_from(json!({
+        "name": name, "jobType": "SMS", "jobData": {"To": "+100", "Count": 3},
+        "schedule": {"runAt": scheduler::domain::format_time(at)}
+    }))
+}
+
+/// The job as the scheduler leaves it after firing it at `at`: its run open, RUNNING.
+fn fired_at(job: &Job, at: DateTime<Utc>) -> Job {
+    let fired = job.settle(at, &Limits::default(), 0.5).job;
+    assert_eq!(fired.open_runs.len(), 1);
+    fired
+}
+
+/// A finished run of `job` due at `scheduled_for`; the statuses of fires that did not happen
+/// have no fire time.
+fn finished_run(job: &Job, scheduled_for: DateTime<Utc>, status: RunStatus) -> Run {
+    let fired = !matches!(
+        status,
+        RunStatus::Skipped | RunStatus::Missed | RunStatus::Cancelled
+    );
+    Run {
+        run_id: RunId::derive(job.id, scheduled_for, 1),
+        job_id: job.id,
+        scheduled_for,
+        fired_at: fired.then_some(scheduled_for),
+        attempt: 1,
+        status,
+        finished_at: Some(scheduled_for + Duration::seconds(1)),
+        error: (status != RunStatus::Succeeded).then(|| format!("{} run", status.name())),
+        output: (status == RunStatus::Succeeded).then(|| "done".to_owned()),
+    }
+}
+
+fn lease(owner: &str, until: DateTime<Utc>) -> Lease {
     Lease {
         owner: owner.into(),
         until,
+    }
+}
+
+/// What the scheduler stores for `claim` at `now`: the domain's step, without events.
+fn settle(claim: &Claim, now: DateTime<Utc>) -> ClaimedStep {
+    let step = claim.job.settle(now, &Limits::default(), 0.5);
+    ClaimedStep {
+        token: claim.token,
+        job: step.job,
+        finished: step.finished,
+        events: Vec::new(),
+    }
+}
+
+/// The same step with its events, as stored when events go through the outbox.
+fn settle_with_events(claim: &Claim, now: DateTime<Utc>) -> ClaimedStep {
+    let step = claim.job.settle(now, &Limits::default(), 0.5);
+    ClaimedStep {
+        token: claim.token,
+        events: step.events(),
+        job: step.job,
+        finished: step.finished,
     }
 }
 
@@ -102,8 +166,12 @@ conformance!(
     a_lease_holds_until_it_lapses_and_then_passes_on,
     a_job_changed_after_its_claim_is_not_fired_by_that_claim,
     due_jobs_are_claimed_earliest_first_and_next_due_sees_them,
+    claims_follow_the_due_time_whatever_the_status,
     conditional_updates_lose_to_a_newer_version,
-    runs_are_written_with_the_job_and_never_overwritten_by_a_fire,
+    finished_runs_are_appended_to_the_ledger_with_the_job,
+    a_stale_fencing_token_is_refused_even_from_the_same_owner,
+    a_superseded_claimer_writes_nothing_and_stores_no_event,
+    the_ledger_keeps_the_newest_runs_in_order,
     paging_counts_and_filters_are_exact_at_the_edges,
     idempotency_keys_are_unique,
     deleting_removes_the_job_and_its_runs,
@@ -116,20 +184,44 @@ conformance!(
 async fn stored_job_reads_back_equal_and_survives_a_reopen(backend: Backend) {
     let store = backend.open().await;
     store.ping().await.unwrap();
-    let job = job_due("durable job", Utc::now() + Duration::hours(1));
-    store.insert(&job, None, None).await.unwrap();
-    assert_eq!(store.get(job.id).await.unwrap().as_ref(), Some(&job));
+    let now = truncate(Utc::now());
+    let plain = job_due("durable job", now + Duration::hours(1));
+    // Every field away from its default: policies, an open run and a waiting retry.
+    let mut busy = job_from(json!({
+        "name": "busy job", "description": "all fields set", "jobType": "SMS",
+        "jobData": {"To": "+100", "Count": 3, "Tags": ["a", "b"], "Nested": {"On": true}},
+        "schedule": {"cron": "0 9 * * MON", "timezone": "Europe/Berlin"},
+        "retry": {"maxAttempts": 3, "backoffSeconds": 7},
+        "runTimeoutSeconds": 42, "misfirePolicy": "FIRE_ALL", "overlapPolicy": "ALLOW"
+    }));
+    let mut open = finished_run(&busy, now - Duration::seconds(5), RunStatus::Running);
+    open.finished_at = None;
+    open.error = None;
+    busy.open_runs.push(open);
+    busy.retries.push(PendingRetry {
+        due: now + Duration::seconds(30),
+        scheduled_for: now - Duration::minutes(10),
+        attempt: 2,
+    });
+    busy.next_attempt = 2;
+    busy.refresh_status(None);
+    assert_eq!(busy.status, JobStatus::Running);
+    let interval = job_from(json!({
+        "name": "every minute", "jobType": "SMS", "jobData": {"To": "+100"},
+        "schedule": {"intervalSeconds": 60}
+    }));
+    let jobs = [plain, busy, interval];
+    for job in &jobs {
+        store.insert(job, None, &[]).await.unwrap();
+        assert_eq!(store.get(job.id).await.unwrap().as_ref(), Some(job));
+    }
     drop(store);
 
     let reopened = backend.open().await;
-    assert_eq!(reopened.get(job.id).await.unwrap(), Some(job));
-    assert_eq!(
-        reopened
-            .get(scheduler::domain::JobId::generate())
-            .await
-            .unwrap(),
-        None
-    );
+    for job in jobs {
+        assert_eq!(reopened.get(job.id).await.unwrap(), Some(job));
+    }
+    assert_eq!(reopened.get(JobId::generate()).await.unwrap(), None);
 }
 
 async fn claims_never_double_fire_under_concurrent_claimers(backend: Backend) {
@@ -138,7 +230,7 @@ async fn claims_never_double_fire_under_concurrent_claimers(backend: Backend) {
     let mut ids = Vec::new();
     for i in 0..120 {
         let job = job_due(&format!("contended {i}"), now - Duration::seconds(1));
-        store.insert(&job, None, None).await.unwrap();
+        store.insert(&job, None, &[]).await.unwrap();
         ids.push(job.id);
     }
     // Four schedulers, each on its own connection, claim and fire until nothing is due.
@@ -154,8 +246,8 @@ async fn claims_never_double_fire_under_concurrent_claimers(backend: Backend) {
                 if claimed.is_empty() {
                     break fired;
                 }
-                let fires: Vec<Fire> = claimed.iter().map(|job| job.fired(now).into()).collect();
-                fired.extend(store.record_fires(&lease, &fires).await.unwrap());
+                let steps: Vec<_> = claimed.iter().map(|c| settle(c, now)).collect();
+                fired.extend(store.record_steps(&lease, &steps).await.unwrap());
             }
         }));
     }
@@ -168,16 +260,13 @@ async fn claims_never_double_fire_under_concurrent_claimers(backend: Backend) {
     assert_eq!(count.len(), ids.len(), "every due job fired");
     assert!(count.values().all(|&n| n == 1), "a job fired twice");
     for id in ids {
-        let (runs, total) = store
-            .list_runs(id, PageRequest { page: 1, size: 10 })
-            .await
-            .unwrap();
-        assert_eq!(total, 1);
-        assert_eq!(runs[0].status, RunStatus::Running);
-        assert_eq!(
-            store.get(id).await.unwrap().unwrap().status,
-            JobStatus::Running
-        );
+        let job = store.get(id).await.unwrap().unwrap();
+        assert_eq!(job.status, JobStatus::Running);
+        assert_eq!(job.version, 2);
+        assert_eq!(job.open_runs.len(), 1, "one run fired");
+        assert_eq!(job.open_runs[0].status, RunStatus::Running);
+        assert_eq!(job.schedule_time, None);
+        assert!(store.run_history(id).await.unwrap().is_empty());
     }
 }
 
@@ -186,11 +275,12 @@ async fn a_lease_holds_until_it_lapses_and_then_passes_on(backend: Backend) {
     let b = backend.open().await;
     let now = truncate(Utc::now());
     let job = job_due("leased", now - Duration::seconds(1));
-    a.insert(&job, None, None).await.unwrap();
+    a.insert(&job, None, &[]).await.unwrap();
 
     let lease_a = lease("a", now + Duration::seconds(10));
     let claimed = a.claim_due(&lease_a, now, 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].job, job);
     let lease_b = lease("b", now + Duration::seconds(40));
     assert!(b.claim_due(&lease_b, now, 10).await.unwrap().is_empty());
     assert_eq!(b.next_due().await.unwrap(), Some(lease_a.until));
@@ -199,45 +289,61 @@ async fn a_lease_holds_until_it_lapses_and_then_passes_on(backend: Backend) {
     let later = now + Duration::seconds(11);
     let reclaimed = b.claim_due(&lease_b, later, 10).await.unwrap();
     assert_eq!(reclaimed.len(), 1);
-    // A, back too late, cannot write its fire; B can.
+    assert!(reclaimed[0].token > claimed[0].token, "every claim fences");
+    // A, back too late, cannot write its step; B can.
     assert!(
-        a.record_fires(&lease_a, &[claimed[0].fired(later).into()])
+        a.record_steps(&lease_a, &[settle(&claimed[0], later)])
             .await
             .unwrap()
             .is_empty()
     );
-    let fire: Fire = reclaimed[0].fired(later).into();
+    let step = settle(&reclaimed[0], later);
     assert_eq!(
-        b.record_fires(&lease_b, std::slice::from_ref(&fire))
+        b.record_steps(&lease_b, std::slice::from_ref(&step))
             .await
             .unwrap(),
         vec![job.id]
     );
-    let stored = a.get_run(job.id, fire.run.run_id).await.unwrap().unwrap();
-    assert_eq!(stored, fire.run);
+    let stored = a.get(job.id).await.unwrap().unwrap();
+    assert_eq!(stored, step.job);
+    assert_eq!(stored.open_runs.len(), 1);
+    assert_eq!(stored.open_runs[0].fired_at, Some(later));
+    // The write released the lease: next the open run's deadline is due.
+    let deadline = later + Duration::seconds(DEFAULT_RUN_TIMEOUT_SECONDS.into());
+    assert_eq!(stored.due_at(), Some(deadline));
+    assert_eq!(a.next_due().await.unwrap(), Some(deadline));
 }
 
 async fn a_job_changed_after_its_claim_is_not_fired_by_that_claim(backend: Backend) {
     let store = backend.open().await;
     let now = truncate(Utc::now());
     let job = job_due("moved away", now);
-    store.insert(&job, None, None).await.unwrap();
+    store.insert(&job, None, &[]).await.unwrap();
     let lease = lease("a", now + Duration::seconds(10));
     let claimed = store.claim_due(&lease, now, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
 
-    let mut moved = job.clone();
-    moved.schedule_time = Some(now + Duration::days(365));
-    moved.touch(now);
-    store.update(&moved, job.version, None, None).await.unwrap();
+    let mut spec = job.spec();
+    spec.schedule = Schedule::RunAt(now + Duration::days(365));
+    let moved = job.with_spec(spec, now);
+    assert_eq!(moved.schedule_time, Some(now + Duration::days(365)));
+    store.update(&moved, job.version, &[], &[]).await.unwrap();
 
     assert!(
         store
-            .record_fires(&lease, &[claimed[0].fired(now).into()])
+            .record_steps(&lease, &[settle(&claimed[0], now)])
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(store.get(job.id).await.unwrap(), Some(moved));
+    assert!(store.run_history(job.id).await.unwrap().is_empty());
+    // The update released the claim: the job waits for its new time, unleased.
+    assert_eq!(
+        store.next_due().await.unwrap(),
+        Some(now + Duration::days(365))
+    );
+    assert!(store.claim_due(&lease, now, 10).await.unwrap().is_empty());
 }
 
 async fn due_jobs_are_claimed_earliest_first_and_next_due_sees_them(backend: Backend) {
@@ -247,7 +353,7 @@ async fn due_jobs_are_claimed_earliest_first_and_next_due_sees_them(backend: Bac
     let offsets = [5, -3, 60, -10, 0];
     for (i, seconds) in offsets.iter().enumerate() {
         let job = job_due(&format!("due {i}"), now + Duration::seconds(*seconds));
-        store.insert(&job, None, None).await.unwrap();
+        store.insert(&job, None, &[]).await.unwrap();
     }
     assert_eq!(
         store.next_due().await.unwrap(),
@@ -255,9 +361,10 @@ async fn due_jobs_are_claimed_earliest_first_and_next_due_sees_them(backend: Bac
     );
     let lease = lease("a", now + Duration::seconds(30));
     let first = store.claim_due(&lease, now, 1).await.unwrap();
-    assert_eq!(first[0].schedule_time, Some(now - Duration::seconds(10)));
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].job.due_at(), Some(now - Duration::seconds(10)));
     let rest = store.claim_due(&lease, now, 10).await.unwrap();
-    let times: Vec<_> = rest.iter().map(|j| j.schedule_time.unwrap()).collect();
+    let times: Vec<_> = rest.iter().map(|c| c.job.due_at().unwrap()).collect();
     assert_eq!(times, vec![now - Duration::seconds(3), now]);
     // Only future jobs and the leases remain: the earliest lease lapse or future due time.
     assert_eq!(
@@ -266,109 +373,368 @@ async fn due_jobs_are_claimed_earliest_first_and_next_due_sees_them(backend: Bac
     );
 }
 
-async fn conditional_updates_lose_to_a_newer_version(backend: Backend) {
-    let store = backend.open().await;
-    let job = job_due("versioned", Utc::now() + Duration::hours(1));
-    store.insert(&job, None, None).await.unwrap();
-    let mut first = job.clone();
-    first.name = "first writer".into();
-    first.touch(Utc::now());
-    store.update(&first, 1, None, None).await.unwrap();
-
-    let mut second = job.clone();
-    second.name = "second writer".into();
-    second.touch(Utc::now());
-    assert!(matches!(
-        store.update(&second, 1, None, None).await,
-        Err(StoreError::VersionConflict)
-    ));
-    assert_eq!(store.get(job.id).await.unwrap(), Some(first));
-
-    let mut ghost = job_due("never stored", Utc::now());
-    ghost.touch(Utc::now());
-    assert!(matches!(
-        store.update(&ghost, 1, None, None).await,
-        Err(StoreError::NotFound)
-    ));
-}
-
-async fn runs_are_written_with_the_job_and_never_overwritten_by_a_fire(backend: Backend) {
+async fn claims_follow_the_due_time_whatever_the_status(backend: Backend) {
     let store = backend.open().await;
     let now = truncate(Utc::now());
-    let job = job_due("with runs", now);
-    store.insert(&job, None, None).await.unwrap();
-    let lease = lease("a", now + Duration::seconds(30));
-    let claimed = store.claim_due(&lease, now, 1).await.unwrap();
-    let (fired, run) = claimed[0].fired(now);
-    store
-        .record_fires(&lease, &[(fired.clone(), run.clone()).into()])
-        .await
-        .unwrap();
-
-    // A result closes the run in the same write that changes the job.
-    let mut finished_run = run.clone();
-    finished_run.status = RunStatus::Succeeded;
-    finished_run.finished_at = Some(now);
-    finished_run.output = Some("done".into());
-    let mut finished = fired.clone();
-    finished.status = JobStatus::Succeeded;
-    finished.open_run = None;
-    finished.touch(now);
-    store
-        .update(&finished, fired.version, Some(&finished_run), None)
-        .await
-        .unwrap();
+    let timeout = Duration::seconds(DEFAULT_RUN_TIMEOUT_SECONDS.into());
+    // Not due: paused or cancelled at a past fire time, or running within the run's deadline.
+    let paused = job_due("paused", now - Duration::seconds(5))
+        .pause(now)
+        .unwrap()
+        .job;
+    let cancelled = job_due("cancelled", now - Duration::seconds(5))
+        .cancel(now)
+        .unwrap()
+        .job;
+    let running = fired_at(&job_due("running", now - Duration::seconds(10)), now);
+    // Due: an open run past its deadline (also while paused: runs still time out) and a
+    // retry whose backoff has passed.
+    let stuck_at = now - timeout - Duration::seconds(100);
+    let stuck = fired_at(&job_due("stuck", stuck_at), stuck_at);
+    let paused_at = now - timeout - Duration::seconds(200);
+    let paused_stuck = fired_at(&job_due("paused and stuck", paused_at), paused_at)
+        .pause(paused_at)
+        .unwrap()
+        .job;
+    let mut retrying = job_due("retrying", now - Duration::seconds(60));
+    retrying.schedule_time = None;
+    retrying.retries.push(PendingRetry {
+        due: now - Duration::seconds(2),
+        scheduled_for: now - Duration::seconds(60),
+        attempt: 2,
+    });
+    retrying.refresh_status(None);
     assert_eq!(
-        store.get_run(job.id, run.run_id).await.unwrap(),
-        Some(finished_run.clone())
+        [
+            paused.status,
+            cancelled.status,
+            running.status,
+            stuck.status,
+            paused_stuck.status,
+            retrying.status
+        ],
+        [
+            JobStatus::Paused,
+            JobStatus::Cancelled,
+            JobStatus::Running,
+            JobStatus::Running,
+            JobStatus::Paused,
+            JobStatus::Scheduled
+        ]
     );
+    for job in [
+        &paused,
+        &cancelled,
+        &running,
+        &stuck,
+        &paused_stuck,
+        &retrying,
+    ] {
+        store.insert(job, None, &[]).await.unwrap();
+    }
 
-    // Rescheduled to the same time, a fire with the same run id is not written.
-    let mut again = finished.clone();
-    again.status = JobStatus::Scheduled;
-    again.schedule_time = Some(now);
-    again.touch(now);
-    store
-        .update(&again, finished.version, None, None)
+    assert_eq!(
+        store.next_due().await.unwrap(),
+        Some(now - Duration::seconds(200))
+    );
+    let lease = lease("a", now + Duration::hours(1));
+    let claimed: Vec<_> = store
+        .claim_due(&lease, now, 10)
         .await
-        .unwrap();
-    let claimed = store.claim_due(&lease, now, 1).await.unwrap();
-    let refire = claimed[0].fired(now);
-    assert_eq!(refire.1.run_id, run.run_id);
+        .unwrap()
+        .into_iter()
+        .map(|c| c.job)
+        .collect();
+    assert_eq!(claimed, vec![paused_stuck, stuck, retrying]);
+    // Left unleased: the running job, due at its run's deadline (before the leases lapse).
+    assert_eq!(store.next_due().await.unwrap(), Some(now + timeout));
     assert!(
         store
-            .record_fires(&lease, &[refire.into()])
+            .claim_due(&lease, now + timeout - Duration::seconds(1), 10)
             .await
             .unwrap()
             .is_empty()
     );
-    assert_eq!(
-        store.get_run(job.id, run.run_id).await.unwrap(),
-        Some(finished_run)
-    );
-    assert_eq!(
-        store.get(job.id).await.unwrap().unwrap().status,
-        JobStatus::Scheduled
+    let at_deadline = store.claim_due(&lease, now + timeout, 10).await.unwrap();
+    assert_eq!(at_deadline.len(), 1);
+    assert_eq!(at_deadline[0].job, running);
+}
+
+async fn conditional_updates_lose_to_a_newer_version(backend: Backend) {
+    let store = backend.open().await;
+    let job = job_due("versioned", Utc::now() + Duration::hours(1));
+    store.insert(&job, None, &[]).await.unwrap();
+    let mut first = job.clone();
+    first.name = "first writer".into();
+    first.touch(Utc::now());
+    store.update(&first, 1, &[], &[]).await.unwrap();
+
+    let mut second = job.clone();
+    second.name = "second writer".into();
+    second.touch(Utc::now());
+    let lost = finished_run(&second, truncate(Utc::now()), RunStatus::Succeeded);
+    assert!(matches!(
+        store.update(&second, 1, &[lost], &[]).await,
+        Err(StoreError::VersionConflict)
+    ));
+    assert_eq!(store.get(job.id).await.unwrap(), Some(first));
+    assert!(
+        store.run_history(job.id).await.unwrap().is_empty(),
+        "the refused write appended no run"
     );
 
-    // With a new attempt number it is a new run, listed newest first.
-    let mut next = claimed[0].clone();
-    next.next_attempt = 2;
-    let (next_job, next_run) = next.fired(now + Duration::seconds(1));
+    let mut ghost = job_due("never stored", Utc::now());
+    ghost.touch(Utc::now());
+    assert!(matches!(
+        store.update(&ghost, 1, &[], &[]).await,
+        Err(StoreError::NotFound)
+    ));
+}
+async fn finished_runs_are_appended_to_the_ledger_with_the_job(backend: Backend) {
+    let store = backend.open().await;
+    let now = truncate(Utc::now());
+    let job = job_due("with a result", now);
+    let slow = job_due("times out", now);
+    store.insert(&job, None, &[]).await.unwrap();
+    store.insert(&slow, None, &[]).await.unwrap();
+    let lease = lease("a", now + Duration::seconds(30));
+    let claimed = store.claim_due(&lease, now, 10).await.unwrap();
+    let steps: Vec<_> = claimed.iter().map(|c| settle(c, now)).collect();
+    assert_eq!(store.record_steps(&lease, &steps).await.unwrap().len(), 2);
+    // A fired run is open in the job; the ledger holds finished runs only.
+    let fired = store.get(job.id).await.unwrap().unwrap();
+    assert_eq!(fired.status, JobStatus::Running);
+    assert_eq!(fired.open_runs.len(), 1);
+    assert!(store.run_history(job.id).await.unwrap().is_empty());
+
+    // A result closes the run in the same write that changes the job.
+    let result = RunResult::parse(RunStatus::Succeeded, None, Some("done".into())).unwrap();
+    let done = fired
+        .finish_run(
+            Some(fired.open_runs[0].run_id),
+            &result,
+            now + Duration::seconds(1),
+            0.5,
+        )
+        .unwrap();
+    assert_eq!(done.finished.len(), 1);
+    store
+        .update(&done.job, fired.version, &done.finished, &[])
+        .await
+        .unwrap();
+    let stored = store.get(job.id).await.unwrap().unwrap();
+    assert_eq!(stored, done.job);
+    assert_eq!(stored.status, JobStatus::Succeeded);
+    assert!(stored.open_runs.is_empty());
+    let history = store.run_history(job.id).await.unwrap();
+    assert_eq!(history, done.finished);
+    assert_eq!(history[0].run_id, fired.open_runs[0].run_id);
+    assert_eq!(history[0].status, RunStatus::Succeeded);
+    assert_eq!(history[0].output.as_deref(), Some("done"));
+    assert_eq!(history[0].finished_at, Some(now + Duration::seconds(1)));
+
+    // A scheduler step appends the runs it finished: here the other job's run times out.
+    let open = store.get(slow.id).await.unwrap().unwrap();
+    let deadline = open.deadline(&open.open_runs[0]);
+    let claimed = store.claim_due(&lease, deadline, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1, "the finished job is due no more");
+    assert_eq!(claimed[0].job, open);
+    let timeout = settle(&claimed[0], deadline);
     assert_eq!(
         store
-            .record_fires(&lease, &[(next_job, next_run.clone()).into()])
+            .record_steps(&lease, std::slice::from_ref(&timeout))
+            .await
+            .unwrap(),
+        vec![slow.id]
+    );
+    let timed_out = store.run_history(slow.id).await.unwrap();
+    assert_eq!(timed_out, timeout.finished);
+    assert_eq!(timed_out.len(), 1);
+    assert_eq!(timed_out[0].run_id, open.open_runs[0].run_id);
+    assert_eq!(timed_out[0].status, RunStatus::TimedOut);
+    let stored = store.get(slow.id).await.unwrap().unwrap();
+    assert_eq!(stored, timeout.job);
+    assert_eq!(stored.status, JobStatus::Failed);
+    assert!(stored.open_runs.is_empty());
+    // Each job has its own ledger.
+    assert_eq!(store.run_history(job.id).await.unwrap(), done.finished);
+}
+
+async fn a_stale_fencing_token_is_refused_even_from_the_same_owner(backend: Backend) {
+    let store = backend.open().await;
+    let now = truncate(Utc::now());
+    let job = job_due("fenced", now);
+    store.insert(&job, None, &[]).await.unwrap();
+    let first_lease = lease("a", now + Duration::seconds(10));
+    let first = store.claim_due(&first_lease, now, 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    // The same scheduler claims the job again once its first lease has lapsed.
+    let later = now + Duration::seconds(11);
+    let renewed = lease("a", later + Duration::seconds(10));
+    let second = store.claim_due(&renewed, later, 1).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].job, first[0].job);
+    assert!(second[0].token > first[0].token);
+
+    // The first claim's step is refused though its owner holds the job again.
+    for held in [&first_lease, &renewed] {
+        assert!(
+            store
+                .record_steps(held, &[settle_with_events(&first[0], now)])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    assert_eq!(store.get(job.id).await.unwrap(), Some(job.clone()));
+    assert_eq!(pending(&store).await, vec![]);
+
+    let step = settle_with_events(&second[0], later);
+    assert_eq!(
+        store
+            .record_steps(&renewed, std::slice::from_ref(&step))
             .await
             .unwrap(),
         vec![job.id]
     );
-    let (runs, total) = store
-        .list_runs(job.id, PageRequest { page: 1, size: 10 })
+    assert_eq!(store.get(job.id).await.unwrap(), Some(step.job.clone()));
+    assert_eq!(pending(&store).await, vec![(job.id, EventKind::Run, 2)]);
+    // Written once, the step cannot be written again, nor the stale one after it.
+    let stale = settle_with_events(&first[0], later);
+    assert!(
+        store
+            .record_steps(&renewed, &[step.clone(), stale])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.get(job.id).await.unwrap(), Some(step.job));
+    assert_eq!(pending(&store).await, vec![(job.id, EventKind::Run, 2)]);
+}
+
+async fn a_superseded_claimer_writes_nothing_and_stores_no_event(backend: Backend) {
+    let a = backend.open().await;
+    let b = backend.open().await;
+    let now = truncate(Utc::now());
+    let timeout = Duration::seconds(DEFAULT_RUN_TIMEOUT_SECONDS.into());
+    // A job whose open run is past its deadline: its step finishes a run and has events.
+    let fired = fired_at(&job_due("superseded", now - timeout), now - timeout);
+    a.insert(&fired, None, &[]).await.unwrap();
+
+    let lease_a = lease("a", now + Duration::seconds(10));
+    let claimed_a = a.claim_due(&lease_a, now, 10).await.unwrap();
+    assert_eq!(claimed_a.len(), 1);
+    let step_a = settle_with_events(&claimed_a[0], now);
+    assert_eq!(step_a.finished.len(), 1);
+    assert_eq!(step_a.finished[0].status, RunStatus::TimedOut);
+    assert!(!step_a.events.is_empty());
+
+    // A stalls past its lease; B claims the job and so supersedes A's claim.
+    let later = now + Duration::seconds(11);
+    let lease_b = lease("b", later + Duration::seconds(30));
+    let claimed_b = b.claim_due(&lease_b, later, 10).await.unwrap();
+    assert_eq!(claimed_b.len(), 1);
+    assert!(
+        a.record_steps(&lease_a, std::slice::from_ref(&step_a))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(a.get(fired.id).await.unwrap(), Some(fired.clone()));
+    assert!(a.run_history(fired.id).await.unwrap().is_empty());
+    assert_eq!(pending(&a).await, vec![]);
+
+    // B's step is written, with its runs and events only.
+    let step_b = settle_with_events(&claimed_b[0], later);
+    assert_eq!(
+        b.record_steps(&lease_b, std::slice::from_ref(&step_b))
+            .await
+            .unwrap(),
+        vec![fired.id]
+    );
+    // Even once B's lease is released, A's claim stays superseded.
+    assert!(
+        a.record_steps(&lease_a, &[step_a])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(a.get(fired.id).await.unwrap(), Some(step_b.job.clone()));
+    assert_eq!(a.run_history(fired.id).await.unwrap(), step_b.finished);
+    assert_eq!(a.pending_events(100).await.unwrap(), step_b.events);
+}
+
+async fn the_ledger_keeps_the_newest_runs_in_order(backend: Backend) {
+    let store = backend.open_with_history(3).await;
+    let now = truncate(Utc::now());
+    let job = job_due("bounded", now + Duration::hours(1));
+    let neighbour = job_due("neighbour", now + Duration::hours(1));
+    let burst = job_due("burst", now + Duration::hours(1));
+    for j in [&job, &neighbour, &burst] {
+        store.insert(j, None, &[]).await.unwrap();
+    }
+    let statuses = [
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::TimedOut,
+        RunStatus::Skipped,
+        RunStatus::Missed,
+    ];
+    let runs_of = |job: &Job| -> Vec<Run> {
+        statuses
+            .iter()
+            .enumerate()
+            .map(|(i, status)| finished_run(job, now + Duration::minutes(i as i64), *status))
+            .collect()
+    };
+    let runs = runs_of(&job);
+
+    // Five runs in three writes: two, one, then two more, which push out the oldest two.
+    let mut current = job.clone();
+    for (appended, expected) in [
+        (&runs[..2], &runs[..2]),
+        (&runs[2..3], &runs[..3]),
+        (&runs[3..], &runs[2..]),
+    ] {
+        let mut next = current.clone();
+        next.touch(now);
+        store
+            .update(&next, current.version, appended, &[])
+            .await
+            .unwrap();
+        current = next;
+        assert_eq!(store.run_history(job.id).await.unwrap(), expected);
+    }
+
+    // The bound is per job: a neighbour's run neither pushes out nor is pushed out.
+    let mut next = neighbour.clone();
+    next.touch(now);
+    let cancelled = finished_run(&neighbour, now, RunStatus::Cancelled);
+    store
+        .update(
+            &next,
+            neighbour.version,
+            std::slice::from_ref(&cancelled),
+            &[],
+        )
         .await
         .unwrap();
-    assert_eq!(total, 2);
-    assert_eq!(runs[0].run_id, next_run.run_id);
-    assert_eq!(runs[1].run_id, run.run_id);
+    assert_eq!(
+        store.run_history(neighbour.id).await.unwrap(),
+        vec![cancelled]
+    );
+    assert_eq!(store.run_history(job.id).await.unwrap(), &runs[2..]);
+
+    // One write of more runs than the bound keeps its newest ones.
+    let burst_runs = runs_of(&burst);
+    let mut next = burst.clone();
+    next.touch(now);
+    store
+        .update(&next, burst.version, &burst_runs, &[])
+        .await
+        .unwrap();
+    assert_eq!(store.run_history(burst.id).await.unwrap(), &burst_runs[2..]);
+    assert_eq!(store.run_history(JobId::generate()).await.unwrap(), vec![]);
 }
 
 async fn paging_counts_and_filters_are_exact_at_the_edges(backend: Backend) {
@@ -382,12 +748,12 @@ async fn paging_counts_and_filters_are_exact_at_the_edges(backend: Backend) {
             job.job_type = JobType::Email;
             job.status = JobStatus::Succeeded;
         }
-        store.insert(&job, None, None).await.unwrap();
+        store.insert(&job, None, &[]).await.unwrap();
         names.push(job.name.clone());
     }
     let mut other = job_due("[weird] name.*", base + Duration::hours(1));
     other.created_at = truncate(base + Duration::seconds(1));
-    store.insert(&other, None, None).await.unwrap();
+    store.insert(&other, None, &[]).await.unwrap();
 
     let all = JobFilter::default();
     let page = |page, size| PageRequest { page, size };
@@ -448,16 +814,16 @@ async fn idempotency_keys_are_unique(backend: Backend) {
         fingerprint: "abc".into(),
     };
     let first = job_due("keyed", Utc::now() + Duration::hours(1));
-    store.insert(&first, Some(&key), None).await.unwrap();
+    store.insert(&first, Some(&key), &[]).await.unwrap();
     let second = job_due("keyed again", Utc::now() + Duration::hours(1));
     assert!(matches!(
-        store.insert(&second, Some(&key), None).await,
+        store.insert(&second, Some(&key), &[]).await,
         Err(StoreError::DuplicateKey)
     ));
     // Jobs without a key do not collide with each other.
     for i in 0..3 {
         store
-            .insert(&job_due(&format!("unkeyed {i}"), Utc::now()), None, None)
+            .insert(&job_due(&format!("unkeyed {i}"), Utc::now()), None, &[])
             .await
             .unwrap();
     }
@@ -473,27 +839,75 @@ async fn deleting_removes_the_job_and_its_runs(backend: Backend) {
     let store = backend.open().await;
     let now = truncate(Utc::now());
     let job = job_due("to delete", now);
-    store.insert(&job, None, None).await.unwrap();
+    store.insert(&job, None, &[]).await.unwrap();
     let lease = lease("a", now + Duration::seconds(30));
     let claimed = store.claim_due(&lease, now, 1).await.unwrap();
-    let (_, run) = claimed[0].fired(now);
+    assert_eq!(
+        store
+            .record_steps(&lease, &[settle(&claimed[0], now)])
+            .await
+            .unwrap(),
+        vec![job.id]
+    );
+    let fired = store.get(job.id).await.unwrap().unwrap();
+    let result = RunResult::parse(RunStatus::Failed, Some("boom".into()), None).unwrap();
+    let done = fired.finish_run(None, &result, now, 0.5).unwrap();
     store
-        .record_fires(&lease, &[claimed[0].fired(now).into()])
+        .update(&done.job, fired.version, &done.finished, &[])
         .await
         .unwrap();
-    let fired = store.get(job.id).await.unwrap().unwrap();
+    assert_eq!(store.run_history(job.id).await.unwrap().len(), 1);
+
     assert!(matches!(
-        store.delete(job.id, job.version, None).await,
+        store.delete(job.id, fired.version, &[]).await,
         Err(StoreError::VersionConflict)
     ));
-    store.delete(job.id, fired.version, None).await.unwrap();
+    store.delete(job.id, done.job.version, &[]).await.unwrap();
     assert_eq!(store.get(job.id).await.unwrap(), None);
-    assert_eq!(store.get_run(job.id, run.run_id).await.unwrap(), None);
+    assert!(store.run_history(job.id).await.unwrap().is_empty());
     assert!(matches!(
-        store.delete(job.id, fired.version, None).await,
+        store.delete(job.id, done.job.version, &[]).await,
         Err(StoreError::NotFound)
     ));
     assert_eq!(store.next_due().await.unwrap(), None);
+
+    // Deleted with an event waiting to go out (in MongoDB, a tombstone until it is delivered),
+    // and while a scheduler holds it: its runs are gone, and the claim writes nothing.
+    let held = job_due("deleted while claimed", now);
+    let mut next = held.clone();
+    next.touch(now);
+    let run = finished_run(&held, now - Duration::minutes(1), RunStatus::Missed);
+    store.insert(&held, None, &[]).await.unwrap();
+    store
+        .update(&next, held.version, std::slice::from_ref(&run), &[])
+        .await
+        .unwrap();
+    assert_eq!(store.run_history(held.id).await.unwrap(), vec![run]);
+    let claimed = store.claim_due(&lease, now, 1).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let deleted = event(EventKind::Deleted, &next);
+    store
+        .delete(held.id, next.version, std::slice::from_ref(&deleted))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .record_steps(&lease, &[settle_with_events(&claimed[0], now)])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.get(held.id).await.unwrap(), None);
+    assert!(store.run_history(held.id).await.unwrap().is_empty());
+    assert_eq!(store.next_due().await.unwrap(), None);
+    assert!(
+        store
+            .claim_due(&lease, now + Duration::days(1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.pending_events(100).await.unwrap(), vec![deleted]);
 }
 
 fn event(kind: EventKind, job: &Job) -> Event {
@@ -501,7 +915,7 @@ fn event(kind: EventKind, job: &Job) -> Event {
 }
 
 /// The pending events' (job, kind, version) in the order the store gives them.
-async fn pending(store: &Arc<dyn JobStore>) -> Vec<(scheduler::domain::JobId, EventKind, u64)> {
+async fn pending(store: &Arc<dyn JobStore>) -> Vec<(JobId, EventKind, u64)> {
     store
         .pending_events(1000)
         .await
@@ -516,7 +930,10 @@ async fn every_write_stores_its_event_atomically_and_in_order(backend: Backend) 
     let now = truncate(Utc::now());
     let job = job_due("outboxed", now);
     let created = event(EventKind::Created, &job);
-    store.insert(&job, None, Some(&created)).await.unwrap();
+    store
+        .insert(&job, None, std::slice::from_ref(&created))
+        .await
+        .unwrap();
     let mut renamed = job.clone();
     renamed.name = "outboxed, renamed".into();
     renamed.touch(now);
@@ -524,28 +941,40 @@ async fn every_write_stores_its_event_atomically_and_in_order(backend: Backend) 
         .update(
             &renamed,
             job.version,
-            None,
-            Some(&event(EventKind::Updated, &renamed)),
+            &[],
+            &[event(EventKind::Updated, &renamed)],
         )
         .await
         .unwrap();
     let lease = lease("a", now + Duration::seconds(30));
     let claimed = store.claim_due(&lease, now, 1).await.unwrap();
-    let (fired, run) = claimed[0].fired(now);
-    let fire = Fire {
-        event: Some(Event::new(EventKind::Run, fired.clone(), Some(run.clone()))),
-        job: fired.clone(),
-        run,
-    };
+    let fire = settle_with_events(&claimed[0], now);
+    assert_eq!(fire.events.len(), 1);
     assert_eq!(
-        store.record_fires(&lease, &[fire]).await.unwrap(),
+        store
+            .record_steps(&lease, std::slice::from_ref(&fire))
+            .await
+            .unwrap(),
         vec![job.id]
     );
+    // One write, two events: cancelling finishes the open run and cancels the job.
+    let cancel = fire.job.cancel(now).unwrap();
+    let cancel_events = cancel.events();
+    assert_eq!(cancel_events.len(), 2);
+    store
+        .update(
+            &cancel.job,
+            fire.job.version,
+            &cancel.finished,
+            &cancel_events,
+        )
+        .await
+        .unwrap();
     store
         .delete(
             job.id,
-            fired.version,
-            Some(&event(EventKind::Deleted, &fired)),
+            cancel.job.version,
+            &[event(EventKind::Deleted, &cancel.job)],
         )
         .await
         .unwrap();
@@ -558,26 +987,44 @@ async fn every_write_stores_its_event_atomically_and_in_order(backend: Backend) 
     assert_eq!((listed.len(), total), (0, 0));
     let events = store.pending_events(100).await.unwrap();
     assert_eq!(events[0], created, "an event reads back exactly as stored");
+    assert_eq!(events[2], fire.events[0], "with its run");
+    assert_eq!(events[3..5], cancel_events[..]);
+    assert_eq!(
+        events[3].run.as_ref().map(|r| r.status),
+        Some(RunStatus::Cancelled)
+    );
     assert_eq!(
         pending(&store).await,
         vec![
             (job.id, EventKind::Created, 1),
             (job.id, EventKind::Updated, 2),
             (job.id, EventKind::Run, 3),
-            (job.id, EventKind::Deleted, 3),
+            (job.id, EventKind::Finished, 4),
+            (job.id, EventKind::Cancelled, 4),
+            (job.id, EventKind::Deleted, 4),
         ]
     );
     let ids: Vec<_> = events.iter().map(|e| (e.job.id, e.id)).collect();
     store.mark_delivered(&ids[..2]).await.unwrap();
     assert_eq!(
         pending(&store).await,
-        vec![(job.id, EventKind::Run, 3), (job.id, EventKind::Deleted, 3)]
+        vec![
+            (job.id, EventKind::Run, 3),
+            (job.id, EventKind::Finished, 4),
+            (job.id, EventKind::Cancelled, 4),
+            (job.id, EventKind::Deleted, 4),
+        ]
     );
     store.mark_delivered(&ids).await.unwrap();
     assert_eq!(pending(&store).await, vec![]);
     // Marking again, or marking unknown events, changes nothing.
     store.mark_delivered(&ids).await.unwrap();
+    store
+        .mark_delivered(&[(job.id, uuid::Uuid::new_v4())])
+        .await
+        .unwrap();
     assert_eq!(store.get(job.id).await.unwrap(), None);
+    assert_eq!(pending(&store).await, vec![]);
 }
 
 async fn a_refused_write_stores_no_event(backend: Backend) {
@@ -585,7 +1032,7 @@ async fn a_refused_write_stores_no_event(backend: Backend) {
     let now = truncate(Utc::now());
     let job = job_due("refused", now);
     store
-        .insert(&job, None, Some(&event(EventKind::Created, &job)))
+        .insert(&job, None, &[event(EventKind::Created, &job)])
         .await
         .unwrap();
     let mut stale = job.clone();
@@ -595,19 +1042,15 @@ async fn a_refused_write_stores_no_event(backend: Backend) {
             .update(
                 &stale,
                 job.version + 5,
-                None,
-                Some(&event(EventKind::Updated, &stale))
+                &[],
+                &[event(EventKind::Updated, &stale)]
             )
             .await,
         Err(StoreError::VersionConflict)
     ));
     assert!(matches!(
         store
-            .delete(
-                job.id,
-                job.version + 5,
-                Some(&event(EventKind::Deleted, &job))
-            )
+            .delete(job.id, job.version + 5, &[event(EventKind::Deleted, &job)])
             .await,
         Err(StoreError::VersionConflict)
     ));
@@ -617,31 +1060,32 @@ async fn a_refused_write_stores_no_event(backend: Backend) {
     };
     let keyed = job_due("keyed", now);
     store
-        .insert(&keyed, Some(&key), Some(&event(EventKind::Created, &keyed)))
+        .insert(&keyed, Some(&key), &[event(EventKind::Created, &keyed)])
         .await
         .unwrap();
     let twin = job_due("twin", now);
     assert!(matches!(
         store
-            .insert(&twin, Some(&key), Some(&event(EventKind::Created, &twin)))
+            .insert(&twin, Some(&key), &[event(EventKind::Created, &twin)])
             .await,
         Err(StoreError::DuplicateKey)
     ));
-    // A fire under a lease that is not held writes neither the fire nor its event.
-    let (fired, run) = job.fired(now);
-    let fire = Fire {
-        event: Some(Event::new(EventKind::Run, fired.clone(), Some(run.clone()))),
-        job: fired,
-        run,
+    // A step under a lease that is not held writes neither the step nor its events.
+    let unclaimed = Claim {
+        job: job.clone(),
+        token: 1,
     };
+    let step = settle_with_events(&unclaimed, now);
+    assert!(!step.events.is_empty());
     let stranger = lease("stranger", now + Duration::seconds(30));
     assert!(
         store
-            .record_fires(&stranger, &[fire])
+            .record_steps(&stranger, &[step])
             .await
             .unwrap()
             .is_empty()
     );
+    assert_eq!(store.get(job.id).await.unwrap(), Some(job.clone()));
     let mut kinds = pending(&store).await;
     kinds.sort_by_key(|(id, _, _)| *id);
     let mut expected = vec![
@@ -660,7 +1104,7 @@ async fn the_outbox_survives_a_reopen_and_keeps_order_across_partial_delivery(ba
         .collect();
     for job in &jobs {
         store
-            .insert(job, None, Some(&event(EventKind::Created, job)))
+            .insert(job, None, &[event(EventKind::Created, job)])
             .await
             .unwrap();
     }
@@ -671,12 +1115,7 @@ async fn the_outbox_survives_a_reopen_and_keeps_order_across_partial_delivery(ba
             let mut next = job.clone();
             next.touch(now);
             store
-                .update(
-                    &next,
-                    job.version,
-                    None,
-                    Some(&event(EventKind::Updated, &next)),
-                )
+                .update(&next, job.version, &[], &[event(EventKind::Updated, &next)])
                 .await
                 .unwrap();
             *job = next;
@@ -697,12 +1136,7 @@ async fn the_outbox_survives_a_reopen_and_keeps_order_across_partial_delivery(ba
         let mut next = job.clone();
         next.touch(now);
         store
-            .update(
-                &next,
-                job.version,
-                None,
-                Some(&event(EventKind::Updated, &next)),
-            )
+            .update(&next, job.version, &[], &[event(EventKind::Updated, &next)])
             .await
             .unwrap();
         *job = next;
