@@ -734,3 +734,103 @@ async fn one_shot_jobs_keep_firing_once_with_the_policies_defaulted() {
     assert_eq!(stored["status"], "RUNNING");
     assert_eq!(stored["scheduleTime"], Value::Null);
 }
+
+#[tokio::test]
+async fn grpc_creates_recurring_jobs_with_policies_and_updates_keep_what_they_leave_out() {
+    let app = TestApp::spawn().await;
+    let mut client = app.grpc().await;
+    let id = client
+        .create_job(pb::CreateJobRequest {
+            name: "grpc cron".into(),
+            job_type: pb::JobType::Sms as i32,
+            job_data: r#"{"To":"+100"}"#.into(),
+            schedule: Some(pb::JobSchedule {
+                cron: "0 9 * * MON".into(),
+                timezone: "Europe/Berlin".into(),
+                ..Default::default()
+            }),
+            policy: Some(pb::JobPolicy {
+                max_attempts: Some(3),
+                backoff_seconds: Some(0),
+                run_timeout_seconds: Some(60),
+                misfire_policy: pb::MisfirePolicy::FireAll as i32,
+                overlap_policy: pb::OverlapPolicy::Allow as i32,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let job = app.get_job(&id).await;
+    assert_eq!(job["schedule"]["cron"], "0 9 * * MON");
+    assert_eq!(job["retry"], json!({"maxAttempts": 3, "backoffSeconds": 0}));
+    assert_eq!(job["runTimeoutSeconds"], 60);
+    assert_eq!(job["misfirePolicy"], "FIRE_ALL");
+    assert_eq!(job["overlapPolicy"], "ALLOW");
+
+    client
+        .update_job(pb::UpdateJobRequest {
+            id: id.clone(),
+            name: "grpc cron renamed".into(),
+            job_type: pb::JobType::Sms as i32,
+            job_data: r#"{"To":"+100"}"#.into(),
+            policy: Some(pb::JobPolicy {
+                max_attempts: Some(5),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let got = client
+        .get_job(pb::GetJobRequest { id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        got.schedule.unwrap().cron,
+        "0 9 * * MON",
+        "the schedule was kept"
+    );
+    let policy = got.policy.unwrap();
+    assert_eq!(policy.max_attempts, Some(5));
+    assert_eq!(
+        policy.backoff_seconds,
+        Some(0),
+        "the unset retry field was kept"
+    );
+    assert_eq!(policy.misfire_policy, pb::MisfirePolicy::FireAll as i32);
+
+    let both = client
+        .create_job(pb::CreateJobRequest {
+            name: "both kinds".into(),
+            job_type: pb::JobType::Sms as i32,
+            schedule_time: Some(prost_types::Timestamp {
+                seconds: 1_900_000_000,
+                nanos: 0,
+            }),
+            schedule: Some(pb::JobSchedule {
+                interval_seconds: 60,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(both.code(), tonic::Code::InvalidArgument);
+    let bad_cron = client
+        .create_job(pb::CreateJobRequest {
+            name: "bad cron".into(),
+            job_type: pb::JobType::Sms as i32,
+            schedule: Some(pb::JobSchedule {
+                cron: "0 25 * * *".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_cron.code(), tonic::Code::InvalidArgument);
+    assert_eq!(app.job_count().await, 1);
+}
