@@ -1,31 +1,51 @@
 //! Benchmark of the whole service: create and get throughput over REST and gRPC with a fixed
-//! concurrency, and the fire lag of 1,000 jobs due in the same second. With `KAFKA_BROKERS`
-//! set, also the Kafka path: events per second through the outbox to the broker, the fire lag
-//! from due time to the run message's broker timestamp, and how fast results are applied.
+//! concurrency, and the fire lag of 1,000 jobs due at one instant. The engine figures: how fast
+//! one scheduler claims, settles and records due jobs through the store port; the fire lag of
+//! 1,000 and of 10,000 jobs due within one second, on one replica and on three replicas sharing
+//! one store (three `Application`s in this process; the in-memory store cannot be shared, so it
+//! has one replica only), with the runs each replica fired and a check that no run fired twice;
+//! and the resident memory of the real `scheduler` binary over an embedded store holding none,
+//! 10,000 and 1,000,000 future jobs (MongoDB: none, 10,000 and 100,000, and 1,000,000 only if
+//! inserting them would take at most three minutes). With `KAFKA_BROKERS` set, also the Kafka
+//! path: events per second through the outbox to the broker, the fire lag from due time to the
+//! run message's broker timestamp, and how fast results are applied.
 //!
-//! Run with `cargo bench --bench service` (add `-- --quick` for a smaller run, `-- --kafka-only`
-//! for the Kafka figures alone). It prints
-//! figures; it asserts nothing about speed. Each store is measured in a fresh service on a free
-//! loopback port, as a client would see it.
+//! Run with `cargo bench --bench service`. Flags (after `--`): `--quick` for a smaller run (500
+//! requests per figure instead of 4,000, 2,000 jobs due in one second instead of 10,000, 50,000
+//! stored jobs instead of 1,000,000, and 20,000 instead of 100,000 on MongoDB), `--kafka-only`
+//! for the Kafka figures alone, `--engine-only` for the engine figures alone. It prints
+//! figures; it asserts nothing about speed, only that no run fired twice. Each store is
+//! measured in a fresh service on a free loopback port, as a client would see it. MongoDB
+//! figures need `MONGODB_URI`.
 
 use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use scheduler::{
     app::Application,
     config::{Config, StoreKind},
-    domain::{Job, JobInput},
+    domain::{Job, JobInput, JobSpec, RunId},
     events::EventKind,
     grpc::pb::{self, jobs_service_client::JobsServiceClient},
-    store::{Fire, JobStore, Lease, mongo::MongoStore, sqlite::SqliteStore},
+    lifecycle::Limits,
+    store::{Claim, ClaimedStep, JobStore, Lease, mongo::MongoStore, sqlite::SqliteStore},
 };
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 const CONCURRENCY: usize = 16;
+
+/// Concurrent inserts when filling MongoDB for the memory figures.
+const FILL_CONCURRENCY: usize = 32;
+
+/// How long the `scheduler` binary runs before its memory is read.
+const SETTLE: Duration = Duration::from_secs(5);
 
 fn email_job(name: &str, run_at: &str) -> Value {
     json!({
@@ -39,6 +59,13 @@ fn email_job(name: &str, run_at: &str) -> Value {
         },
         "schedule": {"runAt": run_at}
     })
+}
+
+/// The checked form of `email_job`.
+fn email_spec(name: &str, run_at: DateTime<Utc>) -> JobSpec {
+    let at = run_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let input: JobInput = serde_json::from_value(email_job(name, &at)).unwrap();
+    input.parse().unwrap()
 }
 
 /// Latency percentiles of a sample, in milliseconds.
@@ -65,14 +92,23 @@ where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
+    drive_with(CONCURRENCY, count, call).await
+}
+
+/// `drive` with `concurrency` tasks.
+async fn drive_with<F, Fut>(concurrency: usize, count: usize, call: F) -> (Duration, Vec<f64>)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let call = Arc::new(call);
     let start = Instant::now();
-    let tasks: Vec<_> = (0..CONCURRENCY)
+    let tasks: Vec<_> = (0..concurrency)
         .map(|worker| {
             let call = call.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
-                for i in (worker..count).step_by(CONCURRENCY) {
+                for i in (worker..count).step_by(concurrency) {
                     let t = Instant::now();
                     call(i).await;
                     latencies.push(t.elapsed().as_secs_f64() * 1e3);
@@ -88,12 +124,28 @@ where
     (start.elapsed(), latencies)
 }
 
+/// One running `Application` in this process.
 struct Running {
     app_addr: std::net::SocketAddr,
     jobs: scheduler::jobs::Jobs,
     bus: scheduler::events::EventBus,
     shutdown: CancellationToken,
-    _data: tempfile::TempDir,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The data directory, shared by the replicas of one store.
+    _data: Arc<tempfile::TempDir>,
+}
+
+impl Running {
+    /// Stops the service and waits (up to 30 s) until its scheduler has stopped.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        match tokio::time::timeout(Duration::from_secs(30), self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => println!("the service stopped with an error: {error:#}"),
+            Ok(Err(error)) => println!("the service task failed: {error}"),
+            Err(_) => println!("the service did not stop within 30 s"),
+        }
+    }
 }
 
 /// The service's settings for `store`: a fresh data directory, or a fresh MongoDB database on
@@ -107,17 +159,29 @@ fn config_for(store: StoreKind, data: &tempfile::TempDir) -> Config {
 }
 
 async fn start(store: StoreKind) -> Running {
-    let data = tempfile::tempdir().unwrap();
+    start_replicas(store, 1).await.pop().unwrap()
+}
+
+/// `replicas` services in this process on one fresh store (the same data directory, or the
+/// same MongoDB database), each with its own port, scheduler and event bus, as separate
+/// processes would be. The in-memory store cannot be shared: one replica only.
+async fn start_replicas(store: StoreKind, replicas: usize) -> Vec<Running> {
+    assert!(store != StoreKind::Memory || replicas == 1);
+    let data = Arc::new(tempfile::tempdir().unwrap());
     let config = config_for(store, &data);
-    let app = Application::build(config).await.unwrap();
-    let running = Running {
-        app_addr: app.local_addr(),
-        jobs: app.jobs(),
-        bus: app.events(),
-        shutdown: CancellationToken::new(),
-        _data: data,
-    };
-    tokio::spawn(app.run(running.shutdown.clone()));
+    let mut running = Vec::with_capacity(replicas);
+    for _ in 0..replicas {
+        let app = Application::build(config.clone()).await.unwrap();
+        let shutdown = CancellationToken::new();
+        running.push(Running {
+            app_addr: app.local_addr(),
+            jobs: app.jobs(),
+            bus: app.events(),
+            shutdown: shutdown.clone(),
+            task: tokio::spawn(app.run(shutdown)),
+            _data: data.clone(),
+        });
+    }
     running
 }
 
@@ -174,13 +238,13 @@ async fn grpc_throughput(service: &Running, label: &str, count: usize) {
                 let id = client
                     .create_job(pb::CreateJobRequest {
                         name: format!("bench {i}"),
-                        description: String::new(),
                         schedule_time: Some(prost_types::Timestamp {
                             seconds: 4_070_908_800,
                             nanos: 0,
                         }),
                         job_type: pb::JobType::Sms as i32,
                         job_data: "{}".into(),
+                        ..Default::default()
                     })
                     .await
                     .unwrap()
@@ -204,15 +268,58 @@ async fn grpc_throughput(service: &Running, label: &str, count: usize) {
     report(&format!("{label} gRPC get"), count, elapsed, latencies);
 }
 
-/// Creates `count` jobs due within one second (`spread`) or at one instant, and measures the
-/// lag from each due time to its run event.
-async fn fire_lag(service: &Running, label: &str, count: usize, spread: bool) {
-    let mut events = service.bus.subscribe();
-    // Far enough ahead that every create is stored before the first is due.
-    let due = Utc::now() + chrono::Duration::seconds(8);
+/// What the listeners of `fire_lag` see on the replicas' event buses.
+enum Seen {
+    /// A run event: which replica fired it, the run, and the lag from its due time in ms.
+    Run(usize, RunId, f64),
+    /// A listener fell behind and lost this many events.
+    Lost(u64),
+}
+
+/// Creates `count` jobs (through the first replica) due within one second (`spread`) or at one
+/// instant, far enough ahead that every create is stored before the first is due, and
+/// measures the lag from each due time to its run event on the bus of the replica that fired
+/// it. Counts the runs each replica fired; a run fired twice fails the benchmark.
+async fn fire_lag(replicas: &[Running], label: &str, count: usize, spread: bool) {
+    // Generous: a create stored on the embedded store takes well under 4 ms, even with the
+    // machine busy.
+    let lead = Duration::from_secs(8).max(Duration::from_millis(4) * count as u32);
+    // Listen from before the first create, and drain the buses while the jobs are created
+    // (their creation events would otherwise fill the bus buffer).
+    let (seen, mut sightings) = tokio::sync::mpsc::unbounded_channel();
+    let listeners: Vec<_> = replicas
+        .iter()
+        .enumerate()
+        .map(|(replica, service)| {
+            let mut events = service.bus.subscribe();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    let sighting = match events.recv().await {
+                        Ok(event) if event.kind == EventKind::Run => {
+                            let received = Utc::now();
+                            let run = event.run.as_ref().unwrap();
+                            let lag = (received - run.scheduled_for).num_microseconds().unwrap();
+                            Seen::Run(replica, run.run_id, lag as f64 / 1e3)
+                        }
+                        Ok(_) => continue,
+                        Err(RecvError::Lagged(lost)) => Seen::Lost(lost),
+                        Err(RecvError::Closed) => break,
+                    };
+                    if seen.send(sighting).is_err() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(seen);
+
+    let due = Utc::now() + chrono::Duration::from_std(lead).unwrap();
     let due = due - chrono::Duration::nanoseconds(due.timestamp_subsec_nanos() as i64);
-    let jobs = service.jobs.clone();
-    drive(count, move |i| {
+    let jobs = replicas[0].jobs.clone();
+    let (created_in, _) = drive(count, move |i| {
         let offset = if spread { (i * 1000 / count) as i64 } else { 0 };
         let at = (due + chrono::Duration::milliseconds(offset))
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -223,42 +330,80 @@ async fn fire_lag(service: &Running, label: &str, count: usize, spread: bool) {
         }
     })
     .await;
-    let created_by = Utc::now();
-    if created_by >= due {
-        println!("{label}: creating {count} jobs took past their due time; lag not measured");
-        return;
-    }
+    let overran = Utc::now() >= due;
+
     let mut lags = Vec::with_capacity(count);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while lags.len() < count && Instant::now() < deadline {
-        let Ok(Ok(event)) = tokio::time::timeout_at(deadline.into(), events.recv()).await else {
+    let mut per_replica = vec![0usize; replicas.len()];
+    let mut runs = HashSet::with_capacity(count);
+    let (mut duplicates, mut lost) = (0, 0);
+    // Slow stores fire a few hundred jobs a second: wait longer for more jobs.
+    let wait = Duration::from_secs(60).max(Duration::from_millis(10) * count as u32);
+    let deadline = Instant::now() + lead + wait;
+    while lags.len() < count {
+        let Ok(Some(sighting)) = tokio::time::timeout_at(deadline.into(), sightings.recv()).await
+        else {
             break;
         };
-        if event.kind != EventKind::Run {
-            continue;
+        match sighting {
+            Seen::Run(replica, run, lag) => {
+                per_replica[replica] += 1;
+                if !runs.insert(run) {
+                    duplicates += 1;
+                }
+                lags.push(lag);
+            }
+            Seen::Lost(n) => lost += n,
         }
-        let received = Utc::now();
-        let run = event.run.as_ref().unwrap();
-        lags.push((received - run.scheduled_for).num_microseconds().unwrap() as f64 / 1e3);
+    }
+    for listener in listeners {
+        listener.abort();
     }
     let fired = lags.len();
     let (p50, p99, max) = percentiles(lags);
+    let per_replica: Vec<String> = per_replica.iter().map(ToString::to_string).collect();
     println!(
-        "{label:<34} fire lag p50 {p50:>6.2} ms   p99 {p99:>6.2} ms   max {max:>7.2} ms   ({fired}/{count} fired, due {})",
+        "{label:<34} fire lag p50 {p50:>6.2} ms   p99 {p99:>6.2} ms   max {max:>7.2} ms   ({fired}/{count} fired, due {}; per replica {}; duplicates: {duplicates}; created in {:.1} s, {} s ahead)",
         if spread {
             "across one second"
         } else {
             "at one instant"
-        }
+        },
+        per_replica.join("/"),
+        created_in.as_secs_f64(),
+        lead.as_secs(),
     );
+    if overran {
+        println!(
+            "{label}: note: creating the jobs took past the first due time, so the lag includes that overrun"
+        );
+    }
+    if lost > 0 {
+        println!("{label}: note: a listener fell behind and lost {lost} events");
+    }
+    assert_eq!(duplicates, 0, "{label}: a run fired more than once");
 }
 
-/// Store-level figures without HTTP: insert throughput, then how fast one scheduler claims
-/// and fires due jobs in batches of 200.
-async fn claim_throughput(store_kind: StoreKind, label: &str, count: usize) {
-    let data = tempfile::tempdir().unwrap();
-    let config = config_for(store_kind, &data);
-    let store: Arc<dyn JobStore> = match store_kind {
+/// The fire lag of `count` jobs due across one second on `replicas` fresh services sharing
+/// one fresh store.
+async fn replicated_fire_lag(store: StoreKind, label: &str, count: usize, replicas: usize) {
+    let label = format!(
+        "{label} {count} due, {replicas} replica{}",
+        if replicas == 1 { "" } else { "s" }
+    );
+    if store == StoreKind::Memory && replicas > 1 {
+        println!("{label:<34} not measured: an in-memory store cannot be shared between instances");
+        return;
+    }
+    let services = start_replicas(store, replicas).await;
+    fire_lag(&services, &label, count, true).await;
+    for service in services {
+        service.stop().await;
+    }
+}
+
+/// A store of `kind` opened directly, on a fresh data directory or MongoDB database.
+async fn open_store(kind: StoreKind, config: &Config) -> Arc<dyn JobStore> {
+    match kind {
         StoreKind::Embedded => Arc::new(SqliteStore::open(&config.data_dir).unwrap()),
         StoreKind::Memory => Arc::new(SqliteStore::in_memory().unwrap()),
         StoreKind::Mongodb => Arc::new(
@@ -266,38 +411,59 @@ async fn claim_throughput(store_kind: StoreKind, label: &str, count: usize) {
                 .await
                 .unwrap(),
         ),
-    };
+    }
+}
+
+/// Store-level figures without HTTP: insert throughput, then how fast one scheduler claims,
+/// settles (fires) and records due jobs in batches of 200.
+async fn claim_throughput(store_kind: StoreKind, label: &str, count: usize) {
+    let data = tempfile::tempdir().unwrap();
+    let config = config_for(store_kind, &data);
+    let store = open_store(store_kind, &config).await;
     let now = Utc::now();
-    let at =
-        (now - chrono::Duration::seconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let spec = email_spec("claim", now - chrono::Duration::seconds(1));
     let start = Instant::now();
     for i in 0..count {
-        let input: JobInput =
-            serde_json::from_value(email_job(&format!("claim {i}"), &at)).unwrap();
-        let job = Job::new(input.parse().unwrap(), now);
-        store.insert(&job, None, None).await.unwrap();
+        let job = Job::new(
+            JobSpec {
+                name: format!("claim {i}"),
+                ..spec.clone()
+            },
+            now,
+        );
+        store.insert(&job, None, &[]).await.unwrap();
     }
     let inserted = start.elapsed();
     let lease = Lease {
         owner: "bench".into(),
         until: now + chrono::Duration::minutes(10),
     };
+    let limits = Limits::default();
     let start = Instant::now();
     let mut fired = 0;
     loop {
-        let claimed = store.claim_due(&lease, Utc::now(), 200).await.unwrap();
-        if claimed.is_empty() {
+        let claims = store.claim_due(&lease, Utc::now(), 200).await.unwrap();
+        if claims.is_empty() {
             break;
         }
-        let fires: Vec<Fire> = claimed
-            .iter()
-            .map(|job| job.fired(Utc::now()).into())
+        let now = Utc::now();
+        let steps: Vec<ClaimedStep> = claims
+            .into_iter()
+            .map(|Claim { job, token }| {
+                let step = job.settle(now, &limits, 0.5);
+                ClaimedStep {
+                    token,
+                    job: step.job,
+                    finished: step.finished,
+                    events: vec![],
+                }
+            })
             .collect();
-        fired += store.record_fires(&lease, &fires).await.unwrap().len();
+        fired += store.record_steps(&lease, &steps).await.unwrap().len();
     }
     let claimed = start.elapsed();
     println!(
-        "{label:<34} store insert {:>8.0} jobs/s (one at a time)   claim+fire {:>8.0} jobs/s ({fired} in batches of 200)",
+        "{label:<34} store insert {:>8.0} jobs/s (one at a time)   claim+fire {:>8.0} jobs/s ({fired} claimed, settled and recorded in batches of 200)",
         count as f64 / inserted.as_secs_f64(),
         fired as f64 / claimed.as_secs_f64(),
     );
@@ -324,8 +490,9 @@ async fn list_latency(service: &Running, label: &str, count: usize) {
     );
 }
 
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+/// The resident memory (VmRSS) of a process (`"self"` or a pid), in MiB.
+fn rss_mib(process: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{process}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -336,11 +503,279 @@ fn rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// The `scheduler` binary: the one Cargo built for this benchmark, else the release build in
+/// the target directory (built if missing).
+fn scheduler_binary() -> PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_scheduler") {
+        return path.into();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = root.join("target/release/scheduler");
+    if !path.exists() {
+        println!("building the scheduler binary: cargo build --release --bin scheduler");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--release", "--bin", "scheduler"])
+            .current_dir(root)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "cargo build --release failed");
+    }
+    path
+}
+
+/// The `scheduler` binary as a child process; killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary with `flags` on a free port, lets its scheduler run for `SETTLE`, asks
+/// for the newest page of 20 jobs, and returns its resident memory in MiB and the listing's
+/// total count.
+async fn binary_rss(flags: &[String]) -> (f64, u64) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let mut child = Child(
+        Command::new(scheduler_binary())
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(flags)
+            .env("RUST_LOG", "warn")
+            .env_remove("KAFKA_BROKERS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the scheduler binary starts"),
+    );
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            panic!("the scheduler binary exited at start: {status}");
+        }
+        let ready = http.get(format!("{base}/healthz")).send().await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the scheduler binary did not answer within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(SETTLE.saturating_sub(started.elapsed())).await;
+    let response = http
+        .get(format!("{base}/api/v1/jobs?page=1&size=20"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let page: Value = response.json().await.unwrap();
+    let rss = rss_mib(&child.0.id().to_string());
+    (rss, page["totalCount"].as_u64().unwrap())
+}
+
+/// One job due in a year, for the memory figures.
+fn future_job(spec: &JobSpec, i: usize, now: DateTime<Utc>) -> Job {
+    Job::new(
+        JobSpec {
+            name: format!("future {i}"),
+            ..spec.clone()
+        },
+        now,
+    )
+}
+
+/// Adds `count` future jobs to the embedded store in `dir` (created if new) with one
+/// transaction of plain inserts into the columns `SqliteStore::insert` writes.
+fn fill_sqlite(dir: &Path, count: usize) {
+    drop(SqliteStore::open(dir).unwrap());
+    let mut conn = rusqlite::Connection::open(dir.join("jobs.db")).unwrap();
+    conn.pragma_update(None, "synchronous", "OFF").unwrap();
+    let now = Utc::now();
+    let spec = email_spec("future", now + chrono::Duration::days(365));
+    let tx = conn.transaction().unwrap();
+    {
+        let mut insert = tx
+            .prepare(
+                "INSERT INTO jobs (id, doc, name, status, job_type, due_at, created_at, version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .unwrap();
+        for i in 0..count {
+            let job = future_job(&spec, i, now);
+            insert
+                .execute(rusqlite::params![
+                    job.id.to_string(),
+                    serde_json::to_string(&job).unwrap(),
+                    job.name,
+                    job.status.code(),
+                    job.job_type.code(),
+                    job.due_at().map(|t| t.timestamp_millis()),
+                    job.created_at.timestamp_millis(),
+                    job.version as i64,
+                ])
+                .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+}
+
+/// Adds `count` future jobs to `store` through `JobStore::insert`, `FILL_CONCURRENCY` at a
+/// time; returns how long it took.
+async fn fill_store(store: &Arc<dyn JobStore>, count: usize) -> Duration {
+    let now = Utc::now();
+    let spec = Arc::new(email_spec("future", now + chrono::Duration::days(365)));
+    let store = store.clone();
+    drive_with(FILL_CONCURRENCY, count, move |i| {
+        let job = future_job(&spec, i, now);
+        let store = store.clone();
+        async move {
+            store.insert(&job, None, &[]).await.unwrap();
+        }
+    })
+    .await
+    .0
+}
+
+/// Formats the memory figures: RSS at each size, and the largest against the empty store and
+/// against the one before it.
+fn memory_line(label: &str, figures: &[(usize, f64)], extra: &str) {
+    let sizes: Vec<String> = figures
+        .iter()
+        .map(|(n, rss)| match n {
+            0 => format!("empty {rss:.1} MiB"),
+            n => format!("{n} jobs {rss:.1} MiB"),
+        })
+        .collect();
+    let ratios = match figures {
+        [(0, empty), .., (before, previous), (last, largest)] if *before > 0 => format!(
+            "{last}/empty {:.2}x, {last}/{before} {:.2}x",
+            largest / empty,
+            largest / previous
+        ),
+        _ => String::new(),
+    };
+    println!(
+        "{label:<34} {}   {ratios}   (binary's VmRSS after {} s of its scheduler and one GET of a page of 20{extra})",
+        sizes.join(", "),
+        SETTLE.as_secs()
+    );
+}
+
+/// Checks the listing saw the jobs stored.
+fn check_count(label: &str, expected: usize, listed: u64) {
+    if listed != expected as u64 {
+        println!("{label}: note: the listing counted {listed} jobs, {expected} were stored");
+    }
+}
+
+/// Resident memory of the `scheduler` binary on an embedded store holding each of `sizes`
+/// future jobs (ascending; the store is filled up to each in turn).
+async fn binary_memory_embedded(sizes: &[usize]) {
+    let label = "embedded binary RSS";
+    let data = tempfile::tempdir().unwrap();
+    let flags = [
+        "--store".to_owned(),
+        "embedded".to_owned(),
+        "--data-dir".to_owned(),
+        data.path().display().to_string(),
+    ];
+    let mut stored = 0;
+    let mut figures = Vec::new();
+    let mut filled_in = Duration::ZERO;
+    for &size in sizes {
+        let dir = data.path().to_owned();
+        let add = size - stored;
+        let start = Instant::now();
+        tokio::task::spawn_blocking(move || fill_sqlite(&dir, add))
+            .await
+            .unwrap();
+        filled_in += start.elapsed();
+        stored = size;
+        let (rss, listed) = binary_rss(&flags).await;
+        check_count(label, size, listed);
+        figures.push((size, rss));
+    }
+    let file_mib = std::fs::metadata(data.path().join("jobs.db"))
+        .map_or(f64::NAN, |m| m.len() as f64 / (1024.0 * 1024.0));
+    let extra = format!(
+        "; filled directly in {:.1} s, store file {file_mib:.0} MiB",
+        filled_in.as_secs_f64()
+    );
+    memory_line(label, &figures, &extra);
+}
+
+/// Resident memory of the `scheduler` binary on MongoDB holding each of `sizes` future jobs,
+/// inserted through the store port; `largest` too when inserting up to it takes at most
+/// `budget` at the rate measured.
+async fn binary_memory_mongo(sizes: &[usize], largest: usize, budget: Duration) {
+    let label = "mongodb binary RSS";
+    let data = tempfile::tempdir().unwrap();
+    let config = config_for(StoreKind::Mongodb, &data);
+    let store = open_store(StoreKind::Mongodb, &config).await;
+    let flags = [
+        "--store".to_owned(),
+        "mongodb".to_owned(),
+        "--database-name".to_owned(),
+        config.database_name.clone(),
+    ];
+    let (mut stored, mut inserted, mut inserting) = (0, 0, Duration::ZERO);
+    let mut figures = Vec::new();
+    let mut skipped = String::new();
+    for size in sizes.iter().copied().chain([largest]) {
+        let add = size - stored;
+        if size == largest && inserted > 0 {
+            let rate = inserted as f64 / inserting.as_secs_f64();
+            let projected = add as f64 / rate;
+            if projected > budget.as_secs_f64() {
+                skipped = format!(
+                    "; {largest} not measured: inserting {add} more at {rate:.0} jobs/s would take {projected:.0} s on this server"
+                );
+                break;
+            }
+        }
+        inserting += fill_store(&store, add).await;
+        inserted += add;
+        stored = size;
+        let (rss, listed) = binary_rss(&flags).await;
+        check_count(label, size, listed);
+        figures.push((size, rss));
+    }
+    let extra = format!(
+        "; inserted through the store port, {FILL_CONCURRENCY} at a time, at {:.0} jobs/s{skipped}",
+        inserted as f64 / inserting.as_secs_f64()
+    );
+    memory_line(label, &figures, &extra);
+}
+
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes `--bench`; `-- --quick` makes a smaller run.
-    let quick = std::env::args().any(|a| a == "--quick");
+    let flag = |name: &str| std::env::args().any(|a| a == name);
+    let (quick, kafka_only, engine_only) =
+        (flag("--quick"), flag("--kafka-only"), flag("--engine-only"));
+    if kafka_only && engine_only {
+        eprintln!("--kafka-only and --engine-only exclude each other");
+        std::process::exit(2);
+    }
     let count = if quick { 500 } else { 4000 };
+    // Jobs due in the same second, and future jobs stored, for the engine figures.
+    let many_due = if quick { 2_000 } else { 10_000 };
+    let (stored_few, stored_many) = if quick {
+        (2_000, 50_000)
+    } else {
+        (10_000, 1_000_000)
+    };
+    let mongo_stored = if quick { 20_000 } else { 100_000 };
     println!(
         "scheduler benchmark: {} cores, concurrency {CONCURRENCY}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -349,34 +784,50 @@ async fn main() {
         (StoreKind::Embedded, "embedded"),
         (StoreKind::Memory, "memory"),
     ];
-    let kafka_only = std::env::args().any(|a| a == "--kafka-only");
-    match std::env::var("KAFKA_BROKERS") {
-        Ok(brokers) => {
-            kafka_path(&brokers, StoreKind::Embedded, "embedded", count).await;
-            kafka_path(&brokers, StoreKind::Memory, "memory", count).await;
-        }
-        Err(_) => {
-            println!("KAFKA_BROKERS is not set: no Kafka figures (./scripts/bench.sh provides one)")
+    if !engine_only {
+        match std::env::var("KAFKA_BROKERS") {
+            Ok(brokers) => {
+                kafka_path(&brokers, StoreKind::Embedded, "embedded", count).await;
+                kafka_path(&brokers, StoreKind::Memory, "memory", count).await;
+            }
+            Err(_) => {
+                println!(
+                    "KAFKA_BROKERS is not set: no Kafka figures (./scripts/bench.sh provides one)"
+                )
+            }
         }
     }
     if kafka_only {
         return;
     }
-    if std::env::var_os("MONGODB_URI").is_some() {
+    let mongodb = std::env::var_os("MONGODB_URI").is_some();
+    if mongodb {
         stores.push((StoreKind::Mongodb, "mongodb"));
     } else {
         println!("MONGODB_URI is not set: no MongoDB figures (./scripts/bench.sh provides one)");
     }
-    for (store, label) in stores {
+    for &(store, label) in &stores {
         claim_throughput(store, label, count).await;
-        let service = start(store).await;
-        rest_throughput(&service, label, count).await;
-        list_latency(&service, label, count / 4).await;
-        grpc_throughput(&service, label, count).await;
-        fire_lag(&service, &format!("{label} 1000 due"), 1000, true).await;
-        fire_lag(&service, &format!("{label} 1000 due"), 1000, false).await;
-        service.shutdown.cancel();
-        println!("{label}: process RSS {:.1} MiB", rss_mib());
+        if !engine_only {
+            let service = start(store).await;
+            rest_throughput(&service, label, count).await;
+            list_latency(&service, label, count / 4).await;
+            grpc_throughput(&service, label, count).await;
+            let lag_label = format!("{label} 1000 due");
+            fire_lag(std::slice::from_ref(&service), &lag_label, 1000, false).await;
+            service.stop().await;
+            println!("{label}: process RSS {:.1} MiB", rss_mib("self"));
+        }
+        for due in [1000, many_due] {
+            for replicas in [1, 3] {
+                replicated_fire_lag(store, label, due, replicas).await;
+            }
+        }
+    }
+    binary_memory_embedded(&[0, stored_few, stored_many]).await;
+    if mongodb {
+        let budget = Duration::from_secs(180);
+        binary_memory_mongo(&[0, stored_few, mongo_stored], stored_many, budget).await;
     }
 }
 
