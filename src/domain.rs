@@ -199,19 +199,6 @@ impl RunStatus {
     pub fn is_finished(self) -> bool {
         !matches!(self, Self::Running)
     }
-
-    /// The contract's name of the status.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Running => "RUNNING",
-            Self::Succeeded => "SUCCEEDED",
-            Self::Failed => "FAILED",
-            Self::TimedOut => "TIMED_OUT",
-            Self::Skipped => "SKIPPED",
-            Self::Missed => "MISSED",
-            Self::Cancelled => "CANCELLED",
-        }
-    }
 }
 
 /// What a recurring job does with the fires it missed while the service was down (or the job
@@ -911,6 +898,15 @@ pub fn parse_time(raw: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(raw)
         .map(|t| truncate(t.with_timezone(&Utc)))
         .map_err(|_| "must be an RFC 3339 time, such as 2030-01-01T09:00:00Z".to_owned())
+}
+
+/// The contract's name of an enum value, as it appears in JSON: `SCHEDULED`, `TIMED_OUT`,
+/// `FIRE_ONCE`.
+pub fn name_of<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(name)) => name,
+        other => format!("{other:?}"),
+    }
 }
 
 /// Formats a time as RFC 3339 in UTC with milliseconds.

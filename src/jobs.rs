@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::{
-    domain::{Job, JobId, JobInput, Run, RunId, RunResult, ScheduleInput, parse_time},
+    domain::{Job, JobId, JobInput, Run, RunId, RunResult, ScheduleInput, name_of, parse_time},
     error::{Error, FieldError, decode_value},
     events::{Event, EventKind, EventRoute},
     lifecycle::{Limits, Step},
@@ -396,7 +396,7 @@ impl Jobs {
                     } else {
                         Err(Error::Conflict(format!(
                             "the run already finished as {}",
-                            run.status.name()
+                            name_of(&run.status)
                         )))
                     };
                 }

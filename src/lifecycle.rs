@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use crate::{
     domain::{
         Job, JobStatus, MisfirePolicy, OverlapPolicy, PendingRetry, Run, RunId, RunResult,
-        RunStatus, truncate,
+        RunStatus, name_of, truncate,
     },
     error::Error,
     events::{Event, EventKind},
@@ -251,7 +251,7 @@ impl Job {
         for (i, t) in to_record[recorded_from..].iter().enumerate() {
             let mut text = format!(
                 "missed: {why} (misfire policy {})",
-                policy_name(self.misfire_policy)
+                name_of(&self.misfire_policy)
             );
             if i == 0 && beyond_scan {
                 text.push_str(&format!(
@@ -415,28 +415,8 @@ impl Job {
 fn transition(operation: &str, status: JobStatus) -> Error {
     Error::Conflict(format!(
         "cannot {operation} a job that is {}",
-        status_name(status)
+        name_of(&status)
     ))
-}
-
-fn status_name(status: JobStatus) -> &'static str {
-    match status {
-        JobStatus::Pending => "PENDING",
-        JobStatus::Scheduled => "SCHEDULED",
-        JobStatus::Running => "RUNNING",
-        JobStatus::Succeeded => "SUCCEEDED",
-        JobStatus::Failed => "FAILED",
-        JobStatus::Paused => "PAUSED",
-        JobStatus::Cancelled => "CANCELLED",
-    }
-}
-
-fn policy_name(policy: MisfirePolicy) -> &'static str {
-    match policy {
-        MisfirePolicy::FireOnce => "FIRE_ONCE",
-        MisfirePolicy::Skip => "SKIP",
-        MisfirePolicy::FireAll => "FIRE_ALL",
-    }
 }
 
 #[cfg(test)]

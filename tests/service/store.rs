@@ -104,7 +104,8 @@ fn finished_run(job: &Job, scheduled_for: DateTime<Utc>, status: RunStatus) -> R
         attempt: 1,
         status,
         finished_at: Some(scheduled_for + Duration::seconds(1)),
-        error: (status != RunStatus::Succeeded).then(|| format!("{} run", status.name())),
+        error: (status != RunStatus::Succeeded)
+            .then(|| format!("{} run", scheduler::domain::name_of(&status))),
         output: (status == RunStatus::Succeeded).then(|| "done".to_owned()),
     }
 }
