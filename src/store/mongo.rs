@@ -897,7 +897,10 @@ impl JobStore for MongoStore {
         let documents: Vec<Document> = self
             .jobs
             .find(doc! { "outboxAt": { "$exists": true } })
-            .sort(doc! { "outboxAt": 1 })
+            // Ties (events stored in the same millisecond) go by job id, so every pass over
+            // the same pending events publishes them in the same order. Only documents with
+            // pending events are sorted: the sparse index finds them.
+            .sort(doc! { "outboxAt": 1, "_id": 1 })
             .limit(limit.max(1) as i64)
             .projection(doc! { "outbox": 1 })
             .await
