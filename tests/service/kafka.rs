@@ -561,7 +561,6 @@ async fn results_that_meet_a_store_outage_wait_and_apply_in_order_once_it_is_bac
         (committed(&brokers, &topics.group(), &topics.result()).await > last).then_some(())
     })
     .await;
-    // Applied in their partition's order: the finished events went out in that order.
     let finished = reader
         .until(WAIT, |seen| {
             seen.iter()
@@ -570,11 +569,21 @@ async fn results_that_meet_a_store_outage_wait_and_apply_in_order_once_it_is_bac
                 >= 2
         })
         .await;
-    let order: Vec<String> = finished
+    // Applied in their partition's order: the runs finished in that order. (The outbox keeps
+    // order per job; two jobs' events may leave in either order.)
+    let mut finished_at: Vec<(String, String)> = finished
         .iter()
         .filter(|m| m.header("ce_type") == "scheduler.job.finished")
-        .map(|m| m.json()["Id"].as_str().unwrap().to_owned())
+        .map(|m| {
+            let value = m.json();
+            (
+                value["FinishedAt"].as_str().unwrap().to_owned(),
+                value["Id"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
+    finished_at.sort();
+    let order: Vec<String> = finished_at.into_iter().map(|(_, id)| id).collect();
     assert_eq!(order, ids);
     assert_eq!(message_count(&brokers, &topics.dead_letter()).await, 0);
     app.stop().await;
