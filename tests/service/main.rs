@@ -15,3 +15,4 @@ mod process;
 mod replicas;
 mod rest;
 mod store;
+mod stored_format;

@@ -1,0 +1,327 @@
+//! What each store writes, pinned byte for byte in `tests/golden/store/`: the embedded store's
+//! schema and rows, and MongoDB's documents with their BSON types. A change to a stored format
+//! must be deliberate (old files and databases must still read): accept one with
+//! `UPDATE_GOLDEN=1 cargo test golden`.
+
+use std::{fmt::Write, path::PathBuf, sync::Arc};
+
+use bson::{Bson, Document};
+use chrono::{DateTime, Utc};
+use scheduler::{
+    domain::{
+        Job, JobId, JobInput, MisfirePolicy, OverlapPolicy, PendingRetry, RetryPolicy, Run, RunId,
+        RunStatus, parse_time,
+    },
+    events::{Event, EventKind},
+    store::{IdempotencyKey, JobStore, Lease, sqlite::SqliteStore},
+};
+use serde_json::json;
+
+use crate::{mongo::database_name, store::mongo_store};
+
+fn at(text: &str) -> DateTime<Utc> {
+    parse_time(text).unwrap()
+}
+
+fn id(hex: &str) -> JobId {
+    JobId::parse(hex).unwrap()
+}
+
+/// A job with a fixed id, made at a fixed time from REST-shaped input.
+fn job(hex: &str, input: serde_json::Value) -> Job {
+    let input: JobInput = serde_json::from_value(input).unwrap();
+    let mut job = Job::new(input.parse().unwrap(), at("2030-01-01T08:00:00.125Z"));
+    job.id = id(hex);
+    job
+}
+
+fn event(n: u128, kind: EventKind, job: &Job, run: Option<Run>) -> Event {
+    Event {
+        id: uuid::Uuid::from_u128(0x9f3c_2a1e_6b4d_4e8f_a7c5_1d2e_3f4a_5b00 + n),
+        kind,
+        time: at("2030-01-01T08:00:00.250Z"),
+        job: job.clone(),
+        run,
+    }
+}
+
+fn run(job: &Job, due: &str, attempt: u32, status: RunStatus) -> Run {
+    let fired = !matches!(status, RunStatus::Missed);
+    Run {
+        run_id: RunId::derive(job.id, at(due), attempt),
+        job_id: job.id,
+        scheduled_for: at(due),
+        fired_at: fired.then(|| at(due) + chrono::Duration::milliseconds(4)),
+        attempt,
+        status,
+        finished_at: (status != RunStatus::Running).then(|| at(due) + chrono::Duration::seconds(3)),
+        error: (status == RunStatus::Missed).then(|| "missed: the scheduler was down".to_owned()),
+        output: (status == RunStatus::Succeeded).then(|| "sent 12".to_owned()),
+    }
+}
+
+/// Writes one of each kind of thing a store keeps, at fixed times with fixed ids:
+/// - a one-shot EMAIL job under an idempotency key, with its creation event, then claimed;
+/// - a cron job with every policy away from its default, an open run and a waiting retry;
+/// - an interval job whose ledger holds a succeeded and a missed run, with its finished event;
+/// - a deleted job (with its deletion event waiting in the outbox);
+/// - the outbox relay's lease.
+async fn write_one_of_each(store: Arc<dyn JobStore>) {
+    let email = job(
+        "65a1b2c3d4e5f60718293a01",
+        json!({
+            "name": "Weekly report", "description": "Monday's numbers", "jobType": "EMAIL",
+            "jobData": {"SourceAddress": "reports@example.com",
+                        "DestinationAddress": "team@example.com",
+                        "Subject": "Weekly report", "Message": "Attached."},
+            "schedule": {"runAt": "2030-01-01T08:30:00Z"}
+        }),
+    );
+    let key = IdempotencyKey {
+        key: "order-42".into(),
+        fingerprint: email.spec().fingerprint(),
+    };
+    store
+        .insert(
+            &email,
+            Some(&key),
+            &[event(1, EventKind::Created, &email, None)],
+        )
+        .await
+        .unwrap();
+
+    let mut cron = job(
+        "65a1b2c3d4e5f60718293a02",
+        json!({
+            "name": "Berlin mornings", "jobType": "SMS",
+            "jobData": {"To": "+4930123", "Count": 3, "Tags": ["a", "b"], "Nested": {"On": true}},
+            "schedule": {"cron": "0 9 * * MON", "timezone": "Europe/Berlin"},
+            "retry": {"maxAttempts": 3, "backoffSeconds": 7},
+            "runTimeoutSeconds": 42, "misfirePolicy": "FIRE_ALL", "overlapPolicy": "ALLOW"
+        }),
+    );
+    assert_eq!(
+        (cron.retry, cron.misfire_policy, cron.overlap_policy),
+        (
+            RetryPolicy {
+                max_attempts: 3,
+                backoff_seconds: 7
+            },
+            MisfirePolicy::FireAll,
+            OverlapPolicy::Allow
+        )
+    );
+    let open = run(&cron, "2030-01-06T08:00:00Z", 1, RunStatus::Running);
+    cron.open_runs.push(open.clone());
+    cron.retries.push(PendingRetry {
+        due: at("2030-01-06T08:05:00Z"),
+        scheduled_for: at("2029-12-30T08:00:00Z"),
+        attempt: 2,
+    });
+    cron.next_attempt = 2;
+    cron.refresh_status(None);
+    store
+        .insert(&cron, None, &[event(2, EventKind::Run, &cron, Some(open))])
+        .await
+        .unwrap();
+
+    let interval = job(
+        "65a1b2c3d4e5f60718293a03",
+        json!({
+            "name": "every hour", "jobType": "SMS", "jobData": {},
+            "schedule": {"intervalSeconds": 3600, "startAt": "2030-01-01T10:00:00Z"}
+        }),
+    );
+    store.insert(&interval, None, &[]).await.unwrap();
+    let mut next = interval.clone();
+    next.touch(at("2030-01-01T12:00:00.500Z"));
+    let finished = [
+        run(&interval, "2030-01-01T10:00:00Z", 1, RunStatus::Succeeded),
+        run(&interval, "2030-01-01T11:00:00Z", 1, RunStatus::Missed),
+    ];
+    let finished_event = event(3, EventKind::Finished, &next, Some(finished[0].clone()));
+    store
+        .update(&next, interval.version, &finished, &[finished_event])
+        .await
+        .unwrap();
+
+    let doomed = job(
+        "65a1b2c3d4e5f60718293a04",
+        json!({"name": "to delete", "jobType": "SMS", "jobData": {},
+               "schedule": {"runAt": "2030-02-01T00:00:00Z"}}),
+    );
+    store.insert(&doomed, None, &[]).await.unwrap();
+    store
+        .delete(
+            doomed.id,
+            doomed.version,
+            &[event(4, EventKind::Deleted, &doomed, None)],
+        )
+        .await
+        .unwrap();
+
+    // Only the one-shot is due by then: its claim sets the lease and the fencing token.
+    let lease = Lease {
+        owner: "scheduler-golden".into(),
+        until: at("2030-01-01T09:00:30Z"),
+    };
+    let claimed = store
+        .claim_due(&lease, at("2030-01-01T09:00:00Z"), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].job.id, email.id);
+    let relay = Lease {
+        owner: "relay-golden".into(),
+        until: at("2030-01-01T09:00:10Z"),
+    };
+    assert!(
+        store
+            .take_relay_lease(&relay, at("2030-01-01T09:00:00Z"))
+            .await
+            .unwrap()
+    );
+}
+
+/// Compares `actual` with the golden file `name`, or writes it with `UPDATE_GOLDEN`.
+fn matches_golden(name: &str, actual: &str) {
+    let directory = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/store");
+    let path = directory.join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(&directory).unwrap();
+        std::fs::write(&path, actual).unwrap();
+    }
+    let golden = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} missing: UPDATE_GOLDEN=1 writes it", path.display()));
+    assert!(
+        actual == golden,
+        "what the store wrote differs from {}:\n{actual}",
+        path.display()
+    );
+}
+
+#[tokio::test]
+async fn the_embedded_store_writes_its_golden_schema_and_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    write_one_of_each(Arc::new(SqliteStore::open(dir.path()).unwrap())).await;
+
+    let conn = rusqlite::Connection::open(dir.path().join("jobs.db")).unwrap();
+    let mut text = String::new();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    writeln!(text, "user_version: {version}").unwrap();
+    let mut schema = conn
+        .prepare("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name")
+        .unwrap();
+    let rows = schema
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })
+        .unwrap();
+    for row in rows {
+        let (kind, name, sql) = row.unwrap();
+        writeln!(text, "{kind} {name}: {}", sql.unwrap_or_default()).unwrap();
+    }
+    for (table, order) in [
+        ("jobs", "id"),
+        ("ledger", "seq"),
+        ("outbox", "seq"),
+        ("leases", "name"),
+    ] {
+        writeln!(text, "\n# {table}").unwrap();
+        let mut statement = conn
+            .prepare(&format!("SELECT * FROM {table} ORDER BY {order}"))
+            .unwrap();
+        let columns: Vec<String> = statement.column_names().map(str::to_owned).collect();
+        let mut rows = statement.query([]).unwrap();
+        while let Some(row) = rows.next().unwrap() {
+            writeln!(text, "-").unwrap();
+            for (i, column) in columns.iter().enumerate() {
+                let value = match row.get_ref(i).unwrap() {
+                    rusqlite::types::ValueRef::Null => "NULL".to_owned(),
+                    rusqlite::types::ValueRef::Integer(n) => n.to_string(),
+                    rusqlite::types::ValueRef::Real(x) => x.to_string(),
+                    rusqlite::types::ValueRef::Text(t) => {
+                        format!("'{}'", String::from_utf8_lossy(t))
+                    }
+                    rusqlite::types::ValueRef::Blob(b) => format!("blob of {} bytes", b.len()),
+                };
+                writeln!(text, "  {column}: {value}").unwrap();
+            }
+        }
+    }
+    matches_golden("embedded.txt", &text);
+}
+
+/// A BSON value with its type, in a stable text form: field order and number types matter to
+/// MongoDB, so both are pinned.
+fn render(value: &Bson, indent: usize, out: &mut String) {
+    let pad = "  ".repeat(indent);
+    match value {
+        Bson::Document(document) => render_document(document, indent, out),
+        Bson::Array(items) if items.is_empty() => out.push_str("[]\n"),
+        Bson::Array(items) => {
+            out.push('\n');
+            for item in items {
+                write!(out, "{pad}- ").unwrap();
+                render(item, indent + 1, out);
+            }
+        }
+        Bson::String(s) => writeln!(out, "String({})", serde_json::to_string(s).unwrap()).unwrap(),
+        Bson::Int32(n) => writeln!(out, "Int32({n})").unwrap(),
+        Bson::Int64(n) => writeln!(out, "Int64({n})").unwrap(),
+        Bson::Double(x) => writeln!(out, "Double({x})").unwrap(),
+        Bson::Boolean(b) => writeln!(out, "Boolean({b})").unwrap(),
+        Bson::Null => out.push_str("Null\n"),
+        Bson::ObjectId(oid) => writeln!(out, "ObjectId({})", oid.to_hex()).unwrap(),
+        Bson::DateTime(t) => writeln!(
+            out,
+            "DateTime({})",
+            t.try_to_rfc3339_string().unwrap_or_default()
+        )
+        .unwrap(),
+        other => writeln!(out, "{other:?}").unwrap(),
+    }
+}
+
+fn render_document(document: &Document, indent: usize, out: &mut String) {
+    if document.is_empty() {
+        out.push_str("{}\n");
+        return;
+    }
+    out.push('\n');
+    let pad = "  ".repeat(indent);
+    for (key, value) in document {
+        write!(out, "{pad}{key}: ").unwrap();
+        render(value, indent + 1, out);
+    }
+}
+
+#[tokio::test]
+async fn the_mongodb_store_writes_its_golden_documents() {
+    let store = mongo_store(&database_name()).await;
+    let db = store.database().clone();
+    write_one_of_each(Arc::new(store)).await;
+
+    let mut text = String::new();
+    for collection in ["jobs", "leases"] {
+        writeln!(text, "# {collection}").unwrap();
+        let mut cursor = db
+            .collection::<Document>(collection)
+            .find(bson::doc! {})
+            .sort(bson::doc! { "_id": 1 })
+            .await
+            .unwrap();
+        use futures::TryStreamExt;
+        while let Some(document) = cursor.try_next().await.unwrap() {
+            write!(text, "-").unwrap();
+            render_document(&document, 1, &mut text);
+        }
+    }
+    matches_golden("mongodb.txt", &text);
+}
