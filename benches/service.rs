@@ -30,11 +30,10 @@ use chrono::{DateTime, Utc};
 use scheduler::{
     app::Application,
     config::{Config, StoreKind},
-    domain::{Job, JobInput, JobSpec, RunId},
-    events::EventKind,
+    domain::{EventKind, Job, JobInput, JobSpec, Limits, RunId},
     grpc::pb::{self, jobs_service_client::JobsServiceClient},
-    lifecycle::Limits,
-    store::{Claim, ClaimedStep, JobStore, Lease, mongo::MongoStore, sqlite::SqliteStore},
+    jobs::ports::{Claim, ClaimedStep, JobStore, Lease},
+    store::{mongo::MongoStore, sqlite::SqliteStore},
 };
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -594,39 +593,19 @@ fn future_job(spec: &JobSpec, i: usize, now: DateTime<Utc>) -> Job {
     )
 }
 
-/// Adds `count` future jobs to the embedded store in `dir` (created if new) with one
-/// transaction of plain inserts into the columns `SqliteStore::insert` writes.
-fn fill_sqlite(dir: &Path, count: usize) {
-    drop(SqliteStore::open(dir).unwrap());
-    let mut conn = rusqlite::Connection::open(dir.join("jobs.db")).unwrap();
-    conn.pragma_update(None, "synchronous", "OFF").unwrap();
+/// Adds `count` future jobs to the embedded store in `dir` (created if new), in transactions
+/// of 50,000 jobs each.
+async fn fill_sqlite(dir: &Path, count: usize) {
+    const CHUNK: usize = 50_000;
+    let store = SqliteStore::open(dir).unwrap();
     let now = Utc::now();
     let spec = email_spec("future", now + chrono::Duration::days(365));
-    let tx = conn.transaction().unwrap();
-    {
-        let mut insert = tx
-            .prepare(
-                "INSERT INTO jobs (id, doc, name, status, job_type, due_at, created_at, version)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .unwrap();
-        for i in 0..count {
-            let job = future_job(&spec, i, now);
-            insert
-                .execute(rusqlite::params![
-                    job.id.to_string(),
-                    serde_json::to_string(&job).unwrap(),
-                    job.name,
-                    job.status.code(),
-                    job.job_type.code(),
-                    job.due_at().map(|t| t.timestamp_millis()),
-                    job.created_at.timestamp_millis(),
-                    job.version as i64,
-                ])
-                .unwrap();
-        }
+    for start in (0..count).step_by(CHUNK) {
+        let jobs = (start..(start + CHUNK).min(count))
+            .map(|i| future_job(&spec, i, now))
+            .collect();
+        store.insert_many(jobs).await.unwrap();
     }
-    tx.commit().unwrap();
 }
 
 /// Adds `count` future jobs to `store` through `JobStore::insert`, `FILL_CONCURRENCY` at a
@@ -696,9 +675,7 @@ async fn binary_memory_embedded(sizes: &[usize]) {
         let dir = data.path().to_owned();
         let add = size - stored;
         let start = Instant::now();
-        tokio::task::spawn_blocking(move || fill_sqlite(&dir, add))
-            .await
-            .unwrap();
+        fill_sqlite(&dir, add).await;
         filled_in += start.elapsed();
         stored = size;
         let (rss, listed) = binary_rss(&flags).await;
@@ -972,11 +949,11 @@ async fn kafka_path(brokers: &str, store: StoreKind, label: &str, count: usize) 
         })
         .collect();
     futures::future::join_all(sends).await;
-    let filter = scheduler::store::JobFilter {
+    let filter = scheduler::jobs::JobFilter {
         status: Some(scheduler::domain::JobStatus::Succeeded),
         ..Default::default()
     };
-    let page = scheduler::store::PageRequest { page: 1, size: 1 };
+    let page = scheduler::jobs::PageRequest { page: 1, size: 1 };
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let done = jobs.list(filter.clone(), page).await.unwrap().total_count as usize;

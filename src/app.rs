@@ -1,11 +1,14 @@
-//! Builds the service from its configuration and runs it until shutdown.
+//! Builds the service from its configuration and runs it until shutdown: the one place the
+//! adapters are chosen.
 //!
 //! `Application::build` binds the port (0 picks a free one, so tests run the real service side
 //! by side) and wires the store, the event bus, the use cases, the scheduler and both
 //! transports. `run` serves until the shutdown token is cancelled, then stops accepting, lets
-//! in-flight requests finish, ends event streams and stops claiming.
+//! in-flight requests finish, ends event streams and stops claiming. A background task that
+//! dies (the scheduler, the outbox relay, the result consumer) stops the service with an error,
+//! so the process exits non-zero and its supervisor restarts it.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::IntoFuture, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
@@ -14,14 +17,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Config, StoreKind},
-    events::{EventBus, EventRoute},
+    events::EventBus,
     grpc,
-    jobs::Jobs,
+    jobs::{EventRoute, Jobs, ports::JobStore},
     kafka::{KafkaSettings, consumer::ResultConsumer, producer::KafkaPublisher},
     outbox::{Relay, RelaySettings},
     rest::{self, AppState, RestSettings},
+    runtime::{Backoff, Outage, Supervisor},
     scheduler::{Scheduler, SchedulerSettings},
-    store::{JobStore, mongo::MongoStore, sqlite::SqliteStore},
+    store::{mongo::MongoStore, sqlite::SqliteStore},
 };
 
 /// Events each slow live subscriber may fall behind by before it misses some.
@@ -30,6 +34,8 @@ const EVENT_BUFFER: usize = 16 * 1024;
 /// The service, bound and ready to run.
 pub struct Application {
     listener: TcpListener,
+    /// The address the listener is bound to.
+    addr: SocketAddr,
     router: axum::Router,
     scheduler: Scheduler,
     /// Cancelled by `run` once serving has stopped, to end streams and the scheduler.
@@ -50,16 +56,15 @@ struct KafkaParts {
 impl Application {
     /// Opens the store and binds the port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let history = config.run_history as usize;
         let store: Arc<dyn JobStore> = match config.store_kind() {
             StoreKind::Embedded => {
                 tracing::info!(data_dir = %config.data_dir.display(), "job store: embedded SQLite");
-                Arc::new(
-                    SqliteStore::open(&config.data_dir)?.with_history(config.run_history as usize),
-                )
+                Arc::new(SqliteStore::open(&config.data_dir)?.with_history(history))
             }
             StoreKind::Memory => {
                 tracing::warn!("job store: in memory; every job is lost at exit");
-                Arc::new(SqliteStore::in_memory()?.with_history(config.run_history as usize))
+                Arc::new(SqliteStore::in_memory()?.with_history(history))
             }
             StoreKind::Mongodb => {
                 let settings = config.mongo_settings().await?;
@@ -70,11 +75,7 @@ impl Application {
                     .map(|h| h.to_string())
                     .collect();
                 tracing::info!(hosts = ?hosts, database = %settings.database, "job store: MongoDB");
-                Arc::new(
-                    MongoStore::connect(settings)
-                        .await?
-                        .with_history(config.run_history as usize),
-                )
+                Arc::new(MongoStore::connect(settings).await?.with_history(history))
             }
         };
         Self::with_store(config, store).await
@@ -154,8 +155,12 @@ impl Application {
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("Failed to listen on {address}"))?;
+        let addr = listener
+            .local_addr()
+            .with_context(|| format!("Failed to read the address bound for {address}"))?;
         Ok(Self {
             listener,
+            addr,
             router,
             scheduler,
             internal_shutdown,
@@ -167,9 +172,7 @@ impl Application {
 
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.addr
     }
 
     /// The use cases, for embedding and benchmarks.
@@ -182,21 +185,33 @@ impl Application {
         self.bus.clone()
     }
 
-    /// Serves until `shutdown` is cancelled, then shuts down gracefully.
+    /// Serves until `shutdown` is cancelled, then shuts down gracefully. Ends with an error
+    /// when a background task stopped early (it panicked, failed, or returned).
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let internal = self.internal_shutdown.clone();
-        let scheduler = tokio::spawn(self.scheduler.run(internal.clone()));
-        let kafka = self
-            .kafka
-            .map(|kafka| tokio::spawn(run_kafka(kafka, self.jobs.clone(), internal.clone())));
-        tracing::info!(address = %self.listener.local_addr()?, "serving REST and gRPC");
+        let mut tasks = Supervisor::new();
+        let scheduler = self.scheduler;
+        let stop = internal.clone();
+        tasks.spawn("scheduler", async move {
+            scheduler.run(stop).await;
+            Ok(())
+        });
+        if let Some(kafka) = self.kafka {
+            tasks.spawn(
+                "kafka",
+                run_kafka(kafka, self.jobs.clone(), internal.clone()),
+            );
+        }
+        tracing::info!(address = %self.addr, "serving REST and gRPC");
         // Open event streams never finish by themselves: end them when shutdown starts, so
         // graceful shutdown waits only for ordinary requests.
-        let streams_end = {
+        let stop_serving = {
             let internal = internal.clone();
-            let shutdown = shutdown.clone();
             async move {
-                shutdown.cancelled().await;
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = internal.cancelled() => {}
+                }
                 internal.cancel();
             }
         };
@@ -206,54 +221,75 @@ impl Application {
                 tracing::warn!(%error, "could not set TCP_NODELAY");
             }
         });
-        let served = axum::serve(listener, self.router)
-            .with_graceful_shutdown(streams_end)
-            .await;
+        let server = axum::serve(listener, self.router)
+            .with_graceful_shutdown(stop_serving)
+            .into_future();
+        tokio::pin!(server);
+        let mut failure = None;
+        let served = loop {
+            tokio::select! {
+                served = &mut server => break served,
+                exit = tasks.next_exit() => {
+                    if let Some(error) = exit.failure(internal.is_cancelled()) {
+                        tracing::error!(error = ?error, "a background task stopped; the service stops");
+                        failure.get_or_insert(error);
+                        internal.cancel();
+                    }
+                }
+            }
+        };
         internal.cancel();
-        scheduler.await.context("the scheduler task failed")?;
-        if let Some(kafka) = kafka {
-            kafka.await.context("the Kafka tasks failed")?;
-        }
+        let stopped = tasks.join_all().await;
         tracing::info!("stopped");
-        served.context("the server failed")
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+        served.context("the server failed")?;
+        stopped
     }
 }
 
 /// Creates the topics (retrying while the brokers are unreachable), then runs the outbox relay
 /// and the result consumer until shutdown. Until the topics exist, events wait in the outbox.
-async fn run_kafka(kafka: KafkaParts, jobs: Jobs, shutdown: CancellationToken) {
-    let mut backoff = Duration::from_millis(500);
+async fn run_kafka(
+    kafka: KafkaParts,
+    jobs: Jobs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut outage = Outage::new(
+        "Kafka topics not ready; retrying",
+        "Kafka topics ready",
+        Backoff::new(Duration::from_millis(500), Duration::from_secs(10)),
+    );
     loop {
         match crate::kafka::ensure_topics(&kafka.settings).await {
-            Ok(()) => break,
+            Ok(()) => {
+                outage.recovered();
+                break;
+            }
             Err(error) => {
-                tracing::error!(error = ?error, "Kafka topics not ready; retrying");
+                let wait = outage.failed(&error);
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                    () = shutdown.cancelled() => return Ok(()),
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
     }
-    let consumer =
-        match ResultConsumer::new(&kafka.settings, jobs, kafka.publisher.producer().clone()) {
-            Ok(consumer) => Some(tokio::spawn(consumer.run(shutdown.clone()))),
-            Err(error) => {
-                tracing::error!(error = ?error, "the result consumer cannot start");
-                None
-            }
-        };
-    kafka.relay.run(shutdown).await;
-    if let Some(consumer) = consumer {
-        let _ = consumer.await;
-    }
+    let consumer = ResultConsumer::new(&kafka.settings, jobs, kafka.publisher.producer().clone())
+        .context("the result consumer cannot start")?;
+    // Both run until shutdown; a panic in either ends this task, and the service with it.
+    tokio::join!(kafka.relay.run(shutdown.clone()), consumer.run(shutdown));
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
     };
     #[cfg(unix)]
     let terminate = async {
@@ -261,7 +297,10 @@ pub async fn shutdown_signal() {
             Ok(mut signal) => {
                 signal.recv().await;
             }
-            Err(_) => std::future::pending::<()>().await,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
         }
     };
     #[cfg(not(unix))]

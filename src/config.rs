@@ -7,6 +7,7 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 use clap::{Parser, ValueEnum};
 
 use crate::{
+    domain::Limits,
     kafka::{KafkaSettings, TopicSpec, Topics},
     store::mongo::MongoSettings,
 };
@@ -25,7 +26,9 @@ pub enum StoreKind {
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line, for log collectors.
     Json,
 }
 
@@ -49,15 +52,20 @@ pub struct Config {
     /// Directory of the embedded store.
     #[arg(long, env = "SCHEDULER_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// Largest request body (REST) or message (gRPC) in bytes.
-    #[arg(long, env = "SCHEDULER_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    /// Largest request body (REST) or message (gRPC) in bytes: 1 KiB to 64 MiB.
+    #[arg(long, env = "SCHEDULER_MAX_BODY_BYTES", default_value_t = 256 * 1024,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=64 * 1024 * 1024))]
     pub max_body_bytes: usize,
-    /// Longest a request may take to answer, in seconds: 408 on REST, DEADLINE_EXCEEDED on
-    /// gRPC. The event streams are exempt.
-    #[arg(long, env = "SCHEDULER_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
+    /// Longest a request may take to answer, in seconds (1 to 3600): 408 on REST,
+    /// DEADLINE_EXCEEDED on gRPC. The event streams are exempt.
+    #[arg(long, env = "SCHEDULER_REQUEST_TIMEOUT_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_seconds: u64,
-    /// How long a scheduler's claim on due jobs holds, in seconds, before another may take them.
-    #[arg(long, env = "SCHEDULER_LEASE_SECONDS", default_value_t = 30)]
+    /// How long a scheduler's claim on due jobs holds, in seconds (1 to 3600), before another
+    /// may take them: longer than a fire batch takes, shorter than a dead replica's jobs should
+    /// wait.
+    #[arg(long, env = "SCHEDULER_LEASE_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub lease_seconds: u64,
     /// Due jobs claimed per store round trip.
     #[arg(long, env = "SCHEDULER_BATCH_SIZE", default_value_t = 200,
@@ -116,22 +124,29 @@ pub struct Config {
     /// Topic of creation events.
     #[arg(long, env = "TOPIC_JOB_CREATE", default_value = "topic-job-create")]
     pub topic_job_create: String,
+    /// Partitions of the create topic, when the service creates it.
     #[arg(long, env = "TOPIC_JOB_CREATE_PARTITIONS", default_value_t = 1, value_parser = partitions())]
     pub topic_job_create_partitions: i32,
+    /// Replicas of the create topic, when the service creates it.
     #[arg(long, env = "TOPIC_JOB_CREATE_REPLICAS", default_value_t = 1, value_parser = replicas())]
     pub topic_job_create_replicas: i32,
-    /// Topic of update, deletion and result events.
+    /// Topic of every other event: updates, deletions, finished runs, pauses, resumes and
+    /// cancellations.
     #[arg(long, env = "TOPIC_JOB_UPDATE", default_value = "topic-job-update")]
     pub topic_job_update: String,
+    /// Partitions of the update topic, when the service creates it.
     #[arg(long, env = "TOPIC_JOB_UPDATE_PARTITIONS", default_value_t = 1, value_parser = partitions())]
     pub topic_job_update_partitions: i32,
+    /// Replicas of the update topic, when the service creates it.
     #[arg(long, env = "TOPIC_JOB_UPDATE_REPLICAS", default_value_t = 1, value_parser = replicas())]
     pub topic_job_update_replicas: i32,
     /// Topic of run messages, which executors consume.
     #[arg(long, env = "TOPIC_JOB_RUN", default_value = "topic-job-run")]
     pub topic_job_run: String,
+    /// Partitions of the run topic, when the service creates it.
     #[arg(long, env = "TOPIC_JOB_RUN_PARTITIONS", default_value_t = 1, value_parser = partitions())]
     pub topic_job_run_partitions: i32,
+    /// Replicas of the run topic, when the service creates it.
     #[arg(long, env = "TOPIC_JOB_RUN_REPLICAS", default_value_t = 1, value_parser = replicas())]
     pub topic_job_run_replicas: i32,
     /// Topic of the executors' results, which the service consumes.
@@ -141,8 +156,10 @@ pub struct Config {
         default_value = "topic-job-run-result"
     )]
     pub topic_job_run_result: String,
+    /// Partitions of the result topic, when the service creates it.
     #[arg(long, env = "TOPIC_JOB_RUN_RESULT_PARTITIONS", default_value_t = 1, value_parser = partitions())]
     pub topic_job_run_result_partitions: i32,
+    /// Replicas of the result topic, when the service creates it.
     #[arg(long, env = "TOPIC_JOB_RUN_RESULT_REPLICAS", default_value_t = 1, value_parser = replicas())]
     pub topic_job_run_result_replicas: i32,
     /// Dead-letter topic of results that cannot be applied.
@@ -152,8 +169,10 @@ pub struct Config {
         default_value = "topic-job-run-result-dlq"
     )]
     pub topic_job_run_result_dlq: String,
+    /// Partitions of the dead-letter topic, when the service creates it.
     #[arg(long, env = "TOPIC_JOB_RUN_RESULT_DLQ_PARTITIONS", default_value_t = 1, value_parser = partitions())]
     pub topic_job_run_result_dlq_partitions: i32,
+    /// Replicas of the dead-letter topic, when the service creates it.
     #[arg(long, env = "TOPIC_JOB_RUN_RESULT_DLQ_REPLICAS", default_value_t = 1, value_parser = replicas())]
     pub topic_job_run_result_dlq_replicas: i32,
     /// Consumer group of the result consumer.
@@ -186,11 +205,11 @@ fn replicas() -> clap::builder::RangedI64ValueParser<i32> {
 
 impl Config {
     /// The engine's bounds.
-    pub fn limits(&self) -> crate::lifecycle::Limits {
-        crate::lifecycle::Limits {
+    pub fn limits(&self) -> Limits {
+        Limits {
             misfire_threshold: chrono::Duration::seconds(i64::from(self.misfire_threshold_seconds)),
             max_catch_up: self.max_catch_up as usize,
-            ..crate::lifecycle::Limits::default()
+            ..Limits::default()
         }
     }
 
@@ -253,6 +272,7 @@ impl Config {
         ])
     }
 
+    /// The request timeout.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_seconds)
     }

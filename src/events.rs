@@ -1,153 +1,35 @@
-//! Lifecycle and run events, the port they leave through, and the in-process bus.
+//! The in-process event bus: the live [`EventSink`] adapter, and the one stream that feeds both
+//! the SSE endpoint and the gRPC watch.
 //!
-//! Every change the use cases make is described by one [`Event`]. The [`EventSink`] port takes
-//! them; [`EventBus`] is the in-process adapter that fans them out to live subscribers (the SSE
-//! endpoint and the gRPC watch). A subscriber that falls too far behind misses events and is told
-//! so; the bus keeps nothing for subscribers that are not connected.
+//! The bus fans events out to live subscribers. A subscriber that falls too far behind misses
+//! events and is told so ([`Watched::Lagged`]); the bus keeps nothing for subscribers that are
+//! not connected.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, broadcast};
-use uuid::Uuid;
+use futures::Stream;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
-    domain::{Job, Run},
-    store::Outbox,
+    domain::{Event, JobId},
+    jobs::ports::EventSink,
 };
-
-/// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EventKind {
-    Created,
-    Updated,
-    Deleted,
-    /// A run was fired: executors act on this.
-    Run,
-    /// A run reached a final status: its result, a timeout, or a fire recorded as skipped,
-    /// missed or cancelled.
-    Finished,
-    Paused,
-    Resumed,
-    Cancelled,
-}
-
-impl EventKind {
-    /// The CloudEvents `type` of the event.
-    pub fn ce_type(self) -> &'static str {
-        match self {
-            Self::Created => "scheduler.job.created",
-            Self::Updated => "scheduler.job.updated",
-            Self::Deleted => "scheduler.job.deleted",
-            Self::Run => "scheduler.job.run",
-            Self::Finished => "scheduler.job.finished",
-            Self::Paused => "scheduler.job.paused",
-            Self::Resumed => "scheduler.job.resumed",
-            Self::Cancelled => "scheduler.job.cancelled",
-        }
-    }
-
-    /// The name older consumers see in a Kafka payload's `Event` field.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Created => "created",
-            Self::Updated => "updated",
-            Self::Deleted => "deleted",
-            Self::Run => "run",
-            Self::Finished => "finished",
-            Self::Paused => "paused",
-            Self::Resumed => "resumed",
-            Self::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// One event: what happened to which job, as the change left it. Events are stored in the
-/// outbox as JSON of this shape, so it changes only in ways old rows still decode.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Event {
-    /// Unique per event (the CloudEvents `id`).
-    pub id: Uuid,
-    pub kind: EventKind,
-    pub time: DateTime<Utc>,
-    /// The job after the change (before it, for a deletion).
-    pub job: Job,
-    /// The run, for `Run` and `Finished`.
-    pub run: Option<Run>,
-}
-
-impl Event {
-    pub fn new(kind: EventKind, job: Job, run: Option<Run>) -> Self {
-        Self {
-            id: Uuid::new_v4(),
-            kind,
-            time: crate::domain::truncate(Utc::now()),
-            job,
-            run,
-        }
-    }
-}
-
-/// Where events go.
-#[async_trait]
-pub trait EventSink: Send + Sync + 'static {
-    async fn publish(&self, event: Event);
-}
-
-/// Where the use cases and the scheduler hand their events on. An event always goes to the
-/// in-process sink once its change is stored. When a durable sink (Kafka) is configured, the
-/// event is also stored in the outbox with the change itself, and the relay is woken to publish
-/// it.
-#[derive(Clone)]
-pub struct EventRoute {
-    live: Arc<dyn EventSink>,
-    /// Wakes the outbox relay; `None` when no durable sink is configured.
-    relay: Option<Arc<Notify>>,
-}
-
-impl EventRoute {
-    /// Events go to `live` only.
-    pub fn live_only(live: Arc<dyn EventSink>) -> Self {
-        Self { live, relay: None }
-    }
-
-    /// Events go to `live`, and through the outbox to the relay that `relay` wakes.
-    pub fn with_outbox(live: Arc<dyn EventSink>, relay: Arc<Notify>) -> Self {
-        Self {
-            live,
-            relay: Some(relay),
-        }
-    }
-
-    /// What to store in the outbox with the change `events` describe.
-    pub fn outbox<'a>(&self, events: &'a [Event]) -> Outbox<'a> {
-        if self.relay.is_some() { events } else { &[] }
-    }
-
-    /// Whether events are stored in the outbox.
-    pub fn uses_outbox(&self) -> bool {
-        self.relay.is_some()
-    }
-
-    /// Hands on events whose changes (and outbox entries) are stored.
-    pub async fn stored(&self, events: impl IntoIterator<Item = Event>) {
-        if let Some(relay) = &self.relay {
-            relay.notify_one();
-        }
-        for event in events {
-            self.live.publish(event).await;
-        }
-    }
-}
 
 /// The in-process event bus.
 #[derive(Clone)]
 pub struct EventBus {
     sender: broadcast::Sender<Arc<Event>>,
+}
+
+/// What a watcher receives.
+#[derive(Debug, Clone)]
+pub enum Watched {
+    /// The next event it asked for.
+    Event(Arc<Event>),
+    /// It fell this many events behind and missed them; it should read the state again.
+    Lagged(u64),
 }
 
 impl EventBus {
@@ -161,6 +43,32 @@ impl EventBus {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.sender.subscribe()
     }
+
+    /// The events from now on, of job `only` or of every job, until `shutdown` is cancelled.
+    /// Subscribes at once, so nothing stored after the call is missed.
+    pub fn watch(
+        &self,
+        only: Option<JobId>,
+        shutdown: CancellationToken,
+    ) -> impl Stream<Item = Watched> + Send + use<> {
+        let mut receiver = self.subscribe();
+        async_stream::stream! {
+            loop {
+                let received = tokio::select! {
+                    r = receiver.recv() => r,
+                    () = shutdown.cancelled() => break,
+                };
+                match received {
+                    Ok(event) if only.is_none_or(|id| id == event.job.id) => {
+                        yield Watched::Event(event);
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(missed)) => yield Watched::Lagged(missed),
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -168,5 +76,47 @@ impl EventSink for EventBus {
     async fn publish(&self, event: Event) {
         // No subscribers is not an error: the bus keeps nothing.
         let _ = self.sender.send(Arc::new(event));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::domain::{EventKind, Job, JobInput};
+
+    fn job() -> Job {
+        let input: JobInput = serde_json::from_value(serde_json::json!({
+            "name": "watched", "jobType": "SMS", "jobData": {},
+            "schedule": {"runAt": "2030-01-01T00:00:00Z"}
+        }))
+        .unwrap();
+        Job::new(input.parse().unwrap(), chrono::Utc::now())
+    }
+
+    #[tokio::test]
+    async fn a_watch_sees_its_job_only_is_told_of_a_lag_and_ends_at_shutdown() {
+        let bus = EventBus::new(2);
+        let shutdown = CancellationToken::new();
+        let (mine, other) = (job(), job());
+        let watch = bus.watch(Some(mine.id), shutdown.clone());
+        futures::pin_mut!(watch);
+        for job in [&other, &mine] {
+            bus.publish(Event::new(EventKind::Updated, job.clone(), None))
+                .await;
+        }
+        let Some(Watched::Event(event)) = watch.next().await else {
+            panic!("no event")
+        };
+        assert_eq!(event.job.id, mine.id);
+        for _ in 0..3 {
+            bus.publish(Event::new(EventKind::Updated, mine.clone(), None))
+                .await;
+        }
+        assert!(matches!(watch.next().await, Some(Watched::Lagged(1))));
+        shutdown.cancel();
+        let rest: Vec<_> = watch.collect().await;
+        assert!(rest.len() <= 2, "the watch ended");
     }
 }

@@ -1,33 +1,33 @@
 //! A durable job scheduler.
 //!
 //! Users create jobs over REST or gRPC; the scheduler fires each one when it is due by
-//! recording a run and publishing a run event, and executors report the result back.
+//! recording a run and publishing a run event, and executors report the result back. The store
+//! is the truth: nothing lives only in memory. `ARCHITECTURE.md` is the map; in brief, arrows
+//! point inward, from the transports and adapters to the use cases to the domain:
 //!
-//! - [`domain`]: jobs, runs, policies, and parsing raw input into them.
-//! - [`schedule`]: one-shot, cron (with its time-zone and DST rules) and interval schedules.
-//! - [`lifecycle`]: every transition of a job (fire, timeout, retry, misfire, overlap, pause,
-//!   resume, trigger, cancel, result) as a pure function of the job and the time.
-//! - [`jobs`]: the use cases, the one layer both transports call.
-//! - [`store`]: the `JobStore` port (with its outbox) and its SQLite and MongoDB adapters.
-//! - [`events`]: events, the `EventSink` port, the in-process bus, and `EventRoute`, which
-//!   sends events to the bus and, when Kafka is configured, into the outbox.
-//! - [`outbox`]: the relay that publishes stored events through the `Publisher` port.
+//! - [`domain`]: the core, a leaf: jobs, schedules (cron in a time zone, with DST rules), runs,
+//!   every transition as a pure function, and raw input parsed into them.
+//! - [`jobs`]: the use cases, the one layer both transports call, and the ports they own
+//!   (the job store, the live event sink, the durable publisher).
+//! - [`scheduler`]: the loop that claims due jobs and stores each one's step.
+//! - [`outbox`]: the relay that publishes stored events through the publisher port.
+//! - [`store`]: the store adapters (embedded SQLite, MongoDB).
+//! - [`events`]: the in-process event bus and the watch that feeds SSE and the gRPC stream.
 //! - [`kafka`]: the Kafka adapters: the publisher, the result consumer, the message format.
-//! - [`scheduler`]: the loop that claims and fires due jobs.
 //! - [`rest`] and [`grpc`]: the two transports, thin and mirrored.
+//! - [`runtime`]: backoff, outage logging and the supervision of background tasks.
 //! - [`app`]: wiring and the server on one port; [`config`]: settings.
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod app;
 pub mod config;
 pub mod domain;
-pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod jobs;
 pub mod kafka;
-pub mod lifecycle;
 pub mod outbox;
 pub mod rest;
-pub mod schedule;
+pub mod runtime;
 pub mod scheduler;
 pub mod store;

@@ -1,6 +1,6 @@
 //! The outbox relay: publishes stored events to a durable sink, at least once, in order per job.
 //!
-//! Every change is stored with its event (see `store`). The relay reads pending events in store
+//! Every change is stored with its event (see `jobs::ports`). The relay reads pending events in store
 //! order, hands them to the [`Publisher`], and removes from the outbox only those the sink
 //! acknowledged. A sink outage fails no API call: events wait in the store and go out when the
 //! sink is back. If the process dies between publishing and marking, the events go out again
@@ -13,27 +13,15 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use async_trait::async_trait;
 use chrono::Utc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    domain::JobId,
-    events::Event,
-    store::{JobStore, Lease},
+    domain::{Event, JobId},
+    jobs::ports::{JobStore, Lease, Publisher, StoreError},
+    runtime::{Backoff, Outage},
 };
-
-/// A durable event sink (the Kafka producer).
-#[async_trait]
-pub trait Publisher: Send + Sync + 'static {
-    /// Publishes the events, in the given order per job, and says for each whether the sink
-    /// acknowledged it.
-    async fn publish(&self, events: &[Event]) -> Vec<anyhow::Result<()>>;
-
-    /// Succeeds when the sink answers.
-    async fn ping(&self) -> anyhow::Result<()>;
-}
 
 /// How the relay behaves.
 #[derive(Debug, Clone)]
@@ -44,6 +32,8 @@ pub struct RelaySettings {
     pub poll: Duration,
     /// How long the relay lease holds without renewal.
     pub lease: Duration,
+    /// First wait after the sink or the store failed; doubles with each further failure.
+    pub first_backoff: Duration,
     /// Longest wait between attempts while the sink or the store fails.
     pub max_backoff: Duration,
 }
@@ -54,6 +44,7 @@ impl Default for RelaySettings {
             batch_size: 500,
             poll: Duration::from_millis(200),
             lease: Duration::from_secs(10),
+            first_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
         }
     }
@@ -83,6 +74,7 @@ enum Round {
 }
 
 impl Relay {
+    /// A relay from `store` to `publisher`, woken by `wake` when this process stores events.
     pub fn new(
         store: Arc<dyn JobStore>,
         publisher: Arc<dyn Publisher>,
@@ -101,52 +93,48 @@ impl Relay {
     /// Runs until `shutdown` is cancelled; then gives up the lease so another process takes
     /// over at once.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Duration::ZERO;
-        let mut failing = false;
+        let backoff = || Backoff::new(self.settings.first_backoff, self.settings.max_backoff);
+        let mut sink = Outage::new(
+            "cannot publish events; they wait in the outbox and are retried",
+            "publishing events again",
+            backoff(),
+        );
+        let mut store = Outage::new(
+            "the outbox relay cannot reach the job store; retrying",
+            "the outbox relay reaches the job store again",
+            backoff(),
+        );
         let mut leader = false;
         let mut held_until = None;
         while !shutdown.is_cancelled() {
             let wait = match self.round(&mut held_until).await {
                 Ok(round) => {
+                    store.recovered();
                     let is_leader = !matches!(round, Round::NotLeader);
                     if is_leader != leader {
                         tracing::info!(owner = %self.owner, leader = is_leader, "outbox relay lease");
                         leader = is_leader;
                     }
                     match round {
-                        Round::SinkFailed(error) => {
-                            if !failing {
-                                tracing::error!(error = ?error, "cannot publish events; they wait in the outbox and are retried");
-                                failing = true;
-                            }
-                            backoff = next_backoff(backoff, &self.settings);
-                            backoff
+                        Round::SinkFailed(error) => sink.failed(&error),
+                        Round::Published => {
+                            sink.recovered();
+                            Duration::ZERO
                         }
-                        other => {
-                            if failing {
-                                tracing::info!("publishing events again");
-                                failing = false;
-                            }
-                            backoff = Duration::ZERO;
-                            match other {
-                                Round::Published => Duration::ZERO,
-                                _ => self.settings.poll,
-                            }
+                        Round::Idle => {
+                            sink.recovered();
+                            self.settings.poll
                         }
+                        Round::NotLeader => self.settings.poll,
                     }
                 }
-                Err(error) => {
-                    if !failing {
-                        tracing::error!(error = ?error, "the outbox relay cannot reach the job store; retrying");
-                        failing = true;
-                    }
-                    backoff = next_backoff(backoff, &self.settings);
-                    backoff
-                }
+                Err(error) => store.failed(&error),
             };
             if wait.is_zero() {
                 continue;
             }
+            // While failing, the backoff decides when to try again, not this process's writes.
+            let failing = sink.is_failing() || store.is_failing();
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = self.wake.notified(), if !failing => {}
@@ -159,7 +147,9 @@ impl Relay {
                 owner: self.owner.clone(),
                 until: now,
             };
-            let _ = self.store.take_relay_lease(&release, now).await;
+            if let Err(error) = self.store.take_relay_lease(&release, now).await {
+                tracing::warn!(error = ?error, "could not give up the outbox relay lease; it lapses by itself");
+            }
         }
         tracing::info!("outbox relay stopped");
     }
@@ -170,7 +160,7 @@ impl Relay {
     async fn round(
         &self,
         held_until: &mut Option<chrono::DateTime<Utc>>,
-    ) -> Result<Round, crate::store::StoreError> {
+    ) -> Result<Round, StoreError> {
         let now = Utc::now();
         let lease = chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
         if held_until.is_none_or(|until| until - now < lease / 2) {
@@ -222,19 +212,10 @@ fn acknowledged(
     (delivered, failure)
 }
 
-fn next_backoff(current: Duration, settings: &RelaySettings) -> Duration {
-    (current * 2)
-        .max(Duration::from_millis(100))
-        .min(settings.max_backoff)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        domain::{Job, JobInput},
-        events::EventKind,
-    };
+    use crate::domain::{EventKind, Job, JobInput};
 
     fn event_of(job: &Job) -> Event {
         Event::new(EventKind::Updated, job.clone(), None)

@@ -14,9 +14,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    events::EventRoute,
-    lifecycle::Limits,
-    store::{Claim, ClaimedStep, JobStore, Lease, StoreError},
+    domain::Limits,
+    jobs::{
+        EventRoute,
+        ports::{Claim, ClaimedStep, JobStore, Lease, StoreError},
+    },
+    runtime::{Backoff, Outage},
 };
 
 /// How the loop behaves.
@@ -57,6 +60,7 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
+    /// A loop over `store`, handing events to `events`, woken early by `wake`.
     pub fn new(
         store: Arc<dyn JobStore>,
         events: EventRoute,
@@ -75,27 +79,18 @@ impl Scheduler {
     /// Runs until `shutdown` is cancelled; a fire batch under way is finished first.
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(owner = %self.owner, "scheduler started");
-        let mut backoff = self.settings.error_backoff;
-        let mut failing = false;
+        let mut outage = Outage::new(
+            "the scheduler cannot reach the job store; retrying with backoff",
+            "the job store is reachable again; scheduling resumed",
+            Backoff::new(self.settings.error_backoff, self.settings.idle_poll * 10),
+        );
         while !shutdown.is_cancelled() {
             let wait = match self.tick().await {
                 Ok(wait) => {
-                    if failing {
-                        tracing::info!("job store reachable again; scheduling resumed");
-                        failing = false;
-                    }
-                    backoff = self.settings.error_backoff;
+                    outage.recovered();
                     wait
                 }
-                Err(error) => {
-                    if !failing {
-                        tracing::error!(error = ?error, "scheduler cannot reach the job store; retrying with backoff");
-                        failing = true;
-                    }
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(self.settings.idle_poll * 10);
-                    wait
-                }
+                Err(error) => outage.failed(&error),
             };
             if wait.is_zero() {
                 continue;
@@ -129,10 +124,20 @@ impl Scheduler {
     /// stores the steps while the claims hold; returns how many jobs were claimed.
     pub async fn fire_due(&self) -> Result<usize, StoreError> {
         let now = Utc::now();
+        // The configured lease is bounded (see `config`); a lease beyond what times can hold
+        // would be a bug, refused as a store fault rather than an overflow.
+        let until = chrono::Duration::from_std(self.settings.lease)
+            .ok()
+            .and_then(|lease| now.checked_add_signed(lease))
+            .ok_or_else(|| {
+                StoreError::Internal(anyhow::anyhow!(
+                    "a lease of {:?} cannot be expressed",
+                    self.settings.lease
+                ))
+            })?;
         let lease = Lease {
             owner: self.owner.clone(),
-            until: now
-                + chrono::Duration::from_std(self.settings.lease).unwrap_or(chrono::Duration::MAX),
+            until,
         };
         let claims = self
             .store

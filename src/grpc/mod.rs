@@ -1,9 +1,14 @@
 //! The gRPC API: `proto.JobsService` (the older service's five calls, wire-exact, plus the added
 //! ones), reflection v1 and v1alpha, and `grpc.health.v1`, as one axum router that shares the
 //! REST port.
+//!
+//! Handlers ([`jobs`]) only convert ([`convert`]) and call the use cases; errors become
+//! statuses in one place ([`status`]).
 
-pub mod jobs;
-pub mod status;
+mod convert;
+mod jobs;
+pub mod pb;
+mod status;
 
 use std::time::Duration;
 
@@ -11,17 +16,8 @@ use axum::{Router, error_handling::HandleErrorLayer};
 use tower::{ServiceBuilder, timeout::TimeoutLayer};
 use tower_http::trace::TraceLayer;
 
+use self::jobs::JobsGrpc;
 use crate::{events::EventBus, jobs::Jobs};
-
-/// Types and stubs generated from `proto/job.proto`.
-pub mod pb {
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("proto");
-
-    /// The encoded descriptors of `job.proto`, for reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/job_descriptor.bin"));
-}
 
 /// The gRPC services as an axum router without a fallback, to merge into the REST router.
 /// A call that takes longer than `timeout` to answer ends with DEADLINE_EXCEEDED (a stream's
@@ -34,12 +30,12 @@ pub async fn router(
     timeout: Duration,
 ) -> anyhow::Result<Router> {
     let service =
-        pb::jobs_service_server::JobsServiceServer::new(jobs::JobsGrpc::new(jobs, bus, shutdown))
+        pb::jobs_service_server::JobsServiceServer::new(JobsGrpc::new(jobs, bus, shutdown))
             .max_decoding_message_size(max_message_bytes);
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
-        .set_serving::<pb::jobs_service_server::JobsServiceServer<jobs::JobsGrpc>>()
+        .set_serving::<pb::jobs_service_server::JobsServiceServer<JobsGrpc>>()
         .await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()

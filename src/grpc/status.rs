@@ -1,28 +1,31 @@
-//! Errors as gRPC statuses: the gRPC half of the error table in `crate::error`.
+//! Errors as gRPC statuses: the gRPC half of the error table in `crate::jobs::error`.
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
-use crate::error::Error;
+use super::convert::violations;
+use crate::{domain::Invalid, jobs::Error};
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let message = error.to_string();
         match error {
             Error::Invalid(fields) => {
-                let violations: Vec<FieldViolation> = fields
+                let violations = violations(&fields);
+                let summary = violations
                     .iter()
-                    .map(|f| FieldViolation::new(proto_field(&f.field), &f.message))
-                    .collect();
-                let summary = fields
-                    .iter()
-                    .map(|f| format!("{}: {}", proto_field(&f.field), f.message))
+                    .map(|(field, message)| format!("{field}: {message}"))
                     .collect::<Vec<_>>()
                     .join("; ");
                 Status::with_error_details(
                     Code::InvalidArgument,
                     summary,
-                    ErrorDetails::with_bad_request(violations),
+                    ErrorDetails::with_bad_request(
+                        violations
+                            .into_iter()
+                            .map(|(field, message)| FieldViolation::new(field, message))
+                            .collect::<Vec<_>>(),
+                    ),
                 )
             }
             Error::NotFound(_) => Status::not_found(message),
@@ -43,51 +46,8 @@ impl From<Error> for Status {
     }
 }
 
-/// The proto name of a field named by its REST path: `jobData.Subject` is `job_data.Subject`,
-/// `schedule.runAt` is `schedule_time` (the older clients' one-shot time), and the other
-/// schedule fields are those of the `schedule` message (`schedule.interval_seconds`).
-fn proto_field(rest: &str) -> String {
-    if rest == "schedule.runAt" {
-        return "schedule_time".into();
-    }
-    if let Some(field) = rest.strip_prefix("schedule.") {
-        return format!("schedule.{}", proto_field(field));
-    }
-    let (head, tail) = rest
-        .split_once('.')
-        .map_or((rest, None), |(h, t)| (h, Some(t)));
-    let mut snake = String::new();
-    for c in head.chars() {
-        if c.is_ascii_uppercase() {
-            snake.push('_');
-            snake.push(c.to_ascii_lowercase());
-        } else {
-            snake.push(c);
-        }
-    }
-    match tail {
-        Some(tail) => format!("{snake}.{tail}"),
-        None => snake,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::proto_field;
-
-    #[test]
-    fn rest_paths_become_proto_field_names() {
-        assert_eq!(proto_field("name"), "name");
-        assert_eq!(proto_field("jobType"), "job_type");
-        assert_eq!(
-            proto_field("jobData.SourceAddress"),
-            "job_data.SourceAddress"
-        );
-        assert_eq!(proto_field("schedule.runAt"), "schedule_time");
-        assert_eq!(
-            proto_field("schedule.intervalSeconds"),
-            "schedule.interval_seconds"
-        );
-        assert_eq!(proto_field("runId"), "run_id");
+impl From<Invalid> for Status {
+    fn from(invalid: Invalid) -> Self {
+        Error::from(invalid).into()
     }
 }

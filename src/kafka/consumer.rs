@@ -29,7 +29,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{KafkaSettings, message::ResultMessage};
-use crate::{error::Error, jobs::Jobs};
+use crate::{
+    jobs::{Error, Jobs, Missing},
+    runtime::{Backoff, Outage},
+};
 
 /// How long a dead letter may take to be acknowledged.
 const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -82,14 +85,16 @@ enum Outcome {
 pub struct ResultConsumer {
     consumer: StreamConsumer<RebalanceAware>,
     held: Arc<Mutex<HashMap<PartitionKey, Held>>>,
-    /// Consecutive failures per partition, for the backoff.
-    failures: Mutex<HashMap<PartitionKey, u32>>,
+    /// The partitions whose messages cannot be applied now, each with its backoff.
+    outages: Mutex<HashMap<PartitionKey, Outage>>,
     dead_letters: FutureProducer,
     jobs: Jobs,
     settings: KafkaSettings,
 }
 
 impl ResultConsumer {
+    /// A consumer of the result topic in the configured group, applying results through
+    /// `jobs` and writing dead letters with `dead_letters`.
     pub fn new(
         settings: &KafkaSettings,
         jobs: Jobs,
@@ -111,7 +116,7 @@ impl ResultConsumer {
         Ok(Self {
             consumer,
             held,
-            failures: Mutex::new(HashMap::new()),
+            outages: Mutex::new(HashMap::new()),
             dead_letters,
             jobs,
             settings: settings.clone(),
@@ -193,17 +198,19 @@ impl ResultConsumer {
         let offset = message.offset();
         match outcome {
             Outcome::Retry(error) => {
-                let failures = {
-                    let mut all = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-                    let failures = all.entry(key.clone()).or_insert(0);
-                    *failures += 1;
-                    *failures
-                };
-                let wait = (FIRST_RETRY * 2u32.saturating_pow(failures.min(16) - 1)).min(MAX_RETRY);
-                if failures == 1 {
-                    tracing::error!(error = ?error, topic = %key.0, partition = key.1, offset,
-                        "cannot apply a result now; its partition waits and retries");
-                }
+                let wait = self
+                    .outages
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(key.clone())
+                    .or_insert_with(|| {
+                        Outage::new(
+                            "cannot apply a result now; its partition waits and retries",
+                            "results apply again on the partition that waited",
+                            Backoff::new(FIRST_RETRY, MAX_RETRY),
+                        )
+                    })
+                    .failed(&format_args!("{}/{} at {offset}: {error:?}", key.0, key.1));
                 self.hold(key, offset, wait);
                 return;
             }
@@ -219,10 +226,14 @@ impl ResultConsumer {
                     "result dead-lettered")
             }
         }
-        self.failures
+        if let Some(mut outage) = self
+            .outages
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
+            .remove(&key)
+        {
+            outage.recovered();
+        }
         if let Err(error) = self.consumer.store_offset_from_message(message) {
             // The partition was revoked meanwhile; its new owner will see the message again,
             // and applying it twice changes nothing.
@@ -263,8 +274,8 @@ impl ResultConsumer {
                 .await
             {
                 Ok(_) => Outcome::Applied,
-                Err(Error::NotFound("job")) => Outcome::DeadLetter("unknown job".into()),
-                Err(Error::NotFound(what)) => Outcome::Ignored(format!("{what} not found")),
+                Err(Error::NotFound(Missing::Job)) => Outcome::DeadLetter("unknown job".into()),
+                Err(Error::NotFound(Missing::Run)) => Outcome::Ignored("run not found".into()),
                 Err(Error::Conflict(reason)) => Outcome::Ignored(reason),
                 Err(Error::Unavailable(error)) => Outcome::Retry(error),
                 // The message was checked when parsed; anything else is not the sender's to fix

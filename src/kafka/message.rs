@@ -8,15 +8,16 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{
-    domain::{JobId, RunId, RunResult, RunStatus, format_time},
-    error::Error,
-    events::{Event, EventKind},
+use crate::domain::{
+    Event, EventKind, Invalid, JobId, JobStatus, RunId, RunResult, RunStatus, ScheduleInput,
+    format_time,
 };
 
 use super::Topics;
 
-/// The topic an event goes to: creations, runs, and everything else as updates.
+/// The topic an event goes to: creations to the create topic, fired runs to the run topic, and
+/// everything else (updates, deletions, finished runs, pauses, resumes, cancellations) to the
+/// update topic.
 pub fn topic_of(kind: EventKind, topics: &Topics) -> &str {
     match kind {
         EventKind::Created => &topics.create.name,
@@ -50,7 +51,7 @@ pub fn payload(event: &Event) -> Value {
         "JobData": Value::Object(job.job_data.clone()).to_string(),
         "Event": event.kind.name(),
         "Version": job.version,
-        "Schedule": job.schedule.document(),
+        "Schedule": ScheduleInput::from(&job.schedule),
     });
     if let (Some(run), Value::Object(fields)) = (&event.run, &mut value) {
         fields.insert("RunId".into(), json!(run.run_id.to_string()));
@@ -101,9 +102,11 @@ fn traceparent(event: &Event) -> String {
 /// A result an executor published: which job (and run), and the result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResultMessage {
+    /// The job the result is for.
     pub job: JobId,
     /// Without it, the result closes the job's open run.
     pub run: Option<RunId>,
+    /// How the run ended.
     pub result: RunResult,
 }
 
@@ -129,14 +132,20 @@ impl ResultMessage {
             Some(_) => return Err("Id: must be a string".into()),
             None => return Err("Id: is required".into()),
         };
-        let status = match raw.status {
-            Some(Value::Number(n)) if n.as_i64() == Some(4) => RunStatus::Succeeded,
-            Some(Value::Number(n)) if n.as_i64() == Some(5) => RunStatus::Failed,
-            Some(Value::String(s)) if s == "SUCCEEDED" => RunStatus::Succeeded,
-            Some(Value::String(s)) if s == "FAILED" => RunStatus::Failed,
-            Some(_) => return Err("Status: must be 4 or SUCCEEDED, or 5 or FAILED".into()),
+        // The job status the executor ends the job with, by its contract number (4, 5) or
+        // name (SUCCEEDED, FAILED), as the older service's executors send it.
+        let job_status = match raw.status {
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .and_then(|n| i32::try_from(n).ok())
+                .and_then(JobStatus::from_code),
+            Some(name @ Value::String(_)) => serde_json::from_value::<JobStatus>(name).ok(),
+            Some(_) => None,
             None => return Err("Status: is required".into()),
         };
+        let status = job_status
+            .and_then(RunStatus::reported)
+            .ok_or("Status: must be 4 or SUCCEEDED, or 5 or FAILED")?;
         let run = match raw.run_id {
             None | Some(Value::Null) => None,
             Some(Value::String(id)) if id.is_empty() => None,
@@ -152,13 +161,12 @@ impl ResultMessage {
         };
         let error = text("Error", raw.error)?;
         let output = text("Output", raw.output)?;
-        let result = RunResult::parse(status, error, output).map_err(|e| match e {
-            Error::Invalid(fields) => fields
+        let result = RunResult::parse(status, error, output).map_err(|Invalid(fields)| {
+            fields
                 .iter()
                 .map(|f| format!("{}: {}", pascal_case(&f.field), f.message))
                 .collect::<Vec<_>>()
-                .join("; "),
-            other => other.to_string(),
+                .join("; ")
         })?;
         Ok(Self { job, run, result })
     }

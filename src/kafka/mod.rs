@@ -28,8 +28,11 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A topic's name and how to create it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSpec {
+    /// The topic's name.
     pub name: String,
+    /// Partitions it is created with when missing.
     pub partitions: i32,
+    /// Replicas it is created with when missing.
     pub replicas: i32,
 }
 
@@ -38,7 +41,7 @@ pub struct TopicSpec {
 pub struct Topics {
     /// Creation events.
     pub create: TopicSpec,
-    /// Updates, deletions and finished runs.
+    /// Every other event: updates, deletions, finished runs, pauses, resumes, cancellations.
     pub update: TopicSpec,
     /// Fired runs, for executors.
     pub run: TopicSpec,
@@ -65,6 +68,7 @@ impl Topics {
 pub struct KafkaSettings {
     /// Bootstrap servers, comma-separated.
     pub brokers: String,
+    /// The topics used.
     pub topics: Topics,
     /// Consumer group of the result consumer.
     pub group_id: String,

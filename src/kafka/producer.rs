@@ -16,7 +16,7 @@ use rdkafka::{
 };
 
 use super::{KafkaSettings, message};
-use crate::{events::Event, outbox::Publisher};
+use crate::{domain::Event, jobs::ports::Publisher};
 
 /// How long a send may wait for the brokers before it counts as failed (the event stays in
 /// the outbox and is sent again).
@@ -32,6 +32,7 @@ pub struct KafkaPublisher {
 }
 
 impl KafkaPublisher {
+    /// An idempotent producer to the brokers of `settings`; it connects on first use.
     pub fn new(settings: &KafkaSettings) -> anyhow::Result<Self> {
         let producer: FutureProducer = settings
             .client_config()

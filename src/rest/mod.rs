@@ -1,9 +1,16 @@
 //! The JSON REST API under `/api/v1`, health endpoints, the OpenAPI document and Swagger UI.
+//!
+//! Handlers only convert: query parameters and headers ([`params`]), bodies through the
+//! extractors of [`problem`], results into views ([`views`]); every rule is the use cases'. Each
+//! error becomes a problem document in one place ([`problem`]).
 
-pub mod jobs;
-pub mod problem;
-
-use std::time::Duration;
+mod events;
+mod health;
+mod jobs;
+mod params;
+mod problem;
+mod state;
+mod views;
 
 use axum::{
     Router,
@@ -11,23 +18,12 @@ use axum::{
     extract::DefaultBodyLimit,
     routing::{get, post},
 };
-use tokio_util::sync::CancellationToken;
 use tower::{ServiceBuilder, timeout::TimeoutLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{events::EventBus, jobs::Jobs};
-
-/// What every handler may use.
-#[derive(Clone)]
-pub struct AppState {
-    pub jobs: Jobs,
-    /// Live events for the SSE stream.
-    pub bus: EventBus,
-    /// Ends open event streams when the service shuts down.
-    pub shutdown: CancellationToken,
-}
+pub use self::state::{AppState, RestSettings};
 
 /// The OpenAPI document of the REST API.
 #[derive(OpenApi)]
@@ -40,15 +36,15 @@ pub struct AppState {
     paths(
         jobs::create, jobs::list, jobs::get, jobs::update, jobs::delete,
         jobs::pause, jobs::resume, jobs::trigger, jobs::cancel, jobs::preview,
-        jobs::list_runs, jobs::report_result, jobs::events, jobs::healthz, jobs::readyz
+        jobs::list_runs, jobs::report_result, events::events, health::healthz, health::readyz
     ),
     components(schemas(
         crate::domain::JobInput, crate::domain::ScheduleInput, crate::domain::JobType,
-        crate::domain::JobStatus, crate::domain::RunStatus, crate::error::FieldError,
+        crate::domain::JobStatus, crate::domain::RunStatus, crate::domain::FieldError,
         crate::domain::RetryInput, crate::domain::RetryPolicy, crate::domain::MisfirePolicy,
-        crate::domain::OverlapPolicy, jobs::PreviewView, jobs::FireTimeView,
-        jobs::JobView, jobs::ScheduleView, jobs::JobPage, jobs::RunView, jobs::RunPage,
-        jobs::ResultInput, jobs::EventView, problem::Problem
+        crate::domain::OverlapPolicy, views::PreviewView, views::FireTimeView,
+        views::JobView, views::ScheduleView, views::JobPage, views::RunView, views::RunPage,
+        views::ResultInput, views::EventView, problem::Problem
     )),
     tags(
         (name = "jobs", description = "Create, read, change and delete jobs"),
@@ -59,15 +55,6 @@ pub struct AppState {
     )
 )]
 pub struct ApiDoc;
-
-/// REST limits.
-#[derive(Debug, Clone)]
-pub struct RestSettings {
-    /// Largest request body; larger ones get 413.
-    pub max_body_bytes: usize,
-    /// Longest a request may take; slower ones get 408 (the event stream is exempt).
-    pub request_timeout: Duration,
-}
 
 /// The REST side of the service: `/api/v1`, health, docs, and a problem-shaped 404 for
 /// everything else.
@@ -90,11 +77,11 @@ pub fn router(state: AppState, settings: &RestSettings) -> Router {
                 .layer(HandleErrorLayer::new(problem::timed_out))
                 .layer(TimeoutLayer::new(settings.request_timeout)),
         )
-        .route("/events", get(jobs::events));
+        .route("/events", get(events::events));
     Router::new()
         .nest("/api/v1", api)
-        .route("/healthz", get(jobs::healthz))
-        .route("/readyz", get(jobs::readyz))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .with_state(state)
         .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", ApiDoc::openapi()))
         .fallback(problem::not_found)

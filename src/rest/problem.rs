@@ -1,5 +1,5 @@
 //! Errors as `application/problem+json` (RFC 9457): the REST half of the error table in
-//! `crate::error`, and the extractors whose rejections take the same shape.
+//! `crate::jobs::error`, and the extractors whose rejections take the same shape.
 
 use axum::{
     extract::{FromRequest, FromRequestParts, Request, rejection::BytesRejection},
@@ -9,23 +9,30 @@ use axum::{
 use serde::{Serialize, de::DeserializeOwned};
 use utoipa::ToSchema;
 
-use crate::error::{Error, FieldError, decode_json};
+use crate::{
+    domain::{FieldError, input::json::decode_json},
+    jobs::Error,
+};
 
 /// An error response.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// `about:blank`: the status and title say what kind of problem it is.
     #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
-    pub status: u16,
-    pub detail: String,
+    kind: String,
+    /// The status's reason phrase.
+    title: String,
+    /// The HTTP status.
+    status: u16,
+    /// What went wrong, for a person.
+    detail: String,
     /// The fields at fault, by REST path.
-    pub errors: Vec<FieldError>,
+    errors: Vec<FieldError>,
 }
 
 impl Problem {
-    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+    /// A problem of `status`, without field errors.
+    pub(crate) fn new(status: StatusCode, detail: impl Into<String>) -> Self {
         let title = status.canonical_reason().unwrap_or("Error").to_owned();
         Self {
             // No page documents the kinds: RFC 9457 says `about:blank` then, with the
@@ -89,7 +96,7 @@ impl IntoResponse for Error {
 }
 
 /// The rejection of this module's extractors: a problem response.
-pub struct Rejection(Response);
+pub(crate) struct Rejection(Response);
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
@@ -105,7 +112,7 @@ impl From<Error> for Rejection {
 
 /// A JSON body decoded into `T`: a body that is not JSON, too large, or of the wrong shape is
 /// rejected with a problem naming the field, like every other mistake.
-pub struct ApiJson<T>(pub T);
+pub(crate) struct ApiJson<T>(pub(crate) T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = Rejection;
@@ -133,7 +140,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(body_rejection)?;
-        Ok(Self(decode_json(&bytes)?))
+        Ok(Self(decode_json(&bytes).map_err(Error::from)?))
     }
 }
 
@@ -149,7 +156,7 @@ fn body_rejection(rejection: BytesRejection) -> Rejection {
 
 /// Path parameters decoded into `T`, with a problem response on malformed input (bad
 /// percent-encoding, say).
-pub struct ApiPath<T>(pub T);
+pub(crate) struct ApiPath<T>(pub(crate) T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
     type Rejection = Rejection;
@@ -163,7 +170,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
 }
 
 /// Query parameters decoded into `T`, with a problem response on malformed input.
-pub struct ApiQuery<T>(pub T);
+pub(crate) struct ApiQuery<T>(pub(crate) T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = Rejection;
@@ -187,12 +194,12 @@ fn serde_urlencoded_query<T: DeserializeOwned>(query: &str) -> Result<T, String>
 }
 
 /// The 404 for paths the service does not serve.
-pub async fn not_found() -> Problem {
+pub(crate) async fn not_found() -> Problem {
     Problem::new(StatusCode::NOT_FOUND, "no such path")
 }
 
 /// The 405 for a known path with a method it does not serve.
-pub async fn method_not_allowed() -> Problem {
+pub(crate) async fn method_not_allowed() -> Problem {
     Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "this path does not serve that method",
@@ -201,7 +208,7 @@ pub async fn method_not_allowed() -> Problem {
 
 /// The 408 for a request that took longer than the request timeout (the only error the
 /// timeout layer raises; handlers answer their own errors).
-pub async fn timed_out(error: tower::BoxError) -> Problem {
+pub(crate) async fn timed_out(error: tower::BoxError) -> Problem {
     if error.is::<tower::timeout::error::Elapsed>() {
         Problem::new(StatusCode::REQUEST_TIMEOUT, "the request took too long")
     } else {

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::helpers::{TestApp, email_job};
+use crate::support::{Failures, TestApp, email_job};
 
 /// One bad REST request and what it must answer.
 struct Case {
@@ -374,6 +374,7 @@ async fn bad_rest_input_gets_a_precise_problem_and_stores_nothing() {
         .await;
     let id = existing["id"].as_str().unwrap();
 
+    let mut failures = Failures::new();
     for case in cases() {
         let url = app.url(&case.path.replace("{id}", id));
         let method = reqwest::Method::from_bytes(case.method.as_bytes()).unwrap();
@@ -384,40 +385,38 @@ async fn bad_rest_input_gets_a_precise_problem_and_stores_nothing() {
                 .body(case.body.clone());
         }
         let response = request.send().await.unwrap();
-        assert_eq!(response.status().as_u16(), case.status, "{}", case.what);
-        assert_eq!(
-            response.headers()["content-type"],
+        failures.expect_eq(case.what, response.status().as_u16(), case.status);
+        let content_type = response.headers()["content-type"].clone();
+        failures.expect_eq(
+            case.what,
+            content_type.to_str().unwrap(),
             "application/problem+json",
-            "{}",
-            case.what
         );
-        let problem: Value = response.json().await.unwrap();
-        assert_eq!(problem["status"], case.status, "{}", case.what);
+        let problem: Value = response.json().await.unwrap_or(Value::Null);
+        failures.expect_eq(case.what, problem["status"].clone(), json!(case.status));
         if let Some(field) = case.field {
-            let fields: Vec<_> = problem["errors"]
+            let fields: Vec<String> = problem["errors"]
                 .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["field"].as_str().unwrap().to_owned())
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["field"].as_str().map(str::to_owned))
                 .collect();
-            assert!(
+            failures.expect(
+                case.what,
                 fields.iter().any(|f| f == field),
-                "{}: {fields:?}",
-                case.what
+                format!("no error names {field}: {fields:?}"),
             );
         }
     }
+    failures.assert_none("bad REST requests");
 
     // Nothing was stored or changed.
     assert_eq!(app.job_count().await, 1);
     assert_eq!(app.get_job(id).await, existing);
 }
 
-#[tokio::test]
-async fn bad_grpc_input_is_invalid_argument_with_field_violations_and_stores_nothing() {
-    let app = TestApp::spawn().await;
-    let mut client = app.grpc().await;
-    let valid = pb::CreateJobRequest {
+fn valid_create() -> pb::CreateJobRequest {
+    pb::CreateJobRequest {
         name: "weekly report".into(),
         description: String::new(),
         schedule_time: Some(prost_types::Timestamp {
@@ -427,7 +426,14 @@ async fn bad_grpc_input_is_invalid_argument_with_field_violations_and_stores_not
         job_type: pb::JobType::Sms as i32,
         job_data: "{}".into(),
         ..Default::default()
-    };
+    }
+}
+
+#[tokio::test]
+async fn bad_grpc_creates_are_invalid_argument_with_field_violations_and_store_nothing() {
+    let app = TestApp::spawn().await;
+    let mut client = app.grpc().await;
+    let valid = valid_create();
     let cases: Vec<(&str, pb::CreateJobRequest, &str)> = vec![
         (
             "name too short",
@@ -489,57 +495,99 @@ async fn bad_grpc_input_is_invalid_argument_with_field_violations_and_stores_not
             },
             "job_data.SourceAddress",
         ),
+        ("a bad idempotency key", valid.clone(), "idempotency-key"),
     ];
-    for (what, request, field) in cases {
-        let status = client.create_job(request).await.expect_err(what);
-        assert_eq!(status.code(), Code::InvalidArgument, "{what}");
-        let violations = status
-            .get_details_bad_request()
-            .expect("field violations")
-            .field_violations;
-        assert!(
-            violations.iter().any(|v| v.field == field),
-            "{what}: {violations:?}"
-        );
+    let mut failures = Failures::new();
+    for (what, message, field) in cases {
+        let mut request = tonic::Request::new(message);
+        if what == "a bad idempotency key" {
+            request
+                .metadata_mut()
+                .insert("idempotency-key", "x".repeat(300).parse().unwrap());
+        }
+        match client.create_job(request).await {
+            Ok(_) => failures.expect(what, false, "it was accepted"),
+            Err(status) => {
+                failures.expect_eq(what, status.code(), Code::InvalidArgument);
+                let violations = status
+                    .get_details_bad_request()
+                    .map(|details| details.field_violations)
+                    .unwrap_or_default();
+                failures.expect(
+                    what,
+                    violations.iter().any(|v| v.field == field),
+                    format!("no violation names {field}: {violations:?}"),
+                );
+            }
+        }
     }
+    failures.assert_none("bad gRPC creates");
+    assert_eq!(app.job_count().await, 0);
+}
 
+#[tokio::test]
+async fn an_oversized_grpc_message_is_out_of_range_and_stores_nothing() {
+    let app = TestApp::spawn().await;
+    let mut client = app.grpc().await;
     let oversized = pb::CreateJobRequest {
         job_data: format!(r#"{{"Note":"{}"}}"#, "x".repeat(400 * 1024)),
-        ..valid.clone()
+        ..valid_create()
     };
     let status = client.create_job(oversized).await.unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange, "oversized message");
+    assert_eq!(app.job_count().await, 0);
+}
 
+#[tokio::test]
+async fn malformed_grpc_ids_are_invalid_argument_never_a_lookup() {
+    let app = TestApp::spawn().await;
+    let mut client = app.grpc().await;
+    let mut failures = Failures::new();
     for id in ["123", r#"{"$gt": ""}"#, ""] {
-        let status = client
+        let get = client
             .get_job(pb::GetJobRequest { id: id.into() })
             .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument, "{id}");
-        let status = client
+            .map(|_| ());
+        failures.expect_eq(
+            format!("GetJob {id:?}"),
+            get.map_err(|s| s.code()),
+            Err(Code::InvalidArgument),
+        );
+        let delete = client
             .delete_job(pb::DeleteJobRequest { id: id.into() })
             .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument, "{id}");
-    }
-    for (page, size) in [(-1, 10), (1, 1000), (1, -3), (i64::MAX, 100)] {
-        let status = client
-            .list_jobs(pb::ListJobsRequest { page, size })
-            .await
-            .unwrap_err();
-        assert_eq!(
-            status.code(),
-            Code::InvalidArgument,
-            "page {page} size {size}"
+            .map(|_| ());
+        failures.expect_eq(
+            format!("DeleteJob {id:?}"),
+            delete.map_err(|s| s.code()),
+            Err(Code::InvalidArgument),
         );
     }
+    failures.assert_none("malformed ids");
     let missing = client
         .get_job(pb::GetJobRequest {
             id: "65f1c0ffee0123456789abcd".into(),
         })
         .await
         .unwrap_err();
-    assert_eq!(missing.code(), Code::NotFound);
+    assert_eq!(missing.code(), Code::NotFound, "a well-formed unknown id");
+}
 
-    assert_eq!(app.job_count().await, 0);
+#[tokio::test]
+async fn grpc_paging_out_of_bounds_is_invalid_argument() {
+    let app = TestApp::spawn().await;
+    let mut client = app.grpc().await;
+    let mut failures = Failures::new();
+    for (page, size) in [(-1, 10), (1, 1000), (1, -3), (i64::MAX, 100)] {
+        let listed = client
+            .list_jobs(pb::ListJobsRequest { page, size })
+            .await
+            .map(|_| ());
+        failures.expect_eq(
+            format!("page {page} size {size}"),
+            listed.map_err(|s| s.code()),
+            Err(Code::InvalidArgument),
+        );
+    }
+    failures.assert_none("out-of-bounds pages");
 }

@@ -3,50 +3,16 @@
 
 use std::time::Duration;
 
-use scheduler::{config::Config, events::EventKind, grpc::pb};
+use scheduler::{
+    config::Config,
+    domain::{EventKind, JobStatus, RunStatus},
+    grpc::pb,
+};
 use serde_json::{Value, json};
 
-use crate::{
-    helpers::{TestApp, email_job, eventually, in_millis},
-    process::Service,
+use crate::support::{
+    Failures, Service, TestApp, at, email_job, eventually, id_of, in_millis, sms_job, timestamp,
 };
-
-fn sms_job(name: &str, schedule: Value, extra: Value) -> Value {
-    let mut body = json!({
-        "name": name,
-        "jobType": "SMS",
-        "jobData": {"To": "+100"},
-        "schedule": schedule,
-    });
-    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
-        body.extend(extra);
-    }
-    body
-}
-
-fn id_of(job: &Value) -> String {
-    job["id"].as_str().unwrap().to_owned()
-}
-
-async fn runs(app: &TestApp, id: &str) -> Vec<Value> {
-    app.get_json(&format!("/api/v1/jobs/{id}/runs?size=100"))
-        .await["runs"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
-    let response = app
-        .http
-        .post(app.url(path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
 
 #[tokio::test]
 async fn a_cron_job_with_seconds_fires_every_second_with_a_new_run_id_each_time() {
@@ -135,12 +101,12 @@ async fn a_failed_result_retries_as_a_new_run_then_the_job_fails_when_attempts_r
         .clone()
         .unwrap();
     assert_eq!(first.attempt, 1);
-    let (status, _) = post(
-        &app,
-        &format!("/api/v1/jobs/{id}/runs/{}/result", first.run_id),
-        json!({"status": "FAILED", "error": "mailbox full"}),
-    )
-    .await;
+    let (status, _) = app
+        .post_json(
+            &format!("/api/v1/jobs/{id}/runs/{}/result", first.run_id),
+            &json!({"status": "FAILED", "error": "mailbox full"}),
+        )
+        .await;
     assert_eq!(status, 200);
 
     let second = app
@@ -155,18 +121,18 @@ async fn a_failed_result_retries_as_a_new_run_then_the_job_fails_when_attempts_r
         second.run_id, first.run_id,
         "each attempt has its own run id"
     );
-    let (status, _) = post(
-        &app,
-        &format!("/api/v1/jobs/{id}/runs/{}/result", second.run_id),
-        json!({"status": "FAILED", "error": "mailbox still full"}),
-    )
-    .await;
+    let (status, _) = app
+        .post_json(
+            &format!("/api/v1/jobs/{id}/runs/{}/result", second.run_id),
+            &json!({"status": "FAILED", "error": "mailbox still full"}),
+        )
+        .await;
     assert_eq!(status, 200);
 
     let stored = app.get_job(&id).await;
     assert_eq!(stored["status"], "FAILED");
     assert_eq!(stored["scheduleTime"], Value::Null);
-    let ledger = runs(&app, &id).await;
+    let ledger = app.runs(&id).await;
     let summary: Vec<(u64, &str)> = ledger
         .iter()
         .map(|r| {
@@ -199,15 +165,15 @@ async fn a_run_without_a_result_times_out_and_its_late_result_is_rejected() {
     let finished = app.next_event(EventKind::Finished, &id).await;
     let timed_out = finished.run.clone().unwrap();
     assert_eq!(timed_out.run_id, run.run_id);
-    assert_eq!(timed_out.status, scheduler::domain::RunStatus::TimedOut);
-    assert_eq!(finished.job.status, scheduler::domain::JobStatus::Failed);
+    assert_eq!(timed_out.status, RunStatus::TimedOut);
+    assert_eq!(finished.job.status, JobStatus::Failed);
 
-    let (status, problem) = post(
-        &app,
-        &format!("/api/v1/jobs/{id}/runs/{}/result", run.run_id),
-        json!({"status": "SUCCEEDED"}),
-    )
-    .await;
+    let (status, problem) = app
+        .post_json(
+            &format!("/api/v1/jobs/{id}/runs/{}/result", run.run_id),
+            &json!({"status": "SUCCEEDED"}),
+        )
+        .await;
     assert_eq!(status, 409, "a result for a superseded run is rejected");
     assert!(
         problem["detail"].as_str().unwrap().contains("TIMED_OUT"),
@@ -217,7 +183,7 @@ async fn a_run_without_a_result_times_out_and_its_late_result_is_rejected() {
 }
 
 #[tokio::test]
-async fn operations_follow_their_transitions_on_rest_and_grpc() {
+async fn operations_follow_their_transitions_and_refused_ones_change_nothing() {
     let mut app = TestApp::spawn().await;
     let job = app
         .create_job(&sms_job(
@@ -228,8 +194,8 @@ async fn operations_follow_their_transitions_on_rest_and_grpc() {
         .await;
     let id = id_of(&job);
     let place = job["scheduleTime"].clone();
-    let op = |name: &str| format!("/api/v1/jobs/{id}/{name}");
-    // (operation, expected status, expected job status afterwards)
+    // (operation, expected status, expected job status afterwards), in order: each row starts
+    // where the one before left the job.
     let table = [
         ("pause", 200, "PAUSED"),
         ("pause", 409, "PAUSED"),
@@ -244,20 +210,25 @@ async fn operations_follow_their_transitions_on_rest_and_grpc() {
         ("resume", 409, "CANCELLED"),
         ("pause", 409, "CANCELLED"),
     ];
-    for (operation, expected, after) in table {
-        let (status, body) = post(&app, &op(operation), json!({})).await;
-        assert_eq!(status, expected, "{operation}: {body}");
+    let mut failures = Failures::new();
+    for (step, (operation, expected, after)) in table.into_iter().enumerate() {
+        let row = format!("step {step}: {operation}");
+        let (status, body) = app
+            .post_json(&format!("/api/v1/jobs/{id}/{operation}"), &json!({}))
+            .await;
+        failures.expect_eq(&row, status, expected);
         if status == 200 {
-            assert_eq!(body["status"], after, "{operation}");
+            failures.expect_eq(&row, body["status"].clone(), json!(after));
         } else {
-            assert_eq!(body["status"], 409);
+            failures.expect_eq(&row, body["status"].clone(), json!(409));
         }
         let stored = app.get_job(&id).await;
-        assert_eq!(stored["status"], after, "after {operation}");
+        failures.expect_eq(&row, stored["status"].clone(), json!(after));
         if operation == "resume" && status == 200 {
-            assert_eq!(stored["scheduleTime"], place, "the schedule kept its place");
+            failures.expect_eq(&row, stored["scheduleTime"].clone(), place.clone());
         }
     }
+    failures.assert_none("operations in turn");
     let triggered = app
         .next_event(EventKind::Run, &id)
         .await
@@ -265,23 +236,44 @@ async fn operations_follow_their_transitions_on_rest_and_grpc() {
         .clone()
         .unwrap();
     assert_eq!(triggered.attempt, 1);
-    let ledger = runs(&app, &id).await;
+    let ledger = app.runs(&id).await;
     assert_eq!(ledger.len(), 1);
     assert_eq!(
         ledger[0]["status"], "CANCELLED",
         "the open run was cancelled"
     );
     assert_eq!(app.get_job(&id).await["scheduleTime"], Value::Null);
+}
 
+#[tokio::test]
+async fn an_operation_on_a_malformed_id_is_400_and_on_an_unknown_job_404() {
+    let app = TestApp::spawn().await;
+    let mut failures = Failures::new();
     for (path, expected) in [
         ("/api/v1/jobs/nope/pause", 400),
         ("/api/v1/jobs/65f1c0ffee0123456789abcd/pause", 404),
+        ("/api/v1/jobs/65f1c0ffee0123456789abcd/resume", 404),
+        ("/api/v1/jobs/65f1c0ffee0123456789abcd/trigger", 404),
+        ("/api/v1/jobs/65f1c0ffee0123456789abcd/cancel", 404),
     ] {
-        let (status, _) = post(&app, path, json!({})).await;
-        assert_eq!(status, expected, "{path}");
+        let (status, _) = app.post_json(path, &json!({})).await;
+        failures.expect_eq(path, status, expected);
     }
+    failures.assert_none("operations on missing jobs");
+}
 
+#[tokio::test]
+async fn grpc_operations_follow_the_same_transitions() {
+    let app = TestApp::spawn().await;
     let mut client = app.grpc().await;
+    let job = app
+        .create_job(&sms_job(
+            "over grpc",
+            json!({"intervalSeconds": 3600}),
+            json!({}),
+        ))
+        .await;
+    let id = id_of(&job);
     let refused = client
         .resume_job(pb::JobOperationRequest { id: id.clone() })
         .await
@@ -294,21 +286,14 @@ async fn operations_follow_their_transitions_on_rest_and_grpc() {
         .await
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
-    let other = app
-        .create_job(&sms_job(
-            "over grpc",
-            json!({"intervalSeconds": 3600}),
-            json!({}),
-        ))
-        .await;
     let paused = client
-        .pause_job(pb::JobOperationRequest { id: id_of(&other) })
+        .pause_job(pb::JobOperationRequest { id: id.clone() })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(paused.status, pb::JobStatus::Paused as i32);
     let triggered = client
-        .trigger_job(pb::JobOperationRequest { id: id_of(&other) })
+        .trigger_job(pb::JobOperationRequest { id: id.clone() })
         .await
         .unwrap()
         .into_inner();
@@ -318,7 +303,7 @@ async fn operations_follow_their_transitions_on_rest_and_grpc() {
         "a trigger fires even while paused"
     );
     let cancelled = client
-        .cancel_job(pb::JobOperationRequest { id: id_of(&other) })
+        .cancel_job(pb::JobOperationRequest { id })
         .await
         .unwrap()
         .into_inner();
@@ -336,15 +321,16 @@ async fn a_paused_job_fires_nothing_and_resume_catches_up_once_by_its_misfire_po
         ))
         .await;
     let id = id_of(&job);
-    let (status, _) = post(&app, &format!("/api/v1/jobs/{id}/pause"), json!({})).await;
+    let (status, _) = app
+        .post_json(&format!("/api/v1/jobs/{id}/pause"), &json!({}))
+        .await;
     assert_eq!(status, 200);
     tokio::time::sleep(Duration::from_millis(2_600)).await;
-    assert!(
-        runs(&app, &id).await.is_empty(),
-        "nothing fired while paused"
-    );
+    assert!(app.runs(&id).await.is_empty(), "nothing fired while paused");
 
-    let (status, resumed) = post(&app, &format!("/api/v1/jobs/{id}/resume"), json!({})).await;
+    let (status, resumed) = app
+        .post_json(&format!("/api/v1/jobs/{id}/resume"), &json!({}))
+        .await;
     assert_eq!(status, 200);
     let catch_up = app
         .next_event(EventKind::Run, &id)
@@ -352,7 +338,7 @@ async fn a_paused_job_fires_nothing_and_resume_catches_up_once_by_its_misfire_po
         .run
         .clone()
         .unwrap();
-    let ledger = runs(&app, &id).await;
+    let ledger = app.runs(&id).await;
     let before_resume: Vec<&Value> = ledger
         .iter()
         .filter(|r| r["scheduledFor"].as_str().unwrap() < resumed["updatedAt"].as_str().unwrap())
@@ -398,10 +384,10 @@ async fn a_fire_due_while_the_previous_run_is_open_is_recorded_skipped() {
         .run
         .clone()
         .unwrap();
-    assert_eq!(skipped.status, scheduler::domain::RunStatus::Skipped);
+    assert_eq!(skipped.status, RunStatus::Skipped);
     assert!(skipped.fired_at.is_none());
     assert!(skipped.scheduled_for > open.scheduled_for);
-    let ledger = runs(&app, &id).await;
+    let ledger = app.runs(&id).await;
     let running = ledger.iter().filter(|r| r["status"] == "RUNNING").count();
     assert_eq!(running, 1, "{ledger:?}");
 }
@@ -434,7 +420,7 @@ async fn the_ledger_keeps_the_newest_finished_runs_up_to_the_history_bound() {
     let ledger = eventually("the fifth skip to be stored", || {
         let (app, id, newest) = (&app, &id, &newest);
         async move {
-            let ledger = runs(app, id).await;
+            let ledger = app.runs(id).await;
             ledger
                 .iter()
                 .any(|r| r["runId"] == *newest)
@@ -457,7 +443,7 @@ async fn the_ledger_keeps_the_newest_finished_runs_up_to_the_history_bound() {
 }
 
 #[tokio::test]
-async fn preview_marks_fires_moved_or_resolved_by_dst_on_rest_and_grpc() {
+async fn preview_marks_fires_moved_or_resolved_by_dst() {
     let app = TestApp::spawn().await;
     let spring = app
         .get_json(
@@ -480,7 +466,11 @@ async fn preview_marks_fires_moved_or_resolved_by_dst_on_rest_and_grpc() {
     assert_eq!(autumn["times"][0]["time"], "2026-10-25T00:30:00.000Z");
     assert_eq!(autumn["times"][0]["dst"], "REPEATED");
     assert_eq!(autumn["times"][1]["dst"], "NONE");
+}
 
+#[tokio::test]
+async fn grpc_preview_marks_the_same_dst_shifts() {
+    let app = TestApp::spawn().await;
     let mut client = app.grpc().await;
     let preview = client
         .preview_schedule(pb::PreviewScheduleRequest {
@@ -490,45 +480,15 @@ async fn preview_marks_fires_moved_or_resolved_by_dst_on_rest_and_grpc() {
                 ..Default::default()
             }),
             count: 3,
-            from: Some(prost_types::Timestamp {
-                seconds: chrono::DateTime::parse_from_rfc3339("2026-03-27T12:00:00Z")
-                    .unwrap()
-                    .timestamp(),
-                nanos: 0,
-            }),
+            from: Some(timestamp("2026-03-27T12:00:00Z")),
         })
         .await
         .unwrap()
         .into_inner();
     assert!(preview.times[1].dst_shifted);
     assert_eq!(preview.times[1].local_time, "2026-03-29T03:00:00+02:00");
-
-    for (query, field) in [
-        ("cron=61%20*%20*%20*%20*", "schedule.cron"),
-        ("cron=*%20*%20*", "schedule.cron"),
-        ("cron=0%200%2031%202%20*", "schedule.cron"),
-        (
-            "cron=0%209%20*%20*%20*&timezone=Mars/Base",
-            "schedule.timezone",
-        ),
-        ("cron=0%209%20*%20*%20*&count=0", "count"),
-        ("cron=0%209%20*%20*%20*&count=101", "count"),
-        ("cron=0%209%20*%20*%20*&from=yesterday", "from"),
-        ("", "schedule"),
-        ("cron=0%209%20*%20*%20*&intervalSeconds=5", "schedule"),
-        ("intervalSeconds=0", "schedule.intervalSeconds"),
-        ("intervalSeconds=-5", "intervalSeconds"),
-    ] {
-        let response = app
-            .http
-            .get(app.url(&format!("/api/v1/schedule/preview?{query}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 400, "{query}");
-        let problem: Value = response.json().await.unwrap();
-        assert_eq!(problem["errors"][0]["field"], field, "{query}: {problem}");
-    }
+    assert_eq!(preview.times[1].dst, "SKIPPED");
+    assert_eq!(preview.times[1].requested_local_time, "2026-03-29T02:30:00");
     let bad = client
         .preview_schedule(pb::PreviewScheduleRequest {
             schedule: Some(pb::JobSchedule {
@@ -540,6 +500,41 @@ async fn preview_marks_fires_moved_or_resolved_by_dst_on_rest_and_grpc() {
         .await
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn a_bad_preview_query_names_its_field() {
+    let app = TestApp::spawn().await;
+    let mut failures = Failures::new();
+    for (query, field) in [
+        ("cron=61%20*%20*%20*%20*", "schedule.cron"),
+        ("cron=*%20*%20*", "schedule.cron"),
+        ("cron=0%200%2031%202%20*", "schedule.cron"),
+        (
+            "cron=0%209%20*%20*%20*&timezone=Mars/Base",
+            "schedule.timezone",
+        ),
+        ("cron=0%209%20*%20*%20*&count=0", "count"),
+        ("cron=0%209%20*%20*%20*&count=101", "count"),
+        ("cron=0%209%20*%20*%20*&count=ten", "count"),
+        ("cron=0%209%20*%20*%20*&from=yesterday", "from"),
+        ("", "schedule"),
+        ("cron=0%209%20*%20*%20*&intervalSeconds=5", "schedule"),
+        ("intervalSeconds=0", "schedule.intervalSeconds"),
+        ("intervalSeconds=-5", "schedule.intervalSeconds"),
+        ("intervalSeconds=five", "intervalSeconds"),
+    ] {
+        let response = app
+            .http
+            .get(app.url(&format!("/api/v1/schedule/preview?{query}")))
+            .send()
+            .await
+            .unwrap();
+        failures.expect_eq(query, response.status().as_u16(), 400);
+        let problem: Value = response.json().await.unwrap_or(Value::Null);
+        failures.expect_eq(query, problem["errors"][0]["field"].clone(), json!(field));
+    }
+    failures.assert_none("bad preview queries");
 }
 
 #[tokio::test]
@@ -615,20 +610,27 @@ async fn bad_recurring_schedules_and_policies_are_refused_and_store_nothing() {
             "overlapPolicy",
         ),
     ];
+    let mut failures = Failures::new();
     for (schedule, extra, field) in cases {
+        let row = format!("{schedule} {extra}");
         let response = app
             .post_job(&sms_job("bad", schedule.clone(), extra.clone()))
             .await;
-        assert_eq!(response.status(), 400, "{schedule} {extra}");
-        let problem: Value = response.json().await.unwrap();
+        failures.expect_eq(&row, response.status().as_u16(), 400);
+        let problem: Value = response.json().await.unwrap_or(Value::Null);
         let fields: Vec<&str> = problem["errors"]
             .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["field"].as_str().unwrap())
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["field"].as_str())
             .collect();
-        assert!(fields.contains(&field), "{schedule} {extra}: {problem}");
+        failures.expect(
+            &row,
+            fields.contains(&field),
+            format!("no error names {field}: {problem}"),
+        );
     }
+    failures.assert_none("bad recurring schedules and policies");
     assert_eq!(app.job_count().await, 0);
 }
 
@@ -661,7 +663,7 @@ async fn after_downtime_each_misfire_policy_does_what_it_says() {
     tokio::time::sleep(Duration::from_millis(5_000)).await;
     let restarted_at = chrono::Utc::now();
     let second = Service::start_with(data.path(), &flags).await;
-    let start = scheduler::domain::parse_time(&start).unwrap();
+    let start = at(&start);
     let late = restarted_at - chrono::Duration::seconds(1);
 
     let mut ledgers = Vec::new();
@@ -675,10 +677,7 @@ async fn after_downtime_each_misfire_policy_does_what_it_says() {
                 let runs = page["runs"].as_array()?.clone();
                 // Settled once the first due time is accounted for.
                 runs.iter()
-                    .any(|r| {
-                        scheduler::domain::parse_time(r["scheduledFor"].as_str().unwrap()).unwrap()
-                            == start
-                    })
+                    .any(|r| at(r["scheduledFor"].as_str().unwrap()) == start)
                     .then_some(runs)
             }
         })
@@ -687,7 +686,7 @@ async fn after_downtime_each_misfire_policy_does_what_it_says() {
             .iter()
             .map(|r| {
                 (
-                    scheduler::domain::parse_time(r["scheduledFor"].as_str().unwrap()).unwrap(),
+                    at(r["scheduledFor"].as_str().unwrap()),
                     r["status"].as_str().unwrap().to_owned(),
                 )
             })
@@ -735,11 +734,11 @@ async fn one_shot_jobs_keep_firing_once_with_the_policies_defaulted() {
     assert_eq!(stored["scheduleTime"], Value::Null);
 }
 
-#[tokio::test]
-async fn grpc_creates_recurring_jobs_with_policies_and_updates_keep_what_they_leave_out() {
-    let app = TestApp::spawn().await;
-    let mut client = app.grpc().await;
-    let id = client
+/// A recurring job with every policy set, created over gRPC; its id.
+async fn grpc_cron_job(
+    client: &mut pb::jobs_service_client::JobsServiceClient<tonic::transport::Channel>,
+) -> String {
+    client
         .create_job(pb::CreateJobRequest {
             name: "grpc cron".into(),
             job_type: pb::JobType::Sms as i32,
@@ -761,14 +760,27 @@ async fn grpc_creates_recurring_jobs_with_policies_and_updates_keep_what_they_le
         .await
         .unwrap()
         .into_inner()
-        .id;
+        .id
+}
+
+#[tokio::test]
+async fn grpc_creates_recurring_jobs_with_their_policies() {
+    let app = TestApp::spawn().await;
+    let mut client = app.grpc().await;
+    let id = grpc_cron_job(&mut client).await;
     let job = app.get_job(&id).await;
     assert_eq!(job["schedule"]["cron"], "0 9 * * MON");
     assert_eq!(job["retry"], json!({"maxAttempts": 3, "backoffSeconds": 0}));
     assert_eq!(job["runTimeoutSeconds"], 60);
     assert_eq!(job["misfirePolicy"], "FIRE_ALL");
     assert_eq!(job["overlapPolicy"], "ALLOW");
+}
 
+#[tokio::test]
+async fn a_grpc_update_keeps_the_schedule_and_policy_fields_it_leaves_out() {
+    let app = TestApp::spawn().await;
+    let mut client = app.grpc().await;
+    let id = grpc_cron_job(&mut client).await;
     client
         .update_job(pb::UpdateJobRequest {
             id: id.clone(),
@@ -788,6 +800,7 @@ async fn grpc_creates_recurring_jobs_with_policies_and_updates_keep_what_they_le
         .await
         .unwrap()
         .into_inner();
+    assert_eq!(got.name, "grpc cron renamed");
     assert_eq!(
         got.schedule.unwrap().cron,
         "0 9 * * MON",
@@ -800,37 +813,93 @@ async fn grpc_creates_recurring_jobs_with_policies_and_updates_keep_what_they_le
         Some(0),
         "the unset retry field was kept"
     );
+    assert_eq!(policy.run_timeout_seconds, Some(60));
     assert_eq!(policy.misfire_policy, pb::MisfirePolicy::FireAll as i32);
+    assert_eq!(policy.overlap_policy, pb::OverlapPolicy::Allow as i32);
+}
 
-    let both = client
-        .create_job(pb::CreateJobRequest {
-            name: "both kinds".into(),
-            job_type: pb::JobType::Sms as i32,
-            schedule_time: Some(prost_types::Timestamp {
-                seconds: 1_900_000_000,
-                nanos: 0,
-            }),
-            schedule: Some(pb::JobSchedule {
-                interval_seconds: 60,
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(both.code(), tonic::Code::InvalidArgument);
-    let bad_cron = client
-        .create_job(pb::CreateJobRequest {
-            name: "bad cron".into(),
-            job_type: pb::JobType::Sms as i32,
-            schedule: Some(pb::JobSchedule {
-                cron: "0 25 * * *".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(bad_cron.code(), tonic::Code::InvalidArgument);
-    assert_eq!(app.job_count().await, 1);
+#[tokio::test]
+async fn a_grpc_create_with_two_schedules_or_a_bad_one_is_refused_and_stores_nothing() {
+    let app = TestApp::spawn().await;
+    let mut client = app.grpc().await;
+    let sms = |schedule_time, schedule| pb::CreateJobRequest {
+        name: "refused".into(),
+        job_type: pb::JobType::Sms as i32,
+        schedule_time,
+        schedule: Some(schedule),
+        ..Default::default()
+    };
+    let cases = [
+        (
+            "both kinds",
+            sms(
+                Some(timestamp("2030-01-01T00:00:00Z")),
+                pb::JobSchedule {
+                    interval_seconds: 60,
+                    ..Default::default()
+                },
+            ),
+            "schedule",
+        ),
+        (
+            "a bad cron",
+            sms(
+                None,
+                pb::JobSchedule {
+                    cron: "0 25 * * *".into(),
+                    ..Default::default()
+                },
+            ),
+            "schedule.cron",
+        ),
+        (
+            "a negative interval",
+            sms(
+                None,
+                pb::JobSchedule {
+                    interval_seconds: -60,
+                    ..Default::default()
+                },
+            ),
+            "schedule.interval_seconds",
+        ),
+        (
+            "an unknown misfire policy",
+            pb::CreateJobRequest {
+                policy: Some(pb::JobPolicy {
+                    misfire_policy: 9,
+                    ..Default::default()
+                }),
+                ..sms(
+                    None,
+                    pb::JobSchedule {
+                        interval_seconds: 60,
+                        ..Default::default()
+                    },
+                )
+            },
+            "misfire_policy",
+        ),
+    ];
+    let mut failures = Failures::new();
+    for (what, request, field) in cases {
+        match client.create_job(request).await {
+            Ok(_) => failures.expect(what, false, "it was accepted"),
+            Err(status) => {
+                failures.expect_eq(what, status.code(), tonic::Code::InvalidArgument);
+                use tonic_types::StatusExt;
+                let fields: Vec<String> = status
+                    .get_details_bad_request()
+                    .map(|d| d.field_violations.into_iter().map(|v| v.field).collect())
+                    .unwrap_or_default();
+                failures.expect(
+                    what,
+                    fields.iter().any(|f| f == field),
+                    format!("{fields:?}"),
+                );
+            }
+        }
+    }
+    failures.assert_none("refused gRPC creates");
+    assert_eq!(app.job_count().await, 0);
 }

@@ -1,20 +1,16 @@
 //! The scheduler fires one-shot jobs at their time, and results close their runs.
 
-use scheduler::{domain::parse_time, events::EventKind};
+use scheduler::domain::EventKind;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, email_job, eventually, in_millis};
-
-fn id_of(job: &Value) -> String {
-    job["id"].as_str().unwrap().to_owned()
-}
+use crate::support::{TestApp, at, email_job, id_of, in_millis};
 
 #[tokio::test]
 async fn job_fires_at_its_time_with_a_run_and_a_run_event() {
     let mut app = TestApp::spawn().await;
     let job = app.create_job(&email_job("soon", &in_millis(300))).await;
     let id = id_of(&job);
-    let due = parse_time(job["scheduleTime"].as_str().unwrap()).unwrap();
+    let due = at(job["scheduleTime"].as_str().unwrap());
 
     let event = app.next_event(EventKind::Run, &id).await;
     let run = event.run.as_ref().expect("a run event carries the run");
@@ -40,7 +36,7 @@ async fn job_due_in_the_past_fires_at_once() {
     let event = app.next_event(EventKind::Run, &id_of(&job)).await;
     assert_eq!(
         event.run.as_ref().unwrap().scheduled_for,
-        parse_time("2001-01-01T00:00:00Z").unwrap()
+        at("2001-01-01T00:00:00Z")
     );
 }
 
@@ -71,10 +67,7 @@ async fn updated_time_moves_the_fire() {
         .await;
 
     let event = app.next_event(EventKind::Run, &id_of(&later)).await;
-    assert_eq!(
-        event.run.as_ref().unwrap().scheduled_for,
-        parse_time(&new_time).unwrap()
-    );
+    assert_eq!(event.run.as_ref().unwrap().scheduled_for, at(&new_time));
     app.next_event(EventKind::Run, &id_of(&sentinel)).await;
     let moved = app.get_job(&id_of(&sooner)).await;
     assert_eq!(
@@ -193,11 +186,7 @@ async fn failed_result_sets_the_job_failed() {
         finished.run.as_ref().unwrap().error.as_deref(),
         Some("mailbox full")
     );
-    let job = eventually("the job to be FAILED", || async {
-        let job = app.get_job(&id).await;
-        (job["status"] == "FAILED").then_some(job)
-    })
-    .await;
+    let job = app.job_with_status(&id, "FAILED").await;
     assert_eq!(job["scheduleTime"], Value::Null);
 }
 

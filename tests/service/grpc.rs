@@ -5,15 +5,7 @@ use scheduler::grpc::pb;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
-use crate::helpers::{TestApp, in_millis};
-
-fn timestamp(rfc3339: &str) -> prost_types::Timestamp {
-    let t = chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap();
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
+use crate::support::{Failures, TestApp, in_millis, timestamp};
 
 fn email_request(name: &str, at: &str) -> pb::CreateJobRequest {
     pb::CreateJobRequest {
@@ -26,17 +18,25 @@ fn email_request(name: &str, at: &str) -> pb::CreateJobRequest {
     }
 }
 
-#[tokio::test]
-async fn older_clients_create_get_list_update_and_delete() {
-    let app = TestApp::spawn().await;
-    let mut client = app.grpc().await;
-
-    let id = client
-        .create_job(email_request("grpc report", "2030-01-01T09:00:00Z"))
+/// Creates an EMAIL job due at `at` with an older client's request; its id.
+async fn create(
+    client: &mut pb::jobs_service_client::JobsServiceClient<tonic::transport::Channel>,
+    name: &str,
+    at: &str,
+) -> String {
+    client
+        .create_job(email_request(name, at))
         .await
         .unwrap()
         .into_inner()
-        .id;
+        .id
+}
+
+#[tokio::test]
+async fn an_older_client_creates_a_job_and_reads_it_back() {
+    let app = TestApp::spawn().await;
+    let mut client = app.grpc().await;
+    let id = create(&mut client, "grpc report", "2030-01-01T09:00:00Z").await;
     assert_eq!(id.len(), 24);
 
     let job = client
@@ -55,11 +55,14 @@ async fn older_clients_create_get_list_update_and_delete() {
     // The same job is visible over REST.
     let rest = app.get_job(&id).await;
     assert_eq!(rest["name"], "grpc report");
+}
 
-    client
-        .create_job(email_request("second job", "2030-01-01T09:00:00Z"))
-        .await
-        .unwrap();
+#[tokio::test]
+async fn an_older_client_lists_jobs_in_pages_and_may_leave_paging_unset() {
+    let app = TestApp::spawn().await;
+    let mut client = app.grpc().await;
+    create(&mut client, "first job", "2030-01-01T09:00:00Z").await;
+    create(&mut client, "second job", "2030-01-01T09:00:00Z").await;
     let page = client
         .list_jobs(pb::ListJobsRequest { page: 1, size: 1 })
         .await
@@ -71,7 +74,6 @@ async fn older_clients_create_get_list_update_and_delete() {
     );
     assert!(page.has_more);
     assert_eq!(page.jobs[0].name, "second job");
-    // Older clients may leave paging unset.
     let defaults = client
         .list_jobs(pb::ListJobsRequest { page: 0, size: 0 })
         .await
@@ -81,7 +83,13 @@ async fn older_clients_create_get_list_update_and_delete() {
         (defaults.page, defaults.size, defaults.jobs.len()),
         (1, 20, 2)
     );
+}
 
+#[tokio::test]
+async fn an_older_client_update_replaces_the_five_fields_it_carries() {
+    let app = TestApp::spawn().await;
+    let mut client = app.grpc().await;
+    let id = create(&mut client, "grpc report", "2030-01-01T09:00:00Z").await;
     let updated = client
         .update_job(pb::UpdateJobRequest {
             id: id.clone(),
@@ -97,17 +105,24 @@ async fn older_clients_create_get_list_update_and_delete() {
         .into_inner();
     assert!(!updated.message.is_empty());
     let job = client
-        .get_job(pb::GetJobRequest { id: id.clone() })
+        .get_job(pb::GetJobRequest { id })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(job.name, "renamed report");
+    assert_eq!(job.description, "changed");
     assert_eq!(job.job_type, pb::JobType::Sms as i32);
     assert_eq!(job.schedule_time, Some(timestamp("2031-06-01T12:00:00Z")));
     // job_data is replaced whole, not merged.
     assert_eq!(job.job_data, r#"{"To":"+100"}"#);
     assert_eq!(job.version, 2);
+}
 
+#[tokio::test]
+async fn an_older_client_deletes_a_job_and_it_is_gone() {
+    let app = TestApp::spawn().await;
+    let mut client = app.grpc().await;
+    let id = create(&mut client, "grpc report", "2030-01-01T09:00:00Z").await;
     let deleted = client
         .delete_job(pb::DeleteJobRequest { id: id.clone() })
         .await
@@ -327,30 +342,34 @@ const OLDER_CONTRACT: &[(&str, &[Field])] = &[
     ),
 ];
 
-#[test]
-fn the_older_services_messages_and_calls_are_wire_exact() {
+/// The compiled `job.proto`, as reflection serves it.
+fn proto_file() -> prost_types::FileDescriptorProto {
     use prost::Message;
+    let set = prost_types::FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET).unwrap();
+    set.file
+        .into_iter()
+        .find(|f| f.package() == "proto")
+        .expect("package proto")
+}
+
+#[test]
+fn the_older_services_messages_keep_their_fields_numbers_and_types() {
     use prost_types::field_descriptor_proto::Type;
 
-    let set = prost_types::FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET).unwrap();
-    let file = set
-        .file
-        .iter()
-        .find(|f| f.package() == "proto")
-        .expect("package proto");
+    let file = proto_file();
+    let mut failures = Failures::new();
     for (message, fields) in OLDER_CONTRACT {
-        let descriptor = file
-            .message_type
-            .iter()
-            .find(|m| m.name() == *message)
-            .unwrap_or_else(|| panic!("message {message} is missing"));
+        let Some(descriptor) = file.message_type.iter().find(|m| m.name() == *message) else {
+            failures.expect(message, false, "the message is missing");
+            continue;
+        };
         for (name, number, kind) in *fields {
-            let field = descriptor
-                .field
-                .iter()
-                .find(|f| f.name() == *name)
-                .unwrap_or_else(|| panic!("{message}.{name} is missing"));
-            assert_eq!(field.number(), *number, "{message}.{name}");
+            let row = format!("{message}.{name}");
+            let Some(field) = descriptor.field.iter().find(|f| f.name() == *name) else {
+                failures.expect(&row, false, "the field is missing");
+                continue;
+            };
+            failures.expect_eq(&row, field.number(), *number);
             let actual = match field.r#type() {
                 Type::String => "string".to_owned(),
                 Type::Int64 => "int64".to_owned(),
@@ -358,47 +377,49 @@ fn the_older_services_messages_and_calls_are_wire_exact() {
                 Type::Message | Type::Enum => field.type_name().to_owned(),
                 other => format!("{other:?}"),
             };
-            assert_eq!(actual, *kind, "{message}.{name}");
+            failures.expect_eq(&row, actual.as_str(), *kind);
         }
     }
-    let enum_values = |name: &str| -> Vec<(String, i32)> {
-        file.enum_type
-            .iter()
-            .find(|e| e.name() == name)
-            .unwrap()
-            .value
-            .iter()
-            .map(|v| (v.name().to_owned(), v.number()))
-            .collect()
-    };
-    let status = enum_values("JobStatus");
-    for (i, name) in [
+    failures.assert_none("the older service's messages");
+}
+
+#[test]
+fn the_older_services_enums_keep_their_numbers() {
+    let file = proto_file();
+    let values: Vec<(String, i32)> = file
+        .enum_type
+        .iter()
+        .flat_map(|e| e.value.iter().map(|v| (v.name().to_owned(), v.number())))
+        .collect();
+    let mut failures = Failures::new();
+    let statuses = [
         "UNKNOWN",
         "PENDING",
         "SCHEDULED",
         "RUNNING",
         "SUCCEEDED",
         "FAILED",
-    ]
-    .iter()
-    .enumerate()
-    {
-        assert!(
-            status.contains(&(format!("JOB_STATUS_{name}"), i as i32)),
-            "JOB_STATUS_{name}"
-        );
+    ];
+    for (number, name) in statuses.iter().enumerate() {
+        let value = (format!("JOB_STATUS_{name}"), number as i32);
+        failures.expect(&value.0, values.contains(&value), "missing or renumbered");
     }
-    let types = enum_values("JobType");
-    assert!(
-        types.contains(&("JOB_TYPE_EMAIL".into(), 0))
-            && types.contains(&("JOB_TYPE_SMS".into(), 1))
-    );
+    for value in [("JOB_TYPE_EMAIL", 0), ("JOB_TYPE_SMS", 1)] {
+        let value = (value.0.to_owned(), value.1);
+        failures.expect(&value.0, values.contains(&value), "missing or renumbered");
+    }
+    failures.assert_none("the older service's enums");
+}
 
+#[test]
+fn the_older_services_calls_keep_their_names_and_messages() {
+    let file = proto_file();
     let service = file
         .service
         .iter()
         .find(|s| s.name() == "JobsService")
-        .unwrap();
+        .expect("service JobsService");
+    let mut failures = Failures::new();
     for (call, input, output) in [
         (
             "CreateJob",
@@ -422,13 +443,16 @@ fn the_older_services_messages_and_calls_are_wire_exact() {
             ".proto.DeleteJobResponse",
         ),
     ] {
-        let method = service.method.iter().find(|m| m.name() == call).unwrap();
-        assert_eq!(
-            (method.input_type(), method.output_type()),
-            (input, output),
-            "{call}"
-        );
+        match service.method.iter().find(|m| m.name() == call) {
+            None => failures.expect(call, false, "the call is missing"),
+            Some(method) => failures.expect_eq(
+                call,
+                (method.input_type(), method.output_type()),
+                (input, output),
+            ),
+        }
     }
+    failures.assert_none("the older service's calls");
 }
 
 #[tokio::test]

@@ -4,271 +4,23 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::TcpListener,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
     time::Duration,
 };
 
 use clap::Parser;
-use rdkafka::{
-    ClientConfig, Message, Offset, TopicPartitionList,
-    consumer::{BaseConsumer, Consumer, StreamConsumer},
-    message::{Headers, OwnedMessage},
-    producer::{FutureProducer, FutureRecord},
-    util::Timeout,
-};
-use scheduler::{config::Config, domain::JobId, kafka::KafkaSettings};
+use rdkafka::{producer::FutureRecord, util::Timeout};
+use scheduler::{config::Config, domain::JobId};
 use serde_json::{Value, json};
 
-use crate::{
-    helpers::{TestApp, email_job, eventually, in_millis},
-    mongo::{PrivateMongo, database_name},
-    process::Service,
+use crate::support::{
+    Failures, PrivateMongo, Service, TestApp, at, database_name, email_job, eventually, free_port,
+    in_millis,
+    kafka::{
+        PrivateBroker, Reader, Received, TestTopics, brokers, committed, message_count, produce,
+        producer,
+    },
+    matches_golden,
 };
-
-/// The broker every test here may use.
-fn brokers() -> String {
-    std::env::var("KAFKA_BROKERS").expect(
-        "KAFKA_BROKERS is not set: run the tests with ./scripts/test.sh, which starts Apache Kafka",
-    )
-}
-
-/// Topic names and a consumer group of one test's own.
-struct TestTopics {
-    prefix: String,
-}
-
-impl TestTopics {
-    fn new() -> Self {
-        Self {
-            prefix: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
-        }
-    }
-
-    fn name(&self, topic: &str) -> String {
-        format!("{}-{topic}", self.prefix)
-    }
-
-    fn create(&self) -> String {
-        self.name("topic-job-create")
-    }
-    fn update(&self) -> String {
-        self.name("topic-job-update")
-    }
-    fn run(&self) -> String {
-        self.name("topic-job-run")
-    }
-    fn result(&self) -> String {
-        self.name("topic-job-run-result")
-    }
-    fn dead_letter(&self) -> String {
-        self.name("topic-job-run-result-dlq")
-    }
-    fn group(&self) -> String {
-        self.name("job-run-result-consumer-scheduler")
-    }
-
-    /// The service's flags for these topics on `brokers`.
-    fn flags(&self, brokers: &str) -> Vec<String> {
-        [
-            ("--kafka-brokers", brokers.to_owned()),
-            ("--topic-job-create", self.create()),
-            ("--topic-job-update", self.update()),
-            ("--topic-job-run", self.run()),
-            ("--topic-job-run-result", self.result()),
-            ("--topic-job-run-result-dlq", self.dead_letter()),
-            ("--topic-job-run-result-consumer-group-id", self.group()),
-        ]
-        .into_iter()
-        .flat_map(|(flag, value)| [flag.to_owned(), value])
-        .collect()
-    }
-
-    /// An in-process service with an in-memory store, publishing to these topics.
-    fn config(&self, brokers: &str) -> Config {
-        let mut args: Vec<String> = [
-            "scheduler",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--store",
-            "memory",
-            "--lease-seconds",
-            "2",
-        ]
-        .map(String::from)
-        .to_vec();
-        args.extend(self.flags(brokers));
-        Config::parse_from(args)
-    }
-
-    fn settings(&self, brokers: &str) -> KafkaSettings {
-        self.config(brokers).kafka_settings().expect("brokers set")
-    }
-
-    /// Creates the topics now, so readers can be assigned to them before the service runs.
-    async fn ensure(&self, brokers: &str) {
-        scheduler::kafka::ensure_topics(&self.settings(brokers))
-            .await
-            .expect("topics created");
-    }
-}
-
-/// A message as a plain consumer sees it.
-#[derive(Debug, Clone)]
-struct Received {
-    topic: String,
-    key: Option<String>,
-    payload: Option<Vec<u8>>,
-    headers: HashMap<String, String>,
-}
-
-impl Received {
-    fn of(message: &OwnedMessage) -> Self {
-        let mut headers = HashMap::new();
-        if let Some(all) = message.headers() {
-            for header in all.iter() {
-                headers.insert(
-                    header.key.to_owned(),
-                    String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
-                );
-            }
-        }
-        Self {
-            topic: message.topic().to_owned(),
-            key: message
-                .key()
-                .map(|k| String::from_utf8_lossy(k).into_owned()),
-            payload: message.payload().map(<[u8]>::to_vec),
-            headers,
-        }
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(self.payload.as_deref().expect("a value")).expect("JSON value")
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .unwrap_or_else(|| panic!("header {name} missing: {:?}", self.headers))
-    }
-}
-
-/// A plain consumer reading topics from their beginning, with no consumer group.
-struct Reader {
-    consumer: StreamConsumer,
-}
-
-impl Reader {
-    fn new(brokers: &str, topics: &[String]) -> Self {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let mut partitions = TopicPartitionList::new();
-        for topic in topics {
-            partitions
-                .add_partition_offset(topic, 0, Offset::Beginning)
-                .unwrap();
-        }
-        consumer.assign(&partitions).unwrap();
-        Self { consumer }
-    }
-
-    /// Reads until `done` holds for everything read so far.
-    async fn until(&self, within: Duration, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
-        let deadline = tokio::time::Instant::now() + within;
-        let mut seen = Vec::new();
-        while !done(&seen) {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match tokio::time::timeout(left, self.consumer.recv()).await {
-                Ok(Ok(message)) => seen.push(Received::of(&message.detach())),
-                Ok(Err(error)) => panic!("consumer error: {error}"),
-                Err(_) => panic!(
-                    "timed out; read {} messages: {:#?}",
-                    seen.len(),
-                    seen.iter()
-                        .map(|r| (
-                            r.topic.clone(),
-                            r.payload.as_deref().map(String::from_utf8_lossy)
-                        ))
-                        .collect::<Vec<_>>()
-                ),
-            }
-        }
-        seen
-    }
-}
-
-fn producer(brokers: &str) -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap()
-}
-
-/// Produces a message with a plain producer; returns its offset.
-async fn produce(brokers: &str, topic: &str, key: &str, payload: Option<&[u8]>) -> i64 {
-    let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key);
-    if let Some(payload) = payload {
-        record = record.payload(payload);
-    }
-    producer(brokers)
-        .send(record, Timeout::After(Duration::from_secs(20)))
-        .await
-        .expect("produced")
-        .offset
-}
-
-/// The offset the group has committed on partition 0 of `topic` (-1001 for none).
-async fn committed(brokers: &str, group: &str, topic: &str) -> i64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut partitions = TopicPartitionList::new();
-    partitions.add_partition(topic, 0);
-    tokio::task::spawn_blocking(move || {
-        let offsets = consumer
-            .committed_offsets(partitions, Timeout::After(Duration::from_secs(10)))
-            .unwrap();
-        offsets.elements()[0].offset().to_raw().unwrap_or(-1)
-    })
-    .await
-    .unwrap()
-}
-
-/// How many messages `topic` holds (its high watermark on partition 0).
-async fn message_count(brokers: &str, topic: &str) -> i64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || {
-        consumer
-            .fetch_watermarks(&topic, 0, Timeout::After(Duration::from_secs(10)))
-            .unwrap()
-            .1
-    })
-    .await
-    .unwrap()
-}
-
-/// Waits until the job has the status, and returns it.
-async fn job_with_status(app: &TestApp, id: &str, status: &str) -> Value {
-    eventually(&format!("job {id} to be {status}"), || async {
-        let job = app.get_job(id).await;
-        (job["status"] == status).then_some(job)
-    })
-    .await
-}
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -291,7 +43,7 @@ async fn every_event_reaches_its_topic_keyed_by_job_with_the_contract_payload_an
         )
         .await;
     assert_eq!(response.status(), 200);
-    job_with_status(&app, &id, "RUNNING").await;
+    app.job_with_status(&id, "RUNNING").await;
     let runs = app.get_json(&format!("/api/v1/jobs/{id}/runs")).await;
     let run_id = runs["runs"][0]["runId"].as_str().unwrap().to_owned();
     let response = app
@@ -387,11 +139,11 @@ async fn a_seed_style_result_completes_the_job_and_repeats_or_mismatches_change_
         .create_job(&email_job("executor result", &in_millis(-1000)))
         .await;
     let id = job["id"].as_str().unwrap().to_owned();
-    job_with_status(&app, &id, "RUNNING").await;
+    app.job_with_status(&id, "RUNNING").await;
 
     let seed = json!({"Id": id, "Status": 4}).to_string();
     produce(&brokers, &topics.result(), &id, Some(seed.as_bytes())).await;
-    let done = job_with_status(&app, &id, "SUCCEEDED").await;
+    let done = app.job_with_status(&id, "SUCCEEDED").await;
 
     // The same result again, a different result for the finished run, and a result naming a
     // run the job never had: each is consumed and committed, and changes nothing.
@@ -431,7 +183,7 @@ async fn results_that_cannot_be_applied_are_dead_lettered_with_reason_and_origin
         .create_job(&email_job("stays running", &in_millis(-1000)))
         .await;
     let id = job["id"].as_str().unwrap().to_owned();
-    let running = job_with_status(&app, &id, "RUNNING").await;
+    let running = app.job_with_status(&id, "RUNNING").await;
 
     let unknown = JobId::generate().to_string();
     let cases: Vec<(Option<String>, &str)> = vec![
@@ -474,21 +226,26 @@ async fn results_that_cannot_be_applied_are_dead_lettered_with_reason_and_origin
         sent.push((key, offset, payload.clone(), *reason));
     }
     let letters = reader.until(WAIT, |seen| seen.len() >= cases.len()).await;
+    let mut failures = Failures::new();
     for (letter, (key, offset, payload, reason)) in letters.iter().zip(&sent) {
-        assert_eq!(letter.key.as_deref(), Some(key.as_str()));
-        assert_eq!(
+        let row = format!("{key} ({reason})");
+        let header = |name: &str| letter.headers.get(name).cloned().unwrap_or_default();
+        failures.expect_eq(&row, letter.key.as_deref(), Some(key.as_str()));
+        failures.expect_eq(
+            &row,
             letter.payload.as_deref(),
-            payload.as_deref().map(str::as_bytes)
+            payload.as_deref().map(str::as_bytes),
         );
-        assert!(
-            letter.header("dlq_reason").contains(reason),
-            "{key}: reason {:?}, expected {reason:?}",
-            letter.header("dlq_reason")
+        failures.expect(
+            &row,
+            header("dlq_reason").contains(reason),
+            format!("reason {:?}", header("dlq_reason")),
         );
-        assert_eq!(letter.header("dlq_original_topic"), topics.result());
-        assert_eq!(letter.header("dlq_original_partition"), "0");
-        assert_eq!(letter.header("dlq_original_offset"), offset.to_string());
+        failures.expect_eq(&row, header("dlq_original_topic"), topics.result());
+        failures.expect_eq(&row, header("dlq_original_partition"), "0".to_owned());
+        failures.expect_eq(&row, header("dlq_original_offset"), offset.to_string());
     }
+    failures.assert_none("dead letters");
     let last = sent.last().unwrap().1;
     eventually("the group to commit past the dead letters", || async {
         (committed(&brokers, &topics.group(), &topics.result()).await > last).then_some(())
@@ -500,7 +257,7 @@ async fn results_that_cannot_be_applied_are_dead_lettered_with_reason_and_origin
     // The consumer is not stuck behind them: a good result still applies.
     let good = json!({"Id": id, "Status": "FAILED", "Error": "bounced"}).to_string();
     produce(&brokers, &topics.result(), &id, Some(good.as_bytes())).await;
-    let failed = job_with_status(&app, &id, "FAILED").await;
+    let failed = app.job_with_status(&id, "FAILED").await;
     assert_eq!(failed["version"], running["version"].as_u64().unwrap() + 1);
     app.stop().await;
 }
@@ -525,7 +282,7 @@ async fn results_that_meet_a_store_outage_wait_and_apply_in_order_once_it_is_bac
         ids.push(job["id"].as_str().unwrap().to_owned());
     }
     for id in &ids {
-        job_with_status(&app, id, "RUNNING").await;
+        app.job_with_status(id, "RUNNING").await;
     }
 
     let (port, file) = server.stop();
@@ -556,7 +313,7 @@ async fn results_that_meet_a_store_outage_wait_and_apply_in_order_once_it_is_bac
     })
     .await;
     assert_eq!(job["version"], 3);
-    job_with_status(&app, &ids[1], "SUCCEEDED").await;
+    app.job_with_status(&ids[1], "SUCCEEDED").await;
     eventually("the group to commit past both results", || async {
         (committed(&brokers, &topics.group(), &topics.result()).await > last).then_some(())
     })
@@ -614,7 +371,7 @@ async fn two_replicas_on_one_store_publish_every_event_once_through_one_relay() 
         ids.push(job["id"].as_str().unwrap().to_owned());
     }
     for id in &ids {
-        job_with_status(&apps[0], id, "RUNNING").await;
+        apps[0].job_with_status(id, "RUNNING").await;
     }
     let reader = Reader::new(&brokers, &[topics.create(), topics.run()]);
     let messages = reader
@@ -667,7 +424,7 @@ async fn results_are_neither_lost_nor_applied_twice_when_a_consumer_leaves_the_g
         ids.push(job["id"].as_str().unwrap().to_owned());
     }
     for id in &ids {
-        job_with_status(&staying, id, "RUNNING").await;
+        staying.job_with_status(id, "RUNNING").await;
     }
     let result_producer = producer(&brokers);
     let send = |id: String| {
@@ -718,98 +475,6 @@ async fn results_are_neither_lost_nor_applied_twice_when_a_consumer_leaves_the_g
     assert_eq!(jobs.len(), 20);
     assert_eq!(message_count(&brokers, &topics.dead_letter()).await, 0);
     staying.stop().await;
-}
-
-/// A Kafka broker of one test's own, which it can kill and start again on the same data.
-struct PrivateBroker {
-    dir: tempfile::TempDir,
-    port: u16,
-    controller_port: u16,
-    child: Option<Child>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl PrivateBroker {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-            port: free_port(),
-            controller_port: free_port(),
-            child: None,
-        }
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the broker and waits until it answers.
-    async fn start(&mut self) {
-        let script = std::env::var("KAFKA_BROKER_SCRIPT")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-broker.sh")
-            });
-        let log = std::fs::File::create(self.dir.path().join("broker.log")).unwrap();
-        let child = Command::new("bash")
-            .arg(script)
-            .arg(self.dir.path().join("broker"))
-            .arg(self.port.to_string())
-            .arg(self.controller_port.to_string())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("the broker script starts");
-        self.child = Some(child);
-        let address = self.address();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let address = address.clone();
-            let answered = tokio::task::spawn_blocking(move || {
-                let consumer: BaseConsumer = ClientConfig::new()
-                    .set("bootstrap.servers", &address)
-                    .set("log_level", "0")
-                    .create()
-                    .unwrap();
-                consumer
-                    .fetch_metadata(None, Timeout::After(Duration::from_secs(1)))
-                    .is_ok_and(|m| !m.brokers().is_empty())
-            })
-            .await
-            .unwrap();
-            if answered {
-                return;
-            }
-            if tokio::time::Instant::now() > deadline {
-                let log =
-                    std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
-                panic!("the private broker did not start:\n{log}");
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-
-    /// SIGKILLs the broker.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// Splits each job's events by the topic they go to: Kafka keeps order per partition, so a
@@ -909,7 +574,7 @@ async fn events_stored_during_a_broker_outage_all_arrive_in_order_per_job_once_i
     }
     for (id, events) in expected.iter_mut() {
         if events.len() == 1 {
-            job_with_status(&app, id, "RUNNING").await;
+            app.job_with_status(id, "RUNNING").await;
             events.push(("run".to_owned(), 2));
         }
     }
@@ -989,95 +654,98 @@ async fn a_run_recorded_before_a_sigkill_is_published_by_the_restarted_service()
 #[test]
 fn every_event_type_matches_its_golden_message() {
     use scheduler::{
-        domain::{Job, Run},
-        events::{Event, EventKind},
+        domain::{
+            Event, EventKind, Job, JobStatus, JobType, MisfirePolicy, OverlapPolicy, RetryPolicy,
+            Run, RunId, RunStatus, Schedule,
+        },
         kafka::message,
     };
     let settings = Config::parse_from(["scheduler", "--kafka-brokers", "127.0.0.1:9092"])
         .kafka_settings()
         .unwrap();
-    let job = |status: &str, version: u64, schedule_time: Value, open_run: Value| -> Job {
-        serde_json::from_value(json!({
-            "id": "65a1b2c3d4e5f60718293a4b",
-            "name": "Weekly report",
-            "description": "Monday's numbers",
-            "jobType": "EMAIL",
-            "jobData": {
-                "SourceAddress": "reports@example.com",
-                "DestinationAddress": "team@example.com",
-                "Subject": "Weekly report",
-                "Message": "Attached."
-            },
-            "schedule": {"runAt": "2030-01-07T09:00:00Z"},
-            "scheduleTime": schedule_time,
-            "status": status,
-            "createdAt": "2030-01-01T08:00:00.125Z",
-            "updatedAt": "2030-01-07T09:00:00.250Z",
-            "version": version,
-            "openRun": open_run,
-            "nextAttempt": 1
-        }))
-        .unwrap()
+    let job = |status: JobStatus, version: u64, schedule_time: Option<&str>| -> Job {
+        let data = json!({
+            "SourceAddress": "reports@example.com",
+            "DestinationAddress": "team@example.com",
+            "Subject": "Weekly report",
+            "Message": "Attached."
+        });
+        Job {
+            id: JobId::parse("65a1b2c3d4e5f60718293a4b").unwrap(),
+            name: "Weekly report".into(),
+            description: "Monday's numbers".into(),
+            job_type: JobType::Email,
+            job_data: data.as_object().unwrap().clone(),
+            schedule: Schedule::RunAt(at("2030-01-07T09:00:00Z")),
+            retry: RetryPolicy::default(),
+            run_timeout_seconds: 300,
+            misfire_policy: MisfirePolicy::FireOnce,
+            overlap_policy: OverlapPolicy::Skip,
+            schedule_time: schedule_time.map(at),
+            status,
+            created_at: at("2030-01-01T08:00:00.125Z"),
+            updated_at: at("2030-01-07T09:00:00.250Z"),
+            version,
+            open_runs: Vec::new(),
+            retries: Vec::new(),
+            next_attempt: 1,
+        }
     };
-    let run = |status: &str, finished: Value, output: Value| -> Run {
-        serde_json::from_value(json!({
-            "runId": "0b7c5e0e-3f57-5d5e-9d1e-4f2a8c6b1e2d",
-            "jobId": "65a1b2c3d4e5f60718293a4b",
-            "scheduledFor": "2030-01-07T09:00:00Z",
-            "firedAt": "2030-01-07T09:00:00.004Z",
-            "attempt": 1,
-            "status": status,
-            "finishedAt": finished,
-            "error": null,
-            "output": output
-        }))
-        .unwrap()
+    let run = |status: RunStatus, finished: Option<&str>, output: Option<&str>| -> Run {
+        Run {
+            run_id: RunId::parse("0b7c5e0e-3f57-5d5e-9d1e-4f2a8c6b1e2d").unwrap(),
+            job_id: JobId::parse("65a1b2c3d4e5f60718293a4b").unwrap(),
+            scheduled_for: at("2030-01-07T09:00:00Z"),
+            fired_at: Some(at("2030-01-07T09:00:00.004Z")),
+            attempt: 1,
+            status,
+            finished_at: finished.map(at),
+            error: None,
+            output: output.map(str::to_owned),
+        }
     };
-    let due = json!("2030-01-07T09:00:00Z");
-    let open = json!("0b7c5e0e-3f57-5d5e-9d1e-4f2a8c6b1e2d");
+    let due = Some("2030-01-07T09:00:00Z");
     let cases = [
         (
             "created",
             EventKind::Created,
-            job("SCHEDULED", 1, due.clone(), Value::Null),
+            job(JobStatus::Scheduled, 1, due),
             None,
         ),
         (
             "updated",
             EventKind::Updated,
-            job("SCHEDULED", 2, due.clone(), Value::Null),
+            job(JobStatus::Scheduled, 2, due),
             None,
         ),
         (
             "deleted",
             EventKind::Deleted,
-            job("SCHEDULED", 2, due, Value::Null),
+            job(JobStatus::Scheduled, 2, due),
             None,
         ),
         (
             "run",
             EventKind::Run,
-            job("RUNNING", 3, Value::Null, open),
-            Some(run("RUNNING", Value::Null, Value::Null)),
+            job(JobStatus::Running, 3, None),
+            Some(run(RunStatus::Running, None, None)),
         ),
         (
             "finished",
             EventKind::Finished,
-            job("SUCCEEDED", 4, Value::Null, Value::Null),
+            job(JobStatus::Succeeded, 4, None),
             Some(run(
-                "SUCCEEDED",
-                json!("2030-01-07T09:00:03.5Z"),
-                json!("sent 12"),
+                RunStatus::Succeeded,
+                Some("2030-01-07T09:00:03.5Z"),
+                Some("sent 12"),
             )),
         ),
     ];
-    let directory = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/kafka");
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     for (name, kind, job, run) in cases {
         let event = Event {
             id: uuid::Uuid::parse_str("9f3c2a1e-6b4d-4e8f-a7c5-1d2e3f4a5b6c").unwrap(),
             kind,
-            time: scheduler::domain::parse_time("2030-01-07T09:00:00.250Z").unwrap(),
+            time: at("2030-01-07T09:00:00.250Z"),
             job,
             run,
         };
@@ -1091,19 +759,7 @@ fn every_event_type_matches_its_golden_message() {
             "headers": headers,
             "value": message::payload(&event),
         });
-        let path = directory.join(format!("{name}.json"));
         let text = serde_json::to_string_pretty(&actual).unwrap() + "\n";
-        if update {
-            std::fs::create_dir_all(&directory).unwrap();
-            std::fs::write(&path, &text).unwrap();
-        }
-        let golden = std::fs::read_to_string(&path)
-            .unwrap_or_else(|_| panic!("{} missing: UPDATE_GOLDEN=1 writes it", path.display()));
-        assert_eq!(
-            text,
-            golden,
-            "the {name} message differs from {}",
-            path.display()
-        );
+        matches_golden("kafka", &format!("{name}.json"), &text);
     }
 }

@@ -1,13 +1,14 @@
-//! Tests of the whole service over real sockets, REST and gRPC on one port.
+//! Tests of the whole service over real sockets, REST and gRPC on one port, against real
+//! MongoDB-wire and Kafka servers; the shared helpers are in [`support`].
 //!
 //! One test binary (modules below), so the suite links once.
 
+mod architecture;
 mod bad_input;
 mod compose;
 mod engine;
 mod fire;
 mod grpc;
-mod helpers;
 mod kafka;
 mod mongo;
 mod openapi;
@@ -16,3 +17,4 @@ mod replicas;
 mod rest;
 mod store;
 mod stored_format;
+mod support;

@@ -1,56 +1,61 @@
 //! The service on MongoDB: the whole API end to end, malformed documents, and an outage of the
 //! database server in the middle of a test.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use bson::doc;
-use scheduler::events::EventKind;
+use scheduler::domain::EventKind;
 use serde_json::json;
 
-use crate::{
-    helpers::{TestApp, email_job, eventually, in_millis},
-    store::{mongo_config, mongo_store},
+use crate::support::{
+    PrivateMongo, TestApp, database_name, email_job, eventually, free_port, id_of, in_millis,
+    mongo_config, mongo_store,
 };
 
-pub fn database_name() -> String {
-    format!("test_{}", uuid::Uuid::new_v4().simple())
-}
-
 #[tokio::test]
-async fn the_whole_api_works_on_mongodb() {
+async fn a_job_fires_and_its_result_closes_the_run_on_mongodb() {
     let mut app = TestApp::spawn_with(mongo_config(&database_name())).await;
     let job = app
         .create_job(&email_job("on mongodb", &in_millis(0)))
         .await;
-    let id = job["id"].as_str().unwrap().to_owned();
+    let id = id_of(&job);
     let event = app.next_event(EventKind::Run, &id).await;
     let run_id = event.run.as_ref().unwrap().run_id;
-    let response = app
-        .http
-        .post(app.url(&format!("/api/v1/jobs/{id}/runs/{run_id}/result")))
-        .json(&json!({"status": "SUCCEEDED", "output": "sent"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let (status, _) = app
+        .post_json(
+            &format!("/api/v1/jobs/{id}/runs/{run_id}/result"),
+            &json!({"status": "SUCCEEDED", "output": "sent"}),
+        )
+        .await;
+    assert_eq!(status, 200);
     let stored = app.get_job(&id).await;
     assert_eq!(stored["status"], "SUCCEEDED");
     assert_eq!(stored["jobData"], job["jobData"]);
-    let runs = app.get_json(&format!("/api/v1/jobs/{id}/runs")).await;
-    assert_eq!(runs["runs"][0]["output"], "sent");
+    let runs = app.runs(&id).await;
+    assert_eq!(runs[0]["output"], "sent");
+}
 
+#[tokio::test]
+async fn a_patched_name_is_found_by_its_prefix_on_mongodb() {
+    let app = TestApp::spawn_with(mongo_config(&database_name())).await;
+    let job = app
+        .create_job(&email_job("on mongodb", "2030-01-01T00:00:00Z"))
+        .await;
     let patched = app
-        .patch(&format!("/api/v1/jobs/{id}"), &json!({"name": "renamed"}))
+        .patch(
+            &format!("/api/v1/jobs/{}", id_of(&job)),
+            &json!({"name": "renamed"}),
+        )
         .await;
     assert_eq!(patched.status(), 200);
-    let page = app.get_json("/api/v1/jobs?name=ren").await;
-    assert_eq!(page["totalCount"], 1);
+    assert_eq!(app.get_json("/api/v1/jobs?name=ren").await["totalCount"], 1);
+    assert_eq!(app.get_json("/api/v1/jobs?name=on").await["totalCount"], 0);
+}
 
-    // The idempotency key is unique in MongoDB too.
+#[tokio::test]
+async fn an_idempotency_key_makes_a_create_happen_once_on_mongodb() {
+    let app = TestApp::spawn_with(mongo_config(&database_name())).await;
+    let mut ids = Vec::new();
     for _ in 0..2 {
         let response = app
             .http
@@ -61,10 +66,32 @@ async fn the_whole_api_works_on_mongodb() {
             .await
             .unwrap();
         assert_eq!(response.status(), 201);
+        ids.push(id_of(&response.json().await.unwrap()));
     }
-    assert_eq!(app.job_count().await, 2);
-    app.delete_job(&id).await;
+    assert_eq!(ids[0], ids[1]);
     assert_eq!(app.job_count().await, 1);
+}
+
+#[tokio::test]
+async fn a_deleted_job_is_gone_on_mongodb() {
+    let app = TestApp::spawn_with(mongo_config(&database_name())).await;
+    let kept = app
+        .create_job(&email_job("kept", "2030-01-01T00:00:00Z"))
+        .await;
+    let doomed = app
+        .create_job(&email_job("doomed", "2030-01-01T00:00:00Z"))
+        .await;
+    app.delete_job(&id_of(&doomed)).await;
+    let page = app.get_json("/api/v1/jobs").await;
+    assert_eq!(page["totalCount"], 1);
+    assert_eq!(page["jobs"][0]["id"], kept["id"]);
+    let gone = app
+        .http
+        .get(app.url(&format!("/api/v1/jobs/{}", id_of(&doomed))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
 }
 
 #[tokio::test]
@@ -102,79 +129,10 @@ async fn a_malformed_stored_document_is_skipped_not_a_panic() {
     assert_eq!(health.status(), 200);
 }
 
-/// A MongoDB-wire server of this test's own, keeping its data in an H2 file so it survives a
-/// restart.
-pub struct PrivateMongo {
-    child: Child,
-    port: u16,
-    file: std::path::PathBuf,
-}
-
-impl PrivateMongo {
-    pub fn start(port: u16, file: &std::path::Path) -> Self {
-        let classpath = std::env::var("MONGO_WIRE_SERVER_CLASSPATH")
-            .expect("MONGO_WIRE_SERVER_CLASSPATH is not set: run the suite with ./scripts/test.sh");
-        let mut child = Command::new("java")
-            .args([
-                "-Xmx256m",
-                "-cp",
-                &classpath,
-                "MongoWireServer",
-                "127.0.0.1",
-            ])
-            .arg(port.to_string())
-            .arg(file)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("java starts");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line.contains("listening") => break,
-                Some(_) => continue,
-                None => panic!("the MongoDB-wire server exited before listening"),
-            }
-        }
-        Self {
-            child,
-            port,
-            file: file.to_owned(),
-        }
-    }
-
-    pub fn uri(&self) -> String {
-        format!("mongodb://127.0.0.1:{}", self.port)
-    }
-
-    /// Stops the server the way an operator would (SIGTERM), and waits for it.
-    pub fn stop(mut self) -> (u16, std::path::PathBuf) {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        self.child.wait().unwrap();
-        (self.port, self.file.clone())
-    }
-}
-
-impl Drop for PrivateMongo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn a_database_outage_answers_503_quickly_and_everything_resumes_when_it_is_back() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server = PrivateMongo::start(port, &dir.path().join("mongo.h2"));
+    let server = PrivateMongo::start(free_port(), &dir.path().join("mongo.h2"));
     let mut config = mongo_config(&database_name());
     config.mongodb_uri = Some(server.uri());
     config.mongodb_timeout_ms = 1_000;

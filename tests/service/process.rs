@@ -1,79 +1,25 @@
-//! The real `scheduler` binary as a child process: durability across SIGKILL, and a graceful
-//! exit on SIGTERM.
+//! The real `scheduler` binary: durability across SIGKILL, a graceful exit on SIGTERM, and
+//! start-up refusing bad settings.
 
-use std::{
-    net::TcpListener,
-    path::Path,
-    process::{Child, Command, Stdio},
-    time::Duration,
+use std::{process::Command, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use scheduler::{
+    app::Application,
+    config::Config,
+    domain::{Event, Job, JobId, Run},
+    jobs::{
+        JobFilter, PageRequest,
+        ports::{Claim, ClaimedStep, IdempotencyKey, JobStore, Lease, StoreError},
+    },
+    store::sqlite::SqliteStore,
 };
-
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
-use crate::helpers::{email_job, eventually, in_millis};
-
-pub struct Service {
-    pub child: Child,
-    base: String,
-}
-
-impl Service {
-    /// Starts the binary on a free port with its embedded store in `data_dir`.
-    pub async fn start(data_dir: &Path) -> Self {
-        Self::start_with(data_dir, &[]).await
-    }
-
-    /// As `start`, with more flags.
-    pub async fn start_with(data_dir: &Path, flags: &[String]) -> Self {
-        let mut args = vec![
-            "--store".to_owned(),
-            "embedded".to_owned(),
-            "--data-dir".to_owned(),
-            data_dir.display().to_string(),
-        ];
-        args.extend_from_slice(flags);
-        Self::start_args(&args).await
-    }
-
-    /// Starts the binary on a free port with exactly these flags (besides host and port).
-    pub async fn start_args(flags: &[String]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_scheduler"))
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(flags)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the binary starts");
-        let service = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let http = reqwest::Client::new();
-        eventually("the service to answer /healthz", || {
-            let request = http.get(format!("{}/healthz", service.base)).send();
-            async move { request.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
-        })
-        .await;
-        service
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::{Failures, Service, at, email_job, eventually, in_millis};
 
 #[tokio::test]
 async fn job_created_before_a_sigkill_still_fires_after_restart() {
@@ -121,8 +67,7 @@ async fn job_created_before_a_sigkill_still_fires_after_restart() {
         runs["runs"][0]["scheduledFor"], job["schedule"]["runAt"],
         "the run is for the stored due time"
     );
-    let fired_at =
-        scheduler::domain::parse_time(runs["runs"][0]["firedAt"].as_str().unwrap()).unwrap();
+    let fired_at = at(runs["runs"][0]["firedAt"].as_str().unwrap());
     assert!(
         fired_at > killed_at,
         "the first process fired it before the kill"
@@ -144,4 +89,149 @@ async fn sigterm_stops_the_service_gracefully() {
     })
     .await;
     assert!(exit.success(), "exit status {exit:?}");
+}
+
+#[test]
+fn a_setting_out_of_its_range_stops_start_up_with_a_line_naming_it() {
+    let mut failures = Failures::new();
+    for (flag, env, value) in [
+        ("--lease-seconds", "SCHEDULER_LEASE_SECONDS", "0"),
+        ("--lease-seconds", "SCHEDULER_LEASE_SECONDS", "99999999999"),
+        (
+            "--request-timeout-seconds",
+            "SCHEDULER_REQUEST_TIMEOUT_SECONDS",
+            "0",
+        ),
+        ("--max-body-bytes", "SCHEDULER_MAX_BODY_BYTES", "0"),
+        ("--batch-size", "SCHEDULER_BATCH_SIZE", "0"),
+    ] {
+        for (how, mut command) in [
+            ("flag", scheduler_command(&[flag, value])),
+            ("environment", scheduler_command(&[])),
+        ] {
+            if how == "environment" {
+                command.env(env, value);
+            }
+            let row = format!("{how} {flag}={value}");
+            let output = command.output().expect("the binary runs");
+            failures.expect(&row, !output.status.success(), "it started");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            failures.expect(&row, stderr.contains(flag), format!("not named: {stderr}"));
+        }
+    }
+    failures.assert_none("settings out of range");
+}
+
+/// The binary with `args`, on an in-memory store and a free port, with nothing from this
+/// process's environment.
+fn scheduler_command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_scheduler"));
+    command
+        .env_clear()
+        .args(["--host", "127.0.0.1", "--port", "0", "--store", "memory"])
+        .args(args);
+    command
+}
+
+/// A store whose claims panic: the scheduler task dies at its first look for due jobs.
+struct PanickingStore(SqliteStore);
+
+#[async_trait]
+impl JobStore for PanickingStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.0.ping().await
+    }
+    async fn insert(
+        &self,
+        job: &Job,
+        key: Option<&IdempotencyKey>,
+        outbox: &[Event],
+    ) -> Result<(), StoreError> {
+        self.0.insert(job, key, outbox).await
+    }
+    async fn find_by_idempotency_key(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Job, String)>, StoreError> {
+        self.0.find_by_idempotency_key(key).await
+    }
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.0.get(id).await
+    }
+    async fn list(
+        &self,
+        filter: &JobFilter,
+        page: PageRequest,
+    ) -> Result<(Vec<Job>, u64), StoreError> {
+        self.0.list(filter, page).await
+    }
+    async fn update(
+        &self,
+        job: &Job,
+        expected_version: u64,
+        finished: &[Run],
+        outbox: &[Event],
+    ) -> Result<(), StoreError> {
+        self.0.update(job, expected_version, finished, outbox).await
+    }
+    async fn delete(
+        &self,
+        id: JobId,
+        expected_version: u64,
+        outbox: &[Event],
+    ) -> Result<(), StoreError> {
+        self.0.delete(id, expected_version, outbox).await
+    }
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.0.next_due().await
+    }
+    async fn claim_due(
+        &self,
+        _lease: &Lease,
+        _now: DateTime<Utc>,
+        _limit: usize,
+    ) -> Result<Vec<Claim>, StoreError> {
+        panic!("a bug in the store adapter")
+    }
+    async fn record_steps(
+        &self,
+        lease: &Lease,
+        steps: &[ClaimedStep],
+    ) -> Result<Vec<JobId>, StoreError> {
+        self.0.record_steps(lease, steps).await
+    }
+    async fn run_history(&self, job: JobId) -> Result<Vec<Run>, StoreError> {
+        self.0.run_history(job).await
+    }
+    async fn take_relay_lease(
+        &self,
+        lease: &Lease,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.0.take_relay_lease(lease, now).await
+    }
+    async fn pending_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.0.pending_events(limit).await
+    }
+    async fn mark_delivered(&self, events: &[(JobId, Uuid)]) -> Result<(), StoreError> {
+        self.0.mark_delivered(events).await
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_background_task_stops_the_service_with_an_error() {
+    let store = Arc::new(PanickingStore(SqliteStore::in_memory().unwrap()));
+    let app = Application::with_store(Config::for_tests(), store)
+        .await
+        .unwrap();
+    let addr = app.local_addr();
+    let ended = tokio::time::timeout(Duration::from_secs(20), app.run(CancellationToken::new()))
+        .await
+        .expect("the service stopped by itself");
+    let error = format!("{:#}", ended.unwrap_err());
+    assert!(error.contains("scheduler task panicked"), "{error}");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the port is closed"
+    );
 }

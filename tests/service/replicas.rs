@@ -9,11 +9,7 @@ use std::{
 
 use serde_json::{Value, json};
 
-use crate::{
-    helpers::{eventually, in_millis},
-    mongo::database_name,
-    process::Service,
-};
+use crate::support::{Service, database_name, eventually, in_millis};
 
 const JOBS: usize = 300;
 const REPLICAS: usize = 3;

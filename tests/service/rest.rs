@@ -3,7 +3,7 @@
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, email_job, in_millis};
+use crate::support::{Failures, TestApp, email_job, in_millis};
 
 #[tokio::test]
 async fn created_job_is_returned_with_location_and_etag_and_can_be_read_back() {
@@ -71,6 +71,7 @@ async fn listing_pages_newest_first_and_filters_by_status_type_and_name() {
         .collect();
     assert_eq!(names, vec![json!("report 3"), json!("report 2")]);
 
+    let mut failures = Failures::new();
     for (query, expected) in [
         ("jobType=SMS", 1),
         ("jobType=email", 5),
@@ -81,8 +82,9 @@ async fn listing_pages_newest_first_and_filters_by_status_type_and_name() {
         ("name=report%204", 1),
     ] {
         let page: Value = app.get_json(&format!("/api/v1/jobs?{query}")).await;
-        assert_eq!(page["totalCount"], expected, "{query}");
+        failures.expect_eq(query, page["totalCount"].clone(), json!(expected));
     }
+    failures.assert_none("listing filters");
 }
 
 #[tokio::test]
@@ -179,15 +181,22 @@ async fn idempotency_key_returns_the_first_job_and_rejects_another_body() {
 #[tokio::test]
 async fn unknown_paths_are_404_problems_not_grpc_errors() {
     let app = TestApp::spawn().await;
+    let mut failures = Failures::new();
     for path in ["/nope", "/api/v1/nope", "/proto.JobsService"] {
         let response = app.http.get(app.url(path)).send().await.unwrap();
-        assert_eq!(response.status(), 404, "{path}");
-        assert_eq!(
-            response.headers()["content-type"],
-            "application/problem+json"
+        failures.expect_eq(path, response.status().as_u16(), 404);
+        failures.expect_eq(
+            path,
+            response.headers().get("content-type").cloned(),
+            Some("application/problem+json".parse().unwrap()),
         );
-        assert!(response.headers().get("grpc-status").is_none());
+        failures.expect(
+            path,
+            response.headers().get("grpc-status").is_none(),
+            "a grpc-status header",
+        );
     }
+    failures.assert_none("unknown paths");
 }
 
 #[tokio::test]
@@ -204,6 +213,7 @@ async fn wrong_method_is_a_405_problem() {
 #[tokio::test]
 async fn health_readiness_and_docs_are_served() {
     let app = TestApp::spawn().await;
+    let mut failures = Failures::new();
     for (path, needle) in [
         ("/healthz", "ok"),
         ("/readyz", "ready"),
@@ -212,10 +222,15 @@ async fn health_readiness_and_docs_are_served() {
         ("/api-docs/openapi.json", "\"openapi\""),
     ] {
         let response = app.http.get(app.url(path)).send().await.unwrap();
-        assert_eq!(response.status(), 200, "{path}");
-        let body = response.text().await.unwrap();
-        assert!(body.to_lowercase().contains(needle), "{path}: {body:.200}");
+        failures.expect_eq(path, response.status().as_u16(), 200);
+        let body = response.text().await.unwrap_or_default();
+        failures.expect(
+            path,
+            body.to_lowercase().contains(needle),
+            format!("no {needle} in {body:.200}"),
+        );
     }
+    failures.assert_none("health and docs");
 }
 
 #[tokio::test]

@@ -6,42 +6,44 @@ use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, Duration, Utc};
 use scheduler::{
-    config::Config,
     domain::{
-        DEFAULT_RUN_TIMEOUT_SECONDS, Job, JobId, JobInput, JobStatus, JobType, PendingRetry, Run,
-        RunId, RunResult, RunStatus, Schedule, truncate,
+        DEFAULT_RUN_TIMEOUT_SECONDS, Event, EventKind, Job, JobId, JobStatus, JobType, Limits,
+        PendingRetry, Run, RunId, RunResult, RunStatus, Schedule, truncate,
     },
-    events::{Event, EventKind},
-    lifecycle::Limits,
-    store::{
-        Claim, ClaimedStep, DEFAULT_RUN_HISTORY, IdempotencyKey, JobFilter, JobStore, Lease,
-        PageRequest, StoreError, mongo::MongoStore, sqlite::SqliteStore,
+    jobs::{
+        JobFilter, PageRequest,
+        ports::{
+            Claim, ClaimedStep, DEFAULT_RUN_HISTORY, IdempotencyKey, JobStore, Lease, StoreError,
+        },
     },
+    store::sqlite::SqliteStore,
 };
 use serde_json::json;
 
+use crate::support::{Failures, database_name, job_from, mongo_store};
+
 /// A store under test, and how to open it again as a restarted process would.
-pub enum Backend {
+enum Backend {
     Embedded(tempfile::TempDir),
     Mongo(String),
 }
 
 impl Backend {
-    pub fn embedded() -> Self {
+    fn embedded() -> Self {
         Self::Embedded(tempfile::tempdir().unwrap())
     }
 
     /// A fresh database on the server at `MONGODB_URI`.
-    pub fn mongo() -> Self {
-        Self::Mongo(format!("test_{}", uuid::Uuid::new_v4().simple()))
+    fn mongo() -> Self {
+        Self::Mongo(database_name())
     }
 
-    pub async fn open(&self) -> Arc<dyn JobStore> {
+    async fn open(&self) -> Arc<dyn JobStore> {
         self.open_with_history(DEFAULT_RUN_HISTORY).await
     }
 
     /// The store, keeping `history` finished runs per job.
-    pub async fn open_with_history(&self, history: usize) -> Arc<dyn JobStore> {
+    async fn open_with_history(&self, history: usize) -> Arc<dyn JobStore> {
         match self {
             Self::Embedded(dir) => {
                 Arc::new(SqliteStore::open(dir.path()).unwrap().with_history(history))
@@ -49,29 +51,6 @@ impl Backend {
             Self::Mongo(database) => Arc::new(mongo_store(database).await.with_history(history)),
         }
     }
-}
-
-/// The settings of a MongoDB store on database `database` at `MONGODB_URI`.
-pub fn mongo_config(database: &str) -> Config {
-    let uri = std::env::var("MONGODB_URI").expect(
-        "MONGODB_URI is not set: run the suite with ./scripts/test.sh, which starts a MongoDB-wire server",
-    );
-    let mut config = Config::for_tests();
-    config.store = Some(scheduler::config::StoreKind::Mongodb);
-    config.mongodb_uri = Some(uri);
-    config.database_name = database.to_owned();
-    config.database_db_name_file = None;
-    config
-}
-
-pub async fn mongo_store(database: &str) -> MongoStore {
-    let settings = mongo_config(database).mongo_settings().await.unwrap();
-    MongoStore::connect(settings).await.unwrap()
-}
-
-fn job_from(input: serde_json::Value) -> Job {
-    let input: JobInput = serde_json::from_value(input).unwrap();
-    Job::new(input.parse().unwrap(), Utc::now())
 }
 
 /// A one-shot SMS job due at `at`, with the default policies.
@@ -793,6 +772,7 @@ async fn paging_counts_and_filters_are_exact_at_the_edges(backend: Backend) {
         .await,
         21
     );
+    let mut failures = Failures::new();
     for (prefix, expected) in [
         ("report 1", 10),
         ("report", 25),
@@ -804,8 +784,9 @@ async fn paging_counts_and_filters_are_exact_at_the_edges(backend: Backend) {
             name_prefix: Some(prefix.into()),
             ..Default::default()
         };
-        assert_eq!(count(filter).await, expected, "prefix {prefix:?}");
+        failures.expect_eq(format!("prefix {prefix:?}"), count(filter).await, expected);
     }
+    failures.assert_none("name prefixes");
 }
 
 async fn idempotency_keys_are_unique(backend: Backend) {

@@ -3,25 +3,20 @@
 //! must be deliberate (old files and databases must still read): accept one with
 //! `UPDATE_GOLDEN=1 cargo test golden`.
 
-use std::{fmt::Write, path::PathBuf, sync::Arc};
+use std::{fmt::Write, sync::Arc};
 
 use bson::{Bson, Document};
-use chrono::{DateTime, Utc};
 use scheduler::{
     domain::{
-        Job, JobId, JobInput, MisfirePolicy, OverlapPolicy, PendingRetry, RetryPolicy, Run, RunId,
-        RunStatus, parse_time,
+        Event, EventKind, Job, JobId, JobInput, MisfirePolicy, OverlapPolicy, PendingRetry,
+        RetryPolicy, Run, RunId, RunStatus,
     },
-    events::{Event, EventKind},
-    store::{IdempotencyKey, JobStore, Lease, sqlite::SqliteStore},
+    jobs::ports::{IdempotencyKey, JobStore, Lease},
+    store::sqlite::SqliteStore,
 };
 use serde_json::json;
 
-use crate::{mongo::database_name, store::mongo_store};
-
-fn at(text: &str) -> DateTime<Utc> {
-    parse_time(text).unwrap()
-}
+use crate::support::{at, database_name, matches_golden, mongo_store};
 
 fn id(hex: &str) -> JobId {
     JobId::parse(hex).unwrap()
@@ -183,23 +178,6 @@ async fn write_one_of_each(store: Arc<dyn JobStore>) {
     );
 }
 
-/// Compares `actual` with the golden file `name`, or writes it with `UPDATE_GOLDEN`.
-fn matches_golden(name: &str, actual: &str) {
-    let directory = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/store");
-    let path = directory.join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(&directory).unwrap();
-        std::fs::write(&path, actual).unwrap();
-    }
-    let golden = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("{} missing: UPDATE_GOLDEN=1 writes it", path.display()));
-    assert!(
-        actual == golden,
-        "what the store wrote differs from {}:\n{actual}",
-        path.display()
-    );
-}
-
 #[tokio::test]
 async fn the_embedded_store_writes_its_golden_schema_and_rows() {
     let dir = tempfile::tempdir().unwrap();
@@ -255,7 +233,7 @@ async fn the_embedded_store_writes_its_golden_schema_and_rows() {
             }
         }
     }
-    matches_golden("embedded.txt", &text);
+    matches_golden("store", "embedded.txt", &text);
 }
 
 /// A BSON value with its type, in a stable text form: field order and number types matter to
@@ -323,5 +301,5 @@ async fn the_mongodb_store_writes_its_golden_documents() {
             render_document(&document, 1, &mut text);
         }
     }
-    matches_golden("mongodb.txt", &text);
+    matches_golden("store", "mongodb.txt", &text);
 }

@@ -1,14 +1,16 @@
-//! Spawning the real service on port 0 and talking to it.
+//! The real service in this process, on a free loopback port, and a client of it.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use scheduler::{
     app::Application,
     config::Config,
-    events::{Event, EventKind},
+    domain::{Event, EventKind},
     grpc::pb::jobs_service_client::JobsServiceClient,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use super::wait::eventually;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -116,6 +118,37 @@ impl TestApp {
             .unwrap()
     }
 
+    /// POSTs `body` to `path`; the status and the JSON body (null when there is none).
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A job's runs, newest first (up to 100).
+    pub async fn runs(&self, id: &str) -> Vec<Value> {
+        self.get_json(&format!("/api/v1/jobs/{id}/runs?size=100"))
+            .await["runs"]
+            .as_array()
+            .expect("a page of runs")
+            .clone()
+    }
+
+    /// Waits until the job has `status`, and returns it.
+    pub async fn job_with_status(&self, id: &str, status: &str) -> Value {
+        eventually(&format!("job {id} to be {status}"), || async {
+            let job = self.get_job(id).await;
+            (job["status"] == status).then_some(job)
+        })
+        .await
+    }
+
     /// How many jobs are stored.
     pub async fn job_count(&self) -> u64 {
         self.get_json("/api/v1/jobs").await["totalCount"]
@@ -176,46 +209,5 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
-    }
-}
-
-/// A valid EMAIL job body due at `run_at`.
-pub fn email_job(name: &str, run_at: &str) -> Value {
-    json!({
-        "name": name,
-        "description": "a test job",
-        "jobType": "EMAIL",
-        "jobData": {
-            "SourceAddress": "reports@example.com",
-            "DestinationAddress": "team@example.com",
-            "Subject": "Weekly report",
-            "Message": "Attached."
-        },
-        "schedule": {"runAt": run_at}
-    })
-}
-
-/// RFC 3339 for now plus `millis` (may be negative).
-pub fn in_millis(millis: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::milliseconds(millis))
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// Polls `check` until it returns `Some`, for up to 20 s.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

@@ -1,5 +1,5 @@
-//! How a job moves: fires, timeouts, retries, misfires, overlaps, and the operations pause,
-//! resume, trigger, cancel and a run's result.
+//! How a job moves with time: fires, timeouts, retries, misfires and overlaps; the operations
+//! are in [`super::operations`].
 //!
 //! Every transition is a pure function of the job and the time, returning a [`Step`]: the job
 //! as it leaves it, the runs it finished (for the ledger) and what happened (for the events).
@@ -8,13 +8,13 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::{
-    domain::{
-        Job, JobStatus, MisfirePolicy, OverlapPolicy, PendingRetry, Run, RunId, RunResult,
-        RunStatus, name_of, truncate,
-    },
-    error::Error,
-    events::{Event, EventKind},
+use super::{Job, PendingRetry};
+use crate::domain::{
+    event::{Event, EventKind},
+    ids::RunId,
+    policy::{JobStatus, MisfirePolicy, OverlapPolicy, RunStatus, name_of},
+    run::Run,
+    time::truncate,
 };
 
 /// Bounds of the engine, from the configuration.
@@ -46,6 +46,7 @@ const MAX_DUE_SCAN: usize = 10_000;
 /// A job's transition: the job after it, the runs it finished, and what happened.
 #[derive(Debug, Clone)]
 pub struct Step {
+    /// The job as the transition leaves it, its version one above the job it started from.
     pub job: Job,
     /// Runs that reached a final status in this step, for the ledger.
     pub finished: Vec<Run>,
@@ -55,7 +56,7 @@ pub struct Step {
 }
 
 impl Step {
-    fn new(job: &Job) -> Self {
+    pub(super) fn new(job: &Job) -> Self {
         Self {
             job: job.clone(),
             finished: Vec::new(),
@@ -71,7 +72,7 @@ impl Step {
             .collect()
     }
 
-    fn fire(&mut self, scheduled_for: DateTime<Utc>, attempt: u32, now: DateTime<Utc>) {
+    pub(super) fn fire(&mut self, scheduled_for: DateTime<Utc>, attempt: u32, now: DateTime<Utc>) {
         let run = Run {
             run_id: RunId::derive(self.job.id, scheduled_for, attempt),
             job_id: self.job.id,
@@ -88,7 +89,7 @@ impl Step {
     }
 
     /// Records an expected fire that did not happen.
-    fn record(
+    pub(super) fn record(
         &mut self,
         scheduled_for: DateTime<Utc>,
         attempt: u32,
@@ -110,14 +111,14 @@ impl Step {
         self.finish(run);
     }
 
-    fn finish(&mut self, run: Run) {
+    pub(super) fn finish(&mut self, run: Run) {
         self.finished.push(run.clone());
         self.happened.push((EventKind::Finished, Some(run)));
     }
 
     /// After a failed or timed-out attempt: the next attempt waits for its backoff, if the job
     /// has attempts left.
-    fn retry_after(&mut self, run: &Run, now: DateTime<Utc>, jitter: f64) -> bool {
+    pub(super) fn retry_after(&mut self, run: &Run, now: DateTime<Utc>, jitter: f64) -> bool {
         if run.attempt >= self.job.retry.max_attempts {
             return false;
         }
@@ -132,7 +133,7 @@ impl Step {
         true
     }
 
-    fn done(mut self, now: DateTime<Utc>, finished: Option<RunStatus>) -> Self {
+    pub(super) fn done(mut self, now: DateTime<Utc>, finished: Option<RunStatus>) -> Self {
         self.job.refresh_status(finished);
         self.job.touch(now);
         self
@@ -149,7 +150,7 @@ impl Job {
     }
 
     /// `settle`, with the misfire threshold and the reason missed times are recorded with.
-    fn settle_with(
+    pub(super) fn settle_with(
         &self,
         now: DateTime<Utc>,
         limits: &Limits,
@@ -204,7 +205,7 @@ impl Job {
     ) {
         let mut due = vec![first];
         let mut beyond_scan = false;
-        while let Some(next) = self.schedule.next_after(*due.last().expect("not empty")) {
+        while let Some(next) = due.last().and_then(|t| self.schedule.next_after(*t)) {
             if next > now {
                 break;
             }
@@ -287,181 +288,17 @@ impl Job {
             }
         }
     }
-
-    /// Closes an open run with its result. `Err(None)` when the run is not open (the caller
-    /// looks it up in the ledger); a failure retries while attempts remain.
-    pub fn finish_run(
-        &self,
-        run_id: Option<RunId>,
-        result: &RunResult,
-        now: DateTime<Utc>,
-        jitter: f64,
-    ) -> Result<Step, Option<Error>> {
-        let run_id = match run_id {
-            Some(id) => id,
-            None => {
-                self.open_runs
-                    .first()
-                    .ok_or_else(|| Some(Error::Conflict("the job has no open run".into())))?
-                    .run_id
-            }
-        };
-        let position = self
-            .open_runs
-            .iter()
-            .position(|r| r.run_id == run_id)
-            .ok_or(None)?;
-        let mut step = Step::new(self);
-        let mut run = step.job.open_runs.remove(position);
-        run.status = result.status;
-        run.finished_at = Some(truncate(now));
-        run.error = result.error.clone();
-        run.output = result.output.clone();
-        if run.status == RunStatus::Failed {
-            step.retry_after(&run, now, jitter);
-        }
-        let status = run.status;
-        step.finish(run);
-        Ok(step.done(now, Some(status)))
-    }
-
-    /// Pauses: nothing fires until resumed; the schedule keeps its place and open runs stay
-    /// open (and still time out).
-    pub fn pause(&self, now: DateTime<Utc>) -> Result<Step, Error> {
-        match self.status {
-            JobStatus::Pending | JobStatus::Scheduled | JobStatus::Running => {}
-            other => return Err(transition("pause", other)),
-        }
-        let mut step = Step::new(self);
-        step.job.status = JobStatus::Paused;
-        step.happened.push((EventKind::Paused, None));
-        Ok(step.done(now, None))
-    }
-
-    /// Resumes a paused job: the times it passed while paused go through the misfire policy at
-    /// once, and the schedule continues from now.
-    pub fn resume(&self, now: DateTime<Utc>, limits: &Limits, jitter: f64) -> Result<Step, Error> {
-        if self.status != JobStatus::Paused {
-            return Err(transition("resume", self.status));
-        }
-        let mut resumed = self.clone();
-        resumed.status = JobStatus::Scheduled;
-        resumed.refresh_status(None);
-        // Every due time before now passed while paused: all of them are misfires.
-        let why = "the job was paused at this time";
-        let mut step = resumed.settle_with(now, limits, Duration::zero(), jitter, why);
-        step.happened.insert(0, (EventKind::Resumed, None));
-        Ok(step)
-    }
-
-    /// Fires an extra run now, without moving the schedule.
-    pub fn trigger(&self, now: DateTime<Utc>, limits: &Limits) -> Result<Step, Error> {
-        if self.status == JobStatus::Cancelled {
-            return Err(transition("trigger", self.status));
-        }
-        if !self.open_runs.is_empty() && self.overlap_policy == OverlapPolicy::Skip {
-            return Err(Error::Conflict(
-                "a run of the job is still open and its overlap policy is SKIP".into(),
-            ));
-        }
-        if self.open_runs.len() >= limits.max_open_runs {
-            return Err(Error::Conflict(format!(
-                "{} runs of the job are already open",
-                self.open_runs.len()
-            )));
-        }
-        let at = truncate(now);
-        if self.open_run(RunId::derive(self.id, at, 1)).is_some() {
-            return Err(Error::Conflict(
-                "the job was triggered this very millisecond".into(),
-            ));
-        }
-        let mut step = Step::new(self);
-        step.fire(at, 1, now);
-        Ok(step.done(now, None))
-    }
-
-    /// Cancels: open runs and waiting retries are recorded `CANCELLED`, nothing fires again.
-    pub fn cancel(&self, now: DateTime<Utc>) -> Result<Step, Error> {
-        match self.status {
-            JobStatus::Cancelled | JobStatus::Succeeded | JobStatus::Failed => {
-                return Err(transition("cancel", self.status));
-            }
-            _ => {}
-        }
-        let mut step = Step::new(self);
-        for mut run in std::mem::take(&mut step.job.open_runs) {
-            run.status = RunStatus::Cancelled;
-            run.finished_at = Some(truncate(now));
-            run.error = Some("cancelled with its job".into());
-            step.finish(run);
-        }
-        for retry in std::mem::take(&mut step.job.retries) {
-            step.record(
-                retry.scheduled_for,
-                retry.attempt,
-                RunStatus::Cancelled,
-                "cancelled with its job before this retry fired".into(),
-                now,
-            );
-        }
-        step.job.schedule_time = None;
-        step.job.status = JobStatus::Cancelled;
-        step.happened.push((EventKind::Cancelled, None));
-        Ok(step.done(now, None))
-    }
-}
-
-fn transition(operation: &str, status: JobStatus) -> Error {
-    Error::Conflict(format!(
-        "cannot {operation} a job that is {}",
-        name_of(&status)
-    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        domain::{JobSpec, JobType, RetryPolicy, Schedule, parse_time},
-        schedule::CronSchedule,
+    use crate::domain::{
+        job::fixtures::{at, every_minute, job, statuses},
+        policy::RetryPolicy,
+        run::RunResult,
+        schedule::Schedule,
     };
-
-    fn at(s: &str) -> DateTime<Utc> {
-        parse_time(s).unwrap()
-    }
-
-    fn job(schedule: Schedule, now: &str) -> Job {
-        Job::new(
-            JobSpec {
-                name: "engine".into(),
-                description: String::new(),
-                job_type: JobType::Sms,
-                job_data: Default::default(),
-                schedule,
-                retry: RetryPolicy::default(),
-                run_timeout_seconds: 300,
-                misfire_policy: MisfirePolicy::FireOnce,
-                overlap_policy: OverlapPolicy::Skip,
-            },
-            at(now),
-        )
-    }
-
-    fn every_minute(now: &str) -> Job {
-        job(
-            Schedule::Cron(Box::new(CronSchedule::parse("* * * * *", "UTC").unwrap())),
-            now,
-        )
-    }
-
-    fn statuses(step: &Step) -> Vec<(String, RunStatus)> {
-        step.finished
-            .iter()
-            .chain(step.job.open_runs.iter())
-            .map(|r| (crate::domain::format_time(r.scheduled_for), r.status))
-            .collect()
-    }
 
     #[test]
     fn a_due_cron_fire_opens_a_run_and_moves_the_schedule() {
@@ -478,7 +315,7 @@ mod tests {
     fn after_downtime_fire_once_runs_the_latest_and_records_the_rest_missed() {
         let job = every_minute("2030-01-01T00:00:30Z");
         let step = job.settle(at("2030-01-01T00:05:30Z"), &Limits::default(), 0.5);
-        let got = statuses(&step);
+        let got = statuses(&step.finished, &step.job);
         assert_eq!(
             got,
             vec![
@@ -499,7 +336,7 @@ mod tests {
         let step = skip.settle(at("2030-01-01T00:03:30Z"), &Limits::default(), 0.5);
         // 00:03 is 30 s late, within the misfire threshold: it fires late, not missed.
         assert_eq!(
-            statuses(&step),
+            statuses(&step.finished, &step.job),
             vec![
                 ("2030-01-01T00:01:00.000Z".into(), RunStatus::Missed),
                 ("2030-01-01T00:02:00.000Z".into(), RunStatus::Missed),
@@ -516,7 +353,7 @@ mod tests {
         };
         let step = all.settle(at("2030-01-01T00:03:30Z"), &limits, 0.5);
         assert_eq!(
-            statuses(&step),
+            statuses(&step.finished, &step.job),
             vec![
                 ("2030-01-01T00:01:00.000Z".into(), RunStatus::Missed),
                 ("2030-01-01T00:02:00.000Z".into(), RunStatus::Running),
@@ -583,83 +420,5 @@ mod tests {
         assert_eq!(failed.job.status, JobStatus::Failed);
         assert!(failed.job.retries.is_empty());
         assert_eq!(failed.job.due_at(), None);
-    }
-
-    #[test]
-    fn backoff_doubles_is_capped_at_an_hour_and_jitter_stays_in_the_upper_half() {
-        let policy = RetryPolicy {
-            max_attempts: 100,
-            backoff_seconds: 10,
-        };
-        assert_eq!(policy.delay_before(2, 1.0), Duration::seconds(10));
-        assert_eq!(policy.delay_before(3, 1.0), Duration::seconds(20));
-        assert_eq!(policy.delay_before(4, 0.0), Duration::seconds(20));
-        assert_eq!(policy.delay_before(60, 1.0), Duration::seconds(3600));
-    }
-
-    #[test]
-    fn pause_keeps_the_place_and_resume_applies_the_misfire_policy() {
-        let job = every_minute("2030-01-01T00:00:30Z");
-        let paused = job.pause(at("2030-01-01T00:00:40Z")).unwrap().job;
-        assert_eq!(paused.due_at(), None);
-        assert_eq!(paused.schedule_time, Some(at("2030-01-01T00:01:00Z")));
-        assert!(paused.pause(at("2030-01-01T00:00:41Z")).is_err());
-
-        let resumed = paused
-            .resume(at("2030-01-01T00:03:30Z"), &Limits::default(), 0.5)
-            .unwrap();
-        assert_eq!(resumed.happened[0].0, EventKind::Resumed);
-        assert_eq!(
-            statuses(&resumed),
-            vec![
-                ("2030-01-01T00:01:00.000Z".into(), RunStatus::Missed),
-                ("2030-01-01T00:02:00.000Z".into(), RunStatus::Missed),
-                ("2030-01-01T00:03:00.000Z".into(), RunStatus::Running),
-            ]
-        );
-        assert_eq!(resumed.job.version, paused.version + 1);
-        assert!(
-            resumed
-                .job
-                .resume(at("2030-01-01T00:03:31Z"), &Limits::default(), 0.5)
-                .is_err()
-        );
-    }
-
-    #[test]
-    fn cancel_closes_open_runs_and_waiting_retries_and_nothing_fires_again() {
-        let mut job = every_minute("2030-01-01T00:00:30Z");
-        job.retry.max_attempts = 3;
-        let fired = job
-            .settle(at("2030-01-01T00:01:00Z"), &Limits::default(), 0.5)
-            .job;
-        let cancelled = fired.cancel(at("2030-01-01T00:01:05Z")).unwrap();
-        assert_eq!(cancelled.job.status, JobStatus::Cancelled);
-        assert_eq!(cancelled.finished[0].status, RunStatus::Cancelled);
-        assert_eq!(cancelled.job.due_at(), None);
-        assert!(cancelled.job.cancel(at("2030-01-01T00:01:06Z")).is_err());
-        assert!(
-            cancelled
-                .job
-                .trigger(at("2030-01-01T00:01:06Z"), &Limits::default())
-                .is_err()
-        );
-    }
-
-    #[test]
-    fn trigger_adds_a_run_without_moving_the_schedule() {
-        let job = every_minute("2030-01-01T00:00:30Z");
-        let triggered = job
-            .trigger(at("2030-01-01T00:00:40Z"), &Limits::default())
-            .unwrap();
-        assert_eq!(triggered.job.open_runs.len(), 1);
-        assert_eq!(triggered.job.schedule_time, job.schedule_time);
-        // Overlap SKIP: a second trigger while the run is open is refused.
-        assert!(
-            triggered
-                .job
-                .trigger(at("2030-01-01T00:00:41Z"), &Limits::default())
-                .is_err()
-        );
     }
 }

@@ -1,12 +1,16 @@
 //! The embedded job store: SQLite (bundled, so nothing is needed from the system) in one file.
 //!
-//! Each job is a JSON document in `jobs.doc`, beside the columns the queries filter and order on,
-//! so the store reads like the MongoDB adapter's documents. SQLite runs in WAL mode with
-//! `synchronous = FULL`: a write the API acknowledged survives a crash of the process or of the
-//! machine. Several processes may share one file; writes take the database lock
-//! (`BEGIN IMMEDIATE`) and wait up to the busy timeout for it.
+//! Each job is a JSON document in `jobs.doc` ([`rows`] maps it), beside the columns the queries
+//! filter and order on, so the store reads like the MongoDB adapter's documents; the schema is
+//! built by numbered [`migrations`]. SQLite runs in WAL mode with `synchronous = FULL`: a write
+//! the API acknowledged survives a crash of the process or of the machine. Several processes
+//! may share one file; writes take the database lock (`BEGIN IMMEDIATE`) and wait up to the
+//! busy timeout for it.
 //!
 //! rusqlite is synchronous: each call runs on tokio's blocking pool, holding the one connection.
+
+mod migrations;
+mod rows;
 
 use std::{
     path::Path,
@@ -18,60 +22,19 @@ use anyhow::{Context, anyhow};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, ToSql, TransactionBehavior, params};
-
 use uuid::Uuid;
 
-use super::{
-    Claim, ClaimedStep, DEFAULT_RUN_HISTORY, IdempotencyKey, JobFilter, JobStore, Lease, Outbox,
-    PageRequest, StoreError,
-};
+use self::rows::{JobRow, event_doc, event_of, job_of, run_doc, run_of, version};
+use super::{RELAY_LEASE, earliest_due_first, from_millis, history_bound};
 use crate::{
-    domain::{Job, JobId, Run},
-    events::Event,
+    domain::{Event, Job, JobId, Run},
+    jobs::{
+        listing::{JobFilter, PageRequest},
+        ports::{
+            Claim, ClaimedStep, DEFAULT_RUN_HISTORY, IdempotencyKey, JobStore, Lease, StoreError,
+        },
+    },
 };
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    doc TEXT NOT NULL,
-    name TEXT NOT NULL,
-    status INTEGER NOT NULL,
-    job_type INTEGER NOT NULL,
-    due_at INTEGER,
-    created_at INTEGER NOT NULL,
-    version INTEGER NOT NULL,
-    lease_owner TEXT,
-    lease_until INTEGER,
-    idempotency_key TEXT UNIQUE,
-    idempotency_fingerprint TEXT
-);
-DROP INDEX IF EXISTS jobs_due;
-CREATE INDEX IF NOT EXISTS jobs_due_at ON jobs(due_at) WHERE due_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS jobs_lease ON jobs(lease_until) WHERE lease_until IS NOT NULL;
-CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at, id);
-CREATE INDEX IF NOT EXISTS jobs_name ON jobs(name);
-CREATE TABLE IF NOT EXISTS ledger (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    job_id TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    doc TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS ledger_job ON ledger(job_id, seq);
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL UNIQUE,
-    job_id TEXT NOT NULL,
-    doc TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS leases (
-    name TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    until INTEGER NOT NULL
-);
-";
-
-/// The name of the relay's row in `leases`.
-const RELAY_LEASE: &str = "outbox-relay";
 
 /// The embedded store.
 #[derive(Clone)]
@@ -83,7 +46,7 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file `jobs.db` in `dir`.
+    /// Opens (creating and migrating if needed) the database file `jobs.db` in `dir`.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("Failed to create the data directory {}", dir.display()))?;
@@ -95,16 +58,14 @@ impl SqliteStore {
         Self::init(conn)
     }
 
-    /// A private in-memory database, for tests.
+    /// A private in-memory database, for tests and demos.
     pub fn in_memory() -> anyhow::Result<Self> {
         Self::init(Connection::open_in_memory()?)
     }
 
-    fn init(conn: Connection) -> anyhow::Result<Self> {
+    fn init(mut conn: Connection) -> anyhow::Result<Self> {
         conn.busy_timeout(Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)
-            .context("Failed to create the embedded store's schema")?;
-        add_fence_column(&conn).context("Failed to add the fencing token column")?;
+        migrations::migrate(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             history: DEFAULT_RUN_HISTORY,
@@ -113,8 +74,21 @@ impl SqliteStore {
 
     /// The same store, keeping `history` finished runs per job.
     pub fn with_history(mut self, history: usize) -> Self {
-        self.history = history.max(1);
+        self.history = history_bound(history);
         self
+    }
+
+    /// Stores many new jobs in one transaction, without idempotency keys or events: for bulk
+    /// loads (benchmarks, imports), where one commit per job would dominate.
+    pub async fn insert_many(&self, jobs: Vec<Job>) -> Result<(), StoreError> {
+        let rows = jobs.iter().map(JobRow::of).collect::<Result<Vec<_>, _>>()?;
+        self.write(move |tx| {
+            for row in &rows {
+                insert_row(tx, row, None)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -133,76 +107,68 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Internal(anyhow!(e)))?
     }
-}
 
-/// Files made before fencing tokens existed lack the column.
-fn add_fence_column(conn: &Connection) -> rusqlite::Result<()> {
-    let has = conn
-        .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'fence'")?
-        .exists([])?;
-    if !has {
-        conn.execute_batch("ALTER TABLE jobs ADD COLUMN fence INTEGER NOT NULL DEFAULT 0")?;
+    /// Runs `f` in an immediate (write-locked) transaction, committed when it succeeds.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.with(move |conn| {
+            let mut tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let value = f(&mut tx)?;
+            tx.commit().map_err(map_err)?;
+            Ok(value)
+        })
+        .await
     }
-    Ok(())
 }
 
+/// Maps SQLite errors once: a taken unique key, a busy or unreachable file, or anything else.
 fn map_err(e: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode;
     match e.sqlite_error_code() {
         Some(ErrorCode::ConstraintViolation) => StoreError::DuplicateKey,
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-            StoreError::Unavailable(anyhow!(e))
-        }
-        Some(ErrorCode::CannotOpen | ErrorCode::DiskFull | ErrorCode::SystemIoFailure) => {
-            StoreError::Unavailable(anyhow!(e))
-        }
+        Some(
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::CannotOpen
+            | ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure,
+        ) => StoreError::Unavailable(anyhow!(e)),
         _ => StoreError::Internal(anyhow!(e)),
     }
 }
 
-fn millis(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn from_millis(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
-/// Decodes a stored document; a malformed one is logged and skipped, never a panic.
-fn decode<T: serde::de::DeserializeOwned>(kind: &str, id: &str, doc: &str) -> Option<T> {
-    match serde_json::from_str(doc) {
-        Ok(value) => Some(value),
-        Err(error) => {
-            tracing::error!(%error, kind, id, "skipping a malformed stored document");
-            None
-        }
-    }
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Internal(anyhow!(e)))
-}
-
-/// The due time the claim query sees.
-fn due_at(job: &Job) -> Option<i64> {
-    job.due_at().map(millis)
-}
-
-fn read_jobs(
-    stmt: &mut rusqlite::Statement<'_>,
-    params: &[&dyn ToSql],
-) -> Result<Vec<Job>, StoreError> {
-    let rows = stmt
-        .query_map(params, |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-        })
-        .map_err(map_err)?;
-    let mut jobs = Vec::new();
-    for row in rows {
-        let (id, doc) = row.map_err(map_err)?;
-        jobs.extend(decode::<Job>("job", &id, &doc));
-    }
-    Ok(jobs)
+/// Inserts a new job's row.
+fn insert_row(
+    tx: &Connection,
+    row: &JobRow,
+    idempotency: Option<&IdempotencyKey>,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO jobs (id, doc, name, status, job_type, due_at, created_at, version,
+             idempotency_key, idempotency_fingerprint)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            row.id,
+            row.doc,
+            row.name,
+            row.status,
+            row.job_type,
+            row.due_at,
+            row.created_at,
+            row.version,
+            idempotency.map(|k| k.key.as_str()),
+            idempotency.map(|k| k.fingerprint.as_str()),
+        ])
+    })
+    .map_err(map_err)?;
+    Ok(())
 }
 
 /// Replaces a job's row if it has `expected_version` (and, with a claim, is held by that owner
@@ -213,7 +179,7 @@ fn replace_job(
     expected_version: u64,
     claim: Option<(&str, u64)>,
 ) -> Result<bool, StoreError> {
-    let doc = encode(job)?;
+    let row = JobRow::of(job)?;
     let changed = tx
         .prepare_cached(
             "UPDATE jobs SET doc = ?1, name = ?2, status = ?3, job_type = ?4, due_at = ?5,
@@ -222,16 +188,16 @@ fn replace_job(
         )
         .and_then(|mut stmt| {
             stmt.execute(params![
-                doc,
-                job.name,
-                job.status.code(),
-                job.job_type.code(),
-                due_at(job),
-                job.version as i64,
-                job.id.to_string(),
-                expected_version as i64,
+                row.doc,
+                row.name,
+                row.status,
+                row.job_type,
+                row.due_at,
+                row.version,
+                row.id,
+                version(expected_version),
                 claim.map(|(owner, _)| owner),
-                claim.map(|(_, token)| token as i64),
+                claim.map(|(_, token)| version(token)),
             ])
         })
         .map_err(map_err)?;
@@ -254,7 +220,7 @@ fn append_runs(
             .prepare_cached("INSERT INTO ledger (job_id, run_id, doc) VALUES (?1, ?2, ?3)")
             .map_err(map_err)?;
         for run in finished {
-            stmt.execute(params![job, run.run_id.to_string(), encode(run)?])
+            stmt.execute(params![job, run.run_id.to_string(), run_doc(run)?])
                 .map_err(map_err)?;
         }
     }
@@ -279,22 +245,39 @@ fn append_events(tx: &Connection, events: &[Event]) -> Result<(), StoreError> {
         stmt.execute(params![
             event.id.to_string(),
             event.job.id.to_string(),
-            encode(event)?
+            event_doc(event)?
         ])
         .map_err(map_err)?;
     }
     Ok(())
 }
 
-/// Whether a job row exists: tells a version conflict from a deleted job.
-fn job_exists(tx: &Connection, id: JobId) -> Result<bool, StoreError> {
-    Ok(tx
+/// Why a conditional write changed no row: the job changed since, or it is gone.
+fn why_not_written(tx: &Connection, id: JobId) -> StoreError {
+    let exists = tx
         .query_row("SELECT 1 FROM jobs WHERE id = ?1", [id.to_string()], |_| {
             Ok(())
         })
-        .optional()
-        .map_err(map_err)?
-        .is_some())
+        .optional();
+    match exists {
+        Ok(Some(())) => StoreError::VersionConflict,
+        Ok(None) => StoreError::NotFound,
+        Err(e) => map_err(e),
+    }
+}
+
+/// The rows a query returns, each mapped by `map`; rows it maps to `None` are skipped.
+fn collect<T>(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: &[&dyn ToSql],
+    map: fn(&rusqlite::Row<'_>) -> rusqlite::Result<Option<T>>,
+) -> Result<Vec<T>, StoreError> {
+    let rows = stmt.query_map(params, map).map_err(map_err)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.extend(row.map_err(map_err)?);
+    }
+    Ok(out)
 }
 
 #[async_trait]
@@ -308,35 +291,14 @@ impl JobStore for SqliteStore {
         &self,
         job: &Job,
         idempotency: Option<&IdempotencyKey>,
-        outbox: Outbox<'_>,
+        outbox: &[Event],
     ) -> Result<(), StoreError> {
-        let job = job.clone();
+        let row = JobRow::of(job)?;
         let idempotency = idempotency.cloned();
         let events = outbox.to_vec();
-        self.with(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(map_err)?;
-            tx.execute(
-                "INSERT INTO jobs (id, doc, name, status, job_type, due_at, created_at, version,
-                     idempotency_key, idempotency_fingerprint)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    job.id.to_string(),
-                    encode(&job)?,
-                    job.name,
-                    job.status.code(),
-                    job.job_type.code(),
-                    due_at(&job),
-                    millis(job.created_at),
-                    job.version as i64,
-                    idempotency.as_ref().map(|k| k.key.as_str()),
-                    idempotency.as_ref().map(|k| k.fingerprint.as_str()),
-                ],
-            )
-            .map_err(map_err)?;
-            append_events(&tx, &events)?;
-            tx.commit().map_err(map_err)
+        self.write(move |tx| {
+            insert_row(tx, &row, idempotency.as_ref())?;
+            append_events(tx, &events)
         })
         .await
     }
@@ -347,37 +309,30 @@ impl JobStore for SqliteStore {
     ) -> Result<Option<(Job, String)>, StoreError> {
         let key = key.to_owned();
         self.with(move |conn| {
-            let row = conn
+            let found = conn
                 .query_row(
                     "SELECT id, doc, idempotency_fingerprint FROM jobs WHERE idempotency_key = ?1",
                     [&key],
-                    |row| {
-                        Ok((
-                            row.get::<_, String>(0)?,
-                            row.get::<_, String>(1)?,
-                            row.get::<_, String>(2)?,
-                        ))
-                    },
+                    |row| Ok((job_of(row)?, row.get::<_, String>(2)?)),
                 )
                 .optional()
                 .map_err(map_err)?;
-            Ok(row.and_then(|(id, doc, fingerprint)| {
-                decode::<Job>("job", &id, &doc).map(|job| (job, fingerprint))
-            }))
+            Ok(found.and_then(|(job, fingerprint)| job.map(|job| (job, fingerprint))))
         })
         .await
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         self.with(move |conn| {
-            let id = id.to_string();
-            let doc = conn
-                .query_row("SELECT doc FROM jobs WHERE id = ?1", [&id], |row| {
-                    row.get::<_, String>(0)
-                })
+            let found = conn
+                .query_row(
+                    "SELECT id, doc FROM jobs WHERE id = ?1",
+                    [id.to_string()],
+                    job_of,
+                )
                 .optional()
                 .map_err(map_err)?;
-            Ok(doc.and_then(|doc| decode("job", &id, &doc)))
+            Ok(found.flatten())
         })
         .await
     }
@@ -422,16 +377,16 @@ impl JobStore for SqliteStore {
                     |r| r.get(0),
                 )
                 .map_err(map_err)?;
+            let limit = i64::try_from(page.size).unwrap_or(i64::MAX);
+            let offset = i64::try_from(page.offset()).unwrap_or(i64::MAX);
             let mut stmt = conn
                 .prepare(&format!(
                     "SELECT id, doc FROM jobs {filter_sql}
-                     ORDER BY created_at DESC, id DESC LIMIT {} OFFSET {}",
-                    page.size as i64,
-                    page.offset() as i64
+                     ORDER BY created_at DESC, id DESC LIMIT {limit} OFFSET {offset}"
                 ))
                 .map_err(map_err)?;
-            let jobs = read_jobs(&mut stmt, &refs)?;
-            Ok((jobs, total as u64))
+            let jobs = collect(&mut stmt, &refs, job_of)?;
+            Ok((jobs, total.unsigned_abs()))
         })
         .await
     }
@@ -441,26 +396,18 @@ impl JobStore for SqliteStore {
         job: &Job,
         expected_version: u64,
         finished: &[Run],
-        outbox: Outbox<'_>,
+        outbox: &[Event],
     ) -> Result<(), StoreError> {
         let job = job.clone();
         let finished = finished.to_vec();
         let events = outbox.to_vec();
         let history = self.history;
-        self.with(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(map_err)?;
-            if !replace_job(&tx, &job, expected_version, None)? {
-                return Err(if job_exists(&tx, job.id)? {
-                    StoreError::VersionConflict
-                } else {
-                    StoreError::NotFound
-                });
+        self.write(move |tx| {
+            if !replace_job(tx, &job, expected_version, None)? {
+                return Err(why_not_written(tx, job.id));
             }
-            append_runs(&tx, job.id, &finished, history)?;
-            append_events(&tx, &events)?;
-            tx.commit().map_err(map_err)
+            append_runs(tx, job.id, &finished, history)?;
+            append_events(tx, &events)
         })
         .await
     }
@@ -469,30 +416,22 @@ impl JobStore for SqliteStore {
         &self,
         id: JobId,
         expected_version: u64,
-        outbox: Outbox<'_>,
+        outbox: &[Event],
     ) -> Result<(), StoreError> {
         let events = outbox.to_vec();
-        self.with(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(map_err)?;
+        self.write(move |tx| {
             let deleted = tx
                 .execute(
                     "DELETE FROM jobs WHERE id = ?1 AND version = ?2",
-                    params![id.to_string(), expected_version as i64],
+                    params![id.to_string(), version(expected_version)],
                 )
                 .map_err(map_err)?;
             if deleted == 0 {
-                return Err(if job_exists(&tx, id)? {
-                    StoreError::VersionConflict
-                } else {
-                    StoreError::NotFound
-                });
+                return Err(why_not_written(tx, id));
             }
             tx.execute("DELETE FROM ledger WHERE job_id = ?1", [id.to_string()])
                 .map_err(map_err)?;
-            append_events(&tx, &events)?;
-            tx.commit().map_err(map_err)
+            append_events(tx, &events)
         })
         .await
     }
@@ -525,48 +464,39 @@ impl JobStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Claim>, StoreError> {
         let lease = lease.clone();
-        self.with(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
+        self.write(move |tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE jobs SET lease_owner = ?1, lease_until = ?2, fence = fence + 1
+                     WHERE id IN (
+                         SELECT id FROM jobs
+                         WHERE due_at <= ?3
+                           AND (lease_until IS NULL OR lease_until < ?3)
+                         ORDER BY due_at LIMIT ?4)
+                     RETURNING id, doc, fence",
+                )
+                .map_err(map_err)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        lease.owner,
+                        lease.until.timestamp_millis(),
+                        now.timestamp_millis(),
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ],
+                    |row| Ok((job_of(row)?, row.get::<_, i64>(2)?)),
+                )
                 .map_err(map_err)?;
             let mut claims = Vec::new();
-            {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "UPDATE jobs SET lease_owner = ?1, lease_until = ?2, fence = fence + 1
-                         WHERE id IN (
-                             SELECT id FROM jobs
-                             WHERE due_at <= ?3
-                               AND (lease_until IS NULL OR lease_until < ?3)
-                             ORDER BY due_at LIMIT ?4)
-                         RETURNING id, doc, fence",
-                    )
-                    .map_err(map_err)?;
-                let rows = stmt
-                    .query_map(
-                        params![lease.owner, millis(lease.until), millis(now), limit as i64],
-                        |row| {
-                            Ok((
-                                row.get::<_, String>(0)?,
-                                row.get::<_, String>(1)?,
-                                row.get::<_, i64>(2)?,
-                            ))
-                        },
-                    )
-                    .map_err(map_err)?;
-                for row in rows {
-                    let (id, doc, token) = row.map_err(map_err)?;
-                    if let Some(job) = decode::<Job>("job", &id, &doc) {
-                        claims.push(Claim {
-                            job,
-                            token: token as u64,
-                        });
-                    }
+            for row in rows {
+                if let (Some(job), token) = row.map_err(map_err)? {
+                    claims.push(Claim {
+                        job,
+                        token: token.unsigned_abs(),
+                    });
                 }
             }
-            tx.commit().map_err(map_err)?;
-            claims.sort_by_key(|c| c.job.due_at());
-            Ok(claims)
+            Ok(earliest_due_first(claims))
         })
         .await
     }
@@ -579,16 +509,14 @@ impl JobStore for SqliteStore {
         let owner = lease.owner.clone();
         let steps = steps.to_vec();
         let history = self.history;
-        self.with(move |conn| {
-            let mut tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(map_err)?;
+        self.write(move |tx| {
             let mut written = Vec::with_capacity(steps.len());
             for step in &steps {
                 // Each step in its own savepoint: one that cannot be written leaves no trace.
                 let savepoint = tx.savepoint().map_err(map_err)?;
                 let claim = Some((owner.as_str(), step.token));
-                if !replace_job(&savepoint, &step.job, step.job.version - 1, claim)? {
+                let claimed_version = step.job.version.saturating_sub(1);
+                if !replace_job(&savepoint, &step.job, claimed_version, claim)? {
                     continue; // changed or claimed by another since this claim
                 }
                 append_runs(&savepoint, step.job.id, &step.finished, history)?;
@@ -596,7 +524,6 @@ impl JobStore for SqliteStore {
                 savepoint.commit().map_err(map_err)?;
                 written.push(step.job.id);
             }
-            tx.commit().map_err(map_err)?;
             Ok(written)
         })
         .await
@@ -607,17 +534,7 @@ impl JobStore for SqliteStore {
             let mut stmt = conn
                 .prepare_cached("SELECT run_id, doc FROM ledger WHERE job_id = ?1 ORDER BY seq")
                 .map_err(map_err)?;
-            let rows = stmt
-                .query_map([job.to_string()], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-                })
-                .map_err(map_err)?;
-            let mut runs = Vec::new();
-            for row in rows {
-                let (id, doc) = row.map_err(map_err)?;
-                runs.extend(decode::<Run>("run", &id, &doc));
-            }
-            Ok(runs)
+            collect(&mut stmt, &[&job.to_string()], run_of)
         })
         .await
     }
@@ -639,8 +556,8 @@ impl JobStore for SqliteStore {
                     stmt.execute(params![
                         RELAY_LEASE,
                         lease.owner,
-                        millis(lease.until),
-                        millis(now)
+                        lease.until.timestamp_millis(),
+                        now.timestamp_millis()
                     ])
                 })
                 .map_err(map_err)?;
@@ -654,36 +571,25 @@ impl JobStore for SqliteStore {
             let mut stmt = conn
                 .prepare_cached("SELECT event_id, doc FROM outbox ORDER BY seq LIMIT ?1")
                 .map_err(map_err)?;
-            let rows = stmt
-                .query_map([limit as i64], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-                })
-                .map_err(map_err)?;
-            let mut events = Vec::new();
-            for row in rows {
-                let (id, doc) = row.map_err(map_err)?;
-                events.extend(decode::<Event>("event", &id, &doc));
-            }
-            Ok(events)
+            collect(
+                &mut stmt,
+                &[&i64::try_from(limit).unwrap_or(i64::MAX)],
+                event_of,
+            )
         })
         .await
     }
 
     async fn mark_delivered(&self, events: &[(JobId, Uuid)]) -> Result<(), StoreError> {
         let ids: Vec<String> = events.iter().map(|(_, id)| id.to_string()).collect();
-        self.with(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
+        self.write(move |tx| {
+            let mut stmt = tx
+                .prepare_cached("DELETE FROM outbox WHERE event_id = ?1")
                 .map_err(map_err)?;
-            {
-                let mut stmt = tx
-                    .prepare_cached("DELETE FROM outbox WHERE event_id = ?1")
-                    .map_err(map_err)?;
-                for id in &ids {
-                    stmt.execute([id]).map_err(map_err)?;
-                }
+            for id in &ids {
+                stmt.execute([id]).map_err(map_err)?;
             }
-            tx.commit().map_err(map_err)
+            Ok(())
         })
         .await
     }

@@ -1,0 +1,118 @@
+//! Identifiers: job ids (MongoDB ObjectIds, made by the service) and run ids (derived, so the
+//! same expected execution always has the same id).
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::field::Invalid;
+
+/// What a malformed job id is told.
+const JOB_ID_EXPECTED: &str = "must be a 24-hex-digit ObjectId";
+
+/// A job id: a MongoDB ObjectId, 24 lowercase hex digits, made by the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(bson::oid::ObjectId);
+
+impl JobId {
+    /// A new, unique id.
+    pub fn generate() -> Self {
+        Self(bson::oid::ObjectId::new())
+    }
+
+    /// The MongoDB ObjectId it is.
+    pub fn object_id(self) -> bson::oid::ObjectId {
+        self.0
+    }
+
+    /// The job id an ObjectId read from the store is.
+    pub fn from_object_id(id: bson::oid::ObjectId) -> Self {
+        Self(id)
+    }
+
+    /// Parses an id from a path, query or message (field `id`). Anything but 24 hex digits is
+    /// rejected, so an id can never smuggle a query operator into a store lookup.
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        Self::parse_text(raw).ok_or_else(|| Invalid::field("id", JOB_ID_EXPECTED))
+    }
+
+    /// Parses a stored id; `None` when it is not one.
+    pub fn parse_text(raw: &str) -> Option<Self> {
+        if raw.len() != 24 || !raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        bson::oid::ObjectId::parse_str(raw).ok().map(Self)
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.to_hex())
+    }
+}
+
+/// A run id: a UUID derived from the job id, the due time and the attempt, so the same
+/// expected execution always has the same id and executors can drop duplicates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RunId(Uuid);
+
+impl RunId {
+    /// Namespace of run ids (UUIDv5).
+    const NAMESPACE: Uuid = Uuid::from_u128(0x6f1d_3a2c_9b7e_4c58_a0d2_51e3_8f47_c916);
+
+    /// The id of attempt `attempt` of the fire of `job` due at `scheduled_for`.
+    pub fn derive(job: JobId, scheduled_for: DateTime<Utc>, attempt: u32) -> Self {
+        let name = format!("{job}/{}/{attempt}", scheduled_for.timestamp_millis());
+        Self(Uuid::new_v5(&Self::NAMESPACE, name.as_bytes()))
+    }
+
+    /// Parses a run id from a path or message (field `runId`).
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        Uuid::try_parse(raw)
+            .map(Self)
+            .map_err(|_| Invalid::field("runId", "must be a UUID"))
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::time::parse_time;
+
+    #[test]
+    fn run_ids_are_deterministic_per_job_due_time_and_attempt() {
+        let job = JobId::generate();
+        let at = parse_time("2030-01-01T00:00:00Z").unwrap();
+        assert_eq!(RunId::derive(job, at, 1), RunId::derive(job, at, 1));
+        assert_ne!(RunId::derive(job, at, 1), RunId::derive(job, at, 2));
+        assert_ne!(
+            RunId::derive(job, at, 1),
+            RunId::derive(JobId::generate(), at, 1)
+        );
+    }
+
+    #[test]
+    fn job_ids_accept_only_24_hex_digits() {
+        assert!(JobId::parse("65f1c0ffee0123456789abcd").is_ok());
+        for bad in [
+            "",
+            "123",
+            "65f1c0ffee0123456789abcz",
+            "{\"$gt\": \"\"}",
+            "65f1c0ffee0123456789abcd0",
+        ] {
+            assert_eq!(
+                JobId::parse(bad),
+                Err(Invalid::field("id", JOB_ID_EXPECTED)),
+                "{bad}"
+            );
+        }
+    }
+}

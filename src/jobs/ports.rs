@@ -1,0 +1,196 @@
+//! The ports the use cases own: the job store (with its outbox), the live event sink, and the
+//! durable event publisher. Adapters implement them in `store`, `events` and `kafka`; which ones
+//! run is chosen once, in `app`.
+//!
+//! The store is shaped for a document store as much as for SQL: every write touches one job and
+//! its runs, conditional writes compare `version`, and the scheduler's claim is one atomic
+//! update of due jobs that sets a lease (owner and expiry) and increments the job's fencing
+//! token. A job whose lease has not expired cannot be claimed by anyone else, and a step is
+//! written only while its claimer still holds the lease with the same token and the job is
+//! unchanged since the claim, so two schedulers never fire the same run.
+//!
+//! A job's open runs live in the job itself; the ledger of finished runs (results, timeouts,
+//! skipped, missed and cancelled fires) is appended by the same write and bounded per job.
+//!
+//! The outbox: every write takes the events describing it (`outbox`, empty when no durable sink
+//! is configured), and stores them in the same atomic write as the change (the same transaction
+//! in SQLite, the same document in MongoDB). The relay reads pending events in order per job,
+//! publishes them and then marks them delivered; it holds the store's relay lease so that one
+//! process relays at a time.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::listing::{JobFilter, PageRequest};
+use crate::domain::{Event, Job, JobId, Run};
+
+/// What a store operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or is busy; the operation may succeed later.
+    #[error("store unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// A unique key (id or idempotency key) is taken.
+    #[error("duplicate key")]
+    DuplicateKey,
+    /// A conditional write found another version (or lease) than expected.
+    #[error("version conflict")]
+    VersionConflict,
+    /// The job does not exist.
+    #[error("not found")]
+    NotFound,
+    /// Anything else; a bug or a corrupt store.
+    #[error("store failure")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// An `Idempotency-Key` and the fingerprint of the request first sent with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// The key the client sent.
+    pub key: String,
+    /// [`JobSpec::fingerprint`](crate::domain::JobSpec::fingerprint) of the first request.
+    pub fingerprint: String,
+}
+
+/// A scheduler's hold on the jobs it claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Which scheduler holds it (unique per process).
+    pub owner: String,
+    /// When it lapses and the jobs may be claimed again.
+    pub until: DateTime<Utc>,
+}
+
+/// A claimed job, with the fencing token of the claim.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// The job as claimed.
+    pub job: Job,
+    /// Increases on every claim of the job; a step is stored only while the job's token is
+    /// still this one, so a replica whose claim was superseded can store nothing.
+    pub token: u64,
+}
+
+/// What the scheduler stores for a claimed job: the job as its step left it, the runs it
+/// finished (appended to the ledger) and the events that describe it (for the outbox).
+#[derive(Debug, Clone)]
+pub struct ClaimedStep {
+    /// The fencing token of the claim the step was settled under.
+    pub token: u64,
+    /// The job after the step (its version one above the claimed job's).
+    pub job: Job,
+    /// Runs the step finished, for the ledger.
+    pub finished: Vec<Run>,
+    /// Events to store in the outbox with the step; empty when no durable sink is configured.
+    pub events: Vec<Event>,
+}
+
+/// Finished runs kept per job when no other bound is configured.
+pub const DEFAULT_RUN_HISTORY: usize = 100;
+
+/// The job store port.
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// Succeeds when the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Stores a new job. With an idempotency key, fails with `DuplicateKey` if the key is taken.
+    async fn insert(
+        &self,
+        job: &Job,
+        idempotency: Option<&IdempotencyKey>,
+        outbox: &[Event],
+    ) -> Result<(), StoreError>;
+
+    /// The job created under this idempotency key, and the key's stored fingerprint.
+    async fn find_by_idempotency_key(&self, key: &str)
+    -> Result<Option<(Job, String)>, StoreError>;
+
+    /// The job, if it exists (a deleted job does not).
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
+
+    /// One page of jobs, newest first, and the number of all matching jobs.
+    async fn list(
+        &self,
+        filter: &JobFilter,
+        page: PageRequest,
+    ) -> Result<(Vec<Job>, u64), StoreError>;
+
+    /// Replaces the job if its stored version is `expected_version` (else `VersionConflict`;
+    /// `NotFound` if it is gone), clears any lease on it, and appends `finished` to its run
+    /// ledger (dropping the oldest records beyond the history bound), in one atomic write.
+    async fn update(
+        &self,
+        job: &Job,
+        expected_version: u64,
+        finished: &[Run],
+        outbox: &[Event],
+    ) -> Result<(), StoreError>;
+
+    /// Deletes the job and its runs if its stored version is `expected_version` (else
+    /// `VersionConflict`; `NotFound` if it is gone).
+    async fn delete(
+        &self,
+        id: JobId,
+        expected_version: u64,
+        outbox: &[Event],
+    ) -> Result<(), StoreError>;
+
+    /// The earliest time at which a job may become claimable: the earliest due time of an
+    /// unleased job, or the earliest lease expiry.
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Atomically leases up to `limit` jobs due at `now` (`Job::due_at`) that nobody holds,
+    /// earliest due first, increments each one's fencing token, and returns them as claimed.
+    async fn claim_due(
+        &self,
+        lease: &Lease,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Claim>, StoreError>;
+
+    /// Stores the steps of claimed jobs: for each step whose stored job still has the version
+    /// `job.version - 1`, is held by `lease.owner` and still carries the step's token, replaces
+    /// the job, releases the lease, appends the finished runs and stores the events, in one
+    /// atomic write per job. Returns the ids written.
+    async fn record_steps(
+        &self,
+        lease: &Lease,
+        steps: &[ClaimedStep],
+    ) -> Result<Vec<JobId>, StoreError>;
+
+    /// The job's finished runs, as recorded (at most the history bound), oldest first.
+    async fn run_history(&self, job: JobId) -> Result<Vec<Run>, StoreError>;
+
+    /// Takes or renews the relay lease: true if `lease.owner` holds it until `lease.until`,
+    /// false while another owner's lease has not lapsed at `now`.
+    async fn take_relay_lease(&self, lease: &Lease, now: DateTime<Utc>)
+    -> Result<bool, StoreError>;
+
+    /// Up to about `limit` undelivered events, oldest first; one job's events are always in
+    /// the order their changes were made.
+    async fn pending_events(&self, limit: usize) -> Result<Vec<Event>, StoreError>;
+
+    /// Removes delivered events from the outbox. Unknown ids are ignored.
+    async fn mark_delivered(&self, events: &[(JobId, Uuid)]) -> Result<(), StoreError>;
+}
+
+/// Where events go live, once their change is stored (the in-process bus).
+#[async_trait]
+pub trait EventSink: Send + Sync + 'static {
+    /// Hands on one event; a sink with no listeners drops it.
+    async fn publish(&self, event: Event);
+}
+
+/// A durable event sink (the Kafka producer), fed by the outbox relay.
+#[async_trait]
+pub trait Publisher: Send + Sync + 'static {
+    /// Publishes the events, in the given order per job, and says for each whether the sink
+    /// acknowledged it.
+    async fn publish(&self, events: &[Event]) -> Vec<anyhow::Result<()>>;
+
+    /// Succeeds when the sink answers.
+    async fn ping(&self) -> anyhow::Result<()>;
+}

@@ -1,0 +1,39 @@
+//! `GET /healthz` and `GET /readyz`.
+
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+
+use super::{problem::Problem, state::AppState};
+
+/// `GET /healthz`: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "Up", body = String)))]
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: the store and, when configured, the Kafka brokers answer.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = String),
+        (status = 503, description = "The store or the Kafka brokers are unreachable", body = Problem),
+    ))]
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
+    let (result, detail) = match state.jobs.ready().await {
+        Ok(()) => (
+            state.jobs.sink_ready().await,
+            "the Kafka brokers are unreachable",
+        ),
+        failed => (failed, "the job store is unreachable"),
+    };
+    match result {
+        Ok(()) => "ready".into_response(),
+        Err(error) => {
+            tracing::warn!(error = ?error, "not ready");
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail).into_response()
+        }
+    }
+}

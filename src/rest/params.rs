@@ -1,0 +1,179 @@
+//! Query parameters and headers, converted to the use cases' inputs. Query values arrive as
+//! text, so a wrong type is reported with the parameter's name like any other mistake.
+
+use axum::http::{HeaderMap, header};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::IntoParams;
+
+use crate::{
+    domain::{JobId, JobStatus, JobType, ScheduleInput, input::json::decode_value},
+    jobs::{Error, JobFilter, PageRequest, if_match},
+};
+
+/// Listing filters and paging.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListParams {
+    /// Page number, from 1.
+    #[param(value_type = Option<i64>, minimum = 1)]
+    page: Option<String>,
+    /// Page size, 1 to 100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
+    size: Option<String>,
+    /// Only jobs in this status.
+    #[param(value_type = Option<JobStatus>)]
+    status: Option<String>,
+    /// Only jobs of this type.
+    #[param(value_type = Option<JobType>)]
+    job_type: Option<String>,
+    /// Only jobs whose name starts with this text.
+    name: Option<String>,
+}
+
+impl ListParams {
+    /// The filter and the page asked for.
+    pub(crate) fn parse(self) -> Result<(JobFilter, PageRequest), Error> {
+        let page = PageRequest::parse(
+            parse_int("page", self.page.as_deref())?,
+            parse_int("size", self.size.as_deref())?,
+        )?;
+        let filter = JobFilter {
+            status: parse_name("status", self.status.as_deref())?,
+            job_type: parse_name("jobType", self.job_type.as_deref())?,
+            name_prefix: self.name,
+        };
+        Ok((filter, page))
+    }
+}
+
+/// Paging of a job's runs.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PageParams {
+    /// Page number, from 1.
+    #[param(value_type = Option<i64>, minimum = 1)]
+    page: Option<String>,
+    /// Page size, 1 to 100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
+    size: Option<String>,
+}
+
+impl PageParams {
+    /// The page asked for.
+    pub(crate) fn parse(self) -> Result<PageRequest, Error> {
+        Ok(PageRequest::parse(
+            parse_int("page", self.page.as_deref())?,
+            parse_int("size", self.size.as_deref())?,
+        )?)
+    }
+}
+
+/// Filter of the event stream.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub(crate) struct EventParams {
+    /// Only events of this job.
+    job_id: Option<String>,
+}
+
+impl EventParams {
+    /// The one job whose events are asked for, if any.
+    pub(crate) fn parse(self) -> Result<Option<JobId>, Error> {
+        Ok(self.job_id.as_deref().map(JobId::parse).transpose()?)
+    }
+}
+
+/// A schedule to preview: one of `cron` (with `timezone`), `intervalSeconds` (with `startAt`)
+/// or `runAt`; `count` fire times (1 to 100, default 10) after `from` (default now).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PreviewParams {
+    /// A cron expression: 5 fields, or 6 with seconds first.
+    cron: Option<String>,
+    /// IANA zone of `cron`; default UTC.
+    timezone: Option<String>,
+    /// Seconds between fires.
+    #[param(value_type = Option<u64>)]
+    interval_seconds: Option<String>,
+    /// RFC 3339 start of an interval schedule.
+    start_at: Option<String>,
+    /// RFC 3339 time of a one-shot schedule.
+    run_at: Option<String>,
+    /// How many fire times, 1 to 100 (default 10).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
+    count: Option<String>,
+    /// RFC 3339: list fires after this time (default now).
+    from: Option<String>,
+}
+
+impl PreviewParams {
+    /// The schedule, the count and the start asked for.
+    pub(crate) fn parse(self) -> Result<(ScheduleInput, Option<i64>, Option<String>), Error> {
+        let Self {
+            cron,
+            timezone,
+            interval_seconds,
+            start_at,
+            run_at,
+            count,
+            from,
+        } = self;
+        let schedule = ScheduleInput {
+            run_at,
+            cron,
+            timezone,
+            interval_seconds: parse_int("intervalSeconds", interval_seconds.as_deref())?,
+            start_at,
+        };
+        Ok((schedule, parse_int("count", count.as_deref())?, from))
+    }
+}
+
+fn parse_int(field: &str, raw: Option<&str>) -> Result<Option<i64>, Error> {
+    raw.map(|v| {
+        v.trim()
+            .parse::<i64>()
+            .map_err(|_| Error::invalid(field, "must be an integer"))
+    })
+    .transpose()
+}
+
+/// Parses an enum from its query-string name (`SCHEDULED`, `email`).
+fn parse_name<T: serde::de::DeserializeOwned>(
+    field: &str,
+    raw: Option<&str>,
+) -> Result<Option<T>, Error> {
+    raw.map(|v| {
+        decode_value::<T>(Value::String(v.trim().to_ascii_uppercase()))
+            .map_err(|_| Error::invalid(field, format!("`{v}` is not a known value")))
+    })
+    .transpose()
+}
+
+/// The `Idempotency-Key` header, if sent.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Error> {
+    headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| Error::invalid("Idempotency-Key", "must be visible ASCII"))
+        })
+        .transpose()
+}
+
+/// The version the `If-Match` header makes a change conditional on, if any.
+pub(crate) fn version_precondition(headers: &HeaderMap) -> Result<Option<u64>, Error> {
+    match headers.get(header::IF_MATCH) {
+        None => Ok(None),
+        Some(value) => if_match(
+            value
+                .to_str()
+                .map_err(|_| Error::invalid("If-Match", "must be visible ASCII"))?,
+        ),
+    }
+}

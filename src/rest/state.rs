@@ -1,0 +1,27 @@
+//! What every REST handler may use.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{events::EventBus, jobs::Jobs};
+
+/// The handlers' shared state.
+#[derive(Clone)]
+pub struct AppState {
+    /// The use cases.
+    pub jobs: Jobs,
+    /// Live events for the SSE stream.
+    pub bus: EventBus,
+    /// Ends open event streams when the service shuts down.
+    pub shutdown: CancellationToken,
+}
+
+/// REST limits.
+#[derive(Debug, Clone)]
+pub struct RestSettings {
+    /// Largest request body; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Longest a request may take; slower ones get 408 (the event stream is exempt).
+    pub request_timeout: Duration,
+}

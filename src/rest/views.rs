@@ -1,0 +1,268 @@
+//! What the REST API shows: jobs, runs, pages, previews and events as JSON, each converted
+//! from the domain in one place.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::{
+    domain::{
+        Event, Job, JobStatus, JobType, MisfirePolicy, OverlapPolicy, Preview, RetryPolicy, Run,
+        RunStatus, Schedule, ScheduleFields, format_time,
+    },
+    jobs::Page,
+};
+
+/// A job as the API shows it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct JobView {
+    /// 24-hex-digit ObjectId.
+    #[schema(example = "65f1c0ffee0123456789abcd")]
+    id: String,
+    name: String,
+    description: String,
+    job_type: JobType,
+    #[schema(value_type = Object)]
+    job_data: Value,
+    schedule: ScheduleView,
+    retry: RetryPolicy,
+    run_timeout_seconds: u32,
+    misfire_policy: MisfirePolicy,
+    overlap_policy: OverlapPolicy,
+    /// The next fire (regular or retry); null when nothing is due. While paused, where the
+    /// schedule stands.
+    schedule_time: Option<String>,
+    status: JobStatus,
+    created_at: String,
+    updated_at: String,
+    /// Increases on every change; sent as `ETag`, honoured in `If-Match`.
+    version: u64,
+}
+
+/// When the job fires: the fields of its kind only.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ScheduleView {
+    /// The one fire of a one-shot job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    run_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cron: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timezone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    interval_seconds: Option<u64>,
+    /// The interval's first fire (set from the creation time when none was given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    start_at: Option<String>,
+}
+
+impl From<&Schedule> for ScheduleView {
+    fn from(schedule: &Schedule) -> Self {
+        let ScheduleFields {
+            run_at,
+            cron,
+            timezone,
+            interval_seconds,
+            start_at,
+        } = ScheduleFields::from(schedule);
+        Self {
+            run_at: run_at.map(format_time),
+            cron,
+            timezone,
+            interval_seconds,
+            start_at: start_at.map(format_time),
+        }
+    }
+}
+
+impl From<&Job> for JobView {
+    fn from(job: &Job) -> Self {
+        Self {
+            id: job.id.to_string(),
+            name: job.name.clone(),
+            description: job.description.clone(),
+            job_type: job.job_type,
+            job_data: Value::Object(job.job_data.clone()),
+            schedule: ScheduleView::from(&job.schedule),
+            retry: job.retry,
+            run_timeout_seconds: job.run_timeout_seconds,
+            misfire_policy: job.misfire_policy,
+            overlap_policy: job.overlap_policy,
+            schedule_time: job.next_fire().map(format_time),
+            status: job.status,
+            created_at: format_time(job.created_at),
+            updated_at: format_time(job.updated_at),
+            version: job.version,
+        }
+    }
+}
+
+/// One execution of a job, or an expected fire that did not happen.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RunView {
+    /// Deterministic from job id, due time and attempt.
+    run_id: String,
+    job_id: String,
+    scheduled_for: String,
+    /// Null for `SKIPPED`, `MISSED`, and retries `CANCELLED` before they fired.
+    fired_at: Option<String>,
+    attempt: u32,
+    status: RunStatus,
+    finished_at: Option<String>,
+    error: Option<String>,
+    output: Option<String>,
+}
+
+impl From<&Run> for RunView {
+    fn from(run: &Run) -> Self {
+        Self {
+            run_id: run.run_id.to_string(),
+            job_id: run.job_id.to_string(),
+            scheduled_for: format_time(run.scheduled_for),
+            fired_at: run.fired_at.map(format_time),
+            attempt: run.attempt,
+            status: run.status,
+            finished_at: run.finished_at.map(format_time),
+            error: run.error.clone(),
+            output: run.output.clone(),
+        }
+    }
+}
+
+/// The next fire times of a schedule.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PreviewView {
+    schedule: ScheduleView,
+    times: Vec<FireTimeView>,
+}
+
+/// One previewed fire.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct FireTimeView {
+    /// The instant, UTC.
+    #[schema(example = "2026-03-29T01:00:00.000Z")]
+    time: String,
+    /// The same instant on the schedule's wall clock, with its offset.
+    #[schema(example = "2026-03-29T03:00:00+02:00")]
+    local_time: String,
+    /// True when the asked-for local time does not exist (the clock jumps over it), so the fire
+    /// moved to the first valid instant after it.
+    dst_shifted: bool,
+    /// `NONE`, `SKIPPED` (moved past a jump), or `REPEATED` (a local time that occurs twice:
+    /// fires at its first occurrence only).
+    #[schema(example = "SKIPPED")]
+    dst: String,
+    /// The local time the schedule asked for.
+    #[schema(example = "2026-03-29T02:30:00")]
+    requested_local_time: String,
+}
+
+impl From<&Preview> for PreviewView {
+    fn from(preview: &Preview) -> Self {
+        Self {
+            schedule: ScheduleView::from(&preview.schedule),
+            times: preview
+                .times
+                .iter()
+                .map(|fire| FireTimeView {
+                    time: format_time(fire.at),
+                    local_time: preview.local_time(fire.at),
+                    dst_shifted: fire.dst_shifted(),
+                    dst: fire.shift.name().to_owned(),
+                    requested_local_time: fire.requested_local_time(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A page of a listing as the API shows it: the counts, then the items under `$items`.
+macro_rules! page_view {
+    ($(#[$meta:meta])* $name:ident { $items:ident: $view:ident }) => {
+        $(#[$meta])*
+        #[derive(Debug, Serialize, Deserialize, ToSchema)]
+        #[serde(rename_all = "camelCase")]
+        pub(crate) struct $name {
+            total_count: u64,
+            total_pages: u64,
+            page: u64,
+            size: u64,
+            has_more: bool,
+            $items: Vec<$view>,
+        }
+
+        impl<T> From<Page<T>> for $name
+        where
+            for<'a> $view: From<&'a T>,
+        {
+            fn from(page: Page<T>) -> Self {
+                Self {
+                    $items: page.items.iter().map($view::from).collect(),
+                    total_count: page.total_count,
+                    total_pages: page.total_pages,
+                    page: page.page,
+                    size: page.size,
+                    has_more: page.has_more,
+                }
+            }
+        }
+    };
+}
+
+page_view! {
+    /// A page of jobs.
+    JobPage { jobs: JobView }
+}
+
+page_view! {
+    /// A page of runs, newest first.
+    RunPage { runs: RunView }
+}
+
+/// An event as the SSE stream carries it in `data`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct EventView {
+    /// Unique per event.
+    id: String,
+    /// `scheduler.job.` and what happened: `created`, `updated`, `deleted`, `run`,
+    /// `finished`, `paused`, `resumed` or `cancelled`.
+    #[serde(rename = "type")]
+    kind: String,
+    time: String,
+    job_id: String,
+    job: JobView,
+    run: Option<RunView>,
+}
+
+impl From<&Event> for EventView {
+    fn from(event: &Event) -> Self {
+        Self {
+            id: event.id.to_string(),
+            kind: event.kind.ce_type().to_owned(),
+            time: format_time(event.time),
+            job_id: event.job.id.to_string(),
+            job: JobView::from(&event.job),
+            run: event.run.as_ref().map(RunView::from),
+        }
+    }
+}
+
+/// An executor's report of how a run ended.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct ResultInput {
+    /// `SUCCEEDED` or `FAILED`.
+    pub(crate) status: RunStatus,
+    /// Why it failed; at most 4 KiB.
+    #[serde(default)]
+    pub(crate) error: Option<String>,
+    /// What it produced; at most 16 KiB.
+    #[serde(default)]
+    pub(crate) output: Option<String>,
+}

@@ -1,0 +1,403 @@
+//! The JSON documents the stores keep: a job (the embedded store's `jobs.doc`), a run (its
+//! `ledger.doc`) and an event (both stores' outbox entries).
+//!
+//! The shape is this module's own, mapped field by field from the domain, so a change in the
+//! domain cannot change what is written without a change here; `tests/golden/store/` pins the
+//! bytes. Fields added since the first stored version have defaults, so older documents still
+//! read.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::names::{
+    StoredEventKind, StoredJobStatus, StoredJobType, StoredMisfirePolicy, StoredOverlapPolicy,
+    StoredRunStatus,
+};
+use crate::{
+    domain::{
+        DEFAULT_RUN_TIMEOUT_SECONDS, Event, Job, JobId, PendingRetry, RetryPolicy, Run, RunId,
+        Schedule, ScheduleFields,
+    },
+    jobs::ports::StoreError,
+};
+
+/// A stored job.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct JobJson {
+    id: String,
+    name: String,
+    description: String,
+    job_type: StoredJobType,
+    job_data: Map<String, Value>,
+    schedule: ScheduleJson,
+    #[serde(default)]
+    retry: RetryJson,
+    #[serde(default = "default_run_timeout")]
+    run_timeout_seconds: u32,
+    #[serde(default)]
+    misfire_policy: StoredMisfirePolicy,
+    #[serde(default)]
+    overlap_policy: StoredOverlapPolicy,
+    schedule_time: Option<DateTime<Utc>>,
+    status: StoredJobStatus,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    version: u64,
+    #[serde(default)]
+    open_runs: Vec<RunJson>,
+    #[serde(default)]
+    retries: Vec<PendingRetryJson>,
+    #[serde(default = "first_attempt")]
+    next_attempt: u32,
+}
+
+fn default_run_timeout() -> u32 {
+    DEFAULT_RUN_TIMEOUT_SECONDS
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+/// A stored schedule: the fields of its kind only.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ScheduleJson {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    run_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cron: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timezone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    interval_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    start_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RetryJson {
+    max_attempts: u32,
+    backoff_seconds: u32,
+}
+
+impl Default for RetryJson {
+    fn default() -> Self {
+        let RetryPolicy {
+            max_attempts,
+            backoff_seconds,
+        } = RetryPolicy::default();
+        Self {
+            max_attempts,
+            backoff_seconds,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PendingRetryJson {
+    due: DateTime<Utc>,
+    scheduled_for: DateTime<Utc>,
+    attempt: u32,
+}
+
+/// A stored run.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RunJson {
+    run_id: String,
+    job_id: String,
+    scheduled_for: DateTime<Utc>,
+    fired_at: Option<DateTime<Utc>>,
+    attempt: u32,
+    status: StoredRunStatus,
+    finished_at: Option<DateTime<Utc>>,
+    error: Option<String>,
+    output: Option<String>,
+}
+
+/// A stored event.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct EventJson {
+    id: String,
+    kind: StoredEventKind,
+    time: DateTime<Utc>,
+    job: JobJson,
+    run: Option<RunJson>,
+}
+
+impl From<&Schedule> for ScheduleJson {
+    fn from(schedule: &Schedule) -> Self {
+        let ScheduleFields {
+            run_at,
+            cron,
+            timezone,
+            interval_seconds,
+            start_at,
+        } = ScheduleFields::from(schedule);
+        Self {
+            run_at,
+            cron,
+            timezone,
+            interval_seconds,
+            start_at,
+        }
+    }
+}
+
+impl TryFrom<ScheduleJson> for Schedule {
+    type Error = String;
+
+    fn try_from(stored: ScheduleJson) -> Result<Self, String> {
+        let ScheduleJson {
+            run_at,
+            cron,
+            timezone,
+            interval_seconds,
+            start_at,
+        } = stored;
+        Schedule::try_from(ScheduleFields {
+            run_at,
+            cron,
+            timezone,
+            interval_seconds,
+            start_at,
+        })
+    }
+}
+
+impl From<&Job> for JobJson {
+    fn from(job: &Job) -> Self {
+        let Job {
+            id,
+            name,
+            description,
+            job_type,
+            job_data,
+            schedule,
+            retry,
+            run_timeout_seconds,
+            misfire_policy,
+            overlap_policy,
+            schedule_time,
+            status,
+            created_at,
+            updated_at,
+            version,
+            open_runs,
+            retries,
+            next_attempt,
+        } = job;
+        Self {
+            id: id.to_string(),
+            name: name.clone(),
+            description: description.clone(),
+            job_type: (*job_type).into(),
+            job_data: job_data.clone(),
+            schedule: ScheduleJson::from(schedule),
+            retry: RetryJson {
+                max_attempts: retry.max_attempts,
+                backoff_seconds: retry.backoff_seconds,
+            },
+            run_timeout_seconds: *run_timeout_seconds,
+            misfire_policy: (*misfire_policy).into(),
+            overlap_policy: (*overlap_policy).into(),
+            schedule_time: *schedule_time,
+            status: (*status).into(),
+            created_at: *created_at,
+            updated_at: *updated_at,
+            version: *version,
+            open_runs: open_runs.iter().map(RunJson::from).collect(),
+            retries: retries
+                .iter()
+                .map(|r| PendingRetryJson {
+                    due: r.due,
+                    scheduled_for: r.scheduled_for,
+                    attempt: r.attempt,
+                })
+                .collect(),
+            next_attempt: *next_attempt,
+        }
+    }
+}
+
+impl TryFrom<JobJson> for Job {
+    type Error = String;
+
+    fn try_from(stored: JobJson) -> Result<Self, String> {
+        let JobJson {
+            id,
+            name,
+            description,
+            job_type,
+            job_data,
+            schedule,
+            retry,
+            run_timeout_seconds,
+            misfire_policy,
+            overlap_policy,
+            schedule_time,
+            status,
+            created_at,
+            updated_at,
+            version,
+            open_runs,
+            retries,
+            next_attempt,
+        } = stored;
+        Ok(Self {
+            id: job_id(&id)?,
+            name,
+            description,
+            job_type: job_type.into(),
+            job_data,
+            schedule: Schedule::try_from(schedule)?,
+            retry: RetryPolicy {
+                max_attempts: retry.max_attempts,
+                backoff_seconds: retry.backoff_seconds,
+            },
+            run_timeout_seconds,
+            misfire_policy: misfire_policy.into(),
+            overlap_policy: overlap_policy.into(),
+            schedule_time,
+            status: status.into(),
+            created_at,
+            updated_at,
+            version,
+            open_runs: open_runs
+                .into_iter()
+                .map(Run::try_from)
+                .collect::<Result<_, _>>()?,
+            retries: retries
+                .into_iter()
+                .map(|r| PendingRetry {
+                    due: r.due,
+                    scheduled_for: r.scheduled_for,
+                    attempt: r.attempt,
+                })
+                .collect(),
+            next_attempt,
+        })
+    }
+}
+
+impl From<&Run> for RunJson {
+    fn from(run: &Run) -> Self {
+        let Run {
+            run_id,
+            job_id,
+            scheduled_for,
+            fired_at,
+            attempt,
+            status,
+            finished_at,
+            error,
+            output,
+        } = run;
+        Self {
+            run_id: run_id.to_string(),
+            job_id: job_id.to_string(),
+            scheduled_for: *scheduled_for,
+            fired_at: *fired_at,
+            attempt: *attempt,
+            status: (*status).into(),
+            finished_at: *finished_at,
+            error: error.clone(),
+            output: output.clone(),
+        }
+    }
+}
+
+impl TryFrom<RunJson> for Run {
+    type Error = String;
+
+    fn try_from(stored: RunJson) -> Result<Self, String> {
+        let RunJson {
+            run_id,
+            job_id: job,
+            scheduled_for,
+            fired_at,
+            attempt,
+            status,
+            finished_at,
+            error,
+            output,
+        } = stored;
+        Ok(Self {
+            run_id: RunId::parse(&run_id).map_err(|_| format!("bad run id {run_id:?}"))?,
+            job_id: job_id(&job)?,
+            scheduled_for,
+            fired_at,
+            attempt,
+            status: status.into(),
+            finished_at,
+            error,
+            output,
+        })
+    }
+}
+
+impl From<&Event> for EventJson {
+    fn from(event: &Event) -> Self {
+        let Event {
+            id,
+            kind,
+            time,
+            job,
+            run,
+        } = event;
+        Self {
+            id: id.to_string(),
+            kind: (*kind).into(),
+            time: *time,
+            job: JobJson::from(job),
+            run: run.as_ref().map(RunJson::from),
+        }
+    }
+}
+
+impl TryFrom<EventJson> for Event {
+    type Error = String;
+
+    fn try_from(stored: EventJson) -> Result<Self, String> {
+        let EventJson {
+            id,
+            kind,
+            time,
+            job,
+            run,
+        } = stored;
+        Ok(Self {
+            id: Uuid::parse_str(&id).map_err(|_| format!("bad event id {id:?}"))?,
+            kind: kind.into(),
+            time,
+            job: Job::try_from(job)?,
+            run: run.map(Run::try_from).transpose()?,
+        })
+    }
+}
+
+fn job_id(text: &str) -> Result<JobId, String> {
+    JobId::parse_text(text).ok_or_else(|| format!("bad job id {text:?}"))
+}
+
+/// The JSON text of a stored document.
+pub(crate) fn to_text<J: Serialize>(document: &J) -> Result<String, StoreError> {
+    serde_json::to_string(document).map_err(|e| StoreError::Internal(e.into()))
+}
+
+/// A job, run or event from the JSON text of its document; the error says what is wrong.
+pub(crate) fn from_text<J, D>(text: &str) -> Result<D, String>
+where
+    J: serde::de::DeserializeOwned,
+    D: TryFrom<J, Error = String>,
+{
+    let stored: J = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    D::try_from(stored)
+}

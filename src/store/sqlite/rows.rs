@@ -1,0 +1,77 @@
+//! A job as the embedded store's `jobs` row holds it: its document (`store::json`) beside the
+//! columns the queries filter and order on, which are derived from the job on every write.
+
+use rusqlite::Row;
+
+use crate::{
+    domain::{Event, Job, Run},
+    jobs::ports::StoreError,
+    store::{
+        json::{EventJson, JobJson, RunJson, from_text, to_text},
+        or_skip,
+    },
+};
+
+/// The columns of a job's row that a write sets.
+pub(super) struct JobRow {
+    pub(super) id: String,
+    pub(super) doc: String,
+    pub(super) name: String,
+    /// The contract's number of the status.
+    pub(super) status: i32,
+    /// The contract's number of the job type.
+    pub(super) job_type: i32,
+    /// `Job::due_at`, in milliseconds: what the claim queries.
+    pub(super) due_at: Option<i64>,
+    pub(super) created_at: i64,
+    pub(super) version: i64,
+}
+
+impl JobRow {
+    pub(super) fn of(job: &Job) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: job.id.to_string(),
+            doc: to_text(&JobJson::from(job))?,
+            name: job.name.clone(),
+            status: job.status.code(),
+            job_type: job.job_type.code(),
+            due_at: job.due_at().map(|t| t.timestamp_millis()),
+            created_at: job.created_at.timestamp_millis(),
+            version: version(job.version),
+        })
+    }
+}
+
+/// A version as the `version` column holds it.
+pub(super) fn version(version: u64) -> i64 {
+    i64::try_from(version).unwrap_or(i64::MAX)
+}
+
+/// The document text of a run, for the ledger.
+pub(super) fn run_doc(run: &Run) -> Result<String, StoreError> {
+    to_text(&RunJson::from(run))
+}
+
+/// The document text of an event, for the outbox.
+pub(super) fn event_doc(event: &Event) -> Result<String, StoreError> {
+    to_text(&EventJson::from(event))
+}
+
+/// The job of a row whose first two columns are its id and document; `None` (logged) when
+/// the document is malformed.
+pub(super) fn job_of(row: &Row<'_>) -> rusqlite::Result<Option<Job>> {
+    let (id, doc): (String, String) = (row.get(0)?, row.get(1)?);
+    Ok(or_skip("job", &id, from_text::<JobJson, Job>(&doc)))
+}
+
+/// The run of a ledger row `(run_id, doc)`; `None` (logged) when malformed.
+pub(super) fn run_of(row: &Row<'_>) -> rusqlite::Result<Option<Run>> {
+    let (id, doc): (String, String) = (row.get(0)?, row.get(1)?);
+    Ok(or_skip("run", &id, from_text::<RunJson, Run>(&doc)))
+}
+
+/// The event of an outbox row `(event_id, doc)`; `None` (logged) when malformed.
+pub(super) fn event_of(row: &Row<'_>) -> rusqlite::Result<Option<Event>> {
+    let (id, doc): (String, String) = (row.get(0)?, row.get(1)?);
+    Ok(or_skip("event", &id, from_text::<EventJson, Event>(&doc)))
+}

@@ -1,0 +1,68 @@
+//! The real `scheduler` binary as a child process, on a free port.
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+};
+
+use super::{net::free_port, wait::eventually};
+
+/// A running `scheduler` process; killed when dropped.
+pub struct Service {
+    pub child: Child,
+    base: String,
+}
+
+impl Service {
+    /// Starts the binary on a free port with its embedded store in `data_dir`.
+    pub async fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[]).await
+    }
+
+    /// As `start`, with more flags.
+    pub async fn start_with(data_dir: &Path, flags: &[String]) -> Self {
+        let mut args = vec![
+            "--store".to_owned(),
+            "embedded".to_owned(),
+            "--data-dir".to_owned(),
+            data_dir.display().to_string(),
+        ];
+        args.extend_from_slice(flags);
+        Self::start_args(&args).await
+    }
+
+    /// Starts the binary on a free port with exactly these flags (besides host and port).
+    pub async fn start_args(flags: &[String]) -> Self {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_scheduler"))
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(flags)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the binary starts");
+        let service = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let http = reqwest::Client::new();
+        eventually("the service to answer /healthz", || {
+            let request = http.get(format!("{}/healthz", service.base)).send();
+            async move { request.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
+        })
+        .await;
+        service
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
