@@ -141,6 +141,33 @@ impl TryFrom<pb::JobPolicy> for PolicyInput {
     }
 }
 
+/// What CreateJob and UpdateJob both carry: the older service's five fields, and the added
+/// schedule and policy.
+fn carried(
+    name: String,
+    description: String,
+    type_code: i32,
+    data: &str,
+    (schedule_time, schedule): (Option<prost_types::Timestamp>, Option<pb::JobSchedule>),
+    policy: Option<pb::JobPolicy>,
+) -> Result<JobReplacement, Invalid> {
+    let mut errors = Errors::new();
+    let job_type = errors.take(job_type(type_code));
+    let job_data = errors.take(job_data(data));
+    let schedule = errors.take(request_schedule(schedule_time, schedule));
+    let policy = errors.take(policy.map(PolicyInput::try_from).transpose());
+    errors.finish(|| {
+        Some(JobReplacement {
+            name,
+            description,
+            job_type: job_type?,
+            job_data: job_data?,
+            schedule: schedule?,
+            policy: policy?.unwrap_or_default(),
+        })
+    })
+}
+
 impl TryFrom<pb::CreateJobRequest> for JobInput {
     type Error = Invalid;
 
@@ -149,39 +176,41 @@ impl TryFrom<pb::CreateJobRequest> for JobInput {
             name,
             description,
             schedule_time,
-            job_type: type_code,
-            job_data: data,
+            job_type,
+            job_data,
             schedule,
             policy,
         } = request;
-        let mut errors = Errors::new();
-        let job_type = errors.take(job_type(type_code));
-        let job_data = errors.take(job_data(&data));
-        let schedule = match errors.take(request_schedule(schedule_time, schedule)) {
-            Some(None) => {
-                errors.push("schedule_time", "is required (or schedule)");
-                None
-            }
-            other => other.flatten(),
+        let JobReplacement {
+            name,
+            description,
+            job_type,
+            job_data,
+            schedule,
+            policy,
+        } = carried(
+            name,
+            description,
+            job_type,
+            &job_data,
+            (schedule_time, schedule),
+            policy,
+        )?;
+        let schedule =
+            schedule.ok_or_else(|| Invalid::field("schedule_time", "is required (or schedule)"))?;
+        let mut input = JobInput {
+            name,
+            description: Some(description),
+            job_type,
+            job_data,
+            schedule,
+            retry: None,
+            run_timeout_seconds: None,
+            misfire_policy: None,
+            overlap_policy: None,
         };
-        let policy = policy.map(|p| errors.take(PolicyInput::try_from(p)));
-        errors.finish(|| {
-            let mut input = JobInput {
-                name,
-                description: Some(description),
-                job_type: job_type?,
-                job_data: job_data?,
-                schedule: schedule?,
-                retry: None,
-                run_timeout_seconds: None,
-                misfire_policy: None,
-                overlap_policy: None,
-            };
-            if let Some(policy) = policy {
-                policy?.lay_over(&mut input);
-            }
-            Some(input)
-        })
+        policy.lay_over(&mut input);
+        Ok(input)
     }
 }
 
@@ -194,33 +223,22 @@ impl TryFrom<pb::UpdateJobRequest> for (JobId, JobReplacement) {
             name,
             description,
             schedule_time,
-            job_type: type_code,
-            job_data: data,
+            job_type,
+            job_data,
             schedule,
             policy,
         } = request;
         let mut errors = Errors::new();
         let id = errors.take(JobId::parse(&id));
-        let job_type = errors.take(job_type(type_code));
-        let job_data = errors.take(job_data(&data));
-        let schedule = errors.take(request_schedule(schedule_time, schedule));
-        let policy = match policy {
-            Some(policy) => errors.take(PolicyInput::try_from(policy)),
-            None => Some(PolicyInput::default()),
-        };
-        errors.finish(|| {
-            Some((
-                id?,
-                JobReplacement {
-                    name,
-                    description,
-                    job_type: job_type?,
-                    job_data: job_data?,
-                    schedule: schedule?,
-                    policy: policy?,
-                },
-            ))
-        })
+        let replacement = errors.take(carried(
+            name,
+            description,
+            job_type,
+            &job_data,
+            (schedule_time, schedule),
+            policy,
+        ));
+        errors.finish(|| Some((id?, replacement?)))
     }
 }
 

@@ -126,6 +126,13 @@ impl ResultConsumer {
     /// Runs until `shutdown` is cancelled, then commits what was stored.
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(topic = %self.settings.topics.run_result.name, group = %self.settings.group_id, "result consumer started");
+        let mut outage = Outage::new(
+            "the result consumer cannot read from Kafka; retrying",
+            "the result consumer reads from Kafka again",
+            // librdkafka reconnects by itself; waiting long here would only delay what it
+            // fetched meanwhile.
+            Backoff::new(FIRST_RETRY, Duration::from_secs(1)),
+        );
         loop {
             let next_resume = self.next_resume();
             tokio::select! {
@@ -133,6 +140,7 @@ impl ResultConsumer {
                 () = sleep_until(next_resume) => self.resume_due(),
                 received = self.consumer.recv() => match received {
                     Ok(message) => {
+                        outage.recovered();
                         let key = (message.topic().to_owned(), message.partition());
                         if self.is_held(&key) {
                             continue; // rewound; it comes again after the resume
@@ -141,8 +149,11 @@ impl ResultConsumer {
                         self.settle(&message, key, outcome);
                     }
                     Err(error) => {
-                        tracing::warn!(%error, "result consumer error");
-                        tokio::time::sleep(FIRST_RETRY).await;
+                        let wait = outage.failed(&error);
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            () = shutdown.cancelled() => break,
+                        }
                     }
                 },
             }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     Failures, PrivateMongo, Service, TestApp, at, database_name, email_job, eventually, free_port,
-    in_millis,
+    id_of, in_millis,
     kafka::{
         PrivateBroker, Reader, Received, TestTopics, brokers, committed, message_count, produce,
         producer,
@@ -35,7 +35,7 @@ async fn every_event_reaches_its_topic_keyed_by_job_with_the_contract_payload_an
     let fired = app
         .create_job(&email_job("weekly report", &in_millis(500)))
         .await;
-    let id = fired["id"].as_str().unwrap().to_owned();
+    let id = id_of(&fired);
     let response = app
         .patch(
             &format!("/api/v1/jobs/{id}"),
@@ -57,7 +57,7 @@ async fn every_event_reaches_its_topic_keyed_by_job_with_the_contract_payload_an
     let doomed = app
         .create_job(&email_job("doomed", "2099-01-01T00:00:00Z"))
         .await;
-    let doomed_id = doomed["id"].as_str().unwrap().to_owned();
+    let doomed_id = id_of(&doomed);
     app.delete_job(&doomed_id).await;
 
     let messages = reader.until(WAIT, |seen| seen.len() >= 6).await;
@@ -138,7 +138,7 @@ async fn a_seed_style_result_completes_the_job_and_repeats_or_mismatches_change_
     let job = app
         .create_job(&email_job("executor result", &in_millis(-1000)))
         .await;
-    let id = job["id"].as_str().unwrap().to_owned();
+    let id = id_of(&job);
     app.job_with_status(&id, "RUNNING").await;
 
     let seed = json!({"Id": id, "Status": 4}).to_string();
@@ -182,7 +182,7 @@ async fn results_that_cannot_be_applied_are_dead_lettered_with_reason_and_origin
     let job = app
         .create_job(&email_job("stays running", &in_millis(-1000)))
         .await;
-    let id = job["id"].as_str().unwrap().to_owned();
+    let id = id_of(&job);
     let running = app.job_with_status(&id, "RUNNING").await;
 
     let unknown = JobId::generate().to_string();
@@ -279,7 +279,7 @@ async fn results_that_meet_a_store_outage_wait_and_apply_in_order_once_it_is_bac
     let mut ids = Vec::new();
     for name in ["first result", "second result"] {
         let job = app.create_job(&email_job(name, &in_millis(-1000))).await;
-        ids.push(job["id"].as_str().unwrap().to_owned());
+        ids.push(id_of(&job));
     }
     for id in &ids {
         app.job_with_status(id, "RUNNING").await;
@@ -368,7 +368,7 @@ async fn two_replicas_on_one_store_publish_every_event_once_through_one_relay() 
         let job = app
             .create_job(&email_job(&format!("replica {i}"), &in_millis(300)))
             .await;
-        ids.push(job["id"].as_str().unwrap().to_owned());
+        ids.push(id_of(&job));
     }
     for id in &ids {
         apps[0].job_with_status(id, "RUNNING").await;
@@ -421,7 +421,7 @@ async fn results_are_neither_lost_nor_applied_twice_when_a_consumer_leaves_the_g
         let job = staying
             .create_job(&email_job(&format!("rebalanced {i}"), &in_millis(-1000)))
             .await;
-        ids.push(job["id"].as_str().unwrap().to_owned());
+        ids.push(id_of(&job));
     }
     for id in &ids {
         staying.job_with_status(id, "RUNNING").await;
@@ -552,7 +552,7 @@ async fn events_stored_during_a_broker_outage_all_arrive_in_order_per_job_once_i
         let job = app
             .create_job(&email_job(&format!("outage {i}"), &due))
             .await;
-        let id = job["id"].as_str().unwrap().to_owned();
+        let id = id_of(&job);
         let mut events = vec![("created".to_owned(), 1)];
         if i >= 3 {
             for version in 2..=3 {

@@ -141,7 +141,7 @@ async fn a_database_outage_answers_503_quickly_and_everything_resumes_when_it_is
     let before = app
         .create_job(&email_job("before the outage", "2030-01-01T00:00:00Z"))
         .await;
-    let id = before["id"].as_str().unwrap().to_owned();
+    let id = id_of(&before);
 
     let (port, file) = server.stop();
 

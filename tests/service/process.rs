@@ -19,7 +19,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::support::{Failures, Service, at, email_job, eventually, in_millis};
+use crate::support::{Failures, Service, at, email_job, eventually, id_of, in_millis};
 
 #[tokio::test]
 async fn job_created_before_a_sigkill_still_fires_after_restart() {
@@ -36,7 +36,7 @@ async fn job_created_before_a_sigkill_still_fires_after_restart() {
         .unwrap();
     assert_eq!(response.status(), 201);
     let job: Value = response.json().await.unwrap();
-    let id = job["id"].as_str().unwrap().to_owned();
+    let id = id_of(&job);
     first.child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
     first.child.wait().unwrap();
     drop(first);

@@ -3,7 +3,7 @@
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::support::{Failures, TestApp, email_job, in_millis};
+use crate::support::{Failures, TestApp, email_job, id_of, in_millis};
 
 #[tokio::test]
 async fn created_job_is_returned_with_location_and_etag_and_can_be_read_back() {
@@ -252,7 +252,7 @@ async fn event_stream_carries_lifecycle_and_run_events_as_sse() {
     let mut body = response.bytes_stream();
 
     let job = app.create_job(&email_job("sse job", &in_millis(200))).await;
-    let id = job["id"].as_str().unwrap().to_owned();
+    let id = id_of(&job);
 
     let mut text = String::new();
     let wanted = ["event: scheduler.job.created", "event: scheduler.job.run"];
