@@ -297,11 +297,6 @@ pub(crate) fn page_request(page: i64, size: i64) -> Result<PageRequest, Invalid>
     PageRequest::parse(given(page), given(size))
 }
 
-/// A job id field, or the field error naming it.
-pub(crate) fn job_id(raw: &str) -> Result<JobId, Invalid> {
-    JobId::parse(raw)
-}
-
 /// A job id that may be empty (all jobs).
 pub(crate) fn optional_job_id(raw: String) -> Result<Option<JobId>, Invalid> {
     text(raw).map(|id| JobId::parse(&id)).transpose()

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::{
-    convert::{job_id, optional_job_id, page_request},
+    convert::{optional_job_id, page_request},
     pb,
 };
 use crate::{
@@ -70,7 +70,7 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let pb::GetJobRequest { id } = request.into_inner();
-        let job = self.jobs.get(job_id(&id)?).await?;
+        let job = self.jobs.get(JobId::parse(&id)?).await?;
         Ok(Response::new(pb::Job::from(&job)))
     }
 
@@ -109,7 +109,7 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
         request: Request<pb::DeleteJobRequest>,
     ) -> Result<Response<pb::DeleteJobResponse>, Status> {
         let pb::DeleteJobRequest { id } = request.into_inner();
-        let id = job_id(&id)?;
+        let id = JobId::parse(&id)?;
         self.jobs.delete(id).await?;
         Ok(Response::new(pb::DeleteJobResponse {
             message: format!("job {id} deleted"),
@@ -127,7 +127,7 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
         } = request.into_inner();
         let page = self
             .jobs
-            .list_runs(job_id(&id)?, page_request(page, size)?)
+            .list_runs(JobId::parse(&id)?, page_request(page, size)?)
             .await?;
         Ok(Response::new(pb::ListJobRunsResponse::from(page)))
     }
@@ -147,7 +147,7 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
         request: Request<pb::JobOperationRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let pb::JobOperationRequest { id } = request.into_inner();
-        let job = self.jobs.pause(job_id(&id)?).await?;
+        let job = self.jobs.pause(JobId::parse(&id)?).await?;
         Ok(Response::new(pb::Job::from(&job)))
     }
 
@@ -156,7 +156,7 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
         request: Request<pb::JobOperationRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let pb::JobOperationRequest { id } = request.into_inner();
-        let job = self.jobs.resume(job_id(&id)?).await?;
+        let job = self.jobs.resume(JobId::parse(&id)?).await?;
         Ok(Response::new(pb::Job::from(&job)))
     }
 
@@ -165,7 +165,7 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
         request: Request<pb::JobOperationRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let pb::JobOperationRequest { id } = request.into_inner();
-        let job = self.jobs.trigger(job_id(&id)?).await?;
+        let job = self.jobs.trigger(JobId::parse(&id)?).await?;
         Ok(Response::new(pb::Job::from(&job)))
     }
 
@@ -174,7 +174,7 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
         request: Request<pb::JobOperationRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let pb::JobOperationRequest { id } = request.into_inner();
-        let job = self.jobs.cancel(job_id(&id)?).await?;
+        let job = self.jobs.cancel(JobId::parse(&id)?).await?;
         Ok(Response::new(pb::Job::from(&job)))
     }
 

@@ -35,10 +35,7 @@ pub(crate) struct ListParams {
 impl ListParams {
     /// The filter and the page asked for.
     pub(crate) fn parse(self) -> Result<(JobFilter, PageRequest), Error> {
-        let page = PageRequest::parse(
-            parse_int("page", self.page.as_deref())?,
-            parse_int("size", self.size.as_deref())?,
-        )?;
+        let page = page_request(self.page.as_deref(), self.size.as_deref())?;
         let filter = JobFilter {
             status: parse_name("status", self.status.as_deref())?,
             job_type: parse_name("jobType", self.job_type.as_deref())?,
@@ -63,10 +60,7 @@ pub(crate) struct PageParams {
 impl PageParams {
     /// The page asked for.
     pub(crate) fn parse(self) -> Result<PageRequest, Error> {
-        Ok(PageRequest::parse(
-            parse_int("page", self.page.as_deref())?,
-            parse_int("size", self.size.as_deref())?,
-        )?)
+        page_request(self.page.as_deref(), self.size.as_deref())
     }
 }
 
@@ -131,6 +125,14 @@ impl PreviewParams {
         };
         Ok((schedule, parse_int("count", count.as_deref())?, from))
     }
+}
+
+/// The page asked for by the `page` and `size` query parameters.
+fn page_request(page: Option<&str>, size: Option<&str>) -> Result<PageRequest, Error> {
+    Ok(PageRequest::parse(
+        parse_int("page", page)?,
+        parse_int("size", size)?,
+    )?)
 }
 
 fn parse_int(field: &str, raw: Option<&str>) -> Result<Option<i64>, Error> {

@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, ToSql, TransactionBehavior, params};
 use uuid::Uuid;
 
-use self::rows::{JobRow, event_doc, event_of, job_of, run_doc, run_of, version};
+use self::rows::{JobRow, event_doc, event_of, job_of, run_doc, run_of, sql_int};
 use super::{RELAY_LEASE, earliest_due_first, from_millis, history_bound};
 use crate::{
     domain::{Event, Job, JobId, Run},
@@ -195,9 +195,9 @@ fn replace_job(
                 row.due_at,
                 row.version,
                 row.id,
-                version(expected_version),
+                sql_int(expected_version),
                 claim.map(|(owner, _)| owner),
-                claim.map(|(_, token)| version(token)),
+                claim.map(|(_, token)| sql_int(token)),
             ])
         })
         .map_err(map_err)?;
@@ -423,7 +423,7 @@ impl JobStore for SqliteStore {
             let deleted = tx
                 .execute(
                     "DELETE FROM jobs WHERE id = ?1 AND version = ?2",
-                    params![id.to_string(), version(expected_version)],
+                    params![id.to_string(), sql_int(expected_version)],
                 )
                 .map_err(map_err)?;
             if deleted == 0 {

@@ -37,14 +37,14 @@ impl JobRow {
             job_type: job.job_type.code(),
             due_at: job.due_at().map(|t| t.timestamp_millis()),
             created_at: job.created_at.timestamp_millis(),
-            version: version(job.version),
+            version: sql_int(job.version),
         })
     }
 }
 
-/// A version as the `version` column holds it.
-pub(super) fn version(version: u64) -> i64 {
-    i64::try_from(version).unwrap_or(i64::MAX)
+/// A count (a version, a fencing token) as an SQLite INTEGER.
+pub(super) fn sql_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// The document text of a run, for the ledger.
