@@ -325,7 +325,7 @@ async fn fire_lag(replicas: &[Running], label: &str, count: usize, spread: bool)
         let input: JobInput = serde_json::from_value(email_job(&format!("lag {i}"), &at)).unwrap();
         let jobs = jobs.clone();
         async move {
-            jobs.create(input, None).await.unwrap();
+            jobs.create(input, None, &Default::default()).await.unwrap();
         }
     })
     .await;
@@ -859,7 +859,7 @@ async fn kafka_path(brokers: &str, store: StoreKind, label: &str, count: usize) 
             serde_json::from_value(email_job(&format!("outbox {i}"), far)).unwrap();
         let jobs = creator.clone();
         async move {
-            jobs.create(input, None).await.unwrap();
+            jobs.create(input, None, &Default::default()).await.unwrap();
         }
     })
     .await;
@@ -898,7 +898,7 @@ async fn kafka_path(brokers: &str, store: StoreKind, label: &str, count: usize) 
             serde_json::from_value(email_job(&format!("kafka lag {i}"), &at)).unwrap();
         let jobs = creator.clone();
         async move {
-            jobs.create(input, None).await.unwrap();
+            jobs.create(input, None, &Default::default()).await.unwrap();
         }
     })
     .await;

@@ -16,6 +16,8 @@ use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    access::{Guard, guard},
+    auth::Auth,
     config::{Config, StoreKind},
     events::EventBus,
     grpc,
@@ -44,6 +46,8 @@ pub struct Application {
     bus: EventBus,
     /// The Kafka side, when brokers are configured.
     kafka: Option<KafkaParts>,
+    /// Access control, for its background refresh of a JWKS URL.
+    auth: Auth,
 }
 
 /// What runs beside the server when Kafka is configured.
@@ -83,6 +87,14 @@ impl Application {
 
     /// As `build`, with a store made by the caller.
     pub async fn with_store(config: Config, store: Arc<dyn JobStore>) -> anyhow::Result<Self> {
+        let auth = Auth::from_settings(&config.auth).await?;
+        if auth.is_on() {
+            tracing::info!("access control: every API call needs a token");
+        } else {
+            tracing::warn!(
+                "no AUTH_PUBLIC_KEY_FILE, AUTH_JWKS_FILE or AUTH_JWKS_URL: the API is open to anyone who reaches the port"
+            );
+        }
         let bus = EventBus::new(EVENT_BUFFER);
         let wake = Arc::new(Notify::new());
         let (events, kafka) = match config.kafka_settings() {
@@ -150,7 +162,11 @@ impl Application {
             config.request_timeout(),
         )
         .await?;
-        let router = rest::router(state, &rest_settings).merge(grpc);
+        // The guard wraps both protocols, so every call, present and future, is decided by
+        // the one policy before any handler runs.
+        let router = rest::router(state, &rest_settings).merge(grpc).layer(
+            axum::middleware::from_fn_with_state(Guard::new(auth.clone()), guard),
+        );
         let address = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(address)
             .await
@@ -167,6 +183,7 @@ impl Application {
             jobs,
             bus,
             kafka,
+            auth,
         })
     }
 
@@ -196,6 +213,12 @@ impl Application {
             scheduler.run(stop).await;
             Ok(())
         });
+        if let Some(refresh) = self.auth.refresher(internal.clone()) {
+            tasks.spawn("jwks-refresh", async move {
+                refresh.await;
+                Ok(())
+            });
+        }
         if let Some(kafka) = self.kafka {
             tasks.spawn(
                 "kafka",

@@ -7,6 +7,7 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 use clap::{Parser, ValueEnum};
 
 use crate::{
+    auth::AuthSettings,
     domain::Limits,
     kafka::{KafkaSettings, TopicSpec, Topics},
     store::mongo::MongoSettings,
@@ -190,6 +191,9 @@ pub struct Config {
     #[arg(long, env = "SCHEDULER_OUTBOX_POLL_MS", default_value_t = 200,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub outbox_poll_ms: u64,
+    /// Access control: keys, claims and checks.
+    #[command(flatten)]
+    pub auth: AuthSettings,
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long, env = "SCHEDULER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -16,10 +16,14 @@
 //! - [`kafka`]: the Kafka adapters: the publisher, the result consumer, the message format.
 //! - [`rest`] and [`grpc`]: the two transports, thin and mirrored.
 //! - [`runtime`]: backoff, outage logging and the supervision of background tasks.
+//! - [`auth`]: access control: tokens, roles and the one table of who may call what;
+//!   [`access`] applies it to every request on the port.
 //! - [`app`]: wiring and the server on one port; [`config`]: settings.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod access;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod events;

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{job::Job, run::Run, time::truncate};
+use super::{audit::Audit, job::Job, run::Run, time::truncate};
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -88,6 +88,10 @@ pub struct Event {
     pub job: Job,
     /// The run, for `Run` and `Finished`.
     pub run: Option<Run>,
+    /// Who caused it through the API; `None` for the scheduler's own events and without auth.
+    pub actor: Option<String>,
+    /// Why, as that caller said.
+    pub reason: Option<String>,
 }
 
 impl Event {
@@ -99,7 +103,16 @@ impl Event {
             time: truncate(Utc::now()),
             job,
             run,
+            actor: None,
+            reason: None,
         }
+    }
+
+    /// The event, caused by the actor of `audit` for its reason.
+    pub fn attributed(mut self, audit: &Audit) -> Self {
+        self.actor.clone_from(&audit.actor);
+        self.reason.clone_from(&audit.reason);
+        self
     }
 }
 

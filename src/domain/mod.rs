@@ -13,9 +13,11 @@
 //!   overlaps) and [`job::operations`] (pause, resume, trigger, cancel, a run's result);
 //! - [`run`]: runs and reported results;
 //! - [`event`]: what happened to a job;
+//! - [`audit`]: who asked for a change, and why;
 //! - [`input`]: raw input parsed into a [`JobSpec`], with every [`FieldError`] at once
 //!   ([`field`]).
 
+pub mod audit;
 pub mod event;
 pub mod field;
 pub mod ids;
@@ -27,6 +29,7 @@ pub mod schedule;
 pub mod time;
 
 pub use self::{
+    audit::Audit,
     event::{Event, EventKind},
     field::{FieldError, Invalid},
     ids::{JobId, RunId},

@@ -35,6 +35,11 @@ pub struct Run {
     pub error: Option<String>,
     /// What it produced, as its executor reported.
     pub output: Option<String>,
+    /// Who made the record through an operation (trigger, cancel, resume); `None` for the
+    /// scheduler's own records and without auth.
+    pub actor: Option<String>,
+    /// Why, as that caller said.
+    pub reason: Option<String>,
 }
 
 /// What an executor reports about a run.

@@ -354,6 +354,8 @@ impl From<&Job> for pb::Job {
             job_type: job.job_type.code(),
             job_data: Value::Object(job.job_data.clone()).to_string(),
             version: i64::try_from(job.version).unwrap_or(i64::MAX),
+            created_by: job.created_by.clone().unwrap_or_default(),
+            updated_by: job.updated_by.clone().unwrap_or_default(),
         }
     }
 }
@@ -378,6 +380,8 @@ impl From<&Run> for pb::Run {
             finished_at: run.finished_at.map(timestamp),
             error: run.error.clone().unwrap_or_default(),
             output: run.output.clone().unwrap_or_default(),
+            actor: run.actor.clone().unwrap_or_default(),
+            reason: run.reason.clone().unwrap_or_default(),
         }
     }
 }
@@ -391,6 +395,8 @@ impl From<&Event> for pb::Event {
             job_id: event.job.id.to_string(),
             job: Some(pb::Job::from(&event.job)),
             run: event.run.as_ref().map(pb::Run::from),
+            actor: event.actor.clone().unwrap_or_default(),
+            reason: event.reason.clone().unwrap_or_default(),
         }
     }
 }

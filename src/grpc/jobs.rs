@@ -14,7 +14,8 @@ use super::{
     pb,
 };
 use crate::{
-    domain::{JobId, JobInput, RunId, RunResult, ScheduleInput},
+    auth::Caller,
+    domain::{Audit, JobId, JobInput, RunId, RunResult, ScheduleInput},
     events::{EventBus, Watched},
     jobs::{Error, JobChange, JobReplacement, Jobs, if_match, preview},
 };
@@ -49,6 +50,24 @@ fn metadata<'a, T>(request: &'a Request<T>, key: &str) -> Result<Option<&'a str>
         .transpose()
 }
 
+/// Who makes the call, as the access guard let it through.
+fn audit<T>(request: &Request<T>) -> Audit {
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_default();
+    Audit::by(caller.subject)
+}
+
+/// The job and the audit of an operation's request.
+fn operation(request: Request<pb::JobOperationRequest>) -> Result<(JobId, Audit), Error> {
+    let Audit { actor, .. } = audit(&request);
+    let pb::JobOperationRequest { id, reason } = request.into_inner();
+    let reason = Some(reason).filter(|r| !r.is_empty());
+    Ok((JobId::parse(&id)?, Audit::with_reason(actor, reason)?))
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -58,8 +77,9 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
         request: Request<pb::CreateJobRequest>,
     ) -> Result<Response<pb::CreateJobResponse>, Status> {
         let key = metadata(&request, "idempotency-key")?.map(str::to_owned);
+        let by = audit(&request);
         let input = JobInput::try_from(request.into_inner())?;
-        let created = self.jobs.create(input, key).await?;
+        let created = self.jobs.create(input, key, &by).await?;
         Ok(Response::new(pb::CreateJobResponse {
             id: created.job.id.to_string(),
         }))
@@ -94,10 +114,11 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
             Some(value) => if_match(value)?,
             None => None,
         };
+        let by = audit(&request);
         let (id, replacement): (JobId, JobReplacement) = request.into_inner().try_into()?;
         let job = self
             .jobs
-            .update(id, JobChange::Replace(Box::new(replacement)), expected)
+            .update(id, JobChange::Replace(Box::new(replacement)), expected, &by)
             .await?;
         Ok(Response::new(pb::UpdateJobResponse {
             message: format!("job {} updated to version {}", job.id, job.version),
@@ -108,9 +129,10 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
         &self,
         request: Request<pb::DeleteJobRequest>,
     ) -> Result<Response<pb::DeleteJobResponse>, Status> {
+        let by = audit(&request);
         let pb::DeleteJobRequest { id } = request.into_inner();
         let id = JobId::parse(&id)?;
-        self.jobs.delete(id).await?;
+        self.jobs.delete(id, &by).await?;
         Ok(Response::new(pb::DeleteJobResponse {
             message: format!("job {id} deleted"),
         }))
@@ -146,8 +168,8 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
         &self,
         request: Request<pb::JobOperationRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        let pb::JobOperationRequest { id } = request.into_inner();
-        let job = self.jobs.pause(JobId::parse(&id)?).await?;
+        let (id, by) = operation(request)?;
+        let job = self.jobs.pause(id, &by).await?;
         Ok(Response::new(pb::Job::from(&job)))
     }
 
@@ -155,8 +177,8 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
         &self,
         request: Request<pb::JobOperationRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        let pb::JobOperationRequest { id } = request.into_inner();
-        let job = self.jobs.resume(JobId::parse(&id)?).await?;
+        let (id, by) = operation(request)?;
+        let job = self.jobs.resume(id, &by).await?;
         Ok(Response::new(pb::Job::from(&job)))
     }
 
@@ -164,8 +186,8 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
         &self,
         request: Request<pb::JobOperationRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        let pb::JobOperationRequest { id } = request.into_inner();
-        let job = self.jobs.trigger(JobId::parse(&id)?).await?;
+        let (id, by) = operation(request)?;
+        let job = self.jobs.trigger(id, &by).await?;
         Ok(Response::new(pb::Job::from(&job)))
     }
 
@@ -173,8 +195,8 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
         &self,
         request: Request<pb::JobOperationRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        let pb::JobOperationRequest { id } = request.into_inner();
-        let job = self.jobs.cancel(JobId::parse(&id)?).await?;
+        let (id, by) = operation(request)?;
+        let job = self.jobs.cancel(id, &by).await?;
         Ok(Response::new(pb::Job::from(&job)))
     }
 

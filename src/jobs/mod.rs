@@ -31,8 +31,8 @@ pub use self::{
     route::EventRoute,
 };
 use crate::domain::{
-    Event, EventKind, Job, JobId, JobInput, Limits, MAX_PREVIEW, NotClosed, Preview, Run, RunId,
-    RunResult, ScheduleInput, Step, field::Errors, name_of, parse_time,
+    Audit, Event, EventKind, Job, JobId, JobInput, Limits, MAX_PREVIEW, NotClosed, Preview, Run,
+    RunId, RunResult, ScheduleInput, Step, field::Errors, name_of, parse_time,
 };
 
 /// Most fires recorded for one due time of one job.
@@ -116,12 +116,13 @@ impl Jobs {
         self
     }
 
-    /// Creates a job. With an idempotency key, the same key and input again return the first
-    /// job; the same key with another input is an error.
+    /// Creates a job, by `by`'s actor. With an idempotency key, the same key and input again
+    /// return the first job; the same key with another input is an error.
     pub async fn create(
         &self,
         input: JobInput,
         idempotency_key: Option<String>,
+        by: &Audit,
     ) -> Result<Created, Error> {
         let spec = input.parse()?;
         let key = match idempotency_key {
@@ -138,8 +139,10 @@ impl Jobs {
             }
             None => None,
         };
-        let job = Job::new(spec, Utc::now());
-        let event = Event::new(EventKind::Created, job.clone(), None);
+        let mut job = Job::new(spec, Utc::now());
+        job.created_by.clone_from(&by.actor);
+        job.updated_by.clone_from(&by.actor);
+        let event = Event::new(EventKind::Created, job.clone(), None).attributed(by);
         let stored = self
             .store
             .insert(
@@ -200,6 +203,7 @@ impl Jobs {
         id: JobId,
         change: JobChange,
         if_match: Option<u64>,
+        by: &Audit,
     ) -> Result<Job, Error> {
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.get(id).await?;
@@ -210,12 +214,13 @@ impl Jobs {
             }
             let spec = change.apply(&current.spec())?;
             let mut next = current.with_spec(spec, Utc::now());
+            next.updated_by.clone_from(&by.actor);
             if next.schedule != current.schedule
                 && let Some(due) = next.schedule_time
             {
                 next.next_attempt = self.free_attempt(&current, due).await?;
             }
-            let event = Event::new(EventKind::Updated, next.clone(), None);
+            let event = Event::new(EventKind::Updated, next.clone(), None).attributed(by);
             match self
                 .store
                 .update(
@@ -255,11 +260,11 @@ impl Jobs {
     }
 
     /// Deletes a job and its runs; a pending fire never happens.
-    pub async fn delete(&self, id: JobId) -> Result<(), Error> {
+    pub async fn delete(&self, id: JobId, by: &Audit) -> Result<(), Error> {
         for _ in 0..WRITE_ATTEMPTS {
             let job = self.get(id).await?;
             let version = job.version;
-            let event = Event::new(EventKind::Deleted, job, None);
+            let event = Event::new(EventKind::Deleted, job, None).attributed(by);
             match self
                 .store
                 .delete(
@@ -355,41 +360,44 @@ impl Jobs {
     }
 
     /// Pauses a job: nothing fires until it is resumed.
-    pub async fn pause(&self, id: JobId) -> Result<Job, Error> {
-        self.transition(id, |job, now| Ok(job.pause(now)?)).await
+    pub async fn pause(&self, id: JobId, by: &Audit) -> Result<Job, Error> {
+        self.transition(id, by, |job, now| Ok(job.pause(now)?))
+            .await
     }
 
     /// Resumes a paused job; the times it passed while paused go through its misfire policy.
-    pub async fn resume(&self, id: JobId) -> Result<Job, Error> {
+    pub async fn resume(&self, id: JobId, by: &Audit) -> Result<Job, Error> {
         let limits = self.limits;
-        self.transition(id, move |job, now| {
+        self.transition(id, by, move |job, now| {
             Ok(job.resume(now, &limits, rand::random())?)
         })
         .await
     }
 
     /// Fires an extra run now; the schedule stays where it is.
-    pub async fn trigger(&self, id: JobId) -> Result<Job, Error> {
+    pub async fn trigger(&self, id: JobId, by: &Audit) -> Result<Job, Error> {
         let limits = self.limits;
-        self.transition(id, move |job, now| Ok(job.trigger(now, &limits)?))
+        self.transition(id, by, move |job, now| Ok(job.trigger(now, &limits)?))
             .await
     }
 
     /// Cancels a job: its open runs and waiting retries are cancelled, nothing fires again.
-    pub async fn cancel(&self, id: JobId) -> Result<Job, Error> {
-        self.transition(id, |job, now| Ok(job.cancel(now)?)).await
+    pub async fn cancel(&self, id: JobId, by: &Audit) -> Result<Job, Error> {
+        self.transition(id, by, |job, now| Ok(job.cancel(now)?))
+            .await
     }
 
-    /// Applies an operation to the current job and stores its step, again over a newer
-    /// version if a concurrent change (a scheduler step) won the race.
+    /// Applies an operation to the current job and stores its step, attributed to `by`, again
+    /// over a newer version if a concurrent change (a scheduler step) won the race.
     async fn transition(
         &self,
         id: JobId,
+        by: &Audit,
         operation: impl Fn(&Job, DateTime<Utc>) -> Result<Step, Error>,
     ) -> Result<Job, Error> {
         for _ in 0..WRITE_ATTEMPTS {
             let job = self.get(id).await?;
-            let step = operation(&job, Utc::now())?;
+            let step = operation(&job, Utc::now())?.attributed(by);
             match self.store_step(job.version, step).await {
                 Ok(job) => return Ok(job),
                 Err(StoreError::VersionConflict) => continue,

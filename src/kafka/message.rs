@@ -2,8 +2,9 @@
 //!
 //! Payloads keep the older service's shape, so its consumers read them unchanged: PascalCase
 //! job fields, `Status` and `JobType` as ints, `JobData` as a JSON string. Added fields only
-//! extend it: `Event`, `Version`, and the run's fields on run and result events. Headers are
-//! CloudEvents 1.0 in binary mode plus a W3C `traceparent`.
+//! extend it: `Event`, `Version`, the run's fields on run and result events, and, with access
+//! control, `CreatedBy`, `UpdatedBy`, `Actor` and `Reason`. Headers are CloudEvents 1.0 in
+//! binary mode (with the `actor` extension when there is one) plus a W3C `traceparent`.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -53,6 +54,20 @@ pub fn payload(event: &Event) -> Value {
         "Version": job.version,
         "Schedule": ScheduleInput::from(&job.schedule),
     });
+    // Who: only with access control, so consumers without it see the payload as before.
+    if let Value::Object(fields) = &mut value {
+        let named = [
+            ("CreatedBy", &job.created_by),
+            ("UpdatedBy", &job.updated_by),
+            ("Actor", &event.actor),
+            ("Reason", &event.reason),
+        ];
+        for (name, value) in named {
+            if let Some(value) = value {
+                fields.insert(name.into(), json!(value));
+            }
+        }
+    }
     if let (Some(run), Value::Object(fields)) = (&event.run, &mut value) {
         fields.insert("RunId".into(), json!(run.run_id.to_string()));
         fields.insert("Attempt".into(), json!(run.attempt));
@@ -70,7 +85,7 @@ pub fn payload(event: &Event) -> Value {
 
 /// The message headers of an event, in order.
 pub fn headers(event: &Event, source: &str) -> Vec<(&'static str, String)> {
-    vec![
+    let mut headers = vec![
         ("ce_specversion", "1.0".to_owned()),
         ("ce_id", event.id.to_string()),
         ("ce_type", event.kind.ce_type().to_owned()),
@@ -79,7 +94,12 @@ pub fn headers(event: &Event, source: &str) -> Vec<(&'static str, String)> {
         ("ce_subject", event.job.id.to_string()),
         ("content-type", "application/json".to_owned()),
         ("traceparent", traceparent(event)),
-    ]
+    ];
+    // A CloudEvents extension attribute: who caused the event through the API.
+    if let Some(actor) = &event.actor {
+        headers.push(("ce_actor", actor.clone()));
+    }
+    headers
 }
 
 /// A W3C trace context for the event. Derived from the event id, so a message published again
@@ -183,6 +203,60 @@ fn pascal_case(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{
+        Audit, JobSpec, JobType, MisfirePolicy, OverlapPolicy, RetryPolicy, Schedule,
+    };
+
+    fn event(audit: &Audit, created_by: Option<&str>) -> Event {
+        let spec = JobSpec {
+            name: "audited".into(),
+            description: String::new(),
+            job_type: JobType::Sms,
+            job_data: Default::default(),
+            schedule: Schedule::RunAt(chrono::Utc::now()),
+            retry: RetryPolicy::default(),
+            run_timeout_seconds: 300,
+            misfire_policy: MisfirePolicy::FireOnce,
+            overlap_policy: OverlapPolicy::Skip,
+        };
+        let mut job = crate::domain::Job::new(spec, chrono::Utc::now());
+        job.created_by = created_by.map(str::to_owned);
+        job.updated_by = created_by.map(str::to_owned);
+        Event::new(EventKind::Paused, job, None).attributed(audit)
+    }
+
+    #[test]
+    fn the_actor_is_a_payload_field_and_a_cloudevents_extension_only_when_there_is_one() {
+        let audit = Audit::with_reason(Some("olga".into()), Some("disk full".into())).unwrap();
+        let named = event(&audit, Some("ana"));
+        let value = payload(&named);
+        assert_eq!(
+            (
+                &value["Actor"],
+                &value["Reason"],
+                &value["CreatedBy"],
+                &value["UpdatedBy"]
+            ),
+            (
+                &json!("olga"),
+                &json!("disk full"),
+                &json!("ana"),
+                &json!("ana")
+            )
+        );
+        assert!(headers(&named, "/s").contains(&("ce_actor", "olga".to_owned())));
+
+        let anonymous = event(&Audit::default(), None);
+        let value = payload(&anonymous);
+        for field in ["Actor", "Reason", "CreatedBy", "UpdatedBy"] {
+            assert!(value.get(field).is_none(), "{field} is made up");
+        }
+        assert!(
+            headers(&anonymous, "/s")
+                .iter()
+                .all(|(name, _)| *name != "ce_actor")
+        );
+    }
 
     #[test]
     fn results_accept_ints_and_names_and_refuse_the_rest() {

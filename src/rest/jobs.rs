@@ -10,12 +10,13 @@ use serde_json::Value;
 
 use super::{
     params::{ListParams, PageParams, PreviewParams, idempotency_key, version_precondition},
-    problem::{ApiJson, ApiPath, ApiQuery, Problem},
+    problem::{ApiJson, ApiPath, ApiQuery, OptionalJson, Problem},
     state::AppState,
-    views::{JobPage, JobView, PreviewView, ResultInput, RunPage, RunView},
+    views::{JobPage, JobView, OperationInput, PreviewView, ResultInput, RunPage, RunView},
 };
 use crate::{
-    domain::{Job, JobId, JobInput, RunId, RunResult},
+    auth::Caller,
+    domain::{Audit, Job, JobId, JobInput, RunId, RunResult},
     jobs::{Error, JobChange},
 };
 
@@ -46,11 +47,15 @@ fn job_response(status: StatusCode, job: &Job) -> Response {
 )]
 pub(crate) async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     ApiJson(input): ApiJson<JobInput>,
 ) -> Result<Response, Error> {
     let key = idempotency_key(&headers)?;
-    let created = state.jobs.create(input, key).await?;
+    let created = state
+        .jobs
+        .create(input, key, &Audit::by(caller.subject))
+        .await?;
     let mut response = job_response(StatusCode::CREATED, &created.job);
     // An id is 24 hex digits: always a valid header value.
     if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/jobs/{}", created.job.id)) {
@@ -118,6 +123,7 @@ pub(crate) async fn list(
 )]
 pub(crate) async fn update(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(patch): ApiJson<Value>,
@@ -126,7 +132,12 @@ pub(crate) async fn update(
     let expected = version_precondition(&headers)?;
     let job = state
         .jobs
-        .update(id, JobChange::MergePatch(patch), expected)
+        .update(
+            id,
+            JobChange::MergePatch(patch),
+            expected,
+            &Audit::by(caller.subject),
+        )
         .await?;
     Ok(job_response(StatusCode::OK, &job))
 }
@@ -143,9 +154,11 @@ pub(crate) async fn update(
 )]
 pub(crate) async fn delete(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, Error> {
-    state.jobs.delete(JobId::parse(&id)?).await?;
+    let id = JobId::parse(&id)?;
+    state.jobs.delete(id, &Audit::by(caller.subject)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -200,6 +213,7 @@ pub(crate) async fn report_result(
 #[utoipa::path(
     post, path = "/api/v1/jobs/{id}/pause", tag = "jobs",
     params(("id" = String, Path, description = "24-hex-digit job id")),
+    request_body(content = Option<OperationInput>, description = "Optional: why, recorded with the caller"),
     responses(
         (status = 200, description = "The paused job", body = JobView, headers(("ETag" = String))),
         (status = 400, description = "Malformed id", body = Problem),
@@ -209,9 +223,13 @@ pub(crate) async fn report_result(
 )]
 pub(crate) async fn pause(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
+    OptionalJson(input): OptionalJson<OperationInput>,
 ) -> Result<Response, Error> {
-    let job = state.jobs.pause(JobId::parse(&id)?).await?;
+    let id = JobId::parse(&id)?;
+    let audit = Audit::with_reason(caller.subject, input.reason)?;
+    let job = state.jobs.pause(id, &audit).await?;
     Ok(job_response(StatusCode::OK, &job))
 }
 
@@ -220,6 +238,7 @@ pub(crate) async fn pause(
 #[utoipa::path(
     post, path = "/api/v1/jobs/{id}/resume", tag = "jobs",
     params(("id" = String, Path, description = "24-hex-digit job id")),
+    request_body(content = Option<OperationInput>, description = "Optional: why, recorded with the caller"),
     responses(
         (status = 200, description = "The resumed job", body = JobView, headers(("ETag" = String))),
         (status = 400, description = "Malformed id", body = Problem),
@@ -229,9 +248,13 @@ pub(crate) async fn pause(
 )]
 pub(crate) async fn resume(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
+    OptionalJson(input): OptionalJson<OperationInput>,
 ) -> Result<Response, Error> {
-    let job = state.jobs.resume(JobId::parse(&id)?).await?;
+    let id = JobId::parse(&id)?;
+    let audit = Audit::with_reason(caller.subject, input.reason)?;
+    let job = state.jobs.resume(id, &audit).await?;
     Ok(job_response(StatusCode::OK, &job))
 }
 
@@ -239,6 +262,7 @@ pub(crate) async fn resume(
 #[utoipa::path(
     post, path = "/api/v1/jobs/{id}/trigger", tag = "jobs",
     params(("id" = String, Path, description = "24-hex-digit job id")),
+    request_body(content = Option<OperationInput>, description = "Optional: why, recorded with the caller"),
     responses(
         (status = 200, description = "The job, with its new run open", body = JobView, headers(("ETag" = String))),
         (status = 400, description = "Malformed id", body = Problem),
@@ -248,9 +272,13 @@ pub(crate) async fn resume(
 )]
 pub(crate) async fn trigger(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
+    OptionalJson(input): OptionalJson<OperationInput>,
 ) -> Result<Response, Error> {
-    let job = state.jobs.trigger(JobId::parse(&id)?).await?;
+    let id = JobId::parse(&id)?;
+    let audit = Audit::with_reason(caller.subject, input.reason)?;
+    let job = state.jobs.trigger(id, &audit).await?;
     Ok(job_response(StatusCode::OK, &job))
 }
 
@@ -258,6 +286,7 @@ pub(crate) async fn trigger(
 #[utoipa::path(
     post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs",
     params(("id" = String, Path, description = "24-hex-digit job id")),
+    request_body(content = Option<OperationInput>, description = "Optional: why, recorded with the caller"),
     responses(
         (status = 200, description = "The cancelled job", body = JobView, headers(("ETag" = String))),
         (status = 400, description = "Malformed id", body = Problem),
@@ -267,9 +296,13 @@ pub(crate) async fn trigger(
 )]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
+    OptionalJson(input): OptionalJson<OperationInput>,
 ) -> Result<Response, Error> {
-    let job = state.jobs.cancel(JobId::parse(&id)?).await?;
+    let id = JobId::parse(&id)?;
+    let audit = Audit::with_reason(caller.subject, input.reason)?;
+    let job = state.jobs.cancel(id, &audit).await?;
     Ok(job_response(StatusCode::OK, &job))
 }
 

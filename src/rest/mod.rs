@@ -23,6 +23,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+pub(crate) use self::problem::Problem;
 pub use self::state::{AppState, RestSettings};
 
 /// The OpenAPI document of the REST API.
@@ -44,7 +45,7 @@ pub use self::state::{AppState, RestSettings};
         crate::domain::RetryInput, crate::domain::RetryPolicy, crate::domain::MisfirePolicy,
         crate::domain::OverlapPolicy, views::PreviewView, views::FireTimeView,
         views::JobView, views::ScheduleView, views::JobPage, views::RunView, views::RunPage,
-        views::ResultInput, views::EventView, problem::Problem
+        views::ResultInput, views::OperationInput, views::EventView, problem::Problem
     )),
     tags(
         (name = "jobs", description = "Create, read, change and delete jobs"),

@@ -1,15 +1,28 @@
 //! Query parameters and headers, converted to the use cases' inputs. Query values arrive as
 //! text, so a wrong type is reported with the parameter's name like any other mistake.
 
-use axum::http::{HeaderMap, header};
+use axum::{
+    extract::FromRequestParts,
+    http::{HeaderMap, header, request::Parts},
+};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::IntoParams;
 
 use crate::{
+    auth::Caller,
     domain::{JobId, JobStatus, JobType, ScheduleInput, input::json::decode_value},
     jobs::{Error, JobFilter, PageRequest, if_match},
 };
+
+/// The caller the access guard let through: who handlers record as the actor.
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Caller::of(&parts.extensions))
+    }
+}
 
 /// Listing filters and paging.
 #[derive(Debug, Deserialize, IntoParams)]

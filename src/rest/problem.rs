@@ -144,6 +144,40 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// An optional JSON body: none at all is `T::default()`; a body must be JSON of `T`'s shape.
+pub(crate) struct OptionalJson<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = Rejection;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let announced = req.headers().contains_key(header::CONTENT_TYPE)
+            || req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|length| length != "0");
+        if !announced {
+            // Nothing declared: read what came anyway, so a stray body is not ignored.
+            let bytes = axum::body::Bytes::from_request(req, state)
+                .await
+                .map_err(body_rejection)?;
+            if bytes.is_empty() {
+                return Ok(Self(T::default()));
+            }
+            return Err(Rejection(
+                Problem::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "the body must be JSON (Content-Type: application/json)",
+                )
+                .into_response(),
+            ));
+        }
+        ApiJson::<T>::from_request(req, state)
+            .await
+            .map(|json| Self(json.0))
+    }
+}
+
 fn body_rejection(rejection: BytesRejection) -> Rejection {
     let status = rejection.status();
     let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {

@@ -38,6 +38,13 @@ pub(crate) struct JobView {
     updated_at: String,
     /// Increases on every change; sent as `ETag`, honoured in `If-Match`.
     version: u64,
+    /// The subject of the token that created it; absent without access control.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_by: Option<String>,
+    /// The subject of the token that last changed it through the API (an update or an
+    /// operation); absent without access control.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    updated_by: Option<String>,
 }
 
 /// When the job fires: the fields of its kind only.
@@ -95,6 +102,8 @@ impl From<&Job> for JobView {
             created_at: format_time(job.created_at),
             updated_at: format_time(job.updated_at),
             version: job.version,
+            created_by: job.created_by.clone(),
+            updated_by: job.updated_by.clone(),
         }
     }
 }
@@ -114,6 +123,13 @@ pub(crate) struct RunView {
     finished_at: Option<String>,
     error: Option<String>,
     output: Option<String>,
+    /// Who made the record through an operation (trigger, cancel, resume); absent for the
+    /// scheduler's own records and without access control.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    actor: Option<String>,
+    /// Why, as that caller said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 impl From<&Run> for RunView {
@@ -128,6 +144,8 @@ impl From<&Run> for RunView {
             finished_at: run.finished_at.map(format_time),
             error: run.error.clone(),
             output: run.output.clone(),
+            actor: run.actor.clone(),
+            reason: run.reason.clone(),
         }
     }
 }
@@ -238,6 +256,13 @@ pub(crate) struct EventView {
     job_id: String,
     job: JobView,
     run: Option<RunView>,
+    /// Who caused it through the API; absent for the scheduler's own events and without
+    /// access control.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    actor: Option<String>,
+    /// Why, as that caller said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 impl From<&Event> for EventView {
@@ -249,6 +274,8 @@ impl From<&Event> for EventView {
             job_id: event.job.id.to_string(),
             job: JobView::from(&event.job),
             run: event.run.as_ref().map(RunView::from),
+            actor: event.actor.clone(),
+            reason: event.reason.clone(),
         }
     }
 }
@@ -265,4 +292,15 @@ pub(crate) struct ResultInput {
     /// What it produced; at most 16 KiB.
     #[serde(default)]
     pub(crate) output: Option<String>,
+}
+
+/// Why an operation (pause, resume, trigger, cancel) is made: recorded with its actor on the
+/// job's events and the ledger records it makes. The body is optional.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct OperationInput {
+    /// Up to 500 characters.
+    #[serde(default)]
+    #[schema(max_length = 500)]
+    pub(crate) reason: Option<String>,
 }

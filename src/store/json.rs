@@ -52,6 +52,10 @@ pub(crate) struct JobJson {
     retries: Vec<PendingRetryJson>,
     #[serde(default = "first_attempt")]
     next_attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    updated_by: Option<String>,
 }
 
 fn default_run_timeout() -> u32 {
@@ -119,6 +123,10 @@ pub(crate) struct RunJson {
     finished_at: Option<DateTime<Utc>>,
     error: Option<String>,
     output: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    actor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 /// A stored event.
@@ -130,6 +138,10 @@ pub(crate) struct EventJson {
     time: DateTime<Utc>,
     job: JobJson,
     run: Option<RunJson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    actor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 impl From<&Schedule> for ScheduleJson {
@@ -193,6 +205,8 @@ impl From<&Job> for JobJson {
             open_runs,
             retries,
             next_attempt,
+            created_by,
+            updated_by,
         } = job;
         Self {
             id: id.to_string(),
@@ -223,6 +237,8 @@ impl From<&Job> for JobJson {
                 })
                 .collect(),
             next_attempt: *next_attempt,
+            created_by: created_by.clone(),
+            updated_by: updated_by.clone(),
         }
     }
 }
@@ -250,6 +266,8 @@ impl TryFrom<JobJson> for Job {
             open_runs,
             retries,
             next_attempt,
+            created_by,
+            updated_by,
         } = stored;
         Ok(Self {
             id: job_id(&id)?,
@@ -283,6 +301,8 @@ impl TryFrom<JobJson> for Job {
                 })
                 .collect(),
             next_attempt,
+            created_by,
+            updated_by,
         })
     }
 }
@@ -299,6 +319,8 @@ impl From<&Run> for RunJson {
             finished_at,
             error,
             output,
+            actor,
+            reason,
         } = run;
         Self {
             run_id: run_id.to_string(),
@@ -310,6 +332,8 @@ impl From<&Run> for RunJson {
             finished_at: *finished_at,
             error: error.clone(),
             output: output.clone(),
+            actor: actor.clone(),
+            reason: reason.clone(),
         }
     }
 }
@@ -328,6 +352,8 @@ impl TryFrom<RunJson> for Run {
             finished_at,
             error,
             output,
+            actor,
+            reason,
         } = stored;
         Ok(Self {
             run_id: RunId::parse(&run_id).map_err(|_| format!("bad run id {run_id:?}"))?,
@@ -339,6 +365,8 @@ impl TryFrom<RunJson> for Run {
             finished_at,
             error,
             output,
+            actor,
+            reason,
         })
     }
 }
@@ -351,6 +379,8 @@ impl From<&Event> for EventJson {
             time,
             job,
             run,
+            actor,
+            reason,
         } = event;
         Self {
             id: id.to_string(),
@@ -358,6 +388,8 @@ impl From<&Event> for EventJson {
             time: *time,
             job: JobJson::from(job),
             run: run.as_ref().map(RunJson::from),
+            actor: actor.clone(),
+            reason: reason.clone(),
         }
     }
 }
@@ -372,6 +404,8 @@ impl TryFrom<EventJson> for Event {
             time,
             job,
             run,
+            actor,
+            reason,
         } = stored;
         Ok(Self {
             id: Uuid::parse_str(&id).map_err(|_| format!("bad event id {id:?}"))?,
@@ -379,6 +413,8 @@ impl TryFrom<EventJson> for Event {
             time,
             job: Job::try_from(job)?,
             run: run.map(Run::try_from).transpose()?,
+            actor,
+            reason,
         })
     }
 }

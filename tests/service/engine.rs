@@ -275,25 +275,35 @@ async fn grpc_operations_follow_the_same_transitions() {
         .await;
     let id = id_of(&job);
     let refused = client
-        .resume_job(pb::JobOperationRequest { id: id.clone() })
+        .resume_job(pb::JobOperationRequest {
+            id: id.clone(),
+            reason: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     let missing = client
         .pause_job(pb::JobOperationRequest {
             id: "65f1c0ffee0123456789abcd".into(),
+            reason: String::new(),
         })
         .await
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
     let paused = client
-        .pause_job(pb::JobOperationRequest { id: id.clone() })
+        .pause_job(pb::JobOperationRequest {
+            id: id.clone(),
+            reason: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(paused.status, pb::JobStatus::Paused as i32);
     let triggered = client
-        .trigger_job(pb::JobOperationRequest { id: id.clone() })
+        .trigger_job(pb::JobOperationRequest {
+            id: id.clone(),
+            reason: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -303,7 +313,10 @@ async fn grpc_operations_follow_the_same_transitions() {
         "a trigger fires even while paused"
     );
     let cancelled = client
-        .cancel_job(pb::JobOperationRequest { id })
+        .cancel_job(pb::JobOperationRequest {
+            id,
+            reason: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();

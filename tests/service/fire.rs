@@ -211,7 +211,11 @@ async fn two_schedulers_on_one_store_fire_each_job_exactly_once() {
     let mut ids = std::collections::HashSet::new();
     for i in 0..300 {
         let input = serde_json::from_value(email_job(&format!("bulk {i}"), &due)).unwrap();
-        let created = first.jobs().create(input, None).await.unwrap();
+        let created = first
+            .jobs()
+            .create(input, None, &Default::default())
+            .await
+            .unwrap();
         ids.insert(created.job.id.to_string());
     }
 

@@ -689,6 +689,8 @@ fn every_event_type_matches_its_golden_message() {
             open_runs: Vec::new(),
             retries: Vec::new(),
             next_attempt: 1,
+            created_by: None,
+            updated_by: None,
         }
     };
     let run = |status: RunStatus, finished: Option<&str>, output: Option<&str>| -> Run {
@@ -702,6 +704,8 @@ fn every_event_type_matches_its_golden_message() {
             finished_at: finished.map(at),
             error: None,
             output: output.map(str::to_owned),
+            actor: None,
+            reason: None,
         }
     };
     let due = Some("2030-01-07T09:00:00Z");
@@ -748,6 +752,8 @@ fn every_event_type_matches_its_golden_message() {
             time: at("2030-01-07T09:00:00.250Z"),
             job,
             run,
+            actor: None,
+            reason: None,
         };
         let headers: Vec<Value> = message::headers(&event, &settings.source)
             .into_iter()

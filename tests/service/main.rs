@@ -3,6 +3,7 @@
 //!
 //! One test binary (modules below), so the suite links once.
 
+mod access;
 mod architecture;
 mod bad_input;
 mod compose;

@@ -86,6 +86,8 @@ fn finished_run(job: &Job, scheduled_for: DateTime<Utc>, status: RunStatus) -> R
         error: (status != RunStatus::Succeeded)
             .then(|| format!("{} run", scheduler::domain::name_of(&status))),
         output: (status == RunStatus::Succeeded).then(|| "done".to_owned()),
+        actor: None,
+        reason: None,
     }
 }
 

@@ -8,7 +8,7 @@ use std::{fmt::Write, sync::Arc};
 use bson::{Bson, Document};
 use scheduler::{
     domain::{
-        Event, EventKind, Job, JobId, JobInput, MisfirePolicy, OverlapPolicy, PendingRetry,
+        Audit, Event, EventKind, Job, JobId, JobInput, MisfirePolicy, OverlapPolicy, PendingRetry,
         RetryPolicy, Run, RunId, RunStatus,
     },
     jobs::ports::{IdempotencyKey, JobStore, Lease},
@@ -37,6 +37,8 @@ fn event(n: u128, kind: EventKind, job: &Job, run: Option<Run>) -> Event {
         time: at("2030-01-01T08:00:00.250Z"),
         job: job.clone(),
         run,
+        actor: None,
+        reason: None,
     }
 }
 
@@ -52,13 +54,17 @@ fn run(job: &Job, due: &str, attempt: u32, status: RunStatus) -> Run {
         finished_at: (status != RunStatus::Running).then(|| at(due) + chrono::Duration::seconds(3)),
         error: (status == RunStatus::Missed).then(|| "missed: the scheduler was down".to_owned()),
         output: (status == RunStatus::Succeeded).then(|| "sent 12".to_owned()),
+        actor: None,
+        reason: None,
     }
 }
 
 /// Writes one of each kind of thing a store keeps, at fixed times with fixed ids:
 /// - a one-shot EMAIL job under an idempotency key, with its creation event, then claimed;
 /// - a cron job with every policy away from its default, an open run and a waiting retry;
-/// - an interval job whose ledger holds a succeeded and a missed run, with its finished event;
+/// - a cron job created by a named actor;
+/// - an interval job whose ledger holds a succeeded and a missed run (recorded by an actor for
+///   a reason, as an operation records it), with its finished event;
 /// - a deleted job (with its deletion event waiting in the outbox);
 /// - the outbox relay's lease.
 async fn write_one_of_each(store: Arc<dyn JobStore>) {
@@ -115,6 +121,8 @@ async fn write_one_of_each(store: Arc<dyn JobStore>) {
     });
     cron.next_attempt = 2;
     cron.refresh_status(None);
+    cron.created_by = Some("ana@example.com".into());
+    cron.updated_by = Some("ana@example.com".into());
     store
         .insert(&cron, None, &[event(2, EventKind::Run, &cron, Some(open))])
         .await
@@ -130,11 +138,20 @@ async fn write_one_of_each(store: Arc<dyn JobStore>) {
     store.insert(&interval, None, &[]).await.unwrap();
     let mut next = interval.clone();
     next.touch(at("2030-01-01T12:00:00.500Z"));
+    next.updated_by = Some("ops@example.com".into());
+    let audit = Audit {
+        actor: Some("ops@example.com".into()),
+        reason: Some("maintenance window".into()),
+    };
+    let mut missed = run(&interval, "2030-01-01T11:00:00Z", 1, RunStatus::Missed);
+    missed.actor.clone_from(&audit.actor);
+    missed.reason.clone_from(&audit.reason);
     let finished = [
         run(&interval, "2030-01-01T10:00:00Z", 1, RunStatus::Succeeded),
-        run(&interval, "2030-01-01T11:00:00Z", 1, RunStatus::Missed),
+        missed,
     ];
-    let finished_event = event(3, EventKind::Finished, &next, Some(finished[0].clone()));
+    let finished_event =
+        event(3, EventKind::Finished, &next, Some(finished[1].clone())).attributed(&audit);
     store
         .update(&next, interval.version, &finished, &[finished_event])
         .await

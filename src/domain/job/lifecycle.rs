@@ -10,6 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::{Job, PendingRetry};
 use crate::domain::{
+    audit::Audit,
     event::{Event, EventKind},
     ids::RunId,
     policy::{JobStatus, MisfirePolicy, OverlapPolicy, RunStatus, name_of},
@@ -53,6 +54,8 @@ pub struct Step {
     /// In order: `Run` for each fired run, `Finished` for each finished one, or a job event
     /// (`Paused`, `Resumed`, `Cancelled`) with no run.
     pub happened: Vec<(EventKind, Option<Run>)>,
+    /// Who caused the step through the API, if anyone: on its events and records.
+    pub audit: Audit,
 }
 
 impl Step {
@@ -61,14 +64,45 @@ impl Step {
             job: job.clone(),
             finished: Vec::new(),
             happened: Vec::new(),
+            audit: Audit::default(),
         }
+    }
+
+    /// The step as caused by `audit`'s actor: the job's `updatedBy`, the runs it fired or
+    /// recorded, and its events name them.
+    pub fn attributed(mut self, audit: &Audit) -> Self {
+        let stamp = |run: &mut Run| {
+            run.actor.clone_from(&audit.actor);
+            run.reason.clone_from(&audit.reason);
+        };
+        let fired: Vec<RunId> = self
+            .happened
+            .iter()
+            .filter(|(kind, _)| *kind == EventKind::Run)
+            .filter_map(|(_, run)| run.as_ref().map(|r| r.run_id))
+            .collect();
+        self.job
+            .open_runs
+            .iter_mut()
+            .filter(|run| fired.contains(&run.run_id))
+            .for_each(stamp);
+        self.finished.iter_mut().for_each(stamp);
+        self.happened
+            .iter_mut()
+            .filter_map(|(_, run)| run.as_mut())
+            .for_each(stamp);
+        self.job.updated_by.clone_from(&audit.actor);
+        self.audit = audit.clone();
+        self
     }
 
     /// The events that describe the step, each with the job as the step left it.
     pub fn events(&self) -> Vec<Event> {
         self.happened
             .iter()
-            .map(|(kind, run)| Event::new(*kind, self.job.clone(), run.clone()))
+            .map(|(kind, run)| {
+                Event::new(*kind, self.job.clone(), run.clone()).attributed(&self.audit)
+            })
             .collect()
     }
 
@@ -83,6 +117,8 @@ impl Step {
             finished_at: None,
             error: None,
             output: None,
+            actor: None,
+            reason: None,
         };
         self.job.open_runs.push(run.clone());
         self.happened.push((EventKind::Run, Some(run)));
@@ -107,6 +143,8 @@ impl Step {
             finished_at: Some(truncate(now)),
             error: Some(why),
             output: None,
+            actor: None,
+            reason: None,
         };
         self.finish(run);
     }

@@ -72,6 +72,11 @@ pub struct Job {
     /// The attempt number the next regular fire records: 1, unless the job was rescheduled to a
     /// due time it already fired for (then the next free one, so no run id is ever reused).
     pub next_attempt: u32,
+    /// Who created it: the creating token's `sub`; `None` without auth.
+    pub created_by: Option<String>,
+    /// Who made its last change through the API (an update or an operation); `None` without
+    /// auth. The scheduler's own steps leave it as it is.
+    pub updated_by: Option<String>,
 }
 
 impl Job {
@@ -98,6 +103,8 @@ impl Job {
             open_runs: Vec::new(),
             retries: Vec::new(),
             next_attempt: 1,
+            created_by: None,
+            updated_by: None,
         }
     }
 

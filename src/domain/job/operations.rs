@@ -167,7 +167,47 @@ fn transition(operation: &str, status: JobStatus) -> Refused {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::job::fixtures::{at, every_minute, statuses};
+    use crate::domain::{
+        audit::Audit,
+        job::fixtures::{at, every_minute, statuses},
+    };
+
+    #[test]
+    fn an_attributed_step_names_its_actor_on_the_job_the_records_it_makes_and_its_events() {
+        let job = every_minute("2030-01-01T00:00:30Z");
+        let audit = Audit::with_reason(Some("olga".into()), Some("rerun".into())).unwrap();
+        let limits = Limits::default();
+        let triggered = job
+            .trigger(at("2030-01-01T00:00:40Z"), &limits)
+            .unwrap()
+            .attributed(&audit);
+        assert_eq!(triggered.job.updated_by.as_deref(), Some("olga"));
+        let run = &triggered.job.open_runs[0];
+        assert_eq!(
+            (run.actor.as_deref(), run.reason.as_deref()),
+            (Some("olga"), Some("rerun"))
+        );
+        let cancelled = triggered
+            .job
+            .cancel(at("2030-01-01T00:00:50Z"))
+            .unwrap()
+            .attributed(&Audit::by(Some("ana".into())));
+        assert_eq!(cancelled.finished[0].actor.as_deref(), Some("ana"));
+        assert_eq!(
+            cancelled.finished[0].reason, None,
+            "each record has its own reason"
+        );
+        for event in cancelled.events() {
+            assert_eq!(event.actor.as_deref(), Some("ana"), "{:?}", event.kind);
+            if let Some(run) = &event.run {
+                assert_eq!(run.actor.as_deref(), Some("ana"));
+            }
+        }
+        let by_scheduler = cancelled
+            .job
+            .settle(at("2030-01-01T00:10:00Z"), &limits, 0.5);
+        assert!(by_scheduler.events().iter().all(|e| e.actor.is_none()));
+    }
 
     #[test]
     fn pause_keeps_the_place_and_resume_applies_the_misfire_policy() {

@@ -9,7 +9,7 @@
 //! tombstone whose deletion event is not yet out).
 
 use anyhow::anyhow;
-use bson::{Bson, Document, oid::ObjectId};
+use bson::{Bson, Document, doc, oid::ObjectId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +73,10 @@ struct JobDoc {
     next_attempt: i32,
     /// When the scheduler must next look at the job (`Job::due_at`): what the claim queries.
     due_at: Option<bson::DateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    updated_by: Option<String>,
 }
 
 fn default_timeout() -> i64 {
@@ -140,6 +144,10 @@ struct RunDoc {
     finished_at: Option<bson::DateTime>,
     error: Option<String>,
     output: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    actor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 /// A bounded count (attempts, seconds of a policy) as an `Int32`.
@@ -207,6 +215,8 @@ impl JobDoc {
             open_runs,
             retries,
             next_attempt,
+            created_by,
+            updated_by,
         } = job;
         Ok(Self {
             id: id.object_id(),
@@ -235,6 +245,8 @@ impl JobDoc {
                 .collect(),
             next_attempt: small(*next_attempt),
             due_at: job.due_at().map(bson_time),
+            created_by: created_by.clone(),
+            updated_by: updated_by.clone(),
         })
     }
 
@@ -259,6 +271,8 @@ impl JobDoc {
             retries,
             next_attempt,
             due_at: _,
+            created_by,
+            updated_by,
         } = self;
         let id = JobId::from_object_id(id);
         Ok(Job {
@@ -297,6 +311,8 @@ impl JobDoc {
                 })
                 .collect::<anyhow::Result<_>>()?,
             next_attempt: u32::try_from(next_attempt)?,
+            created_by,
+            updated_by,
         })
     }
 }
@@ -313,6 +329,8 @@ impl From<&Run> for RunDoc {
             finished_at,
             error,
             output,
+            actor,
+            reason,
         } = run;
         Self {
             run_id: run_id.to_string(),
@@ -323,6 +341,8 @@ impl From<&Run> for RunDoc {
             finished_at: finished_at.map(bson_time),
             error: error.clone(),
             output: output.clone(),
+            actor: actor.clone(),
+            reason: reason.clone(),
         }
     }
 }
@@ -339,6 +359,8 @@ impl RunDoc {
             finished_at,
             error,
             output,
+            actor,
+            reason,
         } = self;
         Ok(Run {
             run_id: RunId::parse(&run_id)?,
@@ -350,13 +372,24 @@ impl RunDoc {
             finished_at: finished_at.map(chrono_time),
             error,
             output,
+            actor,
+            reason,
         })
     }
 }
 
-/// The `$set` of a job write: every field but the id, and the lease released (a write ends
-/// any claim on the job).
-pub(super) fn set_fields(job: &Job) -> Result<Document, StoreError> {
+/// The update of a job write: `$set` of every field but the id, with the lease released (a
+/// write ends any claim on the job), and `$unset` of an `updatedBy` the job no longer has
+/// (`$set` would leave it as it was).
+pub(super) fn job_update(job: &Job) -> Result<Document, StoreError> {
+    let mut update = doc! { "$set": set_fields(job)? };
+    if job.updated_by.is_none() {
+        update.insert("$unset", doc! { "updatedBy": "" });
+    }
+    Ok(update)
+}
+
+fn set_fields(job: &Job) -> Result<Document, StoreError> {
     let mut fields = bson::serialize_to_document(&JobDoc::from_job(job)?).map_err(internal)?;
     fields.remove("_id");
     fields.insert("leaseOwner", Bson::Null);

@@ -39,8 +39,8 @@ use uuid::Uuid;
 
 use self::{
     document::{
-        bson_time, chrono_time, decode_job, decode_outbox, decode_runs, fence_of, new_job,
-        set_fields,
+        bson_time, chrono_time, decode_job, decode_outbox, decode_runs, fence_of, job_update,
+        new_job,
     },
     queries::{filter_document, ledger_update, live, outbox_update, without_runs},
 };
@@ -293,7 +293,7 @@ impl JobStore for MongoStore {
         outbox: &[Event],
     ) -> Result<(), StoreError> {
         let id = job.id.object_id();
-        let mut update = doc! { "$set": set_fields(job)? };
+        let mut update = job_update(job)?;
         ledger_update(&mut update, finished, self.history)?;
         outbox_update(&mut update, outbox)?;
         let matched = self
@@ -441,7 +441,7 @@ impl JobStore for MongoStore {
     ) -> Result<Vec<JobId>, StoreError> {
         let mut written = Vec::with_capacity(steps.len());
         for step in steps {
-            let mut update = doc! { "$set": set_fields(&step.job)? };
+            let mut update = job_update(&step.job)?;
             ledger_update(&mut update, &step.finished, self.history)?;
             outbox_update(&mut update, &step.events)?;
             let result = self

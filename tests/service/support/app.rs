@@ -184,6 +184,16 @@ impl TestApp {
             .unwrap_or_else(|_| panic!("no {kind:?} event for job {id}"))
     }
 
+    /// The events published since the last look, without waiting: a call's events are out
+    /// by the time its response is.
+    pub fn published(&mut self) -> Vec<Arc<Event>> {
+        let mut events = Vec::new();
+        while let Ok(event) = self.events.try_recv() {
+            events.push(event);
+        }
+        events
+    }
+
     /// Waits for the next run event of any job.
     pub async fn next_any_run(&mut self) -> Arc<Event> {
         loop {

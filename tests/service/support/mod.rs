@@ -11,6 +11,7 @@ pub mod mongo;
 pub mod net;
 pub mod process;
 pub mod table;
+pub mod tokens;
 pub mod wait;
 
 pub use self::{

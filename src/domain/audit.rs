@@ -1,0 +1,63 @@
+//! Who asked for a change, and why: recorded on the job (`createdBy`, `updatedBy`), on its
+//! events and on the ledger records an operation makes. Without access control there is no
+//! actor, and none is made up.
+
+use super::field::Invalid;
+
+/// Longest `reason` a caller may give, in characters.
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// The actor and reason of a change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Audit {
+    /// The token's subject; `None` without auth or when the token names none.
+    pub actor: Option<String>,
+    /// Why, as the caller said (pause, resume, trigger, cancel).
+    pub reason: Option<String>,
+}
+
+impl Audit {
+    /// A change by `actor`, with no reason given.
+    pub fn by(actor: Option<String>) -> Self {
+        Self {
+            actor,
+            reason: None,
+        }
+    }
+
+    /// A change by `actor` for a reason the caller gave: trimmed, empty is none, at most
+    /// [`MAX_REASON_CHARS`] characters.
+    pub fn with_reason(actor: Option<String>, reason: Option<String>) -> Result<Self, Invalid> {
+        let reason = reason
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty());
+        if reason
+            .as_ref()
+            .is_some_and(|r| r.chars().count() > MAX_REASON_CHARS)
+        {
+            return Err(Invalid::field(
+                "reason",
+                format!("must be at most {MAX_REASON_CHARS} characters"),
+            ));
+        }
+        Ok(Self { actor, reason })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reason_is_trimmed_and_bounded() {
+        let audit = Audit::with_reason(Some("ana".into()), Some("  disk full ".into())).unwrap();
+        assert_eq!(audit.reason.as_deref(), Some("disk full"));
+        assert_eq!(
+            Audit::with_reason(None, Some(" ".into())).unwrap(),
+            Audit::default()
+        );
+        let long = "é".repeat(MAX_REASON_CHARS + 1);
+        assert!(Audit::with_reason(None, Some(long)).is_err());
+        assert!(Audit::with_reason(None, Some("é".repeat(MAX_REASON_CHARS))).is_ok());
+    }
+}
