@@ -16,6 +16,7 @@
 //! - [`kafka`]: the Kafka adapters: the publisher, the result consumer, the message format.
 //! - [`rest`] and [`grpc`]: the two transports, thin and mirrored.
 //! - [`runtime`]: backoff, outage logging and the supervision of background tasks.
+//! - [`tls`]: TLS on the one port, and certificates reloaded when their files change.
 //! - [`app`]: wiring and the server on one port; [`config`]: settings.
 #![warn(missing_docs, unreachable_pub)]
 
@@ -31,3 +32,4 @@ pub mod rest;
 pub mod runtime;
 pub mod scheduler;
 pub mod store;
+pub mod tls;

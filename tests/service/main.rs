@@ -18,3 +18,4 @@ mod rest;
 mod store;
 mod stored_format;
 mod support;
+mod tls;
