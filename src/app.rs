@@ -3,15 +3,17 @@
 //!
 //! `Application::build` binds the port (0 picks a free one, so tests run the real service side
 //! by side) and wires the store, the event bus, the use cases, the scheduler and both
-//! transports. `run` serves until the shutdown token is cancelled, then stops accepting, lets
-//! in-flight requests finish, ends event streams and stops claiming. A background task that
-//! dies (the scheduler, the outbox relay, the result consumer) stops the service with an error,
-//! so the process exits non-zero and its supervisor restarts it.
+//! transports, in plain text or over TLS (`tls`). `run` serves until the shutdown token is
+//! cancelled, then stops accepting, lets in-flight requests finish, ends event streams and
+//! stops claiming. A background task that dies (the scheduler, the outbox relay, the result
+//! consumer, the certificate reloading) stops the service with an error, so the process exits
+//! non-zero and its supervisor restarts it.
 
 use std::{future::IntoFuture, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
+use futures::{FutureExt, future::BoxFuture};
 use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +30,7 @@ use crate::{
     runtime::{Backoff, Outage, Supervisor},
     scheduler::{Scheduler, SchedulerSettings},
     store::{mongo::MongoStore, sqlite::SqliteStore},
+    tls::Tls,
 };
 
 /// Events each slow live subscriber may fall behind by before it misses some.
@@ -48,6 +51,8 @@ pub struct Application {
     kafka: Option<KafkaParts>,
     /// Access control, for its background refresh of a JWKS URL.
     auth: Auth,
+    /// TLS for the port, when the certificate files are configured; plain HTTP otherwise.
+    tls: Option<Tls>,
 }
 
 /// What runs beside the server when Kafka is configured.
@@ -95,6 +100,22 @@ impl Application {
                 "no AUTH_PUBLIC_KEY_FILE, AUTH_JWKS_FILE or AUTH_JWKS_URL: the API is open to anyone who reaches the port"
             );
         }
+        let tls = match config.tls_files()? {
+            Some(files) => {
+                let (cert, key) = (files.cert.clone(), files.key.clone());
+                let tls = Tls::load(files)?;
+                tracing::info!(
+                    cert = %cert.display(),
+                    key = %key.display(),
+                    "TLS: on, h2 and http/1.1 by ALPN; reloaded on SIGHUP or when the files change"
+                );
+                Some(tls)
+            }
+            None => {
+                tracing::info!("TLS: off; plain HTTP/1.1 and h2c");
+                None
+            }
+        };
         let bus = EventBus::new(EVENT_BUFFER);
         let wake = Arc::new(Notify::new());
         let (events, kafka) = match config.kafka_settings() {
@@ -184,6 +205,7 @@ impl Application {
             bus,
             kafka,
             auth,
+            tls,
         })
     }
 
@@ -225,7 +247,7 @@ impl Application {
                 run_kafka(kafka, self.jobs.clone(), internal.clone()),
             );
         }
-        tracing::info!(address = %self.addr, "serving REST and gRPC");
+        tracing::info!(address = %self.addr, tls = self.tls.is_some(), "serving REST and gRPC");
         // Open event streams never finish by themselves: end them when shutdown starts, so
         // graceful shutdown waits only for ordinary requests.
         let stop_serving = {
@@ -238,15 +260,26 @@ impl Application {
                 internal.cancel();
             }
         };
-        // Small gRPC and REST responses must not wait for Nagle's algorithm.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::warn!(%error, "could not set TCP_NODELAY");
+        let server: BoxFuture<'static, std::io::Result<()>> = match self.tls {
+            None => {
+                // Small gRPC and REST responses must not wait for Nagle's algorithm.
+                let listener = self.listener.tap_io(|tcp| {
+                    if let Err(error) = tcp.set_nodelay(true) {
+                        tracing::warn!(%error, "could not set TCP_NODELAY");
+                    }
+                });
+                axum::serve(listener, self.router)
+                    .with_graceful_shutdown(stop_serving)
+                    .into_future()
+                    .boxed()
             }
-        });
-        let server = axum::serve(listener, self.router)
-            .with_graceful_shutdown(stop_serving)
-            .into_future();
+            Some(tls) => {
+                tasks.spawn("tls-reload", tls.watch_files(internal.clone()));
+                tls.serve(self.listener, self.router, stop_serving)
+                    .map(Ok)
+                    .boxed()
+            }
+        };
         tokio::pin!(server);
         let mut failure = None;
         let served = loop {

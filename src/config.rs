@@ -11,6 +11,7 @@ use crate::{
     domain::Limits,
     kafka::{KafkaSettings, TopicSpec, Topics},
     store::mongo::MongoSettings,
+    tls::TlsFiles,
 };
 
 /// Where jobs are kept.
@@ -44,9 +45,18 @@ pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "SCHEDULER_HOST", default_value = "0.0.0.0")]
     pub host: IpAddr,
-    /// Port for REST and gRPC (HTTP/1.1 and HTTP/2 cleartext on one socket); 0 picks a free one.
+    /// Port for REST and gRPC (HTTP/1.1 and HTTP/2 cleartext on one socket, or both over TLS
+    /// with `--tls-cert-file`); 0 picks a free one.
     #[arg(long, env = "SERVER_PORT", default_value_t = 8080)]
     pub port: u16,
+    /// PEM certificate chain, the server's certificate first. With `--tls-key-file`, the port
+    /// speaks TLS only (ALPN `h2` and `http/1.1`); both files are re-read on SIGHUP and when
+    /// they change.
+    #[arg(long, env = "SCHEDULER_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate in `--tls-cert-file`.
+    #[arg(long, env = "SCHEDULER_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
     /// Job store; by default MongoDB when one is configured, else the embedded store.
     #[arg(long, env = "SCHEDULER_STORE", value_enum)]
     pub store: Option<StoreKind>,
@@ -276,6 +286,24 @@ impl Config {
         ])
     }
 
+    /// The TLS files, when TLS is configured; an error naming the missing setting when only
+    /// one of the two is set (serving plain text then would be a silent downgrade).
+    pub fn tls_files(&self) -> anyhow::Result<Option<TlsFiles>> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            (None, None) => Ok(None),
+            (Some(_), None) => anyhow::bail!(
+                "--tls-key-file (SCHEDULER_TLS_KEY_FILE) is not set: --tls-cert-file needs it"
+            ),
+            (None, Some(_)) => anyhow::bail!(
+                "--tls-cert-file (SCHEDULER_TLS_CERT_FILE) is not set: --tls-key-file needs it"
+            ),
+        }
+    }
+
     /// The request timeout.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_seconds)
@@ -442,6 +470,27 @@ mod tests {
         let error = error.to_string();
         assert!(error.contains("MONGODB_URI"), "{error}");
         assert!(!error.contains("s3cret"), "{error}");
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_names_the_missing_one() {
+        assert_eq!(parse(&[]).tls_files().unwrap(), None);
+        let both = parse(&["--tls-cert-file", "c.pem", "--tls-key-file", "k.pem"]);
+        let files = both.tls_files().unwrap().expect("TLS is on");
+        assert_eq!((files.cert, files.key), ("c.pem".into(), "k.pem".into()));
+        for (args, missing) in [
+            (
+                ["--tls-cert-file", "c.pem"],
+                "--tls-key-file (SCHEDULER_TLS_KEY_FILE)",
+            ),
+            (
+                ["--tls-key-file", "k.pem"],
+                "--tls-cert-file (SCHEDULER_TLS_CERT_FILE)",
+            ),
+        ] {
+            let error = parse(&args).tls_files().unwrap_err().to_string();
+            assert!(error.starts_with(missing), "{error}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! - [`kafka`]: the Kafka adapters: the publisher, the result consumer, the message format.
 //! - [`rest`] and [`grpc`]: the two transports, thin and mirrored.
 //! - [`runtime`]: backoff, outage logging and the supervision of background tasks.
+//! - [`tls`]: TLS on the one port, and certificates reloaded when their files change.
 //! - [`auth`]: access control: tokens, roles and the one table of who may call what;
 //!   [`access`] applies it to every request on the port.
 //! - [`app`]: wiring and the server on one port; [`config`]: settings.
@@ -35,3 +36,4 @@ pub mod rest;
 pub mod runtime;
 pub mod scheduler;
 pub mod store;
+pub mod tls;

@@ -19,3 +19,4 @@ mod rest;
 mod store;
 mod stored_format;
 mod support;
+mod tls;

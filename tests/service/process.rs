@@ -19,7 +19,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::support::{Failures, Service, at, email_job, eventually, id_of, in_millis};
+use crate::support::{
+    Failures, Service, at, email_job, eventually, id_of, in_millis, process::scheduler_command,
+};
 
 #[tokio::test]
 async fn job_created_before_a_sigkill_still_fires_after_restart() {
@@ -120,17 +122,6 @@ fn a_setting_out_of_its_range_stops_start_up_with_a_line_naming_it() {
         }
     }
     failures.assert_none("settings out of range");
-}
-
-/// The binary with `args`, on an in-memory store and a free port, with nothing from this
-/// process's environment.
-fn scheduler_command(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_scheduler"));
-    command
-        .env_clear()
-        .args(["--host", "127.0.0.1", "--port", "0", "--store", "memory"])
-        .args(args);
-    command
 }
 
 /// A store whose claims panic: the scheduler task dies at its first look for due jobs.

@@ -23,6 +23,8 @@ pub struct TestApp {
     events: broadcast::Receiver<Arc<Event>>,
     shutdown: CancellationToken,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// `https` when the config has TLS files, else `http`.
+    scheme: &'static str,
 }
 
 impl TestApp {
@@ -31,6 +33,11 @@ impl TestApp {
     }
 
     pub async fn spawn_with(config: Config) -> Self {
+        let scheme = if config.tls_cert_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let app = Application::build(config)
             .await
             .expect("the service builds");
@@ -46,6 +53,7 @@ impl TestApp {
             events,
             shutdown,
             handle: Some(handle),
+            scheme,
         }
     }
 
@@ -54,8 +62,9 @@ impl TestApp {
         &self.jobs
     }
 
+    /// The URL of `path`, `https` when the service serves TLS.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     pub async fn post_job(&self, body: &Value) -> reqwest::Response {
@@ -160,7 +169,7 @@ impl TestApp {
         JobsServiceClient::new(self.channel().await)
     }
 
-    /// An HTTP/2 channel to the service's port, for any gRPC client.
+    /// An HTTP/2 cleartext (h2c) channel to the service's port, for any gRPC client.
     pub async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.addr))
             .unwrap()

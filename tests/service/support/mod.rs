@@ -1,10 +1,11 @@
 //! What the tests share, one copy of each: the service in process ([`app`]) and as a child
-//! process ([`process`]), MongoDB and Kafka servers and clients ([`mongo`], [`kafka`]), request
+//! process ([`process`]), certificates made for TLS ([`certs`]), MongoDB and Kafka servers and clients ([`mongo`], [`kafka`]), request
 //! bodies and values ([`bodies`]), waiting ([`wait`]), free ports ([`net`]), golden files
 //! ([`golden`]) and table tests that report every failing row ([`table`]).
 
 pub mod app;
 pub mod bodies;
+pub mod certs;
 pub mod golden;
 pub mod kafka;
 pub mod mongo;
@@ -17,6 +18,7 @@ pub mod wait;
 pub use self::{
     app::TestApp,
     bodies::{at, email_job, id_of, job_from, sms_job, timestamp},
+    certs::TestCert,
     golden::matches_golden,
     mongo::{PrivateMongo, database_name, mongo_config, mongo_store},
     net::free_port,

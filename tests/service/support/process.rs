@@ -33,6 +33,21 @@ impl Service {
 
     /// Starts the binary on a free port with exactly these flags (besides host and port).
     pub async fn start_args(flags: &[String]) -> Self {
+        Self::start_probing(flags, "http", reqwest::Client::new()).await
+    }
+
+    /// As `start_args`, for flags that turn TLS on: the readiness probe and `url` speak
+    /// HTTPS, trusting `ca`.
+    pub async fn start_tls(flags: &[String], ca: reqwest::Certificate) -> Self {
+        let client = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()
+            .unwrap();
+        Self::start_probing(flags, "https", client).await
+    }
+
+    /// Starts the binary and waits until `http` gets 200 from `/healthz` over `scheme`.
+    async fn start_probing(flags: &[String], scheme: &str, http: reqwest::Client) -> Self {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_scheduler"))
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
@@ -44,9 +59,8 @@ impl Service {
             .expect("the binary starts");
         let service = Self {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("{scheme}://127.0.0.1:{port}"),
         };
-        let http = reqwest::Client::new();
         eventually("the service to answer /healthz", || {
             let request = http.get(format!("{}/healthz", service.base)).send();
             async move { request.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
@@ -58,6 +72,17 @@ impl Service {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
+}
+
+/// The binary with `args`, on an in-memory store and a free port, with nothing from this
+/// process's environment: for start-up that is meant to fail.
+pub fn scheduler_command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_scheduler"));
+    command
+        .env_clear()
+        .args(["--host", "127.0.0.1", "--port", "0", "--store", "memory"])
+        .args(args);
+    command
 }
 
 impl Drop for Service {
