@@ -9,6 +9,7 @@ mod health;
 mod jobs;
 mod params;
 mod problem;
+mod security;
 mod state;
 mod views;
 
@@ -24,6 +25,7 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 pub(crate) use self::problem::Problem;
+use self::security::Security;
 pub use self::state::{AppState, RestSettings};
 
 /// The OpenAPI document of the REST API.
@@ -47,6 +49,7 @@ pub use self::state::{AppState, RestSettings};
         views::JobView, views::ScheduleView, views::JobPage, views::RunView, views::RunPage,
         views::ResultInput, views::OperationInput, views::EventView, problem::Problem
     )),
+    modifiers(&Security),
     tags(
         (name = "jobs", description = "Create, read, change and delete jobs"),
         (name = "runs", description = "A job's executions and their results"),
