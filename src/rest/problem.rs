@@ -14,6 +14,9 @@ use crate::{
     jobs::Error,
 };
 
+/// The media type of every error response.
+pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
+
 /// An error response.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Problem {
@@ -50,10 +53,9 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(self)).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         response
     }
 }
