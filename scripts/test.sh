@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, then every test.
-# It needs a Rust toolchain (rustup with rustfmt and clippy), a JDK 17+, Maven and python3.
+# It needs a Rust toolchain (rustup with rustfmt and clippy), a JDK 17+, Maven and python3 (with
+# venv or pip: scripts/schemathesis.sh installs Schemathesis from PyPI into a cached virtualenv).
 # The tests start the service themselves on free loopback ports; the store tests run against
 # the embedded store and against the MongoDB-wire server that scripts/with-mongo.sh provides,
 # and the Kafka tests against the single-node Apache Kafka broker that scripts/with-kafka.sh
@@ -24,3 +25,6 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
 ./scripts/with-mongo.sh ./scripts/with-kafka.sh cargo test --locked
+echo "== schemathesis (the REST API against its OpenAPI document)"
+cargo build --locked --bin scheduler
+SCHEMATHESIS_TEST_AUTH=1 ./scripts/schemathesis.sh target/debug/scheduler

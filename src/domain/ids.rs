@@ -11,6 +11,9 @@ use super::field::Invalid;
 /// What a malformed job id is told.
 const JOB_ID_EXPECTED: &str = "must be a 24-hex-digit ObjectId";
 
+/// What a malformed run id is told.
+const RUN_ID_EXPECTED: &str = "must be a UUID such as 0b5f6c1e-3f4a-5d2b-9c8e-7a6b5c4d3e2f";
+
 /// A job id: a MongoDB ObjectId, 24 lowercase hex digits, made by the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobId(bson::oid::ObjectId);
@@ -67,11 +70,15 @@ impl RunId {
         Self(Uuid::new_v5(&Self::NAMESPACE, name.as_bytes()))
     }
 
-    /// Parses a run id from a path or message (field `runId`).
+    /// Parses a run id from a path or message (field `runId`): a UUID in the hyphenated form
+    /// the service gives out (36 characters), the one form the API documents; the simple,
+    /// braced and URN forms are refused.
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        Uuid::try_parse(raw)
+        Some(raw)
+            .filter(|raw| raw.len() == 36)
+            .and_then(|raw| Uuid::try_parse(raw).ok())
             .map(Self)
-            .map_err(|_| Invalid::field("runId", "must be a UUID"))
+            .ok_or_else(|| Invalid::field("runId", RUN_ID_EXPECTED))
     }
 }
 
@@ -96,6 +103,29 @@ mod tests {
             RunId::derive(job, at, 1),
             RunId::derive(JobId::generate(), at, 1)
         );
+    }
+
+    #[test]
+    fn run_ids_accept_only_the_hyphenated_form() {
+        let id = RunId::derive(
+            JobId::generate(),
+            parse_time("2030-01-01T00:00:00Z").unwrap(),
+            1,
+        );
+        assert_eq!(RunId::parse(&id.to_string()), Ok(id));
+        assert_eq!(RunId::parse(&id.to_string().to_uppercase()), Ok(id));
+        for bad in [
+            id.to_string().replace('-', ""),
+            format!("{{{id}}}"),
+            format!("urn:uuid:{id}"),
+            "0".into(),
+        ] {
+            assert_eq!(
+                RunId::parse(&bad),
+                Err(Invalid::field("runId", RUN_ID_EXPECTED)),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -10,7 +10,8 @@ use futures::{Stream, StreamExt};
 
 use super::{
     params::EventParams,
-    problem::{ApiQuery, Problem},
+    problem::{ApiQuery, PROBLEM_JSON, Problem},
+    schemas::EventMessage,
     state::AppState,
     views::EventView,
 };
@@ -24,8 +25,8 @@ use crate::{events::Watched, jobs::Error};
     params(EventParams),
     responses(
         (status = 200, description = "An endless `text/event-stream` of events",
-            content_type = "text/event-stream", body = EventView),
-        (status = 400, description = "Malformed job id", body = Problem),
+            content_type = "text/event-stream", body = EventMessage),
+        (status = 400, description = "Malformed job id", body = Problem, content_type = PROBLEM_JSON),
     )
 )]
 pub(crate) async fn events(

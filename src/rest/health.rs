@@ -6,7 +6,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{problem::Problem, state::AppState};
+use super::{
+    problem::{PROBLEM_JSON, Problem},
+    state::AppState,
+};
 
 /// `GET /healthz`: the process is up.
 #[utoipa::path(get, path = "/healthz", tag = "health",
@@ -19,7 +22,7 @@ pub(crate) async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
         (status = 200, description = "Ready", body = String),
-        (status = 503, description = "The store or the Kafka brokers are unreachable", body = Problem),
+        (status = 503, description = "The store or the Kafka brokers are unreachable", body = Problem, content_type = PROBLEM_JSON),
     ))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let (result, detail) = match state.jobs.ready().await {

@@ -9,14 +9,18 @@ use axum::{
 use serde_json::Value;
 
 use super::{
-    params::{ListParams, PageParams, PreviewParams, idempotency_key, version_precondition},
-    problem::{ApiJson, ApiPath, ApiQuery, OptionalJson, Problem},
+    params::{
+        JobPath, ListParams, PageParams, PreviewParams, RunPath, idempotency_key,
+        version_precondition,
+    },
+    problem::{ApiJson, ApiPath, ApiQuery, OptionalJson, PROBLEM_JSON, Problem},
+    schemas::{JobPatch, NewJob},
     state::AppState,
     views::{JobPage, JobView, OperationInput, PreviewView, ResultInput, RunPage, RunView},
 };
 use crate::{
     auth::Caller,
-    domain::{Audit, Job, JobId, JobInput, RunId, RunResult},
+    domain::{Audit, Job, JobInput, RunResult},
     jobs::{Error, JobChange},
 };
 
@@ -33,16 +37,20 @@ fn job_response(status: StatusCode, job: &Job) -> Response {
 /// Create a job.
 #[utoipa::path(
     post, path = "/api/v1/jobs", tag = "jobs",
-    request_body = JobInput,
-    params(("Idempotency-Key" = Option<String>, Header,
-        description = "The same key and body again return the first job instead of a new one")),
+    request_body = NewJob,
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$",
+        description = "1 to 255 visible ASCII characters: the same key and body again return \
+            the first job instead of a new one; the same key with another body is 422")),
     responses(
         (status = 201, description = "Created", body = JobView,
             headers(("Location" = String), ("ETag" = String))),
-        (status = 400, description = "Invalid input", body = Problem),
-        (status = 413, description = "Body too large", body = Problem),
-        (status = 415, description = "Not JSON", body = Problem),
-        (status = 422, description = "Idempotency key used with another body", body = Problem),
+        (status = 400, description = "Malformed JSON or invalid fields, each named", body = Problem, content_type = PROBLEM_JSON),
+        (status = 408, description = "The request took longer than the request timeout", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "A concurrent create with the same Idempotency-Key has not finished", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is larger than the service accepts", body = Problem, content_type = PROBLEM_JSON),
+        (status = 415, description = "The body is not JSON (`Content-Type`)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "Idempotency key used with another body", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "The job store is unavailable; retry (`Retry-After`)", body = Problem, content_type = PROBLEM_JSON),
     )
 )]
 pub(crate) async fn create(
@@ -72,18 +80,20 @@ pub(crate) async fn create(
 /// Get a job.
 #[utoipa::path(
     get, path = "/api/v1/jobs/{id}", tag = "jobs",
-    params(("id" = String, Path, description = "24-hex-digit job id")),
+    params(JobPath),
     responses(
         (status = 200, description = "The job", body = JobView, headers(("ETag" = String))),
-        (status = 400, description = "Malformed id", body = Problem),
-        (status = 404, description = "No such job", body = Problem),
+        (status = 400, description = "Malformed id", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such job", body = Problem, content_type = PROBLEM_JSON),
+        (status = 408, description = "The request took longer than the request timeout", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "The job store is unavailable; retry (`Retry-After`)", body = Problem, content_type = PROBLEM_JSON),
     )
 )]
 pub(crate) async fn get(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(path): ApiPath<JobPath>,
 ) -> Result<Response, Error> {
-    let job = state.jobs.get(JobId::parse(&id)?).await?;
+    let job = state.jobs.get(path.parse()?).await?;
     Ok(job_response(StatusCode::OK, &job))
 }
 
@@ -93,7 +103,9 @@ pub(crate) async fn get(
     params(ListParams),
     responses(
         (status = 200, description = "A page of jobs", body = JobPage),
-        (status = 400, description = "Bad paging or filter", body = Problem),
+        (status = 400, description = "Bad paging or filter", body = Problem, content_type = PROBLEM_JSON),
+        (status = 408, description = "The request took longer than the request timeout", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "The job store is unavailable; retry (`Retry-After`)", body = Problem, content_type = PROBLEM_JSON),
     )
 )]
 pub(crate) async fn list(
@@ -109,26 +121,32 @@ pub(crate) async fn list(
 #[utoipa::path(
     patch, path = "/api/v1/jobs/{id}", tag = "jobs",
     params(
-        ("id" = String, Path, description = "24-hex-digit job id"),
-        ("If-Match" = Option<String>, Header, description = "The version (ETag) the change is based on"),
+        JobPath,
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|W/.*|"?[0-9]{1,19}"?)$"#,
+            description = "The version (ETag, `\"3\"`) the change is based on, or `*` for any; \
+                a stale or weak tag is 412"),
     ),
-    request_body(content = Object, content_type = "application/merge-patch+json",
-        description = "RFC 7396 merge patch of name, description, jobType, jobData, schedule"),
+    request_body(content = JobPatch, content_type = "application/merge-patch+json"),
     responses(
         (status = 200, description = "The changed job", body = JobView, headers(("ETag" = String))),
-        (status = 400, description = "Invalid change", body = Problem),
-        (status = 404, description = "No such job", body = Problem),
-        (status = 412, description = "Stale If-Match", body = Problem),
+        (status = 400, description = "Malformed id, JSON or If-Match, or the changed job has invalid fields", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such job", body = Problem, content_type = PROBLEM_JSON),
+        (status = 408, description = "The request took longer than the request timeout", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The job already fired 100 times for the new schedule's due time", body = Problem, content_type = PROBLEM_JSON),
+        (status = 412, description = "Stale or weak If-Match", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is larger than the service accepts", body = Problem, content_type = PROBLEM_JSON),
+        (status = 415, description = "The body is not JSON (`Content-Type`)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "The job store is unavailable; retry (`Retry-After`)", body = Problem, content_type = PROBLEM_JSON),
     )
 )]
 pub(crate) async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(path): ApiPath<JobPath>,
     headers: HeaderMap,
     ApiJson(patch): ApiJson<Value>,
 ) -> Result<Response, Error> {
-    let id = JobId::parse(&id)?;
+    let id = path.parse()?;
     let expected = version_precondition(&headers)?;
     let job = state
         .jobs
@@ -145,39 +163,45 @@ pub(crate) async fn update(
 /// Delete a job; a pending fire never happens.
 #[utoipa::path(
     delete, path = "/api/v1/jobs/{id}", tag = "jobs",
-    params(("id" = String, Path, description = "24-hex-digit job id")),
+    params(JobPath),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "Malformed id", body = Problem),
-        (status = 404, description = "No such job", body = Problem),
+        (status = 400, description = "Malformed id", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such job", body = Problem, content_type = PROBLEM_JSON),
+        (status = 408, description = "The request took longer than the request timeout", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "The job store is unavailable; retry (`Retry-After`)", body = Problem, content_type = PROBLEM_JSON),
     )
 )]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(path): ApiPath<JobPath>,
 ) -> Result<StatusCode, Error> {
-    let id = JobId::parse(&id)?;
-    state.jobs.delete(id, &Audit::by(caller.subject)).await?;
+    state
+        .jobs
+        .delete(path.parse()?, &Audit::by(caller.subject))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// A job's runs, newest first.
 #[utoipa::path(
     get, path = "/api/v1/jobs/{id}/runs", tag = "runs",
-    params(("id" = String, Path, description = "24-hex-digit job id"), PageParams),
+    params(JobPath, PageParams),
     responses(
         (status = 200, description = "A page of runs", body = RunPage),
-        (status = 400, description = "Malformed id or paging", body = Problem),
-        (status = 404, description = "No such job", body = Problem),
+        (status = 400, description = "Malformed id or paging", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such job", body = Problem, content_type = PROBLEM_JSON),
+        (status = 408, description = "The request took longer than the request timeout", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "The job store is unavailable; retry (`Retry-After`)", body = Problem, content_type = PROBLEM_JSON),
     )
 )]
 pub(crate) async fn list_runs(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(path): ApiPath<JobPath>,
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<axum::Json<RunPage>, Error> {
-    let id = JobId::parse(&id)?;
+    let id = path.parse()?;
     let page = state.jobs.list_runs(id, params.parse()?).await?;
     Ok(axum::Json(RunPage::from(page)))
 }
@@ -185,26 +209,26 @@ pub(crate) async fn list_runs(
 /// Report how a run ended. The same result again changes nothing.
 #[utoipa::path(
     post, path = "/api/v1/jobs/{id}/runs/{runId}/result", tag = "runs",
-    params(
-        ("id" = String, Path, description = "24-hex-digit job id"),
-        ("runId" = String, Path, description = "The run's UUID"),
-    ),
+    params(RunPath),
     request_body = ResultInput,
     responses(
         (status = 200, description = "The closed run", body = RunView),
-        (status = 400, description = "Invalid result", body = Problem),
-        (status = 404, description = "No such job or run", body = Problem),
-        (status = 409, description = "The run already finished otherwise", body = Problem),
+        (status = 400, description = "Malformed ids or JSON, or an invalid result", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such job or run", body = Problem, content_type = PROBLEM_JSON),
+        (status = 408, description = "The request took longer than the request timeout", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The run already finished otherwise", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is larger than the service accepts", body = Problem, content_type = PROBLEM_JSON),
+        (status = 415, description = "The body is not JSON (`Content-Type`)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "The job store is unavailable; retry (`Retry-After`)", body = Problem, content_type = PROBLEM_JSON),
     )
 )]
 pub(crate) async fn report_result(
     State(state): State<AppState>,
-    ApiPath((id, run_id)): ApiPath<(String, String)>,
+    ApiPath(path): ApiPath<RunPath>,
     ApiJson(input): ApiJson<ResultInput>,
 ) -> Result<axum::Json<RunView>, Error> {
-    let id = JobId::parse(&id)?;
-    let run_id = RunId::parse(&run_id)?;
-    let result = RunResult::parse(input.status, input.error, input.output)?;
+    let (id, run_id) = path.parse()?;
+    let result = RunResult::parse(input.status.into(), input.error, input.output)?;
     let run = state.jobs.report_result(id, Some(run_id), result).await?;
     Ok(axum::Json(RunView::from(&run)))
 }
@@ -212,24 +236,28 @@ pub(crate) async fn report_result(
 /// Pause a job: nothing fires until it is resumed; the schedule keeps its place.
 #[utoipa::path(
     post, path = "/api/v1/jobs/{id}/pause", tag = "jobs",
-    params(("id" = String, Path, description = "24-hex-digit job id")),
-    request_body(content = Option<OperationInput>, description = "Optional: why, recorded with the caller"),
+    params(JobPath),
+    request_body(content = Option<OperationInput>,
+        description = "Optional: why, recorded with the caller on the job's events and ledger"),
     responses(
         (status = 200, description = "The paused job", body = JobView, headers(("ETag" = String))),
-        (status = 400, description = "Malformed id", body = Problem),
-        (status = 404, description = "No such job", body = Problem),
-        (status = 409, description = "The job is paused, cancelled or finished", body = Problem),
+        (status = 400, description = "Malformed id", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such job", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is larger than the service accepts", body = Problem, content_type = PROBLEM_JSON),
+        (status = 415, description = "The body is not JSON (`Content-Type`)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 408, description = "The request took longer than the request timeout", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The job is paused, cancelled or finished", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "The job store is unavailable; retry (`Retry-After`)", body = Problem, content_type = PROBLEM_JSON),
     )
 )]
 pub(crate) async fn pause(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(path): ApiPath<JobPath>,
     OptionalJson(input): OptionalJson<OperationInput>,
 ) -> Result<Response, Error> {
-    let id = JobId::parse(&id)?;
     let audit = Audit::with_reason(caller.subject, input.reason)?;
-    let job = state.jobs.pause(id, &audit).await?;
+    let job = state.jobs.pause(path.parse()?, &audit).await?;
     Ok(job_response(StatusCode::OK, &job))
 }
 
@@ -237,72 +265,84 @@ pub(crate) async fn pause(
 /// schedule continues from now.
 #[utoipa::path(
     post, path = "/api/v1/jobs/{id}/resume", tag = "jobs",
-    params(("id" = String, Path, description = "24-hex-digit job id")),
-    request_body(content = Option<OperationInput>, description = "Optional: why, recorded with the caller"),
+    params(JobPath),
+    request_body(content = Option<OperationInput>,
+        description = "Optional: why, recorded with the caller on the job's events and ledger"),
     responses(
         (status = 200, description = "The resumed job", body = JobView, headers(("ETag" = String))),
-        (status = 400, description = "Malformed id", body = Problem),
-        (status = 404, description = "No such job", body = Problem),
-        (status = 409, description = "The job is not paused", body = Problem),
+        (status = 400, description = "Malformed id", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such job", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is larger than the service accepts", body = Problem, content_type = PROBLEM_JSON),
+        (status = 415, description = "The body is not JSON (`Content-Type`)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 408, description = "The request took longer than the request timeout", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The job is not paused", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "The job store is unavailable; retry (`Retry-After`)", body = Problem, content_type = PROBLEM_JSON),
     )
 )]
 pub(crate) async fn resume(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(path): ApiPath<JobPath>,
     OptionalJson(input): OptionalJson<OperationInput>,
 ) -> Result<Response, Error> {
-    let id = JobId::parse(&id)?;
     let audit = Audit::with_reason(caller.subject, input.reason)?;
-    let job = state.jobs.resume(id, &audit).await?;
+    let job = state.jobs.resume(path.parse()?, &audit).await?;
     Ok(job_response(StatusCode::OK, &job))
 }
 
 /// Fire an extra run now; the schedule does not move.
 #[utoipa::path(
     post, path = "/api/v1/jobs/{id}/trigger", tag = "jobs",
-    params(("id" = String, Path, description = "24-hex-digit job id")),
-    request_body(content = Option<OperationInput>, description = "Optional: why, recorded with the caller"),
+    params(JobPath),
+    request_body(content = Option<OperationInput>,
+        description = "Optional: why, recorded with the caller on the job's events and ledger"),
     responses(
         (status = 200, description = "The job, with its new run open", body = JobView, headers(("ETag" = String))),
-        (status = 400, description = "Malformed id", body = Problem),
-        (status = 404, description = "No such job", body = Problem),
-        (status = 409, description = "The job is cancelled, or a run is open and overlap is SKIP", body = Problem),
+        (status = 400, description = "Malformed id", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such job", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is larger than the service accepts", body = Problem, content_type = PROBLEM_JSON),
+        (status = 415, description = "The body is not JSON (`Content-Type`)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 408, description = "The request took longer than the request timeout", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The job is cancelled, or a run is open and overlap is SKIP", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "The job store is unavailable; retry (`Retry-After`)", body = Problem, content_type = PROBLEM_JSON),
     )
 )]
 pub(crate) async fn trigger(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(path): ApiPath<JobPath>,
     OptionalJson(input): OptionalJson<OperationInput>,
 ) -> Result<Response, Error> {
-    let id = JobId::parse(&id)?;
     let audit = Audit::with_reason(caller.subject, input.reason)?;
-    let job = state.jobs.trigger(id, &audit).await?;
+    let job = state.jobs.trigger(path.parse()?, &audit).await?;
     Ok(job_response(StatusCode::OK, &job))
 }
 
 /// Cancel a job: its open run and waiting retries are cancelled, and it never fires again.
 #[utoipa::path(
     post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs",
-    params(("id" = String, Path, description = "24-hex-digit job id")),
-    request_body(content = Option<OperationInput>, description = "Optional: why, recorded with the caller"),
+    params(JobPath),
+    request_body(content = Option<OperationInput>,
+        description = "Optional: why, recorded with the caller on the job's events and ledger"),
     responses(
         (status = 200, description = "The cancelled job", body = JobView, headers(("ETag" = String))),
-        (status = 400, description = "Malformed id", body = Problem),
-        (status = 404, description = "No such job", body = Problem),
-        (status = 409, description = "The job is cancelled or finished already", body = Problem),
+        (status = 400, description = "Malformed id", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such job", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is larger than the service accepts", body = Problem, content_type = PROBLEM_JSON),
+        (status = 415, description = "The body is not JSON (`Content-Type`)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 408, description = "The request took longer than the request timeout", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The job is cancelled or finished already", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "The job store is unavailable; retry (`Retry-After`)", body = Problem, content_type = PROBLEM_JSON),
     )
 )]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(path): ApiPath<JobPath>,
     OptionalJson(input): OptionalJson<OperationInput>,
 ) -> Result<Response, Error> {
-    let id = JobId::parse(&id)?;
     let audit = Audit::with_reason(caller.subject, input.reason)?;
-    let job = state.jobs.cancel(id, &audit).await?;
+    let job = state.jobs.cancel(path.parse()?, &audit).await?;
     Ok(job_response(StatusCode::OK, &job))
 }
 
@@ -312,7 +352,8 @@ pub(crate) async fn cancel(
     params(PreviewParams),
     responses(
         (status = 200, description = "The next fire times", body = PreviewView),
-        (status = 400, description = "Invalid schedule or count", body = Problem),
+        (status = 400, description = "Invalid schedule or count", body = Problem, content_type = PROBLEM_JSON),
+        (status = 408, description = "The request took longer than the request timeout", body = Problem, content_type = PROBLEM_JSON),
     )
 )]
 pub(crate) async fn preview(

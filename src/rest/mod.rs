@@ -9,6 +9,7 @@ mod health;
 mod jobs;
 mod params;
 mod problem;
+mod schemas;
 mod security;
 mod state;
 mod views;
@@ -42,12 +43,14 @@ pub use self::state::{AppState, RestSettings};
         jobs::list_runs, jobs::report_result, events::events, health::healthz, health::readyz
     ),
     components(schemas(
-        crate::domain::JobInput, crate::domain::ScheduleInput, crate::domain::JobType,
+        schemas::NewJob, schemas::EmailJobInput, schemas::SmsJobInput, schemas::EmailJobData,
+        schemas::JobPatch, crate::domain::ScheduleInput, crate::domain::JobType,
         crate::domain::JobStatus, crate::domain::RunStatus, crate::domain::FieldError,
         crate::domain::RetryInput, crate::domain::RetryPolicy, crate::domain::MisfirePolicy,
         crate::domain::OverlapPolicy, views::PreviewView, views::FireTimeView,
         views::JobView, views::ScheduleView, views::JobPage, views::RunView, views::RunPage,
-        views::ResultInput, views::OperationInput, views::EventView, problem::Problem
+        views::ResultInput, views::ResultStatus, views::OperationInput, views::EventView,
+        schemas::EventMessage, problem::Problem
     )),
     modifiers(&Security),
     tags(
@@ -75,7 +78,7 @@ pub fn router(state: AppState, settings: &RestSettings) -> Router {
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/schedule/preview", get(jobs::preview))
         .route("/jobs/{id}/runs", get(jobs::list_runs))
-        .route("/jobs/{id}/runs/{run_id}/result", post(jobs::report_result))
+        .route("/jobs/{id}/runs/{runId}/result", post(jobs::report_result))
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(problem::timed_out))

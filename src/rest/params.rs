@@ -7,11 +7,23 @@ use axum::{
 };
 use serde::Deserialize;
 use serde_json::Value;
-use utoipa::IntoParams;
+use utoipa::{
+    IntoParams,
+    openapi::{
+        KnownFormat, ObjectBuilder, RefOr, Required, Schema, SchemaFormat,
+        path::{Parameter, ParameterBuilder, ParameterIn, ParameterStyle},
+        schema::Type,
+    },
+};
+
+use super::schemas::{self, Carrier};
 
 use crate::{
     auth::Caller,
-    domain::{JobId, JobStatus, JobType, ScheduleInput, input::json::decode_value},
+    domain::{
+        JobId, JobStatus, JobType, MAX_PREVIEW, RunId, ScheduleInput, field::Errors,
+        input::json::decode_value,
+    },
     jobs::{Error, JobFilter, PageRequest, if_match},
 };
 
@@ -24,13 +36,55 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
+/// The job a path names.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct JobPath {
+    /// The job's id: 24 hex digits (a MongoDB ObjectId).
+    #[param(pattern = r"^[0-9a-fA-F]{24}$", example = "65f1c0ffee0123456789abcd")]
+    id: String,
+}
+
+impl JobPath {
+    /// The job's id.
+    pub(crate) fn parse(self) -> Result<JobId, Error> {
+        Ok(JobId::parse(&self.id)?)
+    }
+}
+
+/// The run of a job a path names.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Path)]
+pub(crate) struct RunPath {
+    /// The job's id: 24 hex digits (a MongoDB ObjectId).
+    #[param(pattern = r"^[0-9a-fA-F]{24}$", example = "65f1c0ffee0123456789abcd")]
+    id: String,
+    /// The run's id: a UUID in its hyphenated form, as the runs and run events give it.
+    #[param(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+        example = "0b5f6c1e-3f4a-5d2b-9c8e-7a6b5c4d3e2f"
+    )]
+    run_id: String,
+}
+
+impl RunPath {
+    /// The job's id and the run's.
+    pub(crate) fn parse(self) -> Result<(JobId, RunId), Error> {
+        let mut errors = Errors::new();
+        let job = errors.take(JobId::parse(&self.id));
+        let run = errors.take(RunId::parse(&self.run_id));
+        Ok(errors.finish(|| Some((job?, run?)))?)
+    }
+}
+
 /// Listing filters and paging.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListParams {
-    /// Page number, from 1.
-    #[param(value_type = Option<i64>, minimum = 1)]
+    /// Page number, 1 to 1000000000 (default 1).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1_000_000_000)]
     page: Option<String>,
     /// Page size, 1 to 100 (default 20).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
@@ -62,8 +116,8 @@ impl ListParams {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct PageParams {
-    /// Page number, from 1.
-    #[param(value_type = Option<i64>, minimum = 1)]
+    /// Page number, 1 to 1000000000 (default 1).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1_000_000_000)]
     page: Option<String>,
     /// Page size, 1 to 100 (default 20).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
@@ -82,7 +136,8 @@ impl PageParams {
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub(crate) struct EventParams {
-    /// Only events of this job.
+    /// Only events of this job (its 24-hex-digit id).
+    #[param(pattern = r"^[0-9a-fA-F]{24}$")]
     job_id: Option<String>,
 }
 
@@ -94,27 +149,64 @@ impl EventParams {
 }
 
 /// A schedule to preview: one of `cron` (with `timezone`), `intervalSeconds` (with `startAt`)
-/// or `runAt`; `count` fire times (1 to 100, default 10) after `from` (default now).
-#[derive(Debug, Deserialize, IntoParams)]
+/// or `runAt`; `count` fire times (1 to 100, default 10) after `from` (default now). Its
+/// parameters are documented by hand (below): the schedule's fields are one object, exactly
+/// one of three shapes.
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 pub(crate) struct PreviewParams {
-    /// A cron expression: 5 fields, or 6 with seconds first.
     cron: Option<String>,
-    /// IANA zone of `cron`; default UTC.
     timezone: Option<String>,
-    /// Seconds between fires.
-    #[param(value_type = Option<u64>)]
     interval_seconds: Option<String>,
-    /// RFC 3339 start of an interval schedule.
     start_at: Option<String>,
-    /// RFC 3339 time of a one-shot schedule.
     run_at: Option<String>,
-    /// How many fire times, 1 to 100 (default 10).
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     count: Option<String>,
-    /// RFC 3339: list fires after this time (default now).
     from: Option<String>,
+}
+
+impl IntoParams for PreviewParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let query = |name: &str, description: &str, schema: RefOr<Schema>| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Query)
+                .description(Some(description))
+                .schema(Some(schema))
+        };
+        vec![
+            // An object exploded into the query string: its fields are the parameters.
+            query(
+                "schedule",
+                "The schedule, as in a job: `runAt`; or `cron` and `timezone`; or \
+                 `intervalSeconds` and `startAt`.",
+                schemas::schedule(Carrier::Query).into(),
+            )
+            .required(Required::True)
+            .style(Some(ParameterStyle::Form))
+            .explode(Some(true))
+            .build(),
+            query(
+                "count",
+                "How many fire times, 1 to 100 (default 10).",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                    .minimum(Some(1))
+                    .maximum(Some(MAX_PREVIEW))
+                    .into(),
+            )
+            .build(),
+            query(
+                "from",
+                "RFC 3339: list fires after this time (default now).",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+                    .into(),
+            )
+            .build(),
+        ]
+    }
 }
 
 impl PreviewParams {

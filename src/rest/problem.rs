@@ -14,6 +14,9 @@ use crate::{
     jobs::Error,
 };
 
+/// The media type of every error response.
+pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
+
 /// An error response.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Problem {
@@ -50,10 +53,9 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(self)).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         response
     }
 }
@@ -118,63 +120,70 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = Rejection;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|mime| {
-                let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json" || mime.ends_with("+json")
-            })
-            .unwrap_or(false);
-        if !is_json {
-            return Err(Rejection(
-                Problem::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "the body must be JSON (Content-Type: application/json)",
-                )
-                .into_response(),
-            ));
-        }
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(body_rejection)?;
+        let bytes = json_body(req, state).await?;
         Ok(Self(decode_json(&bytes).map_err(Error::from)?))
     }
 }
 
-/// An optional JSON body: none at all is `T::default()`; a body must be JSON of `T`'s shape.
+/// The bytes of a body declared as JSON: 415 for another content type, 413 when too large.
+async fn json_body<S: Send + Sync>(
+    req: Request,
+    state: &S,
+) -> Result<axum::body::Bytes, Rejection> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json" || mime.ends_with("+json")
+        })
+        .unwrap_or(false);
+    if !is_json {
+        return Err(not_json());
+    }
+    axum::body::Bytes::from_request(req, state)
+        .await
+        .map_err(body_rejection)
+}
+
+fn not_json() -> Rejection {
+    Rejection(
+        Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be JSON (Content-Type: application/json)",
+        )
+        .into_response(),
+    )
+}
+
+/// An optional JSON body: none at all (or JSON `null`) is `T::default()`; a body must be a
+/// JSON object of `T`'s shape.
 pub(crate) struct OptionalJson<T>(pub(crate) T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
     type Rejection = Rejection;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let announced = req.headers().contains_key(header::CONTENT_TYPE)
-            || req
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .is_some_and(|length| length != "0");
-        if !announced {
+        let announced = req.headers().contains_key(header::CONTENT_TYPE);
+        let bytes = if announced {
+            json_body(req, state).await?
+        } else {
             // Nothing declared: read what came anyway, so a stray body is not ignored.
             let bytes = axum::body::Bytes::from_request(req, state)
                 .await
                 .map_err(body_rejection)?;
-            if bytes.is_empty() {
-                return Ok(Self(T::default()));
+            if !bytes.is_empty() {
+                return Err(not_json());
             }
-            return Err(Rejection(
-                Problem::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "the body must be JSON (Content-Type: application/json)",
-                )
-                .into_response(),
-            ));
+            bytes
+        };
+        let text = bytes.trim_ascii();
+        if text.is_empty() || text == b"null" {
+            return Ok(Self(T::default()));
         }
-        ApiJson::<T>::from_request(req, state)
-            .await
-            .map(|json| Self(json.0))
+        Ok(Self(decode_json(&bytes).map_err(Error::from)?))
     }
 }
 

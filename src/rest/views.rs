@@ -284,14 +284,33 @@ impl From<&Event> for EventView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct ResultInput {
-    /// `SUCCEEDED` or `FAILED`.
-    pub(crate) status: RunStatus,
+    /// How the run ended.
+    pub(crate) status: ResultStatus,
     /// Why it failed; at most 4 KiB.
     #[serde(default)]
     pub(crate) error: Option<String>,
     /// What it produced; at most 16 KiB.
     #[serde(default)]
     pub(crate) output: Option<String>,
+}
+
+/// The statuses an executor may report: the other run statuses are the service's to set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub(crate) enum ResultStatus {
+    /// The run did its work.
+    Succeeded,
+    /// The run failed; it is retried while attempts remain.
+    Failed,
+}
+
+impl From<ResultStatus> for RunStatus {
+    fn from(status: ResultStatus) -> Self {
+        match status {
+            ResultStatus::Succeeded => Self::Succeeded,
+            ResultStatus::Failed => Self::Failed,
+        }
+    }
 }
 
 /// Why an operation (pause, resume, trigger, cancel) is made: recorded with its actor on the

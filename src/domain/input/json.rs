@@ -1,7 +1,12 @@
 //! JSON documents decoded into typed input, with errors that name the field at fault by its
 //! path (`schedule.runAt`) and say what was expected.
 
-use serde::de::DeserializeOwned;
+use std::{fmt, marker::PhantomData};
+
+use serde::{
+    Deserialize, Deserializer,
+    de::{DeserializeOwned, MapAccess, Visitor, value::MapAccessDeserializer},
+};
 
 use crate::domain::field::Invalid;
 
@@ -10,6 +15,10 @@ use crate::domain::field::Invalid;
 pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Invalid> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let decoded = match serde_path_to_error::deserialize(&mut de) {
+        // serde reads a struct from an array too (`["weekly", ...]` as its fields in order).
+        Ok(_) if bytes.trim_ascii_start().first() != Some(&b'{') => {
+            return Err(Invalid::field("body", "must be a JSON object"));
+        }
         Ok(value) => value,
         // serde_json reports some type mismatches (a number where an enum belongs) as syntax
         // errors; when the document itself is well-formed, decode it again as a value to name
@@ -33,6 +42,66 @@ pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Invalid> {
 /// Decodes an already parsed JSON value into `T`, with the same errors as [`decode_json`].
 pub fn decode_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Invalid> {
     serde_path_to_error::deserialize(value).map_err(path_error)
+}
+
+/// A struct field read only from a JSON object (`#[serde(deserialize_with = ...)]`): serde's
+/// derive also reads a struct from an array of its fields in order, which the API refuses.
+pub fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(de: D) -> Result<T, D::Error> {
+    de.deserialize_map(ObjectOnly(PhantomData))
+}
+
+/// [`object`] for an optional field: `null` is none.
+pub fn optional_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    de: D,
+) -> Result<Option<T>, D::Error> {
+    /// `T` from an object only.
+    struct Object<T>(T);
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+        fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+            object(de).map(Self)
+        }
+    }
+
+    Ok(Option::<Object<T>>::deserialize(de)?.map(|Object(value)| value))
+}
+
+/// An optional integer field (`#[serde(deserialize_with = ...)]`) that also takes an integral
+/// number written with a fraction (`60.0`), which JSON Schema counts an integer too. A number
+/// beyond the range of `i64` saturates, so the field's range check reports it.
+pub fn optional_integer<'de, D: Deserializer<'de>>(de: D) -> Result<Option<i64>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(de)? else {
+        return Ok(None);
+    };
+    if let Some(n) = number.as_i64() {
+        return Ok(Some(n));
+    }
+    if number.as_u64().is_some() {
+        return Ok(Some(i64::MAX));
+    }
+    match number.as_f64() {
+        // `as` saturates at the ends of the range.
+        Some(f) if f.fract() == 0.0 => Ok(Some(f as i64)),
+        _ => Err(serde::de::Error::invalid_type(
+            serde::de::Unexpected::Other(&format!("the number {number}")),
+            &"an integer",
+        )),
+    }
+}
+
+/// Visits only a map, and reads `T` from it.
+struct ObjectOnly<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectOnly<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::deserialize(MapAccessDeserializer::new(map))
+    }
 }
 
 fn not_json(e: &serde_json::Error) -> Invalid {
@@ -83,7 +152,12 @@ mod tests {
     #[allow(dead_code)]
     struct Probe {
         name: String,
+        #[serde(deserialize_with = "object")]
         nested: Nested,
+        #[serde(default, deserialize_with = "optional_object")]
+        maybe: Option<Nested>,
+        #[serde(default, deserialize_with = "optional_integer")]
+        whole: Option<i64>,
     }
 
     #[derive(Debug, serde::Deserialize)]
@@ -100,6 +174,22 @@ mod tests {
     }
 
     #[test]
+    fn integers_may_be_written_with_a_zero_fraction() {
+        let whole = |text: &str| {
+            decode_json::<Probe>(
+                format!(r#"{{"name": "x", "nested": {{"count": 1}}, "whole": {text}}}"#).as_bytes(),
+            )
+            .map(|probe| probe.whole)
+        };
+        assert_eq!(whole("60"), Ok(Some(60)));
+        assert_eq!(whole("60.0"), Ok(Some(60)));
+        assert_eq!(whole("-3e2"), Ok(Some(-300)));
+        assert_eq!(whole("null"), Ok(None));
+        assert_eq!(whole("1e300"), Ok(Some(i64::MAX)));
+        assert_eq!(whole("18446744073709551615"), Ok(Some(i64::MAX)));
+    }
+
+    #[test]
     fn every_mistake_names_its_field() {
         let table = [
             (r#"{"name": "x""#, "body"),
@@ -113,6 +203,20 @@ mod tests {
                 "extra",
             ),
             (r#"{"name": "x", "nested": {"count": 1}} trailing"#, "body"),
+            (r#"["x", {"count": 1}]"#, "body"),
+            (r#"{"name": "x", "nested": [1]}"#, "nested"),
+            (
+                r#"{"name": "x", "nested": {"count": 1}, "whole": 1.5}"#,
+                "whole",
+            ),
+            (
+                r#"{"name": "x", "nested": {"count": 1}, "whole": "1"}"#,
+                "whole",
+            ),
+            (
+                r#"{"name": "x", "nested": {"count": 1}, "maybe": [1]}"#,
+                "maybe",
+            ),
         ];
         let wrong: Vec<String> = table
             .iter()

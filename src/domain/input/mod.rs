@@ -54,13 +54,22 @@ pub struct JobInput {
     }))]
     pub job_data: Value,
     /// When the job fires.
+    #[serde(deserialize_with = "json::object")]
     pub schedule: ScheduleInput,
     /// Retries of failed or timed-out attempts; default one attempt, no retry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "json::optional_object"
+    )]
     pub retry: Option<RetryInput>,
     /// Seconds a run may stay open without a result before it is `TIMED_OUT`: 1 to 604800,
     /// default 300.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "json::optional_integer"
+    )]
     #[schema(minimum = 1, maximum = 604800, example = 300)]
     pub run_timeout_seconds: Option<i64>,
     /// After downtime (or a pause): `FIRE_ONCE` (default), `SKIP` or `FIRE_ALL`.
@@ -76,11 +85,19 @@ pub struct JobInput {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryInput {
     /// Attempts in all, the first included.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "json::optional_integer"
+    )]
     #[schema(minimum = 1, maximum = 100, example = 3)]
     pub max_attempts: Option<i64>,
     /// Delay before the first retry, doubling with each further one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "json::optional_integer"
+    )]
     #[schema(minimum = 0, maximum = 3600, example = 10)]
     pub backoff_seconds: Option<i64>,
 }

@@ -1,7 +1,6 @@
 //! A schedule as a client gives it, and its checks.
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::domain::{
     field::{Errors, Invalid},
@@ -12,25 +11,26 @@ use crate::domain::{
 /// When the job fires; exactly one of: `{"runAt"}` (once; a past time fires at once),
 /// `{"cron", "timezone"?}` (5 fields, or 6 with seconds first; IANA zone, default UTC), or
 /// `{"intervalSeconds", "startAt"?}` (every n seconds from `startAt`, default one interval
-/// from now).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+/// from now). Its OpenAPI schema, a `oneOf` of the three, is written by hand with the REST
+/// document.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScheduleInput {
     /// RFC 3339 time of the one fire.
-    #[schema(example = "2030-01-01T09:00:00Z")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at: Option<String>,
     /// A cron expression, evaluated on the wall clock of `timezone`.
-    #[schema(example = "0 9 * * MON")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
     /// IANA zone of `cron`; default `UTC`.
-    #[schema(example = "Europe/Berlin")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
     /// Seconds between fires: 1 to 31622400.
-    #[schema(minimum = 1, maximum = 31622400, example = 3600)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::json::optional_integer"
+    )]
     pub interval_seconds: Option<i64>,
     /// RFC 3339 time of the first interval fire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
