@@ -9,7 +9,10 @@
 
 use std::{
     str::FromStr,
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -125,6 +128,8 @@ pub(crate) struct RemoteJwks {
     fetched: tokio::sync::Mutex<Option<Instant>>,
     /// How often the keys are fetched anyway.
     refresh: Duration,
+    /// Counts key-set replacements, so tokens verified with an older set are checked again.
+    generation: AtomicU64,
 }
 
 impl RemoteJwks {
@@ -145,6 +150,7 @@ impl RemoteJwks {
             keys: RwLock::new(Arc::new(Vec::new())),
             fetched: tokio::sync::Mutex::new(None),
             refresh,
+            generation: AtomicU64::new(0),
         };
         let keys = remote.fetch().await?;
         remote.replace(keys);
@@ -159,6 +165,12 @@ impl RemoteJwks {
 
     fn replace(&self, keys: Vec<Key>) {
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Which key set is in use: it changes with every fetch that replaced the keys.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     async fn fetch(&self) -> anyhow::Result<Vec<Key>> {

@@ -7,8 +7,10 @@
 //!
 //! - [`policy`]: roles, operations and the table of which role each call needs;
 //! - [`token`]: verifying a token and reading its subject and role;
-//! - [`keys`]: the PEM key and the JWKS (file or URL) it is verified with.
+//! - [`keys`]: the PEM key and the JWKS (file or URL) it is verified with;
+//! - `cache`: tokens that verified recently, so a repeated token costs a hash, not a signature.
 
+mod cache;
 pub mod keys;
 pub mod policy;
 pub mod token;
@@ -188,6 +190,7 @@ impl Auth {
             leeway: settings.auth_leeway_seconds,
             role_claim: settings.auth_role_claim.clone(),
             roles_claim: settings.auth_roles_claim.clone(),
+            verified: Default::default(),
         };
         Ok(Self {
             verifier: Some(Arc::new(verifier)),

@@ -7,6 +7,7 @@ use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
 use serde_json::{Map, Value};
 
 use super::{
+    cache::Verified,
     keys::{Key, RemoteJwks},
     policy::Role,
 };
@@ -39,11 +40,28 @@ pub(crate) struct Verifier {
     pub(crate) role_claim: String,
     /// Dotted path of the claim holding roles as an array.
     pub(crate) roles_claim: String,
+    /// Tokens that verified recently.
+    pub(crate) verified: Verified,
 }
 
 impl Verifier {
-    /// Verifies `token` and reads its subject and role.
+    /// Verifies `token` and reads its subject and role; a token that verified recently is
+    /// taken from the cache.
     pub(crate) async fn verify(&self, token: &str) -> Result<Principal, BadToken> {
+        let now = i64::try_from(jsonwebtoken::get_current_timestamp()).unwrap_or(i64::MAX);
+        let generation = self.remote.as_ref().map_or(0, |r| r.generation());
+        if let Some(principal) = self.verified.get(token, now, generation) {
+            return Ok(principal);
+        }
+        let (principal, expires) = self.verify_signature(token).await?;
+        self.verified
+            .put(token, principal.clone(), expires, now, generation);
+        Ok(principal)
+    }
+
+    /// Verifies `token` with its key; its principal and until when it may be trusted (Unix
+    /// seconds: its `exp` plus the leeway).
+    async fn verify_signature(&self, token: &str) -> Result<(Principal, i64), BadToken> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| BadToken("the token is malformed or its algorithm is not supported"))?;
         if !self.allowed.contains(&header.alg) {
@@ -66,7 +84,15 @@ impl Verifier {
                 &key.key,
                 &self.validation(key.algorithm),
             ) {
-                Ok(data) => return Ok(self.principal(&data.claims)),
+                Ok(data) => {
+                    let exp = data
+                        .claims
+                        .get("exp")
+                        .and_then(Value::as_f64)
+                        .unwrap_or(0.0);
+                    let leeway = i64::try_from(self.leeway).unwrap_or(0);
+                    return Ok((self.principal(&data.claims), exp as i64 + leeway));
+                }
                 // Another candidate may have signed it.
                 Err(error) if *error.kind() == ErrorKind::InvalidSignature => {}
                 // The signature held (it is checked first), a claim did not.
@@ -171,6 +197,7 @@ mod tests {
             leeway: 0,
             role_claim: "role".into(),
             roles_claim: "realm_access.roles".into(),
+            verified: Verified::default(),
         }
     }
 

@@ -879,3 +879,76 @@ async fn a_jwks_url_rotates_keys_and_unknown_ids_cannot_make_it_fetch_often() {
     .await;
     assert_eq!(read(old).await, 401, "the retired key no longer verifies");
 }
+
+#[test]
+fn the_readme_role_table_is_the_policy() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("<!-- roles:start")
+        .expect("the table's start marker");
+    let end = readme
+        .find("<!-- roles:end -->")
+        .expect("the table's end marker");
+    let rows: Vec<&str> = readme[start..end]
+        .lines()
+        .filter(|line| line.starts_with("| `"))
+        .collect();
+    let expected: Vec<String> = scheduler::auth::policy::table()
+        .into_iter()
+        .map(|(rest, grpc, role)| format!("| `{rest}` | `{grpc}` | {role} |"))
+        .collect();
+    assert_eq!(
+        rows, expected,
+        "README.md's role table differs from src/auth/policy.rs"
+    );
+}
+
+#[test]
+fn every_documented_route_and_every_grpc_method_has_its_own_row_in_the_policy() {
+    use prost::Message;
+    use scheduler::auth::policy::{Operation, operation};
+    use utoipa::OpenApi;
+
+    let mut failures = Failures::new();
+    let document = scheduler::rest::ApiDoc::openapi();
+    for (path, item) in &document.paths.paths {
+        if !path.starts_with("/api/v1/") {
+            continue;
+        }
+        let concrete = path
+            .replace("{id}", "65f1c0ffee0123456789abcd")
+            .replace("{runId}", "0b5f6c1e-3f4a-5d2b-9c8e-7a6b5c4d3e2f");
+        let methods = [
+            (axum::http::Method::GET, item.get.is_some()),
+            (axum::http::Method::POST, item.post.is_some()),
+            (axum::http::Method::PATCH, item.patch.is_some()),
+            (axum::http::Method::DELETE, item.delete.is_some()),
+            (axum::http::Method::PUT, item.put.is_some()),
+        ];
+        for (method, _) in methods.into_iter().filter(|(_, present)| *present) {
+            let found = operation(&method, &concrete);
+            failures.expect(
+                format!("{method} {path}"),
+                found.is_some_and(|op| op != Operation::Unclassified),
+                format!("classified as {found:?}"),
+            );
+        }
+    }
+    let set = prost_types::FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET).unwrap();
+    let service = set
+        .file
+        .iter()
+        .flat_map(|file| &file.service)
+        .find(|service| service.name() == "JobsService")
+        .expect("the job service");
+    for method in &service.method {
+        let path = format!("/proto.JobsService/{}", method.name());
+        failures.expect(
+            &path,
+            operation(&axum::http::Method::POST, &path).is_some(),
+            "not in the policy",
+        );
+    }
+    failures.assert_none("routes and methods without a policy row");
+}
