@@ -809,6 +809,66 @@ async fn without_auth_start_up_warns_once_that_the_api_is_open() {
     assert_eq!(warnings.len(), 1, "{log}");
 }
 
+#[tokio::test]
+async fn a_refused_call_is_logged_with_its_reason_and_subject_but_never_its_token() {
+    let port = free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scheduler"))
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--store",
+            "memory",
+        ])
+        .arg("--auth-public-key-file")
+        .arg(key_path("rsa.pub"))
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually("the service to answer", || {
+        let request = http.get(format!("{base}/healthz")).send();
+        async move { request.await.ok().map(|_| ()) }
+    })
+    .await;
+    let forged = Signer::OtherRsa.sign(&claims("mallory", "admin"), None);
+    let viewer = token("vic", "viewer");
+    for token in [&forged, &viewer] {
+        let response = http
+            .post(format!("{base}/api/v1/jobs"))
+            .header("authorization", format!("Bearer {token}"))
+            .json(&email_job("refused", &in_millis(60_000)))
+            .send()
+            .await
+            .unwrap();
+        assert!([401, 403].contains(&response.status().as_u16()));
+    }
+    child.kill().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stdout);
+    let refusals: Vec<_> = log.lines().filter(|l| l.contains("call refused")).collect();
+    assert_eq!(refusals.len(), 2, "{log}");
+    assert!(
+        refusals[0].contains("signature does not verify"),
+        "{}",
+        refusals[0]
+    );
+    assert!(
+        refusals[1].contains("vic") && refusals[1].contains("admin role"),
+        "{}",
+        refusals[1]
+    );
+    for token in [&forged, &viewer] {
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(!log.contains(signature), "the log holds a token: {log}");
+    }
+}
+
 /// A JWKS served over HTTP, whose keys the test changes; it counts the fetches.
 struct JwksServer {
     url: String,
