@@ -41,7 +41,7 @@ pub(crate) struct Verifier {
     /// Dotted path of the claim holding roles as an array.
     pub(crate) roles_claim: String,
     /// Tokens that verified recently.
-    pub(crate) verified: Verified,
+    pub(crate) verified: Verified<Principal>,
 }
 
 impl Verifier {

@@ -4,6 +4,9 @@
 //! One test binary (modules below), so the suite links once.
 
 mod access;
+mod access_audit;
+mod access_keys;
+mod access_policy;
 mod architecture;
 mod bad_input;
 mod compose;
