@@ -26,5 +26,6 @@ cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
 ./scripts/with-mongo.sh ./scripts/with-kafka.sh cargo test --locked
 echo "== schemathesis (the REST API against its OpenAPI document)"
-cargo build --locked --bin scheduler
+# `cargo test` built the binary (the end-to-end tests run it), with the features the tests
+# unify; building it again alone would rebuild dependencies for nothing.
 SCHEMATHESIS_TEST_AUTH=1 ./scripts/schemathesis.sh target/debug/scheduler
