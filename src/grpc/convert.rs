@@ -445,9 +445,10 @@ page_message!(ListJobsResponse { jobs: Job });
 page_message!(ListJobRunsResponse { runs: Run });
 
 /// The field errors a transport names by proto field: `jobData.Subject` is
-/// `job_data.Subject`, `schedule.runAt` is `schedule_time` (the older clients' one-shot time),
-/// the other schedule fields those of the `schedule` message, and header-like names
-/// (`Idempotency-Key`) their metadata keys.
+/// `job_data.Subject` (the data's own keys as they are), `schedule.runAt` is `schedule_time`
+/// (the older clients' one-shot time), the other schedule fields those of the `schedule`
+/// message, the retry and run policies those of the `policy` message (`retry.backoffSeconds`
+/// is `policy.backoff_seconds`), and header-like names (`Idempotency-Key`) their metadata keys.
 pub(crate) fn proto_field(rest: &str) -> String {
     if rest == "schedule.runAt" {
         return "schedule_time".into();
@@ -455,14 +456,29 @@ pub(crate) fn proto_field(rest: &str) -> String {
     if rest.contains('-') {
         return rest.to_ascii_lowercase();
     }
-    if let Some(field) = rest.strip_prefix("schedule.") {
-        return format!("schedule.{}", proto_field(field));
-    }
     let (head, tail) = rest
         .split_once('.')
         .map_or((rest, None), |(h, t)| (h, Some(t)));
-    let mut snake = String::new();
-    for c in head.chars() {
+    let snake_path = |path: &str| path.split('.').map(snake).collect::<Vec<_>>().join(".");
+    let (head, tail) = match head {
+        // The data's keys are the client's own.
+        "jobData" => ("job_data".to_owned(), tail.map(str::to_owned)),
+        "retry" => ("policy".to_owned(), tail.map(snake_path)),
+        "runTimeoutSeconds" | "misfirePolicy" | "overlapPolicy" => {
+            ("policy".to_owned(), Some(snake(head)))
+        }
+        _ => (snake(head), tail.map(snake_path)),
+    };
+    match tail {
+        Some(tail) => format!("{head}.{tail}"),
+        None => head,
+    }
+}
+
+/// A camelCase name in snake_case.
+fn snake(name: &str) -> String {
+    let mut snake = String::with_capacity(name.len() + 4);
+    for c in name.chars() {
         if c.is_ascii_uppercase() {
             snake.push('_');
             snake.push(c.to_ascii_lowercase());
@@ -470,10 +486,7 @@ pub(crate) fn proto_field(rest: &str) -> String {
             snake.push(c);
         }
     }
-    match tail {
-        Some(tail) => format!("{snake}.{tail}"),
-        None => snake,
-    }
+    snake
 }
 
 /// The violations of `errors`, named by proto field.
@@ -488,6 +501,28 @@ pub(crate) fn violations(errors: &[FieldError]) -> Vec<(String, String)> {
 mod tests {
     use super::*;
     use crate::domain::JobStatus;
+
+    #[test]
+    fn field_violations_are_named_by_the_proto_fields() {
+        let cases = [
+            ("name", "name"),
+            ("jobType", "job_type"),
+            ("jobData.SourceAddress", "job_data.SourceAddress"),
+            ("schedule.runAt", "schedule_time"),
+            ("schedule.intervalSeconds", "schedule.interval_seconds"),
+            ("schedule.startAt", "schedule.start_at"),
+            ("retry.backoffSeconds", "policy.backoff_seconds"),
+            ("retry.maxAttempts", "policy.max_attempts"),
+            ("runTimeoutSeconds", "policy.run_timeout_seconds"),
+            ("misfirePolicy", "policy.misfire_policy"),
+            ("overlapPolicy", "policy.overlap_policy"),
+            ("Idempotency-Key", "idempotency-key"),
+            ("If-Match", "if-match"),
+        ];
+        for (rest, proto) in cases {
+            assert_eq!(proto_field(rest), proto, "{rest}");
+        }
+    }
 
     #[test]
     fn proto_enums_use_the_domain_codes() {

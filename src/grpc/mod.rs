@@ -6,22 +6,23 @@
 //! statuses in one place ([`status`]).
 
 mod convert;
+mod edge;
 mod jobs;
 pub mod pb;
 mod status;
 
 use std::time::Duration;
 
-use axum::{Router, error_handling::HandleErrorLayer};
-use tower::{ServiceBuilder, timeout::TimeoutLayer};
+use axum::Router;
 use tower_http::trace::TraceLayer;
 
 use self::jobs::JobsGrpc;
 use crate::{events::EventBus, jobs::Jobs};
 
 /// The gRPC services as an axum router without a fallback, to merge into the REST router.
-/// A call that takes longer than `timeout` to answer ends with DEADLINE_EXCEEDED (a stream's
-/// answer is its first headers, so open watches are not cut).
+/// A call that takes longer than `timeout` (or its `grpc-timeout`) to answer ends with
+/// DEADLINE_EXCEEDED (a stream's answer is its first headers, so open watches are not cut);
+/// the rest of the protocol's edge is in [`edge`].
 pub async fn router(
     jobs: Jobs,
     bus: EventBus,
@@ -54,20 +55,6 @@ pub async fn router(
         .into_axum_router()
         // Without this an unknown REST path would answer 200 with grpc-status 12.
         .reset_fallback()
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(timed_out))
-                .layer(TimeoutLayer::new(timeout)),
-        )
+        .layer(axum::middleware::from_fn_with_state(timeout, edge::edge))
         .layer(TraceLayer::new_for_grpc()))
-}
-
-async fn timed_out(error: tower::BoxError) -> axum::response::Response {
-    let status = if error.is::<tower::timeout::error::Elapsed>() {
-        tonic::Status::deadline_exceeded("the call took longer than the server's request timeout")
-    } else {
-        tracing::error!(%error, "call failed in a middleware");
-        tonic::Status::internal("internal error")
-    };
-    status.into_http()
 }

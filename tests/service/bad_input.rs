@@ -526,19 +526,6 @@ async fn bad_grpc_creates_are_invalid_argument_with_field_violations_and_store_n
 }
 
 #[tokio::test]
-async fn an_oversized_grpc_message_is_out_of_range_and_stores_nothing() {
-    let app = TestApp::spawn().await;
-    let mut client = app.grpc().await;
-    let oversized = pb::CreateJobRequest {
-        job_data: format!(r#"{{"Note":"{}"}}"#, "x".repeat(400 * 1024)),
-        ..valid_create()
-    };
-    let status = client.create_job(oversized).await.unwrap_err();
-    assert_eq!(status.code(), Code::OutOfRange, "oversized message");
-    assert_eq!(app.job_count().await, 0);
-}
-
-#[tokio::test]
 async fn malformed_grpc_ids_are_invalid_argument_never_a_lookup() {
     let app = TestApp::spawn().await;
     let mut client = app.grpc().await;

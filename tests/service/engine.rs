@@ -891,7 +891,7 @@ async fn a_grpc_create_with_two_schedules_or_a_bad_one_is_refused_and_stores_not
                     },
                 )
             },
-            "misfire_policy",
+            "policy.misfire_policy",
         ),
     ];
     let mut failures = Failures::new();

@@ -13,6 +13,7 @@ mod compose;
 mod engine;
 mod fire;
 mod grpc;
+mod grpc_edge;
 mod kafka;
 mod mongo;
 mod openapi;
