@@ -94,21 +94,40 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-/// The version a change is conditional on, from an `If-Match` header or `if-match` metadata:
-/// a version ETag (`"3"`, or `3`), or `*` for any version (`None`). A weak tag never matches
-/// (RFC 9110 compares If-Match strongly), so it is a version mismatch like a stale one.
-pub fn if_match(text: &str) -> Result<Option<u64>, Error> {
+/// The versions a change may apply to, from an `If-Match` precondition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfMatch(Vec<u64>);
+
+impl IfMatch {
+    /// Whether the stored `version` is one the precondition names.
+    pub fn allows(&self, version: u64) -> bool {
+        self.0.contains(&version)
+    }
+}
+
+/// The precondition of an `If-Match` header or `if-match` metadata: a list of version ETags
+/// (`"3"`, or `3`; `"3", "4"` matches either, RFC 9110 13.1.1), or `*` for any version
+/// (`None`). A weak tag never matches (If-Match compares strongly), so a list of weak tags only
+/// is a version mismatch like a stale one.
+pub fn if_match(text: &str) -> Result<Option<IfMatch>, Error> {
     let text = text.trim();
     if text == "*" {
         return Ok(None);
     }
-    if text.starts_with("W/") {
-        return Err(Error::VersionMismatch);
+    let mut versions = Vec::new();
+    for tag in text.split(',').map(str::trim) {
+        if tag.starts_with("W/") {
+            continue;
+        }
+        let version = tag
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .unwrap_or(tag);
+        versions.push(version.parse::<u64>().map_err(|_| {
+            Error::invalid("If-Match", "must be version ETags such as \"3\", or *")
+        })?);
     }
-    text.trim_matches('"')
-        .parse::<u64>()
-        .map(Some)
-        .map_err(|_| Error::invalid("If-Match", "must be a version ETag such as \"3\""))
+    Ok(Some(IfMatch(versions)))
 }
 
 #[cfg(test)]
@@ -125,12 +144,19 @@ mod tests {
     }
 
     #[test]
-    fn if_match_takes_versions_and_any_and_refuses_weak_tags() {
-        assert_eq!(if_match("\"3\"").unwrap(), Some(3));
-        assert_eq!(if_match(" 7 ").unwrap(), Some(7));
+    fn if_match_takes_lists_of_versions_and_any_and_never_matches_weak_tags() {
+        let allows = |text: &str, version| if_match(text).unwrap().unwrap().allows(version);
+        assert!(allows("\"3\"", 3) && !allows("\"3\"", 4));
+        assert!(allows(" 7 ", 7));
+        assert!(
+            allows("\"3\", \"4\"", 4) && allows("\"3\",\"4\"", 3) && !allows("\"3\", \"4\"", 5)
+        );
+        assert!(!allows("W/\"3\"", 3), "a weak tag never matches");
+        assert!(allows("W/\"3\", \"3\"", 3));
         assert_eq!(if_match("*").unwrap(), None);
-        assert!(matches!(if_match("W/\"3\""), Err(Error::VersionMismatch)));
-        assert!(matches!(if_match("three"), Err(Error::Invalid(_))));
+        for bad in ["three", "\"3\", x", "", "\"3"] {
+            assert!(matches!(if_match(bad), Err(Error::Invalid(_))), "{bad:?}");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 
 use self::ports::{IdempotencyKey, JobStore, Publisher, StoreError};
 pub use self::{
-    change::{JobChange, JobReplacement, if_match},
+    change::{IfMatch, JobChange, JobReplacement, if_match},
     error::{Error, Missing},
     listing::{JobFilter, Page, PageRequest},
     route::EventRoute,
@@ -202,17 +202,21 @@ impl Jobs {
         &self,
         id: JobId,
         change: JobChange,
-        if_match: Option<u64>,
+        if_match: Option<IfMatch>,
         by: &Audit,
     ) -> Result<Job, Error> {
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.get(id).await?;
-            if let Some(expected) = if_match
-                && expected != current.version
+            if let Some(expected) = &if_match
+                && !expected.allows(current.version)
             {
                 return Err(Error::VersionMismatch);
             }
             let spec = change.apply(&current.spec())?;
+            // A change that changes nothing stores nothing and tells no one.
+            if spec == current.spec() {
+                return Ok(current);
+            }
             let mut next = current.with_spec(spec, Utc::now());
             next.updated_by.clone_from(&by.actor);
             if next.schedule != current.schedule

@@ -122,7 +122,7 @@ pub(crate) async fn list(
     patch, path = "/api/v1/jobs/{id}", tag = "jobs",
     params(
         JobPath,
-        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|W/.*|"?[0-9]{1,19}"?)$"#,
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|W/.*|"?[0-9]{1,19}"?(\s*,\s*(W/"?[0-9]{1,19}"?|"?[0-9]{1,19}"?))*)$"#,
             description = "The version (ETag, `\"3\"`) the change is based on, or `*` for any; \
                 a stale or weak tag is 412"),
     ),

@@ -94,5 +94,9 @@ pub fn router(state: AppState, settings: &RestSettings) -> Router {
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            settings.max_body_bytes,
+            problem::announced_too_large,
+        ))
         .layer(TraceLayer::new_for_http())
 }

@@ -24,7 +24,7 @@ use crate::{
         JobId, JobStatus, JobType, MAX_PREVIEW, RunId, ScheduleInput, field::Errors,
         input::json::decode_value,
     },
-    jobs::{Error, JobFilter, PageRequest, if_match},
+    jobs::{Error, IfMatch, JobFilter, PageRequest, if_match},
 };
 
 /// The caller the access guard let through: who handlers record as the actor.
@@ -274,7 +274,7 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Err
 }
 
 /// The version the `If-Match` header makes a change conditional on, if any.
-pub(crate) fn version_precondition(headers: &HeaderMap) -> Result<Option<u64>, Error> {
+pub(crate) fn version_precondition(headers: &HeaderMap) -> Result<Option<IfMatch>, Error> {
     match headers.get(header::IF_MATCH) {
         None => Ok(None),
         Some(value) => if_match(

@@ -236,6 +236,28 @@ fn serde_urlencoded_query<T: DeserializeOwned>(query: &str) -> Result<T, String>
     .map_err(|e| e.body_text())
 }
 
+/// Refuses a body announced larger than `max` bytes with 413 before reading any of it, so a
+/// client sending `Expect: 100-continue` is told at once instead of being asked to send it.
+pub(crate) async fn announced_too_large(
+    axum::extract::State(max): axum::extract::State<usize>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|length| length > max as u64) {
+        return Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the body is larger than the service accepts",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
 /// The 404 for paths the service does not serve.
 pub(crate) async fn not_found() -> Problem {
     Problem::new(StatusCode::NOT_FOUND, "no such path")

@@ -20,6 +20,7 @@ mod openapi;
 mod process;
 mod replicas;
 mod rest;
+mod rest_edge;
 mod store;
 mod stored_format;
 mod support;

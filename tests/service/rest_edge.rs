@@ -1,0 +1,93 @@
+//! REST edge cases a hostile or careless client reaches: a change that changes nothing, `If-Match`
+//! lists, and a huge body announced with `Expect: 100-continue`.
+
+use scheduler::domain::EventKind;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{Failures, TestApp, id_of, sms_job};
+
+#[tokio::test]
+async fn a_patch_that_changes_nothing_stores_nothing_and_tells_no_one() {
+    let mut app = TestApp::spawn().await;
+    let job = app
+        .create_job(&sms_job(
+            "still",
+            json!({"intervalSeconds": 3600}),
+            json!({}),
+        ))
+        .await;
+    let id = id_of(&job);
+    app.published();
+    for patch in [
+        json!({}),
+        json!({"name": "still"}),
+        json!({"jobData": {"To": "+100"}}),
+    ] {
+        let response = app.patch(&format!("/api/v1/jobs/{id}"), &patch).await;
+        assert_eq!(response.status(), 200, "{patch}");
+        assert_eq!(response.headers()["etag"], "\"1\"", "{patch}");
+    }
+    assert_eq!(app.get_job(&id).await["version"], 1);
+    let published = app.published();
+    assert!(
+        published.iter().all(|e| e.kind != EventKind::Updated),
+        "{published:?}"
+    );
+}
+
+#[tokio::test]
+async fn if_match_takes_a_list_of_versions_and_never_matches_a_weak_one() {
+    let app = TestApp::spawn().await;
+    let job = app
+        .create_job(&sms_job(
+            "listed",
+            json!({"intervalSeconds": 3600}),
+            json!({}),
+        ))
+        .await;
+    let id = id_of(&job);
+    let mut failures = Failures::new();
+    let mut name = 0;
+    for (if_match, expected) in [
+        (r#""7", "8""#, 412),
+        (r#"W/"1""#, 412),
+        (r#""0", "1""#, 200),
+        (r#"W/"2", "2""#, 200),
+        (r#""2", nope"#, 400),
+        ("*", 200),
+    ] {
+        name += 1;
+        let response = app
+            .http
+            .patch(app.url(&format!("/api/v1/jobs/{id}")))
+            .header("if-match", if_match)
+            .json(&json!({"name": format!("listed {name}")}))
+            .send()
+            .await
+            .unwrap();
+        failures.expect_eq(if_match, response.status().as_u16(), expected);
+    }
+    failures.assert_none("If-Match lists");
+    assert_eq!(app.get_job(&id).await["version"], 4);
+}
+
+#[tokio::test]
+async fn a_body_announced_too_large_is_refused_before_the_client_sends_it() {
+    let app = TestApp::spawn().await;
+    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/jobs HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: 104857600\r\nexpect: 100-continue\r\n\r\n",
+        app.addr
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read(&mut answer))
+        .await
+        .expect("an answer without the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert_eq!(app.job_count().await, 0);
+}
