@@ -44,3 +44,41 @@ fn earliest_due_first(mut claims: Vec<Claim>) -> Vec<Claim> {
     claims.sort_by_key(|c| c.job.due_at());
     claims
 }
+
+/// The least text greater than every text that starts with `prefix`, in code-point order (what
+/// SQLite's binary collation and MongoDB compare): the prefix with its last character made the
+/// next one, dropping characters that have none. `None` when every text with the prefix is
+/// the greatest (a prefix of U+10FFFF only): then the prefix has no upper bound.
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_ends_where_no_text_with_it_can_sort_after() {
+        let cases = [
+            ("ab", Some("ac".to_owned())),
+            ("a\u{10FFFF}", Some("b".to_owned())),
+            ("\u{D7FF}", Some("\u{E000}".to_owned())),
+            ("\u{10FFFF}", None),
+        ];
+        for (prefix, end) in cases {
+            assert_eq!(prefix_end(prefix), end, "{prefix:?}");
+        }
+        let end = prefix_end("a").unwrap();
+        for text in ["a", "a\u{10FFFF}", "a\u{10FFFF}\u{10FFFF}z", "az"] {
+            assert!(text.starts_with('a') && text < end.as_str(), "{text:?}");
+        }
+    }
+}

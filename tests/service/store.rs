@@ -788,6 +788,18 @@ async fn paging_counts_and_filters_are_exact_at_the_edges(backend: Backend) {
         };
         failures.expect_eq(format!("prefix {prefix:?}"), count(filter).await, expected);
     }
+    // The greatest character, where a range bound made by appending it would cut names off.
+    for name in ["max \u{10FFFF}", "max \u{10FFFF}\u{10FFFF}z", "\u{10FFFF}ab"] {
+        let job = job_due(name, base + Duration::hours(1));
+        store.insert(&job, None, &[]).await.unwrap();
+    }
+    for (prefix, expected) in [("max ", 2), ("max \u{10FFFF}", 2), ("\u{10FFFF}", 1)] {
+        let filter = JobFilter {
+            name_prefix: Some(prefix.into()),
+            ..Default::default()
+        };
+        failures.expect_eq(format!("prefix {prefix:?}"), count(filter).await, expected);
+    }
     failures.assert_none("name prefixes");
 }
 

@@ -25,7 +25,7 @@ use rusqlite::{Connection, OptionalExtension, ToSql, TransactionBehavior, params
 use uuid::Uuid;
 
 use self::rows::{JobRow, event_doc, event_of, job_of, run_doc, run_of, sql_int};
-use super::{RELAY_LEASE, earliest_due_first, from_millis, history_bound};
+use super::{RELAY_LEASE, earliest_due_first, from_millis, history_bound, prefix_end};
 use crate::{
     domain::{Event, Job, JobId, Run},
     jobs::{
@@ -356,13 +356,13 @@ impl JobStore for SqliteStore {
             }
             if let Some(prefix) = filter.name_prefix.filter(|p| !p.is_empty()) {
                 // A range, so the name index serves the prefix match.
-                values.push(Box::new(format!("{prefix}{}", char::MAX)));
+                let end = prefix_end(&prefix);
                 values.push(Box::new(prefix));
-                clauses.push(format!(
-                    "name >= ?{} AND name < ?{}",
-                    values.len(),
-                    values.len() - 1
-                ));
+                clauses.push(format!("name >= ?{}", values.len()));
+                if let Some(end) = end {
+                    values.push(Box::new(end));
+                    clauses.push(format!("name < ?{}", values.len()));
+                }
             }
             let filter_sql = if clauses.is_empty() {
                 String::new()
