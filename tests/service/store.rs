@@ -789,7 +789,11 @@ async fn paging_counts_and_filters_are_exact_at_the_edges(backend: Backend) {
         failures.expect_eq(format!("prefix {prefix:?}"), count(filter).await, expected);
     }
     // The greatest character, where a range bound made by appending it would cut names off.
-    for name in ["max \u{10FFFF}", "max \u{10FFFF}\u{10FFFF}z", "\u{10FFFF}ab"] {
+    for name in [
+        "max \u{10FFFF}",
+        "max \u{10FFFF}\u{10FFFF}z",
+        "\u{10FFFF}ab",
+    ] {
         let job = job_due(name, base + Duration::hours(1));
         store.insert(&job, None, &[]).await.unwrap();
     }
