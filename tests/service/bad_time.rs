@@ -8,8 +8,6 @@ use scheduler::{
     store::sqlite::SqliteStore,
 };
 use serde_json::{Value, json};
-use tonic::Code;
-use tonic_types::StatusExt;
 
 use crate::support::{Failures, TestApp, email_job, sms_job};
 
@@ -113,29 +111,6 @@ async fn rest_times_out_of_range_are_refused_naming_the_field_and_store_nothing(
     assert_eq!(app.get_job(id).await, existing);
 }
 
-fn expect_invalid<T>(
-    failures: &mut Failures,
-    row: &str,
-    field: &str,
-    answer: Result<T, tonic::Status>,
-) {
-    match answer {
-        Ok(_) => failures.expect(row, false, "it was accepted"),
-        Err(status) => {
-            failures.expect_eq(row, status.code(), Code::InvalidArgument);
-            let violations = status
-                .get_details_bad_request()
-                .map(|details| details.field_violations)
-                .unwrap_or_default();
-            failures.expect(
-                row,
-                violations.iter().any(|v| v.field == field),
-                format!("no violation names {field}: {violations:?}"),
-            );
-        }
-    }
-}
-
 #[tokio::test]
 async fn grpc_timestamps_out_of_range_are_invalid_argument_naming_the_field_and_store_nothing() {
     let app = TestApp::spawn().await;
@@ -156,12 +131,7 @@ async fn grpc_timestamps_out_of_range_are_invalid_argument_naming_the_field_and_
                 ..create.clone()
             })
             .await;
-        expect_invalid(
-            &mut failures,
-            &row("CreateJob schedule_time"),
-            "schedule_time",
-            answer,
-        );
+        failures.expect_invalid_argument(row("CreateJob schedule_time"), "schedule_time", answer);
         let answer = client
             .create_job(pb::CreateJobRequest {
                 schedule: Some(pb::JobSchedule {
@@ -171,12 +141,7 @@ async fn grpc_timestamps_out_of_range_are_invalid_argument_naming_the_field_and_
                 ..create.clone()
             })
             .await;
-        expect_invalid(
-            &mut failures,
-            &row("JobSchedule run_at"),
-            "schedule.run_at",
-            answer,
-        );
+        failures.expect_invalid_argument(row("JobSchedule run_at"), "schedule.run_at", answer);
         let answer = client
             .create_job(pb::CreateJobRequest {
                 schedule: Some(pb::JobSchedule {
@@ -187,12 +152,7 @@ async fn grpc_timestamps_out_of_range_are_invalid_argument_naming_the_field_and_
                 ..create.clone()
             })
             .await;
-        expect_invalid(
-            &mut failures,
-            &row("JobSchedule start_at"),
-            "schedule.start_at",
-            answer,
-        );
+        failures.expect_invalid_argument(row("JobSchedule start_at"), "schedule.start_at", answer);
         let answer = client
             .preview_schedule(pb::PreviewScheduleRequest {
                 schedule: Some(pb::JobSchedule {
@@ -203,7 +163,7 @@ async fn grpc_timestamps_out_of_range_are_invalid_argument_naming_the_field_and_
                 from: bad,
             })
             .await;
-        expect_invalid(&mut failures, &row("PreviewSchedule from"), "from", answer);
+        failures.expect_invalid_argument(row("PreviewSchedule from"), "from", answer);
     }
     failures.assert_none("gRPC timestamps out of range");
     assert_eq!(app.job_count().await, 0);
