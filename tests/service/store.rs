@@ -186,6 +186,7 @@ async fn stored_job_reads_back_equal_and_survives_a_reopen(backend: Backend) {
         attempt: 2,
     });
     busy.next_attempt = 2;
+    busy.reschedules = 3;
     busy.refresh_status(None);
     assert_eq!(busy.status, JobStatus::Running);
     let interval = job_from(json!({
