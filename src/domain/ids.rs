@@ -55,8 +55,9 @@ impl fmt::Display for JobId {
     }
 }
 
-/// A run id: a UUID derived from the job id, the due time and the attempt, so the same
-/// expected execution always has the same id and executors can drop duplicates.
+/// A run id: a UUID derived from the job id, the due time, the attempt and how often the job's
+/// schedule was changed, so the same expected execution always has the same id (executors can
+/// drop duplicates) and no other execution ever has it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RunId(Uuid);
 
@@ -64,9 +65,28 @@ impl RunId {
     /// Namespace of run ids (UUIDv5).
     const NAMESPACE: Uuid = Uuid::from_u128(0x6f1d_3a2c_9b7e_4c58_a0d2_51e3_8f47_c916);
 
-    /// The id of attempt `attempt` of the fire of `job` due at `scheduled_for`.
-    pub fn derive(job: JobId, scheduled_for: DateTime<Utc>, attempt: u32) -> Self {
-        let name = format!("{job}/{}/{attempt}", scheduled_for.timestamp_millis());
+    /// The id of attempt `attempt` of the fire of `job` due at `scheduled_for`, after the job's
+    /// schedule was changed `reschedules` times (`Job::reschedules`).
+    ///
+    /// Job, due time and attempt alone are not unique: a job moved back to a due time it
+    /// already fired for would fire that attempt again, and the ledger that could tell is
+    /// trimmed. A due time can only come back through a change of schedule, and each one
+    /// increments the job's stored counter, so with the counter in the name no two executions
+    /// share an id, however much of the ledger is gone. The same execution keeps its id: every
+    /// input is fixed once the fire is due (a claim that fires it again settles the same stored
+    /// job, counter included). With no change of schedule (0) the name is the one ids always had,
+    /// so the ids of runs recorded before the counter existed still match.
+    pub fn derive(
+        job: JobId,
+        scheduled_for: DateTime<Utc>,
+        attempt: u32,
+        reschedules: u32,
+    ) -> Self {
+        let millis = scheduled_for.timestamp_millis();
+        let name = match reschedules {
+            0 => format!("{job}/{millis}/{attempt}"),
+            n => format!("{job}/{millis}/{attempt}/{n}"),
+        };
         Self(Uuid::new_v5(&Self::NAMESPACE, name.as_bytes()))
     }
 
@@ -94,14 +114,16 @@ mod tests {
     use crate::domain::time::parse_time;
 
     #[test]
-    fn run_ids_are_deterministic_per_job_due_time_and_attempt() {
+    fn run_ids_are_deterministic_per_job_due_time_attempt_and_reschedule() {
         let job = JobId::generate();
         let at = parse_time("2030-01-01T00:00:00Z").unwrap();
-        assert_eq!(RunId::derive(job, at, 1), RunId::derive(job, at, 1));
-        assert_ne!(RunId::derive(job, at, 1), RunId::derive(job, at, 2));
+        assert_eq!(RunId::derive(job, at, 1, 0), RunId::derive(job, at, 1, 0));
+        assert_eq!(RunId::derive(job, at, 1, 3), RunId::derive(job, at, 1, 3));
+        assert_ne!(RunId::derive(job, at, 1, 0), RunId::derive(job, at, 2, 0));
+        assert_ne!(RunId::derive(job, at, 1, 0), RunId::derive(job, at, 1, 1));
         assert_ne!(
-            RunId::derive(job, at, 1),
-            RunId::derive(JobId::generate(), at, 1)
+            RunId::derive(job, at, 1, 0),
+            RunId::derive(JobId::generate(), at, 1, 0)
         );
     }
 
@@ -111,6 +133,7 @@ mod tests {
             JobId::generate(),
             parse_time("2030-01-01T00:00:00Z").unwrap(),
             1,
+            0,
         );
         assert_eq!(RunId::parse(&id.to_string()), Ok(id));
         assert_eq!(RunId::parse(&id.to_string().to_uppercase()), Ok(id));
@@ -144,5 +167,16 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn run_ids_of_jobs_never_rescheduled_are_the_ids_runs_always_had() {
+        // Pinned: a run recorded before the counter existed keeps matching its id.
+        let job = JobId::parse("65a1b2c3d4e5f60718293a02").unwrap();
+        let at = parse_time("2030-01-06T08:00:00Z").unwrap();
+        assert_eq!(
+            RunId::derive(job, at, 1, 0).to_string(),
+            "7c72adae-4839-5d17-be65-9f5e1ca01d58"
+        );
     }
 }

@@ -49,5 +49,5 @@ pub use self::{
         cron::{CronSchedule, DstShift, FireTime},
         preview::{MAX_PREVIEW, Preview},
     },
-    time::{format_time, parse_time, truncate},
+    time::{check_time, format_time, from_timestamp, in_range, parse_time, truncate},
 };

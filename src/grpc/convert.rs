@@ -13,7 +13,7 @@ use crate::{
     domain::{
         Event, FieldError, Invalid, Job, JobId, JobInput, JobType, MisfirePolicy, OverlapPolicy,
         PolicyInput, Preview, Run, RunId, RunResult, RunStatus, ScheduleFields, ScheduleInput,
-        field::Errors, format_time,
+        field::Errors, format_time, from_timestamp,
     },
     jobs::{JobReplacement, Page, PageRequest},
 };
@@ -26,13 +26,12 @@ pub(crate) fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
-/// A request timestamp as the RFC 3339 text a [`ScheduleInput`] holds.
+/// A request timestamp as the RFC 3339 text a [`ScheduleInput`] holds, checked by the same
+/// rule as a REST time (years 0001 to 9999, `nanos` below 1e9), so the text always parses.
 fn time_text(field: &str, t: &prost_types::Timestamp) -> Result<String, Invalid> {
-    u32::try_from(t.nanos)
-        .ok()
-        .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
+    from_timestamp(t.seconds, t.nanos)
         .map(format_time)
-        .ok_or_else(|| Invalid::field(field, "is not a valid timestamp"))
+        .map_err(|message| Invalid::field(field, message))
 }
 
 fn job_type(code: i32) -> Result<JobType, Invalid> {

@@ -48,7 +48,12 @@ impl JobChange {
                 }
                 let mut document = current.document();
                 merge_patch(&mut document, patch);
-                decode_value::<JobInput>(document)?.parse()
+                let input = decode_value::<JobInput>(document)?;
+                // Only what the patch sends is checked again.
+                match patch.get("schedule") {
+                    None => input.parse_keeping_schedule(&current.schedule),
+                    Some(_) => input.parse(),
+                }
             }
             Self::Replace(replacement) => {
                 let JobReplacement {
@@ -64,11 +69,15 @@ impl JobChange {
                 input.description = Some(description);
                 input.job_type = job_type;
                 input.job_data = job_data;
-                if let Some(schedule) = schedule {
-                    input.schedule = schedule;
-                }
                 policy.lay_over(&mut input);
-                input.parse()
+                // Only what the request sends is checked again.
+                match schedule {
+                    Some(schedule) => {
+                        input.schedule = schedule;
+                        input.parse()
+                    }
+                    None => input.parse_keeping_schedule(&current.schedule),
+                }
             }
         }
     }

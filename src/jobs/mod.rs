@@ -249,13 +249,19 @@ impl Jobs {
     }
 
     /// The first attempt number with no run recorded for the job's fire due at `due`: a job
-    /// moved back to a time it already fired for records a new attempt, not over the old run.
+    /// moved back to a time it already fired for numbers its attempts on from those its ledger
+    /// still holds. Only for the numbering: the run id's uniqueness does not rest on the
+    /// ledger, which is trimmed, but on `Job::reschedules`.
     async fn free_attempt(&self, job: &Job, due: DateTime<Utc>) -> Result<u32, Error> {
         let history = self.store.run_history(job.id).await?;
-        let taken =
-            |id: RunId| job.open_run(id).is_some() || history.iter().any(|r| r.run_id == id);
+        let taken = |attempt: u32| {
+            job.open_runs
+                .iter()
+                .chain(history.iter())
+                .any(|r| r.scheduled_for == due && r.attempt == attempt)
+        };
         (1..=MAX_ATTEMPTS_PER_DUE_TIME)
-            .find(|attempt| !taken(RunId::derive(job.id, due, *attempt)))
+            .find(|attempt| !taken(*attempt))
             .ok_or_else(|| {
                 Error::Conflict(format!(
                     "the job already fired {MAX_ATTEMPTS_PER_DUE_TIME} times for this due time; choose another"

@@ -198,7 +198,10 @@ impl IntoParams for PreviewParams {
             .build(),
             query(
                 "from",
-                "RFC 3339: list fires after this time (default now).",
+                &format!(
+                    "RFC 3339: list fires after this time (default now). {}",
+                    schemas::TIME_RANGE
+                ),
                 ObjectBuilder::new()
                     .schema_type(Type::String)
                     .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))

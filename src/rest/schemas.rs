@@ -317,12 +317,16 @@ fn job_data_description(what: &str) -> String {
     format!("{what}: a JSON object of at most 64 KiB.")
 }
 
-/// A date-time string.
+/// What every time a client sends must be (`domain::time::check_time`).
+pub(crate) const TIME_RANGE: &str =
+    "Years 0001 to 9999 once converted to UTC, seconds 0 to 59 (no leap seconds).";
+
+/// A date-time string a client sends.
 fn time(kind: SchemaType, description: &str) -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(kind)
         .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
-        .description(Some(description))
+        .description(Some(format!("{description} {TIME_RANGE}")))
         .examples([json!("2030-01-01T09:00:00Z")])
 }
 

@@ -52,6 +52,10 @@ pub(crate) struct JobJson {
     retries: Vec<PendingRetryJson>,
     #[serde(default = "first_attempt")]
     next_attempt: u32,
+    /// `Job::reschedules`; left out while 0, so documents of jobs never rescheduled are
+    /// written as before it existed, and such documents read as 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    reschedules: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     created_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,6 +68,10 @@ fn default_run_timeout() -> u32 {
 
 fn first_attempt() -> u32 {
     1
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A stored schedule: the fields of its kind only.
@@ -205,6 +213,7 @@ impl From<&Job> for JobJson {
             open_runs,
             retries,
             next_attempt,
+            reschedules,
             created_by,
             updated_by,
         } = job;
@@ -237,6 +246,7 @@ impl From<&Job> for JobJson {
                 })
                 .collect(),
             next_attempt: *next_attempt,
+            reschedules: *reschedules,
             created_by: created_by.clone(),
             updated_by: updated_by.clone(),
         }
@@ -266,6 +276,7 @@ impl TryFrom<JobJson> for Job {
             open_runs,
             retries,
             next_attempt,
+            reschedules,
             created_by,
             updated_by,
         } = stored;
@@ -301,6 +312,7 @@ impl TryFrom<JobJson> for Job {
                 })
                 .collect(),
             next_attempt,
+            reschedules,
             created_by,
             updated_by,
         })

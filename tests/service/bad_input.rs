@@ -3,7 +3,6 @@
 use scheduler::grpc::pb;
 use serde_json::{Value, json};
 use tonic::Code;
-use tonic_types::StatusExt;
 
 use crate::support::{Failures, TestApp, email_job};
 
@@ -505,21 +504,7 @@ async fn bad_grpc_creates_are_invalid_argument_with_field_violations_and_store_n
                 .metadata_mut()
                 .insert("idempotency-key", "x".repeat(300).parse().unwrap());
         }
-        match client.create_job(request).await {
-            Ok(_) => failures.expect(what, false, "it was accepted"),
-            Err(status) => {
-                failures.expect_eq(what, status.code(), Code::InvalidArgument);
-                let violations = status
-                    .get_details_bad_request()
-                    .map(|details| details.field_violations)
-                    .unwrap_or_default();
-                failures.expect(
-                    what,
-                    violations.iter().any(|v| v.field == field),
-                    format!("no violation names {field}: {violations:?}"),
-                );
-            }
-        }
+        failures.expect_invalid_argument(what, field, client.create_job(request).await);
     }
     failures.assert_none("bad gRPC creates");
     assert_eq!(app.job_count().await, 0);

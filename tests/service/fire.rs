@@ -1,6 +1,6 @@
 //! The scheduler fires one-shot jobs at their time, and results close their runs.
 
-use scheduler::domain::EventKind;
+use scheduler::domain::{EventKind, format_time};
 use serde_json::{Value, json};
 
 use crate::support::{TestApp, at, email_job, id_of, in_millis};
@@ -347,4 +347,63 @@ async fn create_wakes_the_sleeping_scheduler_for_an_earlier_job() {
         .await;
     // next_event gives up after 20 s, well before the minute the loop would sleep.
     app.next_event(EventKind::Run, &id_of(&job)).await;
+}
+
+/// A job moved back to a due time it fired for, after its ledger (two runs here) dropped the
+/// earlier runs of that time, fires under a run id it never had: executors drop repeated ids
+/// as duplicates, so a reused one would be an execution lost.
+#[tokio::test]
+async fn a_run_id_is_never_reused_however_the_ledger_is_trimmed() {
+    let mut config = scheduler::config::Config::for_tests();
+    config.run_history = 2;
+    let mut app = TestApp::spawn_with(config).await;
+    // Both in the past: each fires at once.
+    let (t, other) = ("2020-01-01T00:00:00.000Z", "2020-06-01T00:00:00.000Z");
+    let job = app.create_job(&email_job("moved back and forth", t)).await;
+    let id = id_of(&job);
+    let mut ids = Vec::new();
+    for next in [other, t, other, t, other, t] {
+        let run = app
+            .next_event(EventKind::Run, &id)
+            .await
+            .run
+            .clone()
+            .unwrap();
+        ids.push(run.run_id.to_string());
+        let (status, _) = app
+            .post_json(
+                &format!("/api/v1/jobs/{id}/runs/{}/result", run.run_id),
+                &json!({"status": "SUCCEEDED"}),
+            )
+            .await;
+        assert_eq!(status, 200, "the result of {}", run.run_id);
+        app.next_event(EventKind::Finished, &id).await;
+        let moved = app
+            .patch(
+                &format!("/api/v1/jobs/{id}"),
+                &json!({"schedule": {"runAt": next}}),
+            )
+            .await;
+        assert_eq!(moved.status().as_u16(), 200, "moved to {next}");
+    }
+    let last = app
+        .next_event(EventKind::Run, &id)
+        .await
+        .run
+        .clone()
+        .unwrap();
+    assert_eq!(format_time(last.scheduled_for), t);
+    assert!(
+        !ids.contains(&last.run_id.to_string()),
+        "{} was given out before: {ids:?}",
+        last.run_id
+    );
+    let ledger = app.runs(&id).await;
+    assert!(
+        ledger.iter().all(|r| r["runId"] != ids[0]),
+        "the first run of {t} was trimmed from the ledger: {ledger:?}"
+    );
+    ids.push(last.run_id.to_string());
+    let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "{ids:?}");
 }

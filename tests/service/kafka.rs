@@ -689,6 +689,7 @@ fn every_event_type_matches_its_golden_message() {
             open_runs: Vec::new(),
             retries: Vec::new(),
             next_attempt: 1,
+            reschedules: 0,
             created_by: None,
             updated_by: None,
         }

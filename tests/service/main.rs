@@ -9,6 +9,7 @@ mod access_keys;
 mod access_policy;
 mod architecture;
 mod bad_input;
+mod bad_time;
 mod compose;
 mod engine;
 mod fire;

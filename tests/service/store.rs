@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use scheduler::{
     domain::{
         DEFAULT_RUN_TIMEOUT_SECONDS, Event, EventKind, Job, JobId, JobStatus, JobType, Limits,
-        PendingRetry, Run, RunId, RunResult, RunStatus, Schedule, truncate,
+        PendingRetry, Run, RunResult, RunStatus, Schedule, truncate,
     },
     jobs::{
         JobFilter, PageRequest,
@@ -76,7 +76,7 @@ fn finished_run(job: &Job, scheduled_for: DateTime<Utc>, status: RunStatus) -> R
         RunStatus::Skipped | RunStatus::Missed | RunStatus::Cancelled
     );
     Run {
-        run_id: RunId::derive(job.id, scheduled_for, 1),
+        run_id: job.run_id(scheduled_for, 1),
         job_id: job.id,
         scheduled_for,
         fired_at: fired.then_some(scheduled_for),
@@ -186,6 +186,7 @@ async fn stored_job_reads_back_equal_and_survives_a_reopen(backend: Backend) {
         attempt: 2,
     });
     busy.next_attempt = 2;
+    busy.reschedules = 3;
     busy.refresh_status(None);
     assert_eq!(busy.status, JobStatus::Running);
     let interval = job_from(json!({

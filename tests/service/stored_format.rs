@@ -9,7 +9,7 @@ use bson::{Bson, Document};
 use scheduler::{
     domain::{
         Audit, Event, EventKind, Job, JobId, JobInput, MisfirePolicy, OverlapPolicy, PendingRetry,
-        RetryPolicy, Run, RunId, RunStatus,
+        RetryPolicy, Run, RunStatus,
     },
     jobs::ports::{IdempotencyKey, JobStore, Lease},
     store::sqlite::SqliteStore,
@@ -45,7 +45,7 @@ fn event(n: u128, kind: EventKind, job: &Job, run: Option<Run>) -> Event {
 fn run(job: &Job, due: &str, attempt: u32, status: RunStatus) -> Run {
     let fired = !matches!(status, RunStatus::Missed);
     Run {
-        run_id: RunId::derive(job.id, at(due), attempt),
+        run_id: job.run_id(at(due), attempt),
         job_id: job.id,
         scheduled_for: at(due),
         fired_at: fired.then(|| at(due) + chrono::Duration::milliseconds(4)),
@@ -139,6 +139,9 @@ async fn write_one_of_each(store: Arc<dyn JobStore>) {
     let mut next = interval.clone();
     next.touch(at("2030-01-01T12:00:00.500Z"));
     next.updated_by = Some("ops@example.com".into());
+    // As after an edit of its schedule: pins the counter run ids take part in (written only
+    // when not 0, so the other jobs' documents read as before it existed).
+    next.reschedules = 1;
     let audit = Audit {
         actor: Some("ops@example.com".into()),
         reason: Some("maintenance window".into()),

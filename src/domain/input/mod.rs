@@ -202,12 +202,26 @@ impl From<&JobSpec> for JobInput {
 impl JobInput {
     /// Checks every field and returns the domain spec, or every field error at once.
     pub fn parse(self) -> Result<JobSpec, Invalid> {
+        self.parse_over(None)
+    }
+
+    /// As [`JobInput::parse`], but the schedule is `stored`, taken as it is and not checked
+    /// again: an edit that does not send the schedule re-checks only what it sends, so a job
+    /// stored with a schedule a later rule refuses (a time out of range) can still be renamed.
+    pub fn parse_keeping_schedule(self, stored: &Schedule) -> Result<JobSpec, Invalid> {
+        self.parse_over(Some(stored))
+    }
+
+    fn parse_over(self, stored_schedule: Option<&Schedule>) -> Result<JobSpec, Invalid> {
         let mut errors = Errors::new();
         if let Err(e) = self.validate() {
             errors.extend(field_errors(&e));
         }
         let job_data = errors.take(check_job_data(self.job_type, self.job_data));
-        let schedule = errors.take(self.schedule.parse());
+        let schedule = match stored_schedule {
+            Some(stored) => Some(stored.clone()),
+            None => errors.take(self.schedule.parse()),
+        };
         let policy = errors.take(parse_policy(self.retry.as_ref(), self.run_timeout_seconds));
         errors.finish(|| {
             let (retry, run_timeout_seconds) = policy?;

@@ -108,7 +108,7 @@ impl Step {
 
     pub(super) fn fire(&mut self, scheduled_for: DateTime<Utc>, attempt: u32, now: DateTime<Utc>) {
         let run = Run {
-            run_id: RunId::derive(self.job.id, scheduled_for, attempt),
+            run_id: self.job.run_id(scheduled_for, attempt),
             job_id: self.job.id,
             scheduled_for,
             fired_at: Some(truncate(now)),
@@ -134,7 +134,7 @@ impl Step {
         now: DateTime<Utc>,
     ) {
         let run = Run {
-            run_id: RunId::derive(self.job.id, scheduled_for, attempt),
+            run_id: self.job.run_id(scheduled_for, attempt),
             job_id: self.job.id,
             scheduled_for,
             fired_at: None,

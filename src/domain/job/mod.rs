@@ -70,8 +70,14 @@ pub struct Job {
     /// Attempts waiting for their backoff, earliest first.
     pub retries: Vec<PendingRetry>,
     /// The attempt number the next regular fire records: 1, unless the job was rescheduled to a
-    /// due time it already fired for (then the next free one, so no run id is ever reused).
+    /// due time its ledger still holds runs of (then the next number those runs leave free).
+    /// Only numbering: that run ids are never reused rests on `reschedules`, not on the ledger.
     pub next_attempt: u32,
+    /// How often an update changed the schedule: part of every run id ([`RunId::derive`]), so
+    /// a job moved back to a due time it already fired for never fires an id again, even after
+    /// the ledger has dropped the earlier runs. Stored with the job; 0 for jobs stored before
+    /// it existed (their ids are unchanged).
+    pub reschedules: u32,
     /// Who created it: the creating token's `sub`; `None` without auth.
     pub created_by: Option<String>,
     /// Who made its last change through the API (an update or an operation); `None` without
@@ -103,6 +109,7 @@ impl Job {
             open_runs: Vec::new(),
             retries: Vec::new(),
             next_attempt: 1,
+            reschedules: 0,
             created_by: None,
             updated_by: None,
         }
@@ -133,6 +140,7 @@ impl Job {
         if schedule != self.schedule {
             next.schedule_time = schedule.first_due(now);
             next.next_attempt = 1;
+            next.reschedules = self.reschedules.saturating_add(1);
             if next.status != JobStatus::Paused {
                 next.status = JobStatus::Scheduled;
                 next.refresh_status(None);
@@ -209,5 +217,11 @@ impl Job {
     /// Looks up a run among the open ones.
     pub fn open_run(&self, run_id: RunId) -> Option<&Run> {
         self.open_runs.iter().find(|r| r.run_id == run_id)
+    }
+
+    /// The id of attempt `attempt` of its fire due at `scheduled_for`, under its current
+    /// schedule.
+    pub fn run_id(&self, scheduled_for: DateTime<Utc>, attempt: u32) -> RunId {
+        RunId::derive(self.id, scheduled_for, attempt, self.reschedules)
     }
 }

@@ -116,7 +116,7 @@ impl Job {
             )));
         }
         let at = truncate(now);
-        if self.open_run(RunId::derive(self.id, at, 1)).is_some() {
+        if self.open_run(self.run_id(at, 1)).is_some() {
             return Err(Refused(
                 "the job was triggered this very millisecond".into(),
             ));

@@ -10,7 +10,7 @@
 
 use std::{fmt, str::FromStr};
 
-use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use croner::{
     Cron,
@@ -22,6 +22,12 @@ use crate::domain::field::Invalid;
 /// Most local times looked at for one next fire; ends the search for expressions that
 /// (almost) never match, such as 30 February.
 const MAX_CANDIDATES: usize = 20_000;
+
+/// The last local year a cron fires in. `croner` 3 refuses to search forward from year 5000
+/// (`YEAR_UPPER_LIMIT`) but may still return a match early in 5000 when the search crosses into
+/// it; stopping at 4999 makes the end of every cron schedule the same, whatever its expression:
+/// no next fire, as after a one-shot's.
+pub const LAST_CRON_YEAR: i32 = 4999;
 
 /// A parsed cron expression in its time zone.
 #[derive(Clone)]
@@ -150,7 +156,7 @@ impl CronSchedule {
         self.zone
     }
 
-    /// The first fire strictly after `after`.
+    /// The first fire strictly after `after`; `None` past [`LAST_CRON_YEAR`].
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<FireTime> {
         // Start from the earliest local reading `after` could have near a transition, so a
         // local time repeated after a fall-back is still seen as already past.
@@ -164,6 +170,9 @@ impl CronSchedule {
             let next = self.cron.find_next_occurrence(&cursor, false).ok()?;
             cursor = next;
             let wanted = next.naive_utc();
+            if wanted.year() > LAST_CRON_YEAR {
+                return None;
+            }
             let fire = self.resolve(wanted);
             if fire.at > after {
                 return Some(fire);
@@ -322,5 +331,14 @@ mod tests {
             field_of(CronSchedule::parse("0 9 * * MON", "Mars/Olympus")),
             "schedule.timezone"
         );
+    }
+
+    #[test]
+    fn a_cron_stops_with_its_last_fire_in_year_4999() {
+        let cron = CronSchedule::parse("0 0 1 1 *", "Pacific/Kiritimati").unwrap();
+        let last = cron.next_after(utc("4998-06-01T00:00:00Z")).unwrap();
+        assert_eq!(last.local.to_string(), "4999-01-01 00:00:00");
+        assert!(cron.next_after(last.at).is_none());
+        assert!(cron.next_after(utc("6000-01-01T00:00:00Z")).is_none());
     }
 }

@@ -9,7 +9,7 @@ pub mod preview;
 use chrono::{DateTime, Duration, Utc};
 
 use self::cron::{CronSchedule, DstShift, FireTime};
-use crate::domain::time::truncate;
+use crate::domain::time::{in_range, truncate};
 
 /// Longest interval: one year of seconds.
 pub const MAX_INTERVAL_SECONDS: u64 = 366 * 24 * 3600;
@@ -146,7 +146,8 @@ impl Schedule {
                 } else {
                     start + ((after_ms - start) / step + 1) * step
                 };
-                let at = DateTime::from_timestamp_millis(at)?;
+                // The last fire is the last one the wires can carry (year 9999).
+                let at = DateTime::from_timestamp_millis(at).filter(|t| in_range(*t))?;
                 Some(FireTime {
                     at,
                     local: at.naive_utc(),
@@ -191,5 +192,16 @@ mod tests {
         };
         let now = utc("2030-01-01T00:00:00Z");
         assert_eq!(unanchored.first_due(now), Some(utc("2030-01-01T00:00:05Z")));
+    }
+
+    #[test]
+    fn an_interval_stops_with_its_last_fire_in_year_9999() {
+        let every = Schedule::Interval {
+            seconds: 3600,
+            start_at: Some(utc("2030-01-01T00:00:00Z")),
+        };
+        let last = utc("9999-12-31T23:00:00Z");
+        assert_eq!(every.next_after(utc("9999-12-31T22:30:00Z")), Some(last));
+        assert_eq!(every.next_after(last), None);
     }
 }

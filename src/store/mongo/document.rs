@@ -71,6 +71,10 @@ struct JobDoc {
     #[serde(default)]
     retries: Vec<PendingRetryDoc>,
     next_attempt: i32,
+    /// `Job::reschedules`; left out while 0, so documents of jobs never rescheduled (and the
+    /// older service's) read as 0 and are written as before it existed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    reschedules: i64,
     /// When the scheduler must next look at the job (`Job::due_at`): what the claim queries.
     due_at: Option<bson::DateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -215,6 +219,7 @@ impl JobDoc {
             open_runs,
             retries,
             next_attempt,
+            reschedules,
             created_by,
             updated_by,
         } = job;
@@ -244,6 +249,7 @@ impl JobDoc {
                 })
                 .collect(),
             next_attempt: small(*next_attempt),
+            reschedules: i64::from(*reschedules),
             due_at: job.due_at().map(bson_time),
             created_by: created_by.clone(),
             updated_by: updated_by.clone(),
@@ -270,6 +276,7 @@ impl JobDoc {
             open_runs,
             retries,
             next_attempt,
+            reschedules,
             due_at: _,
             created_by,
             updated_by,
@@ -311,6 +318,7 @@ impl JobDoc {
                 })
                 .collect::<anyhow::Result<_>>()?,
             next_attempt: u32::try_from(next_attempt)?,
+            reschedules: u32::try_from(reschedules)?,
             created_by,
             updated_by,
         })
@@ -492,4 +500,8 @@ pub(super) fn fence_of(document: &Document) -> u64 {
         Some(Bson::Int32(n)) => n.unsigned_abs().into(),
         _ => 0,
     }
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }

@@ -2,6 +2,9 @@
 
 use std::fmt::{Debug, Display};
 
+use tonic::Code;
+use tonic_types::StatusExt;
+
 /// The rows of a table test that failed so far.
 #[derive(Debug, Default)]
 #[must_use = "a table's failures are only reported by `assert_none`"]
@@ -25,6 +28,31 @@ impl Failures {
     pub fn expect(&mut self, row: impl Display, ok: bool, why: impl Display) {
         if !ok {
             self.0.push(format!("{row}: {why}"));
+        }
+    }
+
+    /// Records row `row` as failed unless `answer` is an INVALID_ARGUMENT whose field
+    /// violations name `field`.
+    pub fn expect_invalid_argument<T>(
+        &mut self,
+        row: impl Display,
+        field: &str,
+        answer: Result<T, tonic::Status>,
+    ) {
+        match answer {
+            Ok(_) => self.expect(row, false, "it was accepted"),
+            Err(status) => {
+                self.expect_eq(&row, status.code(), Code::InvalidArgument);
+                let violations = status
+                    .get_details_bad_request()
+                    .map(|details| details.field_violations)
+                    .unwrap_or_default();
+                self.expect(
+                    row,
+                    violations.iter().any(|v| v.field == field),
+                    format!("no violation names {field}: {violations:?}"),
+                );
+            }
         }
     }
 
