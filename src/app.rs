@@ -51,6 +51,8 @@ pub struct Application {
     kafka: Option<KafkaParts>,
     /// Access control, for its background refresh of a JWKS URL.
     auth: Auth,
+    /// How long open requests may take after shutdown starts.
+    grace: Duration,
     /// TLS for the port, when the certificate files are configured; plain HTTP otherwise.
     tls: Option<Tls>,
 }
@@ -205,6 +207,7 @@ impl Application {
             bus,
             kafka,
             auth,
+            grace: Duration::from_secs(config.shutdown_grace_seconds),
             tls,
         })
     }
@@ -281,10 +284,28 @@ impl Application {
             }
         };
         tokio::pin!(server);
+        // Once shutdown starts, open requests have `grace` to finish; then what is still open
+        // (a client that stalled mid-request, a health watch) is closed as the process exits.
+        let grace = self.grace;
+        let grace_over = {
+            let internal = internal.clone();
+            async move {
+                internal.cancelled().await;
+                tokio::time::sleep(grace).await;
+            }
+        };
+        tokio::pin!(grace_over);
         let mut failure = None;
         let served = loop {
             tokio::select! {
                 served = &mut server => break served,
+                () = &mut grace_over => {
+                    tracing::warn!(
+                        grace_seconds = grace.as_secs(),
+                        "requests still open after the shutdown grace period; closing them"
+                    );
+                    break Ok(());
+                }
                 exit = tasks.next_exit() => {
                     if let Some(error) = exit.failure(internal.is_cancelled()) {
                         tracing::error!(error = ?error, "a background task stopped; the service stops");

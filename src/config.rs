@@ -72,6 +72,12 @@ pub struct Config {
     #[arg(long, env = "SCHEDULER_REQUEST_TIMEOUT_SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_seconds: u64,
+    /// After SIGTERM, how long requests in flight may take to finish before the process exits
+    /// anyway, closing what is still open (a stalled client, a health watch), in seconds
+    /// (1 to 3600).
+    #[arg(long, env = "SCHEDULER_SHUTDOWN_GRACE_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub shutdown_grace_seconds: u64,
     /// How long a scheduler's claim on due jobs holds, in seconds (1 to 3600), before another
     /// may take them: longer than a fire batch takes, shorter than a dead replica's jobs should
     /// wait.

@@ -31,13 +31,24 @@ pub async fn router(
     timeout: Duration,
 ) -> anyhow::Result<Router> {
     let service =
-        pb::jobs_service_server::JobsServiceServer::new(JobsGrpc::new(jobs, bus, shutdown))
+        pb::jobs_service_server::JobsServiceServer::new(JobsGrpc::new(jobs, bus, shutdown.clone()))
             .max_decoding_message_size(max_message_bytes);
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<pb::jobs_service_server::JobsServiceServer<JobsGrpc>>()
         .await;
+    // Health turns NOT_SERVING the moment shutdown starts, so balancers watching it stop
+    // sending calls while those in flight finish.
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        health_reporter
+            .set_not_serving::<pb::jobs_service_server::JobsServiceServer<JobsGrpc>>()
+            .await;
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    });
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)

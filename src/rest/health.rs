@@ -18,13 +18,21 @@ pub(crate) async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /readyz`: the store and, when configured, the Kafka brokers answer.
+/// `GET /readyz`: the store and, when configured, the Kafka brokers answer, and the service is
+/// not shutting down.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
         (status = 200, description = "Ready", body = String),
-        (status = 503, description = "The store or the Kafka brokers are unreachable", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "The store or the Kafka brokers are unreachable, or the service is shutting down", body = Problem, content_type = PROBLEM_JSON),
     ))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
+    if state.shutdown.is_cancelled() {
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the service is shutting down",
+        )
+        .into_response();
+    }
     let (result, detail) = match state.jobs.ready().await {
         Ok(()) => (
             state.jobs.sink_ready().await,

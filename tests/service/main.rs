@@ -22,6 +22,7 @@ mod process;
 mod replicas;
 mod rest;
 mod rest_edge;
+mod shutdown;
 mod store;
 mod stored_format;
 mod support;

@@ -1,0 +1,111 @@
+//! A shutdown that always ends: after SIGTERM, health turns NOT_SERVING at once, and the
+//! process exits within its grace period even when clients hold connections open: a request
+//! whose headers never finish, an event stream that is never read, a gRPC health watch. What
+//! was acknowledged before is kept.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio_stream::StreamExt;
+
+use crate::support::{Service, sms_job};
+
+/// Sends SIGTERM to the service.
+fn terminate(service: &Service) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &service.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sigterm_ends_the_process_within_its_grace_whatever_the_clients_hold_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--shutdown-grace-seconds".to_owned(), "2".to_owned()];
+    let mut service = Service::start_with(dir.path(), &flags).await;
+    let http = reqwest::Client::new();
+    let created = http
+        .post(service.url("/api/v1/jobs"))
+        .json(&sms_job(
+            "kept",
+            json!({"intervalSeconds": 3600}),
+            json!({}),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+
+    // A request whose headers never finish.
+    let address = service.url("").trim_start_matches("http://").to_owned();
+    let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stalled
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-never: ends")
+        .await
+        .unwrap();
+    // An event stream nobody reads.
+    let unread = http
+        .get(service.url("/api/v1/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unread.status(), 200);
+    // A gRPC health watch.
+    let channel = tonic::transport::Channel::from_shared(service.url(""))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let serving = watch.next().await.unwrap().unwrap();
+    assert_eq!(
+        serving.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    let asked = Instant::now();
+    terminate(&service);
+    let update = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the watch hears of the shutdown")
+        .expect("an update")
+        .expect("a status");
+    assert_eq!(
+        update.status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32,
+        "health turns NOT_SERVING when shutdown starts"
+    );
+    let exited = loop {
+        if let Some(status) = service.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(30),
+            "the process is still running 30 s after SIGTERM with a 2 s grace"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exited.success(), "{exited:?}");
+    drop((stalled, unread, watch));
+
+    let restarted = Service::start(dir.path()).await;
+    let page: serde_json::Value = http
+        .get(restarted.url("/api/v1/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        page["totalCount"], 1,
+        "the job acknowledged before SIGTERM is kept"
+    );
+}
