@@ -6,6 +6,8 @@
 //! The scheduler and the use cases store a step in one atomic write, so a step happens
 //! completely or not at all, and a replica that lost its claim cannot store its step.
 
+use std::collections::VecDeque;
+
 use chrono::{DateTime, Duration, Utc};
 
 use super::{Job, PendingRetry};
@@ -241,35 +243,45 @@ impl Job {
         limits: &Limits,
         (misfire_threshold, why): (Duration, &str),
     ) {
-        let mut due = vec![first];
-        let mut beyond_scan = false;
-        while let Some(next) = due.last().and_then(|t| self.schedule.next_after(*t)) {
-            if next > now {
-                break;
-            }
-            if due.len() >= MAX_DUE_SCAN {
+        // Missed times are counted, and only the latest kept: what any policy fires or records
+        // of them is at most `max_catch_up` fired and `max_catch_up` recorded before those.
+        let keep = 2 * limits.max_catch_up + 1;
+        let late = now - misfire_threshold;
+        let recurring = self.schedule.is_recurring();
+        let (mut missed, mut on_time) = (VecDeque::with_capacity(keep), Vec::new());
+        let (mut scanned, mut not_kept, mut beyond_scan) = (0, 0, false);
+        let mut next = Some(first);
+        while let Some(t) = next.filter(|t| *t <= now) {
+            if scanned >= MAX_DUE_SCAN {
                 beyond_scan = true;
                 break;
             }
-            due.push(next);
+            scanned += 1;
+            // A one-shot always fires: its past time was asked for ("a past time fires at once").
+            if recurring && t < late {
+                missed.push_back(t);
+                if missed.len() > keep {
+                    missed.pop_front();
+                    not_kept += 1;
+                }
+            } else {
+                on_time.push(t);
+            }
+            next = self.schedule.next_after(t);
         }
+        // The first time after the last due one is the first after now: straight from now
+        // when the scan stopped short.
         step.job.schedule_time = if beyond_scan {
             self.schedule.next_after(now)
         } else {
-            due.last().and_then(|t| self.schedule.next_after(*t))
+            next
         };
         let first_attempt = step.job.next_attempt;
         step.job.next_attempt = 1;
         let attempt_of = |t: DateTime<Utc>| if t == first { first_attempt } else { 1 };
 
-        // A one-shot always fires: its past time was asked for ("a past time fires at once").
-        let late = now - misfire_threshold;
-        let split = if self.schedule.is_recurring() {
-            due.partition_point(|t| *t < late)
-        } else {
-            0
-        };
-        let (missed, on_time) = due.split_at(split);
+        let missed = Vec::from(missed);
+        let on_time = on_time.as_slice();
         let (to_fire, to_record): (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) =
             match (self.misfire_policy, missed.is_empty()) {
                 (_, true) => (on_time.to_vec(), Vec::new()),
@@ -287,6 +299,7 @@ impl Job {
                 }
             };
         let recorded_from = to_record.len().saturating_sub(limits.max_catch_up);
+        let unrecorded = recorded_from + not_kept;
         for (i, t) in to_record[recorded_from..].iter().enumerate() {
             let mut text = format!(
                 "missed: {why} (misfire policy {})",
@@ -296,9 +309,9 @@ impl Job {
                 text.push_str(&format!(
                     "; more than {MAX_DUE_SCAN} earlier missed times are not recorded one by one"
                 ));
-            } else if i == 0 && recorded_from > 0 {
+            } else if i == 0 && unrecorded > 0 {
                 text.push_str(&format!(
-                    "; {recorded_from} earlier missed times are not recorded one by one"
+                    "; {unrecorded} earlier missed times are not recorded one by one"
                 ));
             }
             step.record(*t, attempt_of(*t), RunStatus::Missed, text, now);

@@ -10,7 +10,9 @@
 
 use std::{fmt, str::FromStr};
 
-use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDateTime, TimeZone, Timelike, Utc};
+use chrono::{
+    DateTime, Datelike, Duration, LocalResult, NaiveDateTime, Offset, TimeZone, Timelike, Utc,
+};
 use chrono_tz::Tz;
 use croner::{
     Cron,
@@ -19,9 +21,9 @@ use croner::{
 
 use crate::domain::field::Invalid;
 
-/// Most local times looked at for one next fire; ends the search for expressions that
-/// (almost) never match, such as 30 February.
-const MAX_CANDIDATES: usize = 20_000;
+/// Most candidates looked at for one next fire. By the reasoning in `next_after` the first is
+/// always the answer; the bound only keeps a mistake in that reasoning from looping.
+const MAX_CANDIDATES: usize = 4;
 
 /// The last local year a cron fires in. `croner` 3 refuses to search forward from year 5000
 /// (`YEAR_UPPER_LIMIT`) but may still return a match early in 5000 when the search crosses into
@@ -157,18 +159,19 @@ impl CronSchedule {
     }
 
     /// The first fire strictly after `after`; `None` past [`LAST_CRON_YEAR`].
+    ///
+    /// One croner search from the right local start, then the DST rules on the one local time
+    /// it finds: the instant of a matching local time never decreases as the local time grows
+    /// (a skipped time moves to the jump, a repeated one to its first occurrence), so the
+    /// first match at or after [`Self::local_start`] is the answer. Costs microseconds for any
+    /// expression that matches at least once a year or so.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<FireTime> {
-        // Start from the earliest local reading `after` could have near a transition, so a
-        // local time repeated after a fall-back is still seen as already past.
-        let local = after.with_timezone(&self.zone).naive_local();
-        // Whole seconds: cron times are, and croner keeps the fraction of its start.
-        let start = (local - Duration::hours(3))
-            .with_nanosecond(0)
-            .unwrap_or(local);
+        let (start, mut inclusive) = self.local_start(after);
+        // croner reads a `DateTime<Utc>` as a plain wall clock: no DST of its own.
         let mut cursor = Utc.from_utc_datetime(&start);
+        // The first candidate is the answer; the loop only guards that reasoning.
         for _ in 0..MAX_CANDIDATES {
-            let next = self.cron.find_next_occurrence(&cursor, false).ok()?;
-            cursor = next;
+            let next = self.cron.find_next_occurrence(&cursor, inclusive).ok()?;
             let wanted = next.naive_utc();
             if wanted.year() > LAST_CRON_YEAR {
                 return None;
@@ -177,8 +180,47 @@ impl CronSchedule {
             if fire.at > after {
                 return Some(fire);
             }
+            cursor = next;
+            inclusive = false;
         }
         None
+    }
+
+    /// Where on the wall clock the fires after `after` begin, and whether that local time
+    /// itself may fire: every local time after `after`'s own reading, except while the clock
+    /// reads a repeated hour the second time, when the repeated local times have fired already
+    /// (at their first occurrence) and fires begin where the repetition ends.
+    fn local_start(&self, after: DateTime<Utc>) -> (NaiveDateTime, bool) {
+        let here = after.with_timezone(&self.zone);
+        let local = here.naive_local();
+        if let LocalResult::Ambiguous(first, _) = self.zone.from_local_datetime(&local)
+            && first.offset().fix() != here.offset().fix()
+        {
+            return (self.repetition_end(first.with_timezone(&Utc), after), true);
+        }
+        // Whole seconds: cron times are, and croner keeps the fraction of its start.
+        (local.with_nanosecond(0).unwrap_or(local), false)
+    }
+
+    /// The local time at which a repeated stretch of the wall clock ends, given the instants
+    /// of one local time's first and second occurrence: the transition between them is found
+    /// by halving (offsets change on whole seconds), and read on the clock before it.
+    fn repetition_end(&self, first: DateTime<Utc>, second: DateTime<Utc>) -> NaiveDateTime {
+        let offset_at = |s: i64| {
+            DateTime::from_timestamp(s, 0).map(|t| t.with_timezone(&self.zone).offset().fix())
+        };
+        let later = offset_at(second.timestamp());
+        let (mut before, mut at) = (first.timestamp(), second.timestamp());
+        while at - before > 1 {
+            let mid = before + (at - before) / 2;
+            if offset_at(mid) == later {
+                at = mid;
+            } else {
+                before = mid;
+            }
+        }
+        let last_before = DateTime::from_timestamp(at - 1, 0).unwrap_or(first);
+        last_before.with_timezone(&self.zone).naive_local() + Duration::seconds(1)
     }
 
     /// The instant of a local wall-clock time, by the DST rules above.
@@ -340,5 +382,149 @@ mod tests {
         assert_eq!(last.local.to_string(), "4999-01-01 00:00:00");
         assert!(cron.next_after(last.at).is_none());
         assert!(cron.next_after(utc("6000-01-01T00:00:00Z")).is_none());
+    }
+
+    /// The former search, kept as the reference: rewind three hours (more than any offset
+    /// change) and walk every match until one resolves after `after`.
+    fn brute_next_after(cron: &CronSchedule, after: DateTime<Utc>) -> Option<FireTime> {
+        let local = after.with_timezone(&cron.zone).naive_local();
+        let start = (local - Duration::hours(3)).with_nanosecond(0).unwrap();
+        let mut cursor = Utc.from_utc_datetime(&start);
+        for _ in 0..20_000 {
+            let next = cron.cron.find_next_occurrence(&cursor, false).ok()?;
+            cursor = next;
+            let fire = cron.resolve(next.naive_utc());
+            if fire.at > after {
+                return Some(fire);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn the_direct_search_finds_what_walking_every_match_finds_around_dst_changes() {
+        let crons = [
+            "*/7 * * * * *",
+            "30 * * * * *",
+            "0-59 0-59 0-23 1-31 1-12 0-6",
+            "*/15 * * * *",
+            "0,30 * * * *",
+            "45 * * * *",
+            "30 2 * * *",
+            "0 2 * * *",
+            "15 1 * * *",
+            "59 1 * * *",
+            "0 3 * * *",
+            "30 1,2 * * *",
+            "0 0 * * *",
+            "10 2 * * SUN",
+            "0 9 1 * *",
+        ];
+        // Each zone with instants around its spring-forward and fall-back changes.
+        let zones = [
+            (
+                "Europe/Berlin",
+                ["2026-03-29T01:00:00Z", "2026-10-25T01:00:00Z"],
+            ),
+            (
+                "America/New_York",
+                ["2026-03-08T07:00:00Z", "2026-11-01T06:00:00Z"],
+            ),
+            // A 30-minute change: 02:00 to 02:30 in October, 02:00 back to 01:30 in April.
+            (
+                "Australia/Lord_Howe",
+                ["2026-10-03T15:30:00Z", "2026-04-04T15:00:00Z"],
+            ),
+            ("UTC", ["2026-03-29T01:00:00Z", "2026-10-25T01:00:00Z"]),
+        ];
+        // Offsets from each change, in seconds: hours before, inside, the edges, after.
+        let offsets: [i64; 15] = [
+            -3 * 3600 - 1,
+            -3601,
+            -61,
+            -1,
+            0,
+            1,
+            60,
+            899,
+            1799,
+            2699,
+            3599,
+            3601,
+            5399,
+            7201,
+            26 * 3600,
+        ];
+        let mut compared = 0;
+        for (zone, changes) in zones {
+            for expression in crons {
+                let cron = CronSchedule::parse(expression, zone).unwrap();
+                for change in changes {
+                    for offset in &offsets {
+                        for millis in [0, 500] {
+                            let after = utc(change)
+                                + Duration::seconds(*offset)
+                                + Duration::milliseconds(millis);
+                            assert_eq!(
+                                cron.next_after(after),
+                                brute_next_after(&cron, after),
+                                "{expression} in {zone} after {after}"
+                            );
+                            compared += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(compared > 3_000);
+    }
+
+    #[test]
+    fn chains_of_fires_through_a_change_match_the_walk_one_by_one() {
+        for (zone, from) in [
+            ("Europe/Berlin", "2026-10-24T23:00:00Z"),
+            ("Europe/Berlin", "2026-03-28T23:00:00Z"),
+            ("America/New_York", "2026-11-01T04:00:00Z"),
+            ("Australia/Lord_Howe", "2026-04-04T13:00:00Z"),
+            ("Australia/Lord_Howe", "2026-10-03T13:00:00Z"),
+        ] {
+            for expression in ["*/10 * * * * *", "*/5 * * * *", "30 * * * *"] {
+                let cron = CronSchedule::parse(expression, zone).unwrap();
+                let (mut fast, mut slow) = (utc(from), utc(from));
+                for _ in 0..500 {
+                    let (a, b) = (cron.next_after(fast), brute_next_after(&cron, slow));
+                    assert_eq!(a, b, "{expression} in {zone} after {fast}");
+                    (fast, slow) = (a.unwrap().at, b.unwrap().at);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_half_hour_change_collapses_and_repeats_by_the_same_rules() {
+        // Lord Howe, 4 October 2026: 02:00 jumps to 02:30 (15:30 UTC the day before).
+        let cron = CronSchedule::parse("*/15 * * * *", "Australia/Lord_Howe").unwrap();
+        let got = fires(&cron, "2026-10-03T15:10:00Z", 3);
+        assert_eq!(
+            got,
+            vec![
+                ("2026-10-03T15:15:00Z".into(), DstShift::None),
+                ("2026-10-03T15:30:00Z".into(), DstShift::Skipped),
+                ("2026-10-03T15:45:00Z".into(), DstShift::None),
+            ]
+        );
+        // 5 April 2026: 02:00 falls back to 01:30 (15:00 UTC the day before); 01:45 fires
+        // once, and the clock's second pass through 01:30-02:00 fires nothing.
+        let got = fires(&cron, "2026-04-04T14:40:00Z", 3);
+        assert_eq!(
+            got,
+            vec![
+                ("2026-04-04T14:45:00Z".into(), DstShift::Repeated),
+                ("2026-04-04T15:30:00Z".into(), DstShift::None),
+                ("2026-04-04T15:45:00Z".into(), DstShift::None),
+            ]
+        );
+        let inside = cron.next_after(utc("2026-04-04T15:05:00Z")).unwrap();
+        assert_eq!(inside.at, utc("2026-04-04T15:30:00Z"));
     }
 }
