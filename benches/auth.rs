@@ -8,7 +8,6 @@
 
 use std::{
     path::Path,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -22,6 +21,9 @@ use scheduler::{
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+
+mod support;
+use support::{drive_with, percentiles};
 
 const CONCURRENCY: usize = 16;
 
@@ -51,41 +53,15 @@ fn sign_nth(algorithm: Algorithm, file: &str, kid: Option<&str>, n: usize) -> St
     jsonwebtoken::encode(&header, &claims, &key).unwrap()
 }
 
-fn percentiles(mut sample: Vec<f64>) -> (f64, f64) {
-    sample.sort_by(f64::total_cmp);
-    let at = |q: f64| sample[((sample.len() - 1) as f64 * q).round() as usize];
-    (at(0.50), at(0.99))
-}
-
 /// Runs `count` calls from `CONCURRENCY` tasks; requests per second and p50/p99 in ms.
 async fn drive<F, Fut>(count: usize, call: F) -> (f64, f64, f64)
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send,
 {
-    let call = Arc::new(call);
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..CONCURRENCY)
-        .map(|t| {
-            let call = call.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                for i in (t..count).step_by(CONCURRENCY) {
-                    let begun = Instant::now();
-                    call(i).await;
-                    latencies.push(begun.elapsed().as_secs_f64() * 1000.0);
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.unwrap());
-    }
-    let rate = count as f64 / start.elapsed().as_secs_f64();
-    let (p50, p99) = percentiles(latencies);
-    (rate, p50, p99)
+    let (elapsed, latencies) = drive_with(CONCURRENCY, count, call).await;
+    let (p50, p99, _) = percentiles(latencies);
+    (count as f64 / elapsed.as_secs_f64(), p50, p99)
 }
 
 struct Service {

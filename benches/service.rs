@@ -38,6 +38,9 @@ use scheduler::{
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+mod support;
+use support::{drive_with, percentiles};
+
 const CONCURRENCY: usize = 16;
 
 /// Concurrent inserts when filling MongoDB for the memory figures.
@@ -67,16 +70,6 @@ fn email_spec(name: &str, run_at: DateTime<Utc>) -> JobSpec {
     input.parse().unwrap()
 }
 
-/// Latency percentiles of a sample, in milliseconds.
-fn percentiles(mut sample: Vec<f64>) -> (f64, f64, f64) {
-    if sample.is_empty() {
-        return (f64::NAN, f64::NAN, f64::NAN);
-    }
-    sample.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| sample[((sample.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.99), *sample.last().unwrap())
-}
-
 fn report(label: &str, count: usize, elapsed: Duration, latencies: Vec<f64>) {
     let (p50, p99, max) = percentiles(latencies);
     println!(
@@ -92,35 +85,6 @@ where
     Fut: std::future::Future<Output = ()> + Send,
 {
     drive_with(CONCURRENCY, count, call).await
-}
-
-/// `drive` with `concurrency` tasks.
-async fn drive_with<F, Fut>(concurrency: usize, count: usize, call: F) -> (Duration, Vec<f64>)
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let call = Arc::new(call);
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|worker| {
-            let call = call.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                for i in (worker..count).step_by(concurrency) {
-                    let t = Instant::now();
-                    call(i).await;
-                    latencies.push(t.elapsed().as_secs_f64() * 1e3);
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::with_capacity(count);
-    for task in tasks {
-        latencies.extend(task.await.unwrap());
-    }
-    (start.elapsed(), latencies)
 }
 
 /// One running `Application` in this process.

@@ -1,0 +1,46 @@
+//! What the benchmarks share: driving a call from concurrent tasks and reading percentiles.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+/// p50, p99 and max of a sample, in its unit; NaN for an empty one.
+pub fn percentiles(mut sample: Vec<f64>) -> (f64, f64, f64) {
+    if sample.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    sample.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| sample[((sample.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99), *sample.last().unwrap())
+}
+
+/// Runs `count` calls of `call(i)` from `concurrency` tasks; the elapsed time and each call's
+/// latency in milliseconds.
+pub async fn drive_with<F, Fut>(concurrency: usize, count: usize, call: F) -> (Duration, Vec<f64>)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let call = Arc::new(call);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|worker| {
+            let call = call.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                for i in (worker..count).step_by(concurrency) {
+                    let t = Instant::now();
+                    call(i).await;
+                    latencies.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(count);
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    (start.elapsed(), latencies)
+}
