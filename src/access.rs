@@ -26,6 +26,7 @@ use axum::{
 
 use crate::{
     auth::{Auth, Refusal},
+    grpc,
     rest::Problem,
 };
 
@@ -67,22 +68,13 @@ pub async fn guard(State(guard): State<Guard>, mut request: Request, next: Next)
         }
         Err(refusal) => {
             guard.log.refused(&request, &refusal);
-            if is_grpc(&request) {
+            if grpc::is_grpc_call(request.headers()) {
                 grpc_refusal(&refusal)
             } else {
                 rest_refusal(&refusal)
             }
         }
     }
-}
-
-/// Whether the request is a gRPC call (by its content type, as gRPC defines it).
-fn is_grpc(request: &Request) -> bool {
-    request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 /// The `WWW-Authenticate` challenge of a refusal (RFC 6750 section 3).

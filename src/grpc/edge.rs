@@ -22,6 +22,14 @@ use tonic::Code;
 
 use crate::rest::Problem;
 
+/// Whether a request is a gRPC call, by its content type as the protocol defines it.
+pub(crate) fn is_grpc_call(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
 /// Longest `grpc-timeout` value: 8 digits (the protocol's bound).
 const MAX_TIMEOUT_DIGITS: usize = 8;
 
@@ -38,12 +46,7 @@ pub(crate) async fn edge(
         )
         .into_response();
     }
-    let is_grpc = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"));
-    if !is_grpc {
+    if !is_grpc_call(request.headers()) {
         return Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "a gRPC call needs Content-Type: application/grpc",

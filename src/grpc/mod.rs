@@ -7,6 +7,7 @@
 
 mod convert;
 mod edge;
+pub(crate) use self::edge::is_grpc_call;
 mod jobs;
 pub mod pb;
 mod status;

@@ -71,37 +71,53 @@ async fn an_unreadable_or_unparsable_key_stops_start_up_naming_its_setting() {
     failures.assert_none("start-up with bad keys");
 }
 
+/// The binary on a free port with `flags`, its log (standard output) captured.
+struct Logged {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Logged {
+    async fn start(flags: &[&std::ffi::OsStr]) -> Self {
+        let port = free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_scheduler"))
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(flags)
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        eventually("the service to answer", || {
+            let request = http.get(format!("{base}/healthz")).send();
+            async move { request.await.ok().map(|_| ()) }
+        })
+        .await;
+        Self { child, base }
+    }
+
+    /// Stops the service; what it logged.
+    fn log(mut self) -> String {
+        self.child.kill().unwrap();
+        let output = self.child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
 #[tokio::test]
 async fn without_auth_start_up_warns_once_that_the_api_is_open() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scheduler"))
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--store",
-            "embedded",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        // The log goes to standard output.
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let http = reqwest::Client::new();
-    eventually("the service to answer", || {
-        let request = http.get(format!("http://127.0.0.1:{port}/healthz")).send();
-        async move { request.await.ok().map(|_| ()) }
-    })
+    let service = Logged::start(&[
+        "--store".as_ref(),
+        "embedded".as_ref(),
+        "--data-dir".as_ref(),
+        dir.path().as_os_str(),
+    ])
     .await;
-    child.kill().unwrap();
-    let output = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&output.stdout);
+    let log = service.log();
     let warnings: Vec<_> = log
         .lines()
         .filter(|l| l.contains("WARN") && l.contains("open to anyone"))
@@ -111,31 +127,15 @@ async fn without_auth_start_up_warns_once_that_the_api_is_open() {
 
 #[tokio::test]
 async fn a_refused_call_is_logged_with_its_reason_and_subject_but_never_its_token() {
-    let port = free_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scheduler"))
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--store",
-            "memory",
-        ])
-        .arg("--auth-public-key-file")
-        .arg(key_path("rsa.pub"))
-        .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    eventually("the service to answer", || {
-        let request = http.get(format!("{base}/healthz")).send();
-        async move { request.await.ok().map(|_| ()) }
-    })
+    let key = key_path("rsa.pub");
+    let service = Logged::start(&[
+        "--store".as_ref(),
+        "memory".as_ref(),
+        "--auth-public-key-file".as_ref(),
+        key.as_os_str(),
+    ])
     .await;
+    let (http, base) = (reqwest::Client::new(), service.base.clone());
     let forged = Signer::OtherRsa.sign(&claims("mallory", "admin"), None);
     let viewer = token("vic", "viewer");
     for token in [&forged, &viewer] {
@@ -148,9 +148,7 @@ async fn a_refused_call_is_logged_with_its_reason_and_subject_but_never_its_toke
             .unwrap();
         assert!([401, 403].contains(&response.status().as_u16()));
     }
-    child.kill().unwrap();
-    let output = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&output.stdout);
+    let log = service.log();
     let refusals: Vec<_> = log.lines().filter(|l| l.contains("call refused")).collect();
     assert_eq!(refusals.len(), 2, "{log}");
     assert!(
