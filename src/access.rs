@@ -10,10 +10,7 @@
 //! arrive and at DEBUG beyond [`WARN_PER_WINDOW`] a window, so a client cannot flood the log.
 
 use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -116,11 +113,11 @@ fn grpc_refusal(refusal: &Refusal) -> Response {
     response
 }
 
-/// The log of refusals, with its per-window budget of WARN lines.
+/// The log of refusals, with its per-window budget of WARN lines: when the current window
+/// started, and how many refusals it has seen.
 #[derive(Default)]
 struct RefusalLog {
-    window: Mutex<Option<Instant>>,
-    in_window: AtomicU64,
+    window: Mutex<(Option<Instant>, u64)>,
 }
 
 impl RefusalLog {
@@ -143,18 +140,20 @@ impl RefusalLog {
     /// the last one sent to DEBUG.
     fn take_budget(&self) -> bool {
         let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let (started, seen) = &mut *window;
         let now = Instant::now();
-        if window.is_none_or(|start| now.duration_since(start) >= WINDOW) {
-            let previous = self.in_window.swap(0, Ordering::Relaxed);
+        if started.is_none_or(|start| now.duration_since(start) >= WINDOW) {
+            let previous = std::mem::take(seen);
             if previous > WARN_PER_WINDOW {
                 tracing::warn!(
                     quieted = previous - WARN_PER_WINDOW,
                     "more calls were refused than are logged at WARN; the rest went to DEBUG"
                 );
             }
-            *window = Some(now);
+            *started = Some(now);
         }
-        self.in_window.fetch_add(1, Ordering::Relaxed) < WARN_PER_WINDOW
+        *seen += 1;
+        *seen <= WARN_PER_WINDOW
     }
 }
 

@@ -212,9 +212,10 @@ impl Jobs {
             {
                 return Err(Error::VersionMismatch);
             }
-            let spec = change.apply(&current.spec())?;
+            let before = current.spec();
+            let spec = change.apply(&before)?;
             // A change that changes nothing stores nothing and tells no one.
-            if spec == current.spec() {
+            if spec == before {
                 return Ok(current);
             }
             let mut next = current.with_spec(spec, Utc::now());
