@@ -31,6 +31,7 @@ use scheduler::{
     app::Application,
     config::{Config, StoreKind},
     domain::{EventKind, Job, JobInput, JobSpec, Limits, RunId},
+    events::Watched,
     grpc::pb::{self, jobs_service_client::JobsServiceClient},
     jobs::ports::{Claim, ClaimedStep, JobStore, Lease},
     store::{mongo::MongoStore, sqlite::SqliteStore},
@@ -254,21 +255,20 @@ async fn fire_lag(replicas: &[Running], label: &str, count: usize, spread: bool)
         .iter()
         .enumerate()
         .map(|(replica, service)| {
-            let mut events = service.bus.subscribe();
+            let mut events = service.bus.subscribe(None);
             let seen = seen.clone();
             tokio::spawn(async move {
-                use tokio::sync::broadcast::error::RecvError;
                 loop {
                     let sighting = match events.recv().await {
-                        Ok(event) if event.kind == EventKind::Run => {
+                        Some(Watched::Event(event)) if event.kind == EventKind::Run => {
                             let received = Utc::now();
                             let run = event.run.as_ref().unwrap();
                             let lag = (received - run.scheduled_for).num_microseconds().unwrap();
                             Seen::Run(replica, run.run_id, lag as f64 / 1e3)
                         }
-                        Ok(_) => continue,
-                        Err(RecvError::Lagged(lost)) => Seen::Lost(lost),
-                        Err(RecvError::Closed) => break,
+                        Some(Watched::Event(_)) => continue,
+                        Some(Watched::Lagged(lost)) => Seen::Lost(lost),
+                        None => break,
                     };
                     if seen.send(sighting).is_err() {
                         break;

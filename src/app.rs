@@ -21,7 +21,7 @@ use crate::{
     access::{Guard, guard},
     auth::Auth,
     config::{Config, StoreKind},
-    events::EventBus,
+    events::{BufferLimits, EventBus},
     grpc,
     jobs::{EventRoute, Jobs, ports::JobStore},
     kafka::{KafkaSettings, consumer::ResultConsumer, producer::KafkaPublisher},
@@ -32,9 +32,6 @@ use crate::{
     store::{mongo::MongoStore, sqlite::SqliteStore},
     tls::Tls,
 };
-
-/// Events each slow live subscriber may fall behind by before it misses some.
-const EVENT_BUFFER: usize = 16 * 1024;
 
 /// The service, bound and ready to run.
 pub struct Application {
@@ -118,7 +115,10 @@ impl Application {
                 None
             }
         };
-        let bus = EventBus::new(EVENT_BUFFER);
+        let bus = EventBus::new(BufferLimits {
+            events: config.stream_buffer_events,
+            bytes: config.stream_buffer_bytes,
+        });
         let wake = Arc::new(Notify::new());
         let (events, kafka) = match config.kafka_settings() {
             None => {

@@ -78,6 +78,17 @@ pub struct Config {
     #[arg(long, env = "SCHEDULER_SHUTDOWN_GRACE_SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub shutdown_grace_seconds: u64,
+    /// Events one event-stream client (SSE or gRPC watch) may have pending, unread, before it
+    /// is cut off with a `lagged` notice (SSE) or DATA_LOSS (gRPC): 16 to 1,048,576.
+    #[arg(long, env = "SCHEDULER_STREAM_BUFFER_EVENTS", default_value_t = 16 * 1024,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(16..=1024 * 1024))]
+    pub stream_buffer_events: usize,
+    /// Bytes of memory the events one event-stream client has pending may hold before it is
+    /// cut off, in bytes: 1 MiB to 1 GiB. Events are shared between clients, so this bounds
+    /// what all stalled clients together hold, too.
+    #[arg(long, env = "SCHEDULER_STREAM_BUFFER_BYTES", default_value_t = 16 * 1024 * 1024,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024 * 1024..=1024 * 1024 * 1024))]
+    pub stream_buffer_bytes: usize,
     /// How long a scheduler's claim on due jobs holds, in seconds (1 to 3600), before another
     /// may take them: longer than a fire batch takes, shorter than a dead replica's jobs should
     /// wait.

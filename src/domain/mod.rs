@@ -14,10 +14,12 @@
 //! - [`run`]: runs and reported results;
 //! - [`event`]: what happened to a job;
 //! - [`audit`]: who asked for a change, and why;
+//! - [`data`]: a job's data, held as compact shared text;
 //! - [`input`]: raw input parsed into a [`JobSpec`], with every [`FieldError`] at once
 //!   ([`field`]).
 
 pub mod audit;
+pub mod data;
 pub mod event;
 pub mod field;
 pub mod ids;
@@ -30,6 +32,7 @@ pub mod time;
 
 pub use self::{
     audit::Audit,
+    data::JobData,
     event::{Event, EventKind},
     field::{FieldError, Invalid},
     ids::{JobId, RunId},

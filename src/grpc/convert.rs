@@ -13,7 +13,7 @@ use crate::{
     domain::{
         Event, FieldError, Invalid, Job, JobId, JobInput, JobType, MisfirePolicy, OverlapPolicy,
         PolicyInput, Preview, Run, RunId, RunResult, RunStatus, ScheduleFields, ScheduleInput,
-        field::Errors, format_time, from_timestamp,
+        data::exact_integers, field::Errors, format_time, from_timestamp,
     },
     jobs::{JobReplacement, Page, PageRequest},
 };
@@ -44,7 +44,10 @@ fn job_data(text: &str) -> Result<Value, Invalid> {
     if text.trim().is_empty() {
         return Ok(Value::Object(Default::default()));
     }
-    serde_json::from_str(text).map_err(|_| Invalid::field("jobData", "must be JSON text"))
+    let value =
+        serde_json::from_str(text).map_err(|_| Invalid::field("jobData", "must be JSON text"))?;
+    exact_integers(text, "jobData")?;
+    Ok(value)
 }
 
 /// A nonzero number: proto3's way of saying it was given.
@@ -351,7 +354,7 @@ impl From<&Job> for pb::Job {
             updated_time: Some(timestamp(job.updated_at)),
             status: job.status.code(),
             job_type: job.job_type.code(),
-            job_data: Value::Object(job.job_data.clone()).to_string(),
+            job_data: job.job_data.text().to_owned(),
             version: i64::try_from(job.version).unwrap_or(i64::MAX),
             created_by: job.created_by.clone().unwrap_or_default(),
             updated_by: job.updated_by.clone().unwrap_or_default(),
@@ -434,6 +437,7 @@ macro_rules! page_message {
                     page: count(page.page),
                     size: count(page.size),
                     has_more: page.has_more,
+                    truncated: page.truncated,
                 }
             }
         }

@@ -1,6 +1,7 @@
-//! Listings: which jobs (filters), which page of them, and the page with its counts.
+//! Listings: which jobs (filters), which page of them, and the page with its counts; and the
+//! byte bound of a page ([`MAX_PAGE_BYTES`]).
 
-use crate::domain::{FieldError, Invalid, JobStatus, JobType};
+use crate::domain::{FieldError, Invalid, Job, JobStatus, JobType, Run};
 
 /// Largest page size of a listing.
 pub const MAX_PAGE_SIZE: u64 = 100;
@@ -8,6 +9,48 @@ pub const MAX_PAGE_SIZE: u64 = 100;
 pub const MAX_PAGE: i64 = 1_000_000_000;
 /// Page size when none is given.
 pub const DEFAULT_PAGE_SIZE: u64 = 20;
+/// Most bytes the items of one page may take (about what they take on either wire): below the
+/// 4 MiB a gRPC client accepts by default, and what ten concurrent pages of the largest jobs
+/// hold in memory stays small. A page whose items would take more holds only those that fit,
+/// and says so (`truncated`).
+pub const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
+
+/// About how many bytes an item takes in a response: its texts plus a fixed allowance for
+/// the rest of its fields.
+pub trait Weight {
+    /// The bytes.
+    fn weight(&self) -> usize;
+}
+
+impl Weight for Job {
+    fn weight(&self) -> usize {
+        512 + self.name.len() + self.description.len() + self.job_data.size()
+    }
+}
+
+impl Weight for Run {
+    fn weight(&self) -> usize {
+        let text = |s: &Option<String>| s.as_deref().map_or(0, str::len);
+        256 + text(&self.error) + text(&self.output) + text(&self.actor) + text(&self.reason)
+    }
+}
+
+/// What a store has read of a page, so it stops reading once the items exceed
+/// [`MAX_PAGE_BYTES`]. The item that crosses the bound is kept, so [`Page::new`] sees that the
+/// page was cut and says so.
+#[derive(Debug, Default)]
+pub struct PageBudget {
+    bytes: usize,
+}
+
+impl PageBudget {
+    /// Adds `item` to the page's `items`; whether the store should read on.
+    pub fn push<T: Weight>(&mut self, items: &mut Vec<T>, item: T) -> bool {
+        self.bytes = self.bytes.saturating_add(item.weight());
+        items.push(item);
+        self.bytes <= MAX_PAGE_BYTES
+    }
+}
 
 /// Filters of a job listing; all given filters must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -77,12 +120,29 @@ pub struct Page<T> {
     pub size: u64,
     /// Whether pages follow this one.
     pub has_more: bool,
+    /// Whether the page holds only its first items, because all would take more than
+    /// [`MAX_PAGE_BYTES`]: the rest are seen by asking for a smaller page size.
+    pub truncated: bool,
 }
 
 impl<T> Page<T> {
     /// The page `request` of a listing of `total_count` items.
-    pub fn new(items: Vec<T>, total_count: u64, request: PageRequest) -> Self {
+    /// The items are kept up to [`MAX_PAGE_BYTES`] (at least one).
+    pub fn new(mut items: Vec<T>, total_count: u64, request: PageRequest) -> Self
+    where
+        T: Weight,
+    {
         let total_pages = total_count.div_ceil(request.size.max(1));
+        let mut bytes = 0usize;
+        let fit = items
+            .iter()
+            .position(|item| {
+                bytes = bytes.saturating_add(item.weight());
+                bytes > MAX_PAGE_BYTES
+            })
+            .map_or(items.len(), |first_over| first_over.max(1));
+        let truncated = fit < items.len();
+        items.truncate(fit);
         Self {
             items,
             total_count,
@@ -90,6 +150,7 @@ impl<T> Page<T> {
             page: request.page,
             size: request.size,
             has_more: request.page < total_pages,
+            truncated,
         }
     }
 
@@ -102,6 +163,7 @@ impl<T> Page<T> {
             page: self.page,
             size: self.size,
             has_more: self.has_more,
+            truncated: self.truncated,
         }
     }
 }
@@ -136,12 +198,34 @@ mod tests {
         );
     }
 
+    impl Weight for usize {
+        fn weight(&self) -> usize {
+            *self
+        }
+    }
+
     #[test]
     fn pages_count_the_whole_listing() {
         let page = Page::new(vec![1, 2], 5, PageRequest { page: 2, size: 2 });
         assert_eq!((page.total_pages, page.has_more), (3, true));
         let last = Page::new(vec![5], 5, PageRequest { page: 3, size: 2 });
-        assert!(!last.has_more);
+        assert!(!last.has_more && !last.truncated);
         assert_eq!(last.map(|n| n * 10).items, vec![50]);
+    }
+
+    #[test]
+    fn a_page_keeps_the_items_that_fit_its_bytes_and_says_so() {
+        let request = PageRequest { page: 1, size: 4 };
+        let half = MAX_PAGE_BYTES / 2;
+        let page = Page::new(vec![half, half, 1, 1], 9, request);
+        assert_eq!((page.items.len(), page.truncated), (2, true));
+        let whole = Page::new(vec![half, half - 1, 1], 9, request);
+        assert_eq!((whole.items.len(), whole.truncated), (3, false));
+        let huge = Page::new(vec![MAX_PAGE_BYTES * 2, 1], 9, request);
+        assert_eq!(
+            (huge.items.len(), huge.truncated),
+            (1, true),
+            "one item always"
+        );
     }
 }

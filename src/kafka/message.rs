@@ -49,7 +49,7 @@ pub fn payload(event: &Event) -> Value {
         "UpdatedAt": format_time(job.updated_at),
         "Status": job.status.code(),
         "JobType": job.job_type.code(),
-        "JobData": Value::Object(job.job_data.clone()).to_string(),
+        "JobData": job.job_data.text(),
         "Event": event.kind.name(),
         "Version": job.version,
         "Schedule": ScheduleInput::from(&job.schedule),

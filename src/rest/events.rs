@@ -18,8 +18,9 @@ use super::{
 use crate::{events::Watched, jobs::Error};
 
 /// Live lifecycle and run events as Server-Sent Events (`event:` is the type, `data:` the
-/// event JSON). A client that falls too far behind gets a `lagged` event saying how many it
-/// missed.
+/// event JSON). A client that falls too far behind (more pending than
+/// `--stream-buffer-events` or `--stream-buffer-bytes`) gets a `lagged` event saying how many it
+/// missed, and the stream ends: it should read the state again and reconnect.
 #[utoipa::path(
     get, path = "/api/v1/events", tag = "events",
     params(EventParams),
@@ -57,7 +58,7 @@ fn message(watched: Watched) -> sse::Event {
     }
 }
 
-/// Tells the client it missed `missed` events and should read the state again.
+/// Tells the client it missed `missed` events and was cut off: it should read the state again.
 fn lagged(missed: u64) -> sse::Event {
     sse::Event::default()
         .event("lagged")

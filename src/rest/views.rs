@@ -2,13 +2,12 @@
 //! from the domain in one place.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::{
     domain::{
-        Event, Job, JobStatus, JobType, MisfirePolicy, OverlapPolicy, Preview, RetryPolicy, Run,
-        RunStatus, Schedule, ScheduleFields, format_time,
+        Event, Job, JobData, JobStatus, JobType, MisfirePolicy, OverlapPolicy, Preview,
+        RetryPolicy, Run, RunStatus, Schedule, ScheduleFields, format_time,
     },
     jobs::Page,
 };
@@ -24,7 +23,7 @@ pub(crate) struct JobView {
     description: String,
     job_type: JobType,
     #[schema(value_type = Object)]
-    job_data: Value,
+    job_data: JobData,
     schedule: ScheduleView,
     retry: RetryPolicy,
     run_timeout_seconds: u32,
@@ -91,7 +90,7 @@ impl From<&Job> for JobView {
             name: job.name.clone(),
             description: job.description.clone(),
             job_type: job.job_type,
-            job_data: Value::Object(job.job_data.clone()),
+            job_data: job.job_data.clone(),
             schedule: ScheduleView::from(&job.schedule),
             retry: job.retry,
             run_timeout_seconds: job.run_timeout_seconds,
@@ -211,6 +210,10 @@ macro_rules! page_view {
             page: u64,
             size: u64,
             has_more: bool,
+            /// True when the page holds only its first items, because all of them would exceed
+            /// the response size limit (3 MiB): ask for a smaller `size` to see the rest.
+            #[serde(default)]
+            truncated: bool,
             $items: Vec<$view>,
         }
 
@@ -226,6 +229,7 @@ macro_rules! page_view {
                     page: page.page,
                     size: page.size,
                     has_more: page.has_more,
+                    truncated: page.truncated,
                 }
             }
         }

@@ -8,7 +8,6 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::names::{
@@ -17,8 +16,8 @@ use super::names::{
 };
 use crate::{
     domain::{
-        DEFAULT_RUN_TIMEOUT_SECONDS, Event, Job, JobId, PendingRetry, RetryPolicy, Run, RunId,
-        Schedule, ScheduleFields,
+        DEFAULT_RUN_TIMEOUT_SECONDS, Event, Job, JobData, JobId, PendingRetry, RetryPolicy, Run,
+        RunId, Schedule, ScheduleFields,
     },
     jobs::ports::StoreError,
 };
@@ -31,7 +30,7 @@ pub(crate) struct JobJson {
     name: String,
     description: String,
     job_type: StoredJobType,
-    job_data: Map<String, Value>,
+    job_data: JobData,
     schedule: ScheduleJson,
     #[serde(default)]
     retry: RetryJson,

@@ -353,6 +353,35 @@ fn cases() -> Vec<Case> {
         status: 413,
         field: None,
     });
+    // Integers no store keeps exactly, written out (a `Value` cannot hold them).
+    let big = |base: Value, pointer: &str, digits: &str| {
+        with(base, pointer, json!("@big@"))
+            .to_string()
+            .replace("\"@big@\"", digits)
+            .into_bytes()
+    };
+    cases.push(Case {
+        what: "an integer in jobData beyond 64 bits",
+        method: "POST",
+        path: jobs.into(),
+        content_type: "application/json",
+        body: big(good.clone(), "/jobData/Subject", "99999999999999999999"),
+        status: 400,
+        field: Some("jobData.Subject"),
+    });
+    cases.push(Case {
+        what: "an integer beyond 64 bits in a patch of jobData",
+        method: "PATCH",
+        path: "/api/v1/jobs/{id}".into(),
+        content_type: "application/merge-patch+json",
+        body: big(
+            json!({"jobData": {"Count": [1, 2, 0]}}),
+            "/jobData/Count/2",
+            "-9223372036854775809",
+        ),
+        status: 400,
+        field: Some("jobData.Count[2]"),
+    });
     cases.push(Case {
         what: "malformed patch",
         method: "PATCH",
@@ -493,6 +522,14 @@ async fn bad_grpc_creates_are_invalid_argument_with_field_violations_and_store_n
                 ..valid.clone()
             },
             "job_data.SourceAddress",
+        ),
+        (
+            "an integer in job data beyond 64 bits",
+            pb::CreateJobRequest {
+                job_data: r#"{"Ids": [1, 18446744073709551616]}"#.into(),
+                ..valid.clone()
+            },
+            "job_data.Ids[1]",
         ),
         ("a bad idempotency key", valid.clone(), "idempotency-key"),
     ];

@@ -143,3 +143,37 @@ async fn what_is_not_a_grpc_call_is_answered_as_http() {
     );
     assert_eq!(app.job_count().await, 0);
 }
+
+#[tokio::test]
+async fn a_list_page_stays_within_what_a_default_grpc_client_accepts_and_says_it_was_cut() {
+    let app = TestApp::spawn().await;
+    let data = serde_json::json!({"Note": "n".repeat(60 * 1024)});
+    for i in 0..80 {
+        app.create_job(&crate::support::sms_job(
+            &format!("big {i}"),
+            serde_json::json!({"intervalSeconds": 3600}),
+            serde_json::json!({"jobData": data}),
+        ))
+        .await;
+    }
+    // The generated client keeps tonic's default limit of 4 MiB per message.
+    let mut client = app.grpc().await;
+    let page = client
+        .list_jobs(pb::ListJobsRequest { page: 1, size: 100 })
+        .await
+        .expect("the page fits the client's limit")
+        .into_inner();
+    assert!(page.truncated);
+    assert_eq!((page.total_count, page.size), (80, 100));
+    assert!(
+        page.jobs.len() > 1 && page.jobs.len() < 80,
+        "{}",
+        page.jobs.len()
+    );
+    let small = client
+        .list_jobs(pb::ListJobsRequest { page: 1, size: 20 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!small.truncated && small.jobs.len() == 20);
+}

@@ -675,7 +675,7 @@ fn every_event_type_matches_its_golden_message() {
             name: "Weekly report".into(),
             description: "Monday's numbers".into(),
             job_type: JobType::Email,
-            job_data: data.as_object().unwrap().clone(),
+            job_data: data.as_object().unwrap().clone().into(),
             schedule: Schedule::RunAt(at("2030-01-07T09:00:00Z")),
             retry: RetryPolicy::default(),
             run_timeout_seconds: 300,

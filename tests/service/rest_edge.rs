@@ -91,3 +91,41 @@ async fn a_body_announced_too_large_is_refused_before_the_client_sends_it() {
     assert!(answer.contains("application/problem+json"), "{answer}");
     assert_eq!(app.job_count().await, 0);
 }
+
+#[tokio::test]
+async fn integers_in_job_data_are_kept_exactly_to_64_bits() {
+    let app = TestApp::spawn().await;
+    let body = sms_job("exact", json!({"intervalSeconds": 3600}), json!({}))
+        .to_string()
+        .replace(
+            r#""jobData":{"To":"+100"}"#,
+            r#""jobData":{"To":"+100","Largest":9223372036854775807,"Smallest":-9223372036854775808,"Unsigned":[9007199254740993]}"#,
+        );
+    let response = app
+        .http
+        .post(app.url("/api/v1/jobs"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let id = id_of(&response.json().await.unwrap());
+    let text = app
+        .http
+        .get(app.url(&format!("/api/v1/jobs/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for exact in [
+        r#""Largest":9223372036854775807"#,
+        r#""Smallest":-9223372036854775808"#,
+        // 2^53 + 1: past what a double holds exactly.
+        r#""Unsigned":[9007199254740993]"#,
+    ] {
+        assert!(text.contains(exact), "{exact} not in {text}");
+    }
+}

@@ -11,7 +11,8 @@ use scheduler::{
         PendingRetry, Run, RunResult, RunStatus, Schedule, truncate,
     },
     jobs::{
-        JobFilter, PageRequest,
+        JobFilter, Page, PageRequest,
+        listing::MAX_PAGE_BYTES,
         ports::{
             Claim, ClaimedStep, DEFAULT_RUN_HISTORY, IdempotencyKey, JobStore, Lease, StoreError,
         },
@@ -155,6 +156,7 @@ conformance!(
     a_superseded_claimer_writes_nothing_and_stores_no_event,
     the_ledger_keeps_the_newest_runs_in_order,
     paging_counts_and_filters_are_exact_at_the_edges,
+    a_page_of_big_jobs_stops_at_its_byte_bound,
     idempotency_keys_are_unique,
     deleting_removes_the_job_and_its_runs,
     every_write_stores_its_event_atomically_and_in_order,
@@ -171,7 +173,8 @@ async fn stored_job_reads_back_equal_and_survives_a_reopen(backend: Backend) {
     // Every field away from its default: policies, an open run and a waiting retry.
     let mut busy = job_from(json!({
         "name": "busy job", "description": "all fields set", "jobType": "SMS",
-        "jobData": {"To": "+100", "Count": 3, "Tags": ["a", "b"], "Nested": {"On": true}},
+        "jobData": {"To": "+100", "Count": 3, "Tags": ["a", "b"], "Nested": {"On": true},
+            "Largest": i64::MAX, "Smallest": i64::MIN, "Fraction": 0.1},
         "schedule": {"cron": "0 9 * * MON", "timezone": "Europe/Berlin"},
         "retry": {"maxAttempts": 3, "backoffSeconds": 7},
         "runTimeoutSeconds": 42, "misfirePolicy": "FIRE_ALL", "overlapPolicy": "ALLOW"
@@ -806,6 +809,40 @@ async fn paging_counts_and_filters_are_exact_at_the_edges(backend: Backend) {
         failures.expect_eq(format!("prefix {prefix:?}"), count(filter).await, expected);
     }
     failures.assert_none("name prefixes");
+}
+
+async fn a_page_of_big_jobs_stops_at_its_byte_bound(backend: Backend) {
+    let store = backend.open().await;
+    let data = json!({"Note": "n".repeat(60 * 1024)});
+    for i in 0..60 {
+        let job = job_from(json!({
+            "name": format!("big {i}"), "jobType": "SMS", "jobData": data,
+            "schedule": {"runAt": "2030-01-01T00:00:00Z"}
+        }));
+        store.insert(&job, None, &[]).await.unwrap();
+    }
+    let (jobs, total) = store
+        .list(&JobFilter::default(), PageRequest { page: 1, size: 100 })
+        .await
+        .unwrap();
+    assert_eq!(total, 60);
+    let bytes: usize = jobs.iter().map(|job| job.job_data.size()).sum();
+    // The store reads up to and including the job that crosses 3 MiB, and no further.
+    assert!(
+        jobs.len() > 40 && jobs.len() < 60,
+        "{} jobs of {bytes} bytes",
+        jobs.len()
+    );
+    assert!(bytes - jobs[0].job_data.size() < MAX_PAGE_BYTES);
+    let page = Page::new(jobs, total, PageRequest { page: 1, size: 100 });
+    assert!(page.truncated);
+    assert!(
+        page.items
+            .iter()
+            .map(|job| job.job_data.size())
+            .sum::<usize>()
+            < MAX_PAGE_BYTES
+    );
 }
 
 async fn idempotency_keys_are_unique(backend: Backend) {

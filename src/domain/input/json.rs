@@ -8,7 +8,7 @@ use serde::{
     de::{DeserializeOwned, MapAccess, Visitor, value::MapAccessDeserializer},
 };
 
-use crate::domain::field::Invalid;
+use crate::domain::{data::exact_integers, field::Invalid};
 
 /// Decodes a JSON object into `T`; a malformed document or a wrong field is an error naming
 /// the field.
@@ -36,6 +36,9 @@ pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Invalid> {
         Err(e) => return Err(path_error(e)),
     };
     de.end().map_err(|e| not_json(&e))?;
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        exact_integers(text, "")?;
+    }
     Ok(decoded)
 }
 
@@ -186,7 +189,10 @@ mod tests {
         assert_eq!(whole("-3e2"), Ok(Some(-300)));
         assert_eq!(whole("null"), Ok(None));
         assert_eq!(whole("1e300"), Ok(Some(i64::MAX)));
-        assert_eq!(whole("18446744073709551615"), Ok(Some(i64::MAX)));
+        // An integer no store keeps exactly is refused wherever it is, naming its field.
+        let beyond = whole("18446744073709551615").unwrap_err();
+        assert_eq!(beyond.0[0].field, "whole");
+        assert!(beyond.0[0].message.contains("64-bit"), "{beyond:?}");
     }
 
     #[test]

@@ -10,13 +10,14 @@ pub mod json;
 pub mod schedule;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use validator::{Validate, ValidateEmail, ValidationError, ValidationErrors};
 
 pub use self::schedule::ScheduleInput;
 use crate::domain::{
+    data::JobData,
     field::{Errors, FieldError, Invalid},
     policy::{
         DEFAULT_RUN_TIMEOUT_SECONDS, JobType, MAX_ATTEMPTS, MAX_BACKOFF_SECONDS,
@@ -151,7 +152,7 @@ pub struct JobSpec {
     /// Which executors act on its runs.
     pub job_type: JobType,
     /// A JSON object of at most [`MAX_JOB_DATA_BYTES`], with the fields its type needs.
-    pub job_data: Map<String, Value>,
+    pub job_data: JobData,
     /// When it fires.
     pub schedule: Schedule,
     /// How failed attempts are retried.
@@ -186,7 +187,7 @@ impl From<&JobSpec> for JobInput {
             name: spec.name.clone(),
             description: Some(spec.description.clone()),
             job_type: spec.job_type,
-            job_data: Value::Object(spec.job_data.clone()),
+            job_data: spec.job_data.to_value(),
             schedule: ScheduleInput::from(&spec.schedule),
             retry: Some(RetryInput {
                 max_attempts: Some(i64::from(spec.retry.max_attempts)),
@@ -361,12 +362,12 @@ fn snake_to_camel(s: &str) -> String {
 }
 
 /// Checks `jobData`: an object, at most 64 KiB, and the fields its job type needs.
-fn check_job_data(job_type: JobType, data: Value) -> Result<Map<String, Value>, Invalid> {
+fn check_job_data(job_type: JobType, data: Value) -> Result<JobData, Invalid> {
     let Value::Object(map) = data else {
         return Err(Invalid::field("jobData", "must be a JSON object"));
     };
-    let size = serde_json::to_string(&map).map_or(usize::MAX, |text| text.len());
-    if size > MAX_JOB_DATA_BYTES {
+    let data = JobData::from_map(&map);
+    if data.size() > MAX_JOB_DATA_BYTES {
         return Err(Invalid::field(
             "jobData",
             format!("must be at most {MAX_JOB_DATA_BYTES} bytes of JSON"),
@@ -395,7 +396,7 @@ fn check_job_data(job_type: JobType, data: Value) -> Result<Map<String, Value>, 
             }
         }
     }
-    errors.finish(|| Some(map))
+    errors.finish(|| Some(data))
 }
 
 #[cfg(test)]

@@ -7,10 +7,8 @@ mod fixtures;
 pub mod lifecycle;
 pub mod operations;
 
-use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
-
 use super::{
+    data::JobData,
     ids::{JobId, RunId},
     input::JobSpec,
     policy::{JobStatus, JobType, MisfirePolicy, OverlapPolicy, RetryPolicy, RunStatus},
@@ -18,6 +16,7 @@ use super::{
     schedule::Schedule,
     time::truncate,
 };
+use chrono::{DateTime, Utc};
 
 /// An attempt waiting for its backoff to pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +41,7 @@ pub struct Job {
     /// Which executors act on its runs.
     pub job_type: JobType,
     /// A JSON object; its shape is checked per job type.
-    pub job_data: Map<String, Value>,
+    pub job_data: JobData,
     /// When it fires, anchored at creation (an interval always has its start).
     pub schedule: Schedule,
     /// How failed attempts are retried.

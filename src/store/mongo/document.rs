@@ -12,10 +12,11 @@ use anyhow::anyhow;
 use bson::{Bson, Document, doc, oid::ObjectId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::{
     domain::{
-        DEFAULT_RUN_TIMEOUT_SECONDS, Event, Job, JobId, JobStatus, JobType, PendingRetry,
+        DEFAULT_RUN_TIMEOUT_SECONDS, Event, Job, JobData, JobId, JobStatus, JobType, PendingRetry,
         RetryPolicy, Run, RunId, Schedule, ScheduleFields,
     },
     jobs::ports::{IdempotencyKey, StoreError},
@@ -228,7 +229,7 @@ impl JobDoc {
             name: name.clone(),
             description: description.clone(),
             job_type: job_type.code(),
-            job_data: bson::serialize_to_document(job_data).map_err(internal)?,
+            job_data: bson::serialize_to_document(&job_data.to_map()).map_err(internal)?,
             schedule: ScheduleDoc::from(schedule),
             retry: RetryDoc::from(*retry),
             run_timeout_seconds: i64::from(*run_timeout_seconds),
@@ -288,7 +289,9 @@ impl JobDoc {
             description,
             job_type: JobType::from_code(job_type)
                 .ok_or_else(|| anyhow!("unknown job type {job_type}"))?,
-            job_data: bson::deserialize_from_document(job_data)?,
+            job_data: JobData::from(bson::deserialize_from_document::<Map<String, Value>>(
+                job_data,
+            )?),
             schedule: schedule.into_schedule()?,
             retry: RetryPolicy {
                 max_attempts: u32::try_from(retry.max_attempts)?,

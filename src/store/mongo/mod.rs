@@ -48,7 +48,7 @@ use super::{RELAY_LEASE, earliest_due_first, history_bound};
 use crate::{
     domain::{Event, Job, JobId, Run},
     jobs::{
-        listing::{JobFilter, PageRequest},
+        listing::{JobFilter, PageBudget, PageRequest},
         ports::{
             Claim, ClaimedStep, DEFAULT_RUN_HISTORY, IdempotencyKey, JobStore, Lease, StoreError,
         },
@@ -267,7 +267,7 @@ impl JobStore for MongoStore {
             .count_documents(query.clone())
             .await
             .map_err(map_err)?;
-        let documents: Vec<Document> = self
+        let mut cursor = self
             .jobs
             .find(query)
             .sort(doc! { "createdAt": -1, "_id": -1 })
@@ -275,14 +275,17 @@ impl JobStore for MongoStore {
             .limit(page.size as i64)
             .projection(without_runs())
             .await
-            .map_err(map_err)?
-            .try_collect()
-            .await
             .map_err(map_err)?;
-        Ok((
-            documents.into_iter().filter_map(decode_job).collect(),
-            total,
-        ))
+        // One document decoded at a time: a parsed BSON document takes many times its size.
+        let (mut jobs, mut budget) = (Vec::new(), PageBudget::default());
+        while let Some(document) = cursor.try_next().await.map_err(map_err)? {
+            if let Some(job) = decode_job(document)
+                && !budget.push(&mut jobs, job)
+            {
+                break;
+            }
+        }
+        Ok((jobs, total))
     }
 
     async fn update(

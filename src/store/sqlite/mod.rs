@@ -24,12 +24,12 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, ToSql, TransactionBehavior, params};
 use uuid::Uuid;
 
-use self::rows::{JobRow, event_doc, event_of, job_of, run_doc, run_of, sql_int};
-use super::{RELAY_LEASE, earliest_due_first, from_millis, history_bound, prefix_end};
+use self::rows::{JobRow, event_doc, event_of, filter_clause, job_of, run_doc, run_of, sql_int};
+use super::{RELAY_LEASE, earliest_due_first, from_millis, history_bound};
 use crate::{
     domain::{Event, Job, JobId, Run},
     jobs::{
-        listing::{JobFilter, PageRequest},
+        listing::{JobFilter, PageBudget, PageRequest},
         ports::{
             Claim, ClaimedStep, DEFAULT_RUN_HISTORY, IdempotencyKey, JobStore, Lease, StoreError,
         },
@@ -344,31 +344,7 @@ impl JobStore for SqliteStore {
     ) -> Result<(Vec<Job>, u64), StoreError> {
         let filter = filter.clone();
         self.with(move |conn| {
-            let mut clauses = Vec::new();
-            let mut values: Vec<Box<dyn ToSql>> = Vec::new();
-            if let Some(status) = filter.status {
-                values.push(Box::new(status.code()));
-                clauses.push(format!("status = ?{}", values.len()));
-            }
-            if let Some(job_type) = filter.job_type {
-                values.push(Box::new(job_type.code()));
-                clauses.push(format!("job_type = ?{}", values.len()));
-            }
-            if let Some(prefix) = filter.name_prefix.filter(|p| !p.is_empty()) {
-                // A range, so the name index serves the prefix match.
-                let end = prefix_end(&prefix);
-                values.push(Box::new(prefix));
-                clauses.push(format!("name >= ?{}", values.len()));
-                if let Some(end) = end {
-                    values.push(Box::new(end));
-                    clauses.push(format!("name < ?{}", values.len()));
-                }
-            }
-            let filter_sql = if clauses.is_empty() {
-                String::new()
-            } else {
-                format!("WHERE {}", clauses.join(" AND "))
-            };
+            let (filter_sql, values) = filter_clause(filter);
             let refs: Vec<&dyn ToSql> = values.iter().map(|v| v.as_ref()).collect();
             let total: i64 = conn
                 .query_row(
@@ -385,7 +361,15 @@ impl JobStore for SqliteStore {
                      ORDER BY created_at DESC, id DESC LIMIT {limit} OFFSET {offset}"
                 ))
                 .map_err(map_err)?;
-            let jobs = collect(&mut stmt, &refs, job_of)?;
+            let mut rows = stmt.query(refs.as_slice()).map_err(map_err)?;
+            let (mut jobs, mut budget) = (Vec::new(), PageBudget::default());
+            while let Some(row) = rows.next().map_err(map_err)? {
+                if let Some(job) = job_of(row).map_err(map_err)?
+                    && !budget.push(&mut jobs, job)
+                {
+                    break;
+                }
+            }
             Ok((jobs, total.unsigned_abs()))
         })
         .await

@@ -1,14 +1,15 @@
 //! A job as the embedded store's `jobs` row holds it: its document (`store::json`) beside the
-//! columns the queries filter and order on, which are derived from the job on every write.
+//! columns the queries filter and order on, which are derived from the job on every write; and
+//! a listing's filter as a condition on those columns.
 
-use rusqlite::Row;
+use rusqlite::{Row, ToSql};
 
 use crate::{
     domain::{Event, Job, Run},
-    jobs::ports::StoreError,
+    jobs::{listing::JobFilter, ports::StoreError},
     store::{
         json::{EventJson, JobJson, RunJson, from_text, to_text},
-        or_skip,
+        or_skip, prefix_end,
     },
 };
 
@@ -74,4 +75,34 @@ pub(super) fn run_of(row: &Row<'_>) -> rusqlite::Result<Option<Run>> {
 pub(super) fn event_of(row: &Row<'_>) -> rusqlite::Result<Option<Event>> {
     let (id, doc): (String, String) = (row.get(0)?, row.get(1)?);
     Ok(or_skip("event", &id, from_text::<EventJson, Event>(&doc)))
+}
+
+/// The `WHERE` clause of a listing's `filter` on the row's columns (empty for no filter), and
+/// the values of its numbered parameters.
+pub(super) fn filter_clause(filter: JobFilter) -> (String, Vec<Box<dyn ToSql>>) {
+    let mut clauses = Vec::new();
+    let mut values: Vec<Box<dyn ToSql>> = Vec::new();
+    if let Some(status) = filter.status {
+        values.push(Box::new(status.code()));
+        clauses.push(format!("status = ?{}", values.len()));
+    }
+    if let Some(job_type) = filter.job_type {
+        values.push(Box::new(job_type.code()));
+        clauses.push(format!("job_type = ?{}", values.len()));
+    }
+    if let Some(prefix) = filter.name_prefix.filter(|p| !p.is_empty()) {
+        // A range, so the name index serves the prefix match.
+        let end = prefix_end(&prefix);
+        values.push(Box::new(prefix));
+        clauses.push(format!("name >= ?{}", values.len()));
+        if let Some(end) = end {
+            values.push(Box::new(end));
+            clauses.push(format!("name < ?{}", values.len()));
+        }
+    }
+    if clauses.is_empty() {
+        (String::new(), values)
+    } else {
+        (format!("WHERE {}", clauses.join(" AND ")), values)
+    }
 }

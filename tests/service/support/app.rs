@@ -6,12 +6,12 @@ use scheduler::{
     app::Application,
     config::Config,
     domain::{Event, EventKind},
+    events::{Subscription, Watched},
     grpc::pb::jobs_service_client::JobsServiceClient,
 };
 use serde_json::Value;
 
 use super::wait::eventually;
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -20,7 +20,7 @@ pub struct TestApp {
     pub addr: SocketAddr,
     jobs: scheduler::jobs::Jobs,
     pub http: reqwest::Client,
-    events: broadcast::Receiver<Arc<Event>>,
+    events: Subscription,
     shutdown: CancellationToken,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     /// `https` when the config has TLS files, else `http`.
@@ -42,7 +42,7 @@ impl TestApp {
             .await
             .expect("the service builds");
         let addr = app.local_addr();
-        let events = app.events().subscribe();
+        let events = app.events().subscribe(None);
         let jobs = app.jobs();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(app.run(shutdown.clone()));
@@ -182,7 +182,7 @@ impl TestApp {
     pub async fn next_event(&mut self, kind: EventKind, id: &str) -> Arc<Event> {
         let wait = async {
             loop {
-                let event = self.events.recv().await.expect("event bus open");
+                let event = self.next_published().await;
                 if event.kind == kind && event.job.id.to_string() == id {
                     return event;
                 }
@@ -197,16 +197,28 @@ impl TestApp {
     /// by the time its response is.
     pub fn published(&mut self) -> Vec<Arc<Event>> {
         let mut events = Vec::new();
-        while let Ok(event) = self.events.try_recv() {
-            events.push(event);
+        while let Some(watched) = self.events.try_recv() {
+            events.push(Self::published_event(watched));
         }
         events
+    }
+
+    /// The next event published, waiting for it.
+    async fn next_published(&mut self) -> Arc<Event> {
+        Self::published_event(self.events.recv().await.expect("the subscription is open"))
+    }
+
+    fn published_event(watched: Watched) -> Arc<Event> {
+        match watched {
+            Watched::Event(event) => event,
+            Watched::Lagged(missed) => panic!("the test fell {missed} events behind"),
+        }
     }
 
     /// Waits for the next run event of any job.
     pub async fn next_any_run(&mut self) -> Arc<Event> {
         loop {
-            let event = self.events.recv().await.expect("event bus open");
+            let event = self.next_published().await;
             if event.kind == EventKind::Run {
                 return event;
             }
