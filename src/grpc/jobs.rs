@@ -206,7 +206,7 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
     ) -> Result<Response<pb::PreviewScheduleResponse>, Status> {
         let (schedule, count, from): (ScheduleInput, Option<i64>, Option<String>) =
             request.into_inner().try_into()?;
-        let preview = preview(&schedule, count, from.as_deref())?;
+        let preview = preview(schedule, count, from).await?;
         Ok(Response::new(pb::PreviewScheduleResponse::from(&preview)))
     }
 

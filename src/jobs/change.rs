@@ -36,6 +36,20 @@ pub struct JobReplacement {
 }
 
 impl JobChange {
+    /// Whether it sends a cron expression, which takes evaluating.
+    pub fn sends_cron(&self) -> bool {
+        match self {
+            Self::MergePatch(patch) => patch
+                .get("schedule")
+                .and_then(|schedule| schedule.get("cron"))
+                .is_some_and(|cron| !cron.is_null()),
+            Self::Replace(replacement) => replacement
+                .schedule
+                .as_ref()
+                .is_some_and(|schedule| schedule.cron.is_some()),
+        }
+    }
+
     /// The checked fields after the change is applied to `current`.
     pub fn apply(&self, current: &JobSpec) -> Result<JobSpec, Invalid> {
         match self {

@@ -18,7 +18,7 @@ pub mod listing;
 pub mod ports;
 pub mod route;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
@@ -40,9 +40,51 @@ const MAX_ATTEMPTS_PER_DUE_TIME: u32 = 100;
 /// How often a read-modify-write is retried when a concurrent writer won the race.
 const WRITE_ATTEMPTS: usize = 8;
 
+/// Longest the evaluation of a new cron expression may take. Every next fire is one search,
+/// but refusing an expression that never matches searches to the year 5000 (tens of
+/// milliseconds), so a new cron is evaluated on the blocking pool, never on the threads that
+/// serve requests, and a call whose evaluation takes longer than this is refused.
+const EVALUATION_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Runs `work`, which evaluates a new cron expression when `cron` is true, off the request
+/// threads and within [`EVALUATION_DEADLINE`]; anything else runs at once.
+async fn evaluate<T: Send + 'static>(
+    cron: bool,
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    if !cron {
+        return work();
+    }
+    match tokio::time::timeout(EVALUATION_DEADLINE, tokio::task::spawn_blocking(work)).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(failed)) => Err(Error::Internal(anyhow::anyhow!(
+            "evaluating a schedule failed: {failed}"
+        ))),
+        Err(_) => Err(Error::from(crate::domain::Invalid::field(
+            "schedule.cron",
+            format!(
+                "takes longer than {} s to evaluate",
+                EVALUATION_DEADLINE.as_secs()
+            ),
+        ))),
+    }
+}
+
 /// The next fire times of a schedule as a client gives it: `count` (1 to 100, default 10)
-/// after `from` (RFC 3339, default now).
-pub fn preview(
+/// after `from` (RFC 3339, default now). A cron expression is evaluated off the request
+/// threads.
+pub async fn preview(
+    schedule: ScheduleInput,
+    count: Option<i64>,
+    from: Option<String>,
+) -> Result<Preview, Error> {
+    evaluate(schedule.cron.is_some(), move || {
+        preview_now(&schedule, count, from.as_deref())
+    })
+    .await
+}
+
+fn preview_now(
     schedule: &ScheduleInput,
     count: Option<i64>,
     from: Option<&str>,
@@ -124,7 +166,7 @@ impl Jobs {
         idempotency_key: Option<String>,
         by: &Audit,
     ) -> Result<Created, Error> {
-        let spec = input.parse()?;
+        let spec = evaluate(input.schedule.cron.is_some(), move || Ok(input.parse()?)).await?;
         let key = match idempotency_key {
             Some(key) => {
                 check_idempotency_key(&key)?;
@@ -213,7 +255,10 @@ impl Jobs {
                 return Err(Error::VersionMismatch);
             }
             let before = current.spec();
-            let spec = change.apply(&before)?;
+            let spec = {
+                let (change, before) = (change.clone(), before.clone());
+                evaluate(change.sends_cron(), move || Ok(change.apply(&before)?)).await?
+            };
             // A change that changes nothing stores nothing and tells no one.
             if spec == before {
                 return Ok(current);

@@ -360,6 +360,6 @@ pub(crate) async fn preview(
     ApiQuery(params): ApiQuery<PreviewParams>,
 ) -> Result<axum::Json<PreviewView>, Error> {
     let (schedule, count, from) = params.parse()?;
-    let preview = crate::jobs::preview(&schedule, count, from.as_deref())?;
+    let preview = crate::jobs::preview(schedule, count, from).await?;
     Ok(axum::Json(PreviewView::from(&preview)))
 }

@@ -98,5 +98,6 @@ pub fn router(state: AppState, settings: &RestSettings) -> Router {
             settings.max_body_bytes,
             problem::announced_too_large,
         ))
+        .layer(axum::middleware::from_fn(problem::uri_too_long))
         .layer(TraceLayer::new_for_http())
 }

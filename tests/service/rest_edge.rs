@@ -1,5 +1,6 @@
 //! REST edge cases a hostile or careless client reaches: a change that changes nothing, `If-Match`
-//! lists, and a huge body announced with `Expect: 100-continue`.
+//! lists, a huge body announced with `Expect: 100-continue`, integers past 2^53 in job data, and a
+//! request target too long.
 
 use scheduler::domain::EventKind;
 use serde_json::json;
@@ -128,4 +129,30 @@ async fn integers_in_job_data_are_kept_exactly_to_64_bits() {
     ] {
         assert!(text.contains(exact), "{exact} not in {text}");
     }
+}
+
+#[tokio::test]
+async fn a_request_target_too_long_is_414_with_a_problem_and_a_long_but_fine_one_answers() {
+    let app = TestApp::spawn().await;
+    let fine = app
+        .http
+        .get(app.url(&format!("/healthz?padding={}", "n".repeat(7 * 1024))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fine.status(), 200);
+    let long = app
+        .http
+        .get(app.url(&format!("/api/v1/jobs?name={}", "n".repeat(9 * 1024))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(long.status(), 414);
+    assert_eq!(long.headers()["content-type"], "application/problem+json");
+    let problem: serde_json::Value = long.json().await.unwrap();
+    assert_eq!(problem["status"], 414);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("8192 bytes"),
+        "{problem}"
+    );
 }

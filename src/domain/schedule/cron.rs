@@ -8,7 +8,12 @@
 //! - a local time that occurs twice (the clock falls back) fires once, at its first occurrence;
 //! - several local times that land on the same instant fire once.
 
-use std::{fmt, str::FromStr};
+use std::{
+    collections::HashMap,
+    fmt,
+    str::FromStr,
+    sync::{Arc, Mutex, OnceLock, PoisonError},
+};
 
 use chrono::{
     DateTime, Datelike, Duration, LocalResult, NaiveDateTime, Offset, TimeZone, Timelike, Utc,
@@ -36,7 +41,7 @@ pub const LAST_CRON_YEAR: i32 = 4999;
 pub struct CronSchedule {
     expression: String,
     zone: Tz,
-    cron: Cron,
+    cron: Arc<Cron>,
 }
 
 impl fmt::Debug for CronSchedule {
@@ -263,13 +268,37 @@ impl CronSchedule {
     }
 }
 
-/// The parser every expression goes through: seconds optional (first of six), no year field.
-fn compile(expression: &str) -> Result<Cron, croner::errors::CronError> {
-    CronParser::builder()
-        .seconds(Seconds::Optional)
-        .year(Year::Disallowed)
-        .build()
-        .parse(expression)
+/// Distinct expressions kept compiled; past this many the cache starts again empty.
+const COMPILED_CACHE: usize = 4096;
+
+/// The compiled `expression`: from the cache of those compiled before, else through the parser
+/// every expression goes through (seconds optional, first of six; no year field). A stored job
+/// is read, and its expression loaded, on every claim and every call; compiling a per-second
+/// expression costs more than the fire it is loaded for, and few jobs have distinct ones.
+fn compile(expression: &str) -> Result<Arc<Cron>, croner::errors::CronError> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Cron>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Mutex::default);
+    // The map is consistent after every step, so a panic elsewhere does not spoil it.
+    if let Some(cron) = cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(expression)
+    {
+        return Ok(cron.clone());
+    }
+    let cron = Arc::new(
+        CronParser::builder()
+            .seconds(Seconds::Optional)
+            .year(Year::Disallowed)
+            .build()
+            .parse(expression)?,
+    );
+    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    if cache.len() >= COMPILED_CACHE {
+        cache.clear();
+    }
+    cache.insert(expression.to_owned(), cron.clone());
+    Ok(cron)
 }
 
 #[cfg(test)]
