@@ -18,22 +18,27 @@ use axum::Router;
 use tower_http::trace::TraceLayer;
 
 use self::jobs::JobsGrpc;
-use crate::{events::EventBus, jobs::Jobs};
+use crate::{events::EventBus, jobs::Jobs, throttle::StreamLimit};
 
 /// The gRPC services as an axum router without a fallback, to merge into the REST router.
 /// A call that takes longer than `timeout` (or its `grpc-timeout`) to answer ends with
 /// DEADLINE_EXCEEDED (a stream's answer is its first headers, so open watches are not cut);
-/// the rest of the protocol's edge is in [`edge`].
+/// the rest of the protocol's edge is in [`edge`]. The watch shares `streams` with SSE.
 pub async fn router(
     jobs: Jobs,
     bus: EventBus,
     shutdown: tokio_util::sync::CancellationToken,
+    streams: StreamLimit,
     max_message_bytes: usize,
     timeout: Duration,
 ) -> anyhow::Result<Router> {
-    let service =
-        pb::jobs_service_server::JobsServiceServer::new(JobsGrpc::new(jobs, bus, shutdown.clone()))
-            .max_decoding_message_size(max_message_bytes);
+    let service = pb::jobs_service_server::JobsServiceServer::new(JobsGrpc::new(
+        jobs,
+        bus,
+        shutdown.clone(),
+        streams,
+    ))
+    .max_decoding_message_size(max_message_bytes);
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
