@@ -8,6 +8,12 @@
 //! or 403 with `error="insufficient_scope"`, as problem documents; gRPC answers
 //! UNAUTHENTICATED or PERMISSION_DENIED. Each refusal is logged once, at WARN while few
 //! arrive and at DEBUG beyond [`WARN_PER_WINDOW`] a window, so a client cannot flood the log.
+//!
+//! [`throttle`], inside the guard, applies the optional request rate per client
+//! (`crate::throttle::RateLimit`, by the caller's subject, else its address): past it, REST
+//! answers 429 with `Retry-After` and gRPC RESOURCE_EXHAUSTED with `retry-after` metadata.
+//! Health checks (`/healthz`, `/readyz`, `grpc.health.v1.Health`) are never limited, so a
+//! busy client cannot make a balancer take the service out.
 
 use std::{
     sync::{Arc, Mutex},
@@ -25,6 +31,7 @@ use crate::{
     auth::{Auth, Refusal},
     grpc,
     rest::Problem,
+    throttle::{Client, RateLimit},
 };
 
 /// Refusals logged at WARN per [`WINDOW`]; the rest go to DEBUG and are counted.
@@ -72,6 +79,37 @@ pub async fn guard(State(guard): State<Guard>, mut request: Request, next: Next)
             }
         }
     }
+}
+
+/// The middleware applying the request rate, when one is set; inside [`guard`], so a caller
+/// is known by its subject when it has one.
+pub async fn throttle(
+    State(rate): State<Option<Arc<RateLimit>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(rate) = rate else {
+        return next.run(request).await;
+    };
+    if is_health_check(request.uri().path()) {
+        return next.run(request).await;
+    }
+    match rate.check(&Client::of(request.extensions())) {
+        Ok(()) => next.run(request).await,
+        Err(exhausted) => {
+            tracing::debug!(path = request.uri().path(), detail = %exhausted.detail, "call throttled");
+            if grpc::is_grpc_call(request.headers()) {
+                tonic::Status::from(exhausted).into_http()
+            } else {
+                exhausted.into_response()
+            }
+        }
+    }
+}
+
+/// Whether a path is a health check, which no rate limits.
+fn is_health_check(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz") || path.starts_with("/grpc.health.v1.Health/")
 }
 
 /// The `WWW-Authenticate` challenge of a refusal (RFC 6750 section 3).

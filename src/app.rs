@@ -9,16 +9,14 @@
 //! consumer, the certificate reloading) stops the service with an error, so the process exits
 //! non-zero and its supervisor restarts it.
 
-use std::{future::IntoFuture, net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
-use futures::{FutureExt, future::BoxFuture};
 use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    access::{Guard, guard},
+    access::{Guard, guard, throttle},
     auth::Auth,
     config::{Config, StoreKind},
     events::{BufferLimits, EventBus},
@@ -29,7 +27,9 @@ use crate::{
     rest::{self, AppState, RestSettings},
     runtime::{Backoff, Outage, Supervisor},
     scheduler::{Scheduler, SchedulerSettings},
+    serve::{self, Port, ServeSettings},
     store::{mongo::MongoStore, sqlite::SqliteStore},
+    throttle::RateLimit,
     tls::Tls,
 };
 
@@ -52,6 +52,10 @@ pub struct Application {
     grace: Duration,
     /// TLS for the port, when the certificate files are configured; plain HTTP otherwise.
     tls: Option<Tls>,
+    /// The accept loop's limits.
+    serve: ServeSettings,
+    /// The request rate per client, when one is set, for its background sweep.
+    rate: Option<Arc<RateLimit>>,
 }
 
 /// What runs beside the server when Kafka is configured.
@@ -91,6 +95,9 @@ impl Application {
 
     /// As `build`, with a store made by the caller.
     pub async fn with_store(config: Config, store: Arc<dyn JobStore>) -> anyhow::Result<Self> {
+        let serve = config.serve_settings()?;
+        let streams = config.stream_limit();
+        let rate = config.rate_limit().map(Arc::new);
         let auth = Auth::from_settings(&config.auth).await?;
         if auth.is_on() {
             tracing::info!("access control: every API call needs a token");
@@ -172,6 +179,7 @@ impl Application {
             jobs: jobs.clone(),
             bus: bus.clone(),
             shutdown: internal_shutdown.clone(),
+            streams: streams.clone(),
         };
         let rest_settings = RestSettings {
             max_body_bytes: config.max_body_bytes,
@@ -181,15 +189,20 @@ impl Application {
             jobs.clone(),
             bus.clone(),
             internal_shutdown.clone(),
+            streams,
             config.max_body_bytes,
             config.request_timeout(),
         )
         .await?;
         // The guard wraps both protocols, so every call, present and future, is decided by
-        // the one policy before any handler runs.
-        let router = rest::router(state, &rest_settings).merge(grpc).layer(
-            axum::middleware::from_fn_with_state(Guard::new(auth.clone()), guard),
-        );
+        // the one policy before any handler runs; the rate, inside it, knows the caller.
+        let router = rest::router(state, &rest_settings)
+            .merge(grpc)
+            .layer(axum::middleware::from_fn_with_state(rate.clone(), throttle))
+            .layer(axum::middleware::from_fn_with_state(
+                Guard::new(auth.clone()),
+                guard,
+            ));
         let address = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(address)
             .await
@@ -209,6 +222,8 @@ impl Application {
             auth,
             grace: Duration::from_secs(config.shutdown_grace_seconds),
             tls,
+            serve,
+            rate,
         })
     }
 
@@ -263,26 +278,21 @@ impl Application {
                 internal.cancel();
             }
         };
-        let server: BoxFuture<'static, std::io::Result<()>> = match self.tls {
-            None => {
-                // Small gRPC and REST responses must not wait for Nagle's algorithm.
-                let listener = self.listener.tap_io(|tcp| {
-                    if let Err(error) = tcp.set_nodelay(true) {
-                        tracing::warn!(%error, "could not set TCP_NODELAY");
-                    }
-                });
-                axum::serve(listener, self.router)
-                    .with_graceful_shutdown(stop_serving)
-                    .into_future()
-                    .boxed()
-            }
+        if let Some(rate) = self.rate {
+            let stop = internal.clone();
+            tasks.spawn("rate-limit-sweep", async move {
+                rate.sweep(stop).await;
+                Ok(())
+            });
+        }
+        let port = match self.tls {
+            None => Port::Plain,
             Some(tls) => {
                 tasks.spawn("tls-reload", tls.watch_files(internal.clone()));
-                tls.serve(self.listener, self.router, stop_serving)
-                    .map(Ok)
-                    .boxed()
+                Port::Tls(tls.handshake())
             }
         };
+        let server = serve::serve(self.listener, self.router, port, self.serve, stop_serving);
         tokio::pin!(server);
         // Once shutdown starts, open requests have `grace` to finish; then what is still open
         // (a client that stalled mid-request, a health watch) is closed as the process exits.
@@ -296,15 +306,15 @@ impl Application {
         };
         tokio::pin!(grace_over);
         let mut failure = None;
-        let served = loop {
+        loop {
             tokio::select! {
-                served = &mut server => break served,
+                () = &mut server => break,
                 () = &mut grace_over => {
                     tracing::warn!(
                         grace_seconds = grace.as_secs(),
                         "requests still open after the shutdown grace period; closing them"
                     );
-                    break Ok(());
+                    break;
                 }
                 exit = tasks.next_exit() => {
                     if let Some(error) = exit.failure(internal.is_cancelled()) {
@@ -314,14 +324,13 @@ impl Application {
                     }
                 }
             }
-        };
+        }
         internal.cancel();
         let stopped = tasks.join_all().await;
         tracing::info!("stopped");
         if let Some(failure) = failure {
             return Err(failure);
         }
-        served.context("the server failed")?;
         stopped
     }
 }

@@ -1,8 +1,12 @@
 //! Configuration from flags and environment variables (every flag has one).
 //!
 //! A bad value stops start-up with one line naming the setting.
+//!
+//! Longer than 600 lines because it is one concern, written out: every setting is a field with
+//! its doc (the `--help` text), range and environment variable, and the tests of how they
+//! combine sit beside them.
 
-use std::{net::IpAddr, path::PathBuf, time::Duration};
+use std::{net::IpAddr, num::NonZeroU32, path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
 
@@ -10,7 +14,9 @@ use crate::{
     auth::AuthSettings,
     domain::Limits,
     kafka::{KafkaSettings, TopicSpec, Topics},
+    serve::ServeSettings,
     store::mongo::MongoSettings,
+    throttle::{RateLimit, StreamLimit},
     tls::TlsFiles,
 };
 
@@ -89,6 +95,53 @@ pub struct Config {
     #[arg(long, env = "SCHEDULER_STREAM_BUFFER_BYTES", default_value_t = 16 * 1024 * 1024,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024 * 1024..=1024 * 1024 * 1024))]
     pub stream_buffer_bytes: usize,
+    /// Longest a client may take to send a request's head, in seconds (1 to 3600); then the
+    /// connection is closed. On HTTP/1.1 it also bounds the wait for the next request on a
+    /// kept-alive connection.
+    #[arg(long, env = "SCHEDULER_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout_seconds: u64,
+    /// A connection with no request in flight for this long is closed gracefully, in seconds
+    /// (1 to 86400); one with a request still running (an event stream, say) stays open.
+    #[arg(long, env = "SCHEDULER_IDLE_TIMEOUT_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout_seconds: u64,
+    /// Most connections open at once (1 to 1000000); past it, new connections wait until one
+    /// closes while the open ones keep being served. Keep it below the process's file
+    /// descriptor limit.
+    #[arg(long, env = "SCHEDULER_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+    /// Most event streams (SSE and gRPC watches together) open at once (1 to 1000000); past it
+    /// a new one gets 429 / RESOURCE_EXHAUSTED with a retry hint.
+    #[arg(long, env = "SCHEDULER_MAX_EVENT_STREAMS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_event_streams: u32,
+    /// Most event streams one client (a token's subject, else an address) holds at once
+    /// (1 to --max-event-streams).
+    #[arg(long, env = "SCHEDULER_MAX_EVENT_STREAMS_PER_CLIENT", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_event_streams_per_client: u32,
+    /// Most concurrent requests on one HTTP/2 connection (1 to 10000), announced to clients.
+    #[arg(long, env = "SCHEDULER_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub http2_max_concurrent_streams: u32,
+    /// Largest header list of an HTTP/2 request, in bytes (1024 to 1048576), announced to
+    /// clients; a larger one is refused.
+    #[arg(long, env = "SCHEDULER_HTTP2_MAX_HEADER_LIST_BYTES", default_value_t = 16 * 1024,
+          value_parser = clap::value_parser!(u32).range(1024..=1024 * 1024))]
+    pub http2_max_header_list_bytes: u32,
+    /// Calls per second one client (a token's subject, else an address) may make on average
+    /// (1 to 1000000); past it, 429 / RESOURCE_EXHAUSTED with a retry hint. Off when unset;
+    /// health checks are never limited.
+    #[arg(long, env = "SCHEDULER_RATE_LIMIT_PER_SECOND",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_limit_per_second: Option<u32>,
+    /// Calls one client may make at once before the rate applies (1 to 1000000); by default
+    /// one second's worth. Needs --rate-limit-per-second.
+    #[arg(long, env = "SCHEDULER_RATE_LIMIT_BURST", requires = "rate_limit_per_second",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_limit_burst: Option<u32>,
     /// How long a scheduler's claim on due jobs holds, in seconds (1 to 3600), before another
     /// may take them: longer than a fire batch takes, shorter than a dead replica's jobs should
     /// wait.
@@ -321,6 +374,43 @@ impl Config {
         }
     }
 
+    /// The accept loop's limits; an error naming the settings when they contradict each other.
+    pub fn serve_settings(&self) -> anyhow::Result<ServeSettings> {
+        if self.max_event_streams_per_client > self.max_event_streams {
+            anyhow::bail!(
+                "--max-event-streams-per-client (SCHEDULER_MAX_EVENT_STREAMS_PER_CLIENT) is {}, \
+                 more than --max-event-streams (SCHEDULER_MAX_EVENT_STREAMS), {}",
+                self.max_event_streams_per_client,
+                self.max_event_streams
+            );
+        }
+        Ok(ServeSettings {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_seconds),
+            idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
+            max_connections: self.max_connections as usize,
+            http2_max_concurrent_streams: self.http2_max_concurrent_streams,
+            http2_max_header_list_bytes: self.http2_max_header_list_bytes,
+        })
+    }
+
+    /// The limit on open event streams.
+    pub fn stream_limit(&self) -> StreamLimit {
+        StreamLimit::new(
+            self.max_event_streams as usize,
+            self.max_event_streams_per_client as usize,
+        )
+    }
+
+    /// The request rate per client, when one is set.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        let rate = NonZeroU32::new(self.rate_limit_per_second?)?;
+        let burst = self
+            .rate_limit_burst
+            .and_then(NonZeroU32::new)
+            .unwrap_or(rate);
+        Some(RateLimit::new(rate, burst))
+    }
+
     /// The request timeout.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_seconds)
@@ -508,6 +598,54 @@ mod tests {
             let error = parse(&args).tls_files().unwrap_err().to_string();
             assert!(error.starts_with(missing), "{error}");
         }
+    }
+
+    #[test]
+    fn the_limits_default_to_sane_values_and_refuse_nonsense() {
+        let serve = parse(&[]).serve_settings().unwrap();
+        assert_eq!(serve.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(serve.idle_timeout, Duration::from_secs(60));
+        assert_eq!(serve.max_connections, 4096);
+        assert_eq!(serve.http2_max_concurrent_streams, 200);
+        assert_eq!(serve.http2_max_header_list_bytes, 16 * 1024);
+        assert!(
+            parse(&[]).rate_limit().is_none(),
+            "no rate limit unless asked"
+        );
+        for zero in [
+            "--header-read-timeout-seconds",
+            "--idle-timeout-seconds",
+            "--max-connections",
+            "--max-event-streams",
+            "--max-event-streams-per-client",
+            "--http2-max-concurrent-streams",
+            "--http2-max-header-list-bytes",
+            "--rate-limit-per-second",
+        ] {
+            let refused = Config::try_parse_from(["scheduler", zero, "0"]);
+            assert!(refused.is_err(), "{zero} 0 was accepted");
+        }
+        let burst_alone = Config::try_parse_from(["scheduler", "--rate-limit-burst", "5"])
+            .expect_err("a burst without a rate");
+        assert!(
+            burst_alone.to_string().contains("--rate-limit-per-second"),
+            "{burst_alone}"
+        );
+        let error = parse(&[
+            "--max-event-streams",
+            "5",
+            "--max-event-streams-per-client",
+            "6",
+        ])
+        .serve_settings()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with(
+                "--max-event-streams-per-client (SCHEDULER_MAX_EVENT_STREAMS_PER_CLIENT)"
+            ),
+            "{error}"
+        );
     }
 
     #[test]

@@ -16,7 +16,11 @@
 //! - [`kafka`]: the Kafka adapters: the publisher, the result consumer, the message format.
 //! - [`rest`] and [`grpc`]: the two transports, thin and mirrored.
 //! - [`runtime`]: backoff, outage logging and the supervision of background tasks.
+//! - [`serve`]: the accept loop of the one port, plain or TLS, and the limits on connections
+//!   (header-read and idle timeouts, most connections, HTTP/2 streams and header lists).
 //! - [`tls`]: TLS on the one port, and certificates reloaded when their files change.
+//! - [`throttle`]: what one client may hold and how fast it may call: the limit on open event
+//!   streams and the optional request rate per client.
 //! - [`auth`]: access control: tokens, roles and the one table of who may call what;
 //!   [`access`] applies it to every request on the port.
 //! - [`app`]: wiring and the server on one port; [`config`]: settings.
@@ -35,5 +39,7 @@ pub mod outbox;
 pub mod rest;
 pub mod runtime;
 pub mod scheduler;
+pub mod serve;
 pub mod store;
+pub mod throttle;
 pub mod tls;

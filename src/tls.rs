@@ -1,29 +1,22 @@
 //! TLS on the service's one port, when `--tls-cert-file` and `--tls-key-file` are set: loading
 //! the PEM files, the certificate served to each new connection (swapped when the files are
-//! rotated, so no restart is needed), and the accept loop that completes each handshake before
-//! serving HTTP/1.1 or HTTP/2, chosen by ALPN, with the same router as the plain port.
+//! rotated, so no restart is needed), and the handshake ([`Handshake`]) the accept loop in
+//! `crate::serve` completes on each connection before serving HTTP/1.1 or HTTP/2, chosen by
+//! ALPN.
 //!
-//! **Not here:** anything about requests. A connection is handed, once TLS is up, to the same
-//! `Router` that serves plain HTTP; which of the two a port speaks is decided in `app`.
+//! **Not here:** anything about requests or connections once TLS is up: `crate::serve` serves
+//! them with the same router and limits as the plain port; which of the two a port speaks is
+//! decided in `app`.
 
 use std::{
     fmt,
     future::Future,
-    io,
     path::{Path, PathBuf},
     sync::{Arc, PoisonError, RwLock},
     time::{Duration, SystemTime},
 };
 
 use anyhow::{Context, bail};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::{
-        conn::auto,
-        graceful::{GracefulShutdown, Watcher},
-    },
-    service::TowerToHyperService,
-};
 use rustls::{
     ServerConfig,
     crypto::CryptoProvider,
@@ -31,8 +24,8 @@ use rustls::{
     server::{ClientHello, ResolvesServerCert},
     sign::CertifiedKey,
 };
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_util::sync::CancellationToken;
 
 /// How the certificate setting is named in errors: the flag and its environment variable.
@@ -142,7 +135,8 @@ impl fmt::Debug for ReloadingCert {
     }
 }
 
-/// TLS for the port, loaded and ready: what `serve` accepts with and `watch_files` reloads.
+/// TLS for the port, loaded and ready: what [`Handshake`]s are made from and `watch_files`
+/// reloads.
 pub struct Tls {
     files: TlsFiles,
     provider: Arc<CryptoProvider>,
@@ -219,87 +213,30 @@ impl Tls {
         }
     }
 
-    /// Accepts connections on `listener` until `shutdown` resolves, completes each one's TLS
-    /// handshake in its own task and serves `router` over it. Then, as `axum::serve` does on
-    /// the plain port, stops accepting and waits for the open connections to finish their
-    /// requests.
-    pub async fn serve(
-        self,
-        listener: TcpListener,
-        router: axum::Router,
-        shutdown: impl Future<Output = ()>,
-    ) {
-        let graceful = GracefulShutdown::new();
-        tokio::pin!(shutdown);
-        loop {
-            let (tcp, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        accept_failed(error).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            // Small gRPC and REST responses must not wait for Nagle's algorithm.
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::warn!(%error, "could not set TCP_NODELAY");
-            }
-            let connection = serve_connection(
-                self.acceptor.clone(),
-                tcp,
-                TowerToHyperService::new(router.clone()),
-                graceful.watcher(),
-            );
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%peer, error = format!("{error:#}"), "TLS connection ended");
-                }
-            });
+    /// What the accept loop completes each new connection's handshake with.
+    pub fn handshake(&self) -> Handshake {
+        Handshake {
+            acceptor: self.acceptor.clone(),
         }
-        drop(listener);
-        graceful.shutdown().await;
     }
 }
 
-/// One connection: the handshake (a failure ends only this connection), then HTTP/1.1 or
-/// HTTP/2 as the client chose, watched so that a graceful shutdown lets its requests finish.
-async fn serve_connection(
+/// The server side of a TLS handshake, with the current certificate and ALPN; cheap to clone
+/// into each connection's task.
+#[derive(Clone)]
+pub struct Handshake {
     acceptor: TlsAcceptor,
-    tcp: TcpStream,
-    service: TowerToHyperService<axum::Router>,
-    watcher: Watcher,
-) -> anyhow::Result<()> {
-    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
-        .await
-        .context("the TLS handshake timed out")?
-        .context("the TLS handshake failed")?;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // As `axum::serve` does on the plain port, so both ports accept the same requests.
-    builder.http2().enable_connect_protocol();
-    let connection = builder
-        .serve_connection_with_upgrades(TokioIo::new(tls), service)
-        .into_owned();
-    watcher
-        .watch(connection)
-        .await
-        .map_err(|error| anyhow::anyhow!(error))
-        .context("serving the connection failed")
 }
 
-/// As `axum::serve` does: a connection reset before it was accepted is nothing; anything else
-/// (running out of file descriptors, typically) is logged and waited out for a second.
-async fn accept_failed(error: io::Error) {
-    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    if matches!(
-        error.kind(),
-        ConnectionRefused | ConnectionAborted | ConnectionReset
-    ) {
-        return;
+impl Handshake {
+    /// Completes the handshake on `tcp`, within [`HANDSHAKE_TIMEOUT`]; a failure ends only
+    /// this connection.
+    pub async fn complete(&self, tcp: TcpStream) -> anyhow::Result<TlsStream<TcpStream>> {
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp))
+            .await
+            .context("the TLS handshake timed out")?
+            .context("the TLS handshake failed")
     }
-    tracing::error!(%error, "accept error");
-    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// SIGHUP, where there is such a thing; never, where listening for it failed.

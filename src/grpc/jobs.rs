@@ -18,6 +18,7 @@ use crate::{
     domain::{Audit, JobId, JobInput, RunId, RunResult, ScheduleInput},
     events::{EventBus, Watched},
     jobs::{Error, JobChange, JobReplacement, Jobs, if_match, preview},
+    throttle::{Client, StreamLimit},
 };
 
 /// The `JobsService` implementation.
@@ -26,14 +27,22 @@ pub(crate) struct JobsGrpc {
     bus: EventBus,
     /// Ends open watch streams when the service shuts down.
     shutdown: CancellationToken,
+    /// The bound on open event streams, shared with SSE.
+    streams: StreamLimit,
 }
 
 impl JobsGrpc {
-    pub(crate) fn new(jobs: Jobs, bus: EventBus, shutdown: CancellationToken) -> Self {
+    pub(crate) fn new(
+        jobs: Jobs,
+        bus: EventBus,
+        shutdown: CancellationToken,
+        streams: StreamLimit,
+    ) -> Self {
         Self {
             jobs,
             bus,
             shutdown,
+            streams,
         }
     }
 }
@@ -216,9 +225,11 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let client = Client::of(request.extensions());
         let pb::WatchEventsRequest { job_id } = request.into_inner();
         let only = optional_job_id(job_id)?;
-        let watch = self.bus.watch(only, self.shutdown.clone());
+        let permit = self.streams.acquire(client)?;
+        let watch = permit.hold(self.bus.watch(only, self.shutdown.clone()));
         let stream = async_stream::stream! {
             for await watched in watch {
                 match watched {

@@ -8,6 +8,7 @@
 mod convert;
 mod edge;
 pub(crate) use self::edge::is_grpc_call;
+mod health;
 mod jobs;
 pub mod pb;
 mod status;
@@ -18,29 +19,37 @@ use axum::Router;
 use tower_http::trace::TraceLayer;
 
 use self::jobs::JobsGrpc;
-use crate::{events::EventBus, jobs::Jobs};
+use crate::{events::EventBus, jobs::Jobs, throttle::StreamLimit};
 
 /// The gRPC services as an axum router without a fallback, to merge into the REST router.
 /// A call that takes longer than `timeout` (or its `grpc-timeout`) to answer ends with
 /// DEADLINE_EXCEEDED (a stream's answer is its first headers, so open watches are not cut);
-/// the rest of the protocol's edge is in [`edge`].
+/// the rest of the protocol's edge is in [`edge`]. The watch shares `streams` with SSE; health
+/// watches end once health has turned NOT_SERVING at shutdown ([`health`]).
 pub async fn router(
     jobs: Jobs,
     bus: EventBus,
     shutdown: tokio_util::sync::CancellationToken,
+    streams: StreamLimit,
     max_message_bytes: usize,
     timeout: Duration,
 ) -> anyhow::Result<Router> {
-    let service =
-        pb::jobs_service_server::JobsServiceServer::new(JobsGrpc::new(jobs, bus, shutdown.clone()))
-            .max_decoding_message_size(max_message_bytes);
+    let service = pb::jobs_service_server::JobsServiceServer::new(JobsGrpc::new(
+        jobs,
+        bus,
+        shutdown.clone(),
+        streams,
+    ))
+    .max_decoding_message_size(max_message_bytes);
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<pb::jobs_service_server::JobsServiceServer<JobsGrpc>>()
         .await;
     // Health turns NOT_SERVING the moment shutdown starts, so balancers watching it stop
-    // sending calls while those in flight finish.
+    // sending calls while those in flight finish; then the watches end, having said so.
+    let watches_end = tokio_util::sync::CancellationToken::new();
+    let said_not_serving = watches_end.clone();
     tokio::spawn(async move {
         shutdown.cancelled().await;
         health_reporter
@@ -49,6 +58,7 @@ pub async fn router(
         health_reporter
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
+        said_not_serving.cancel();
     });
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -67,6 +77,10 @@ pub async fn router(
         .into_axum_router()
         // Without this an unknown REST path would answer 200 with grpc-status 12.
         .reset_fallback()
+        .layer(axum::middleware::from_fn_with_state(
+            watches_end,
+            health::end_watches,
+        ))
         .layer(axum::middleware::from_fn_with_state(timeout, edge::edge))
         .layer(TraceLayer::new_for_grpc()))
 }

@@ -4,7 +4,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 use super::convert::violations;
-use crate::{domain::Invalid, jobs::Error};
+use crate::{domain::Invalid, jobs::Error, throttle::Exhausted};
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
@@ -49,5 +49,22 @@ impl From<Error> for Status {
 impl From<Invalid> for Status {
     fn from(invalid: Invalid) -> Self {
         Error::from(invalid).into()
+    }
+}
+
+/// A limit reached: RESOURCE_EXHAUSTED, with the wait both as a `google.rpc.RetryInfo` detail
+/// and as `retry-after` metadata (whole seconds, as REST's header), for clients that read
+/// either.
+impl From<Exhausted> for Status {
+    fn from(exhausted: Exhausted) -> Self {
+        let mut status = Status::with_error_details(
+            Code::ResourceExhausted,
+            &exhausted.detail,
+            ErrorDetails::with_retry_info(Some(exhausted.retry_after)),
+        );
+        status
+            .metadata_mut()
+            .insert("retry-after", exhausted.retry_after_seconds().into());
+        status
     }
 }

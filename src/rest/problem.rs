@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use crate::{
     domain::{FieldError, input::json::decode_json},
     jobs::Error,
+    throttle::Exhausted,
 };
 
 /// The media type of every error response.
@@ -97,6 +98,19 @@ impl IntoResponse for Error {
     }
 }
 
+/// A limit reached: 429 with `Retry-After` (RFC 6585), in whole seconds.
+impl IntoResponse for Exhausted {
+    fn into_response(self) -> Response {
+        let mut response =
+            Problem::new(StatusCode::TOO_MANY_REQUESTS, &self.detail).into_response();
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(self.retry_after_seconds()),
+        );
+        response
+    }
+}
+
 /// The rejection of this module's extractors: a problem response.
 pub(crate) struct Rejection(Response);
 
@@ -108,6 +122,12 @@ impl IntoResponse for Rejection {
 
 impl From<Error> for Rejection {
     fn from(e: Error) -> Self {
+        Self(e.into_response())
+    }
+}
+
+impl From<Exhausted> for Rejection {
+    fn from(e: Exhausted) -> Self {
         Self(e.into_response())
     }
 }

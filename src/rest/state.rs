@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{events::EventBus, jobs::Jobs};
+use crate::{events::EventBus, jobs::Jobs, throttle::StreamLimit};
 
 /// The handlers' shared state.
 #[derive(Clone)]
@@ -15,6 +15,8 @@ pub struct AppState {
     pub bus: EventBus,
     /// Ends open event streams when the service shuts down.
     pub shutdown: CancellationToken,
+    /// The bound on open event streams, shared with the gRPC watch.
+    pub streams: StreamLimit,
 }
 
 /// REST limits.

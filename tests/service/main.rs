@@ -16,6 +16,7 @@ mod fire;
 mod grpc;
 mod grpc_edge;
 mod kafka;
+mod limits;
 mod memory;
 mod mongo;
 mod openapi;

@@ -1,7 +1,8 @@
 //! A shutdown that always ends: after SIGTERM, health turns NOT_SERVING at once, and the
 //! process exits within its grace period even when clients hold connections open: a request
 //! whose headers never finish, an event stream that is never read, a gRPC health watch. What
-//! was acknowledged before is kept.
+//! was acknowledged before is kept. Streams that never finish by themselves (event streams,
+//! health watches) end as soon as shutdown starts, so they do not wait for the grace period.
 
 use std::time::{Duration, Instant};
 
@@ -108,4 +109,70 @@ async fn sigterm_ends_the_process_within_its_grace_whatever_the_clients_hold_ope
         page["totalCount"], 1,
         "the job acknowledged before SIGTERM is kept"
     );
+}
+
+#[tokio::test]
+async fn at_sigterm_health_and_event_watches_end_at_once_not_at_the_end_of_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--shutdown-grace-seconds".to_owned(), "120".to_owned()];
+    let mut service = Service::start_with(dir.path(), &flags).await;
+    let channel = tonic::transport::Channel::from_shared(service.url(""))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let serving = watch.next().await.unwrap().unwrap();
+    assert_eq!(
+        serving.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let mut events = scheduler::grpc::pb::jobs_service_client::JobsServiceClient::new(channel)
+        .watch_events(scheduler::grpc::pb::WatchEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+
+    let asked = Instant::now();
+    terminate(&service);
+    let patience = Duration::from_secs(30);
+    let update = tokio::time::timeout(patience, watch.next())
+        .await
+        .expect("the watch hears of the shutdown")
+        .expect("an update")
+        .expect("a status");
+    assert_eq!(
+        update.status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    );
+    let ended = tokio::time::timeout(patience, watch.next())
+        .await
+        .expect("the health watch ends well before the 120 s grace")
+        .expect("the watch ends with a status, not a reset")
+        .expect_err("the watch ends with an error status");
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+    assert!(ended.message().contains("shutting down"), "{ended:?}");
+    let last = tokio::time::timeout(patience, events.next())
+        .await
+        .expect("the event watch ends well before the grace");
+    assert!(
+        !matches!(last, Some(Ok(_))),
+        "no event after shutdown: {last:?}"
+    );
+    let exited = loop {
+        if let Some(status) = service.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(60),
+            "the process is still running 60 s after SIGTERM, with nothing open but watches"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exited.success(), "{exited:?}");
 }
