@@ -13,7 +13,7 @@ pub const DEFAULT_PAGE_SIZE: u64 = 20;
 /// 4 MiB a gRPC client accepts by default, and what ten concurrent pages of the largest jobs
 /// hold in memory stays small. A page whose items would take more holds only those that fit,
 /// and says so (`truncated`).
-pub const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
+pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 
 /// About how many bytes an item takes in a response: its texts plus a fixed allowance for
 /// the rest of its fields.

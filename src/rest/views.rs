@@ -211,7 +211,7 @@ macro_rules! page_view {
             size: u64,
             has_more: bool,
             /// True when the page holds only its first items, because all of them would exceed
-            /// the response size limit (3 MiB): ask for a smaller `size` to see the rest.
+            /// the response size limit (1 MiB): ask for a smaller `size` to see the rest.
             #[serde(default)]
             truncated: bool,
             $items: Vec<$view>,

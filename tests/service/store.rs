@@ -827,9 +827,9 @@ async fn a_page_of_big_jobs_stops_at_its_byte_bound(backend: Backend) {
         .unwrap();
     assert_eq!(total, 60);
     let bytes: usize = jobs.iter().map(|job| job.job_data.size()).sum();
-    // The store reads up to and including the job that crosses 3 MiB, and no further.
+    // The store reads up to and including the job that crosses 1 MiB, and no further.
     assert!(
-        jobs.len() > 40 && jobs.len() < 60,
+        jobs.len() > 10 && jobs.len() < 60,
         "{} jobs of {bytes} bytes",
         jobs.len()
     );
