@@ -1,6 +1,8 @@
 //! Listings: which jobs (filters), which page of them, and the page with its counts; and the
-//! byte bound of a page ([`MAX_PAGE_BYTES`]).
+//! byte bounds of what a store reads in one go: a page ([`MAX_PAGE_BYTES`]) and a batch of
+//! claimed jobs ([`MAX_CLAIM_BYTES`]).
 
+use super::ports::Claim;
 use crate::domain::{FieldError, Invalid, Job, JobStatus, JobType, Run};
 
 /// Largest page size of a listing.
@@ -14,6 +16,10 @@ pub const DEFAULT_PAGE_SIZE: u64 = 20;
 /// hold in memory stays small. A page whose items would take more holds only those that fit,
 /// and says so (`truncated`).
 pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
+/// Most bytes of jobs one claim takes, whatever the batch size: a batch of the largest jobs
+/// due together is a few dozen, not hundreds held at once with their steps and events. The
+/// stores count a job's stored document (the embedded store) or its decoded weight (MongoDB).
+pub const MAX_CLAIM_BYTES: usize = 4 * 1024 * 1024;
 
 /// About how many bytes an item takes in a response: its texts plus a fixed allowance for
 /// the rest of its fields.
@@ -28,6 +34,12 @@ impl Weight for Job {
     }
 }
 
+impl Weight for Claim {
+    fn weight(&self) -> usize {
+        self.job.weight()
+    }
+}
+
 impl Weight for Run {
     fn weight(&self) -> usize {
         let text = |s: &Option<String>| s.as_deref().map_or(0, str::len);
@@ -35,20 +47,37 @@ impl Weight for Run {
     }
 }
 
-/// What a store has read of a page, so it stops reading once the items exceed
-/// [`MAX_PAGE_BYTES`]. The item that crosses the bound is kept, so [`Page::new`] sees that the
-/// page was cut and says so.
-#[derive(Debug, Default)]
-pub struct PageBudget {
+/// What a store has read of a page or a claim, so it stops reading once the items exceed a
+/// bound. The item that crosses the bound is kept, so [`Page::new`] sees that a page was cut
+/// and says so.
+#[derive(Debug)]
+pub struct ByteBudget {
     bytes: usize,
+    max: usize,
 }
 
-impl PageBudget {
-    /// Adds `item` to the page's `items`; whether the store should read on.
+impl ByteBudget {
+    /// The budget of a page: [`MAX_PAGE_BYTES`].
+    pub fn page() -> Self {
+        Self {
+            bytes: 0,
+            max: MAX_PAGE_BYTES,
+        }
+    }
+
+    /// The budget of a claim: [`MAX_CLAIM_BYTES`].
+    pub fn claim() -> Self {
+        Self {
+            bytes: 0,
+            max: MAX_CLAIM_BYTES,
+        }
+    }
+
+    /// Adds `item` to `items`; whether the store should read on.
     pub fn push<T: Weight>(&mut self, items: &mut Vec<T>, item: T) -> bool {
         self.bytes = self.bytes.saturating_add(item.weight());
         items.push(item);
-        self.bytes <= MAX_PAGE_BYTES
+        self.bytes <= self.max
     }
 }
 

@@ -12,7 +12,7 @@ use scheduler::{
     },
     jobs::{
         JobFilter, Page, PageRequest,
-        listing::MAX_PAGE_BYTES,
+        listing::{MAX_CLAIM_BYTES, MAX_PAGE_BYTES},
         ports::{
             Claim, ClaimedStep, DEFAULT_RUN_HISTORY, IdempotencyKey, JobStore, Lease, StoreError,
         },
@@ -157,6 +157,7 @@ conformance!(
     the_ledger_keeps_the_newest_runs_in_order,
     paging_counts_and_filters_are_exact_at_the_edges,
     a_page_of_big_jobs_stops_at_its_byte_bound,
+    a_claim_of_big_jobs_stops_at_its_byte_bound_and_the_next_takes_the_rest,
     idempotency_keys_are_unique,
     deleting_removes_the_job_and_its_runs,
     every_write_stores_its_event_atomically_and_in_order,
@@ -843,6 +844,32 @@ async fn a_page_of_big_jobs_stops_at_its_byte_bound(backend: Backend) {
             .sum::<usize>()
             < MAX_PAGE_BYTES
     );
+}
+
+async fn a_claim_of_big_jobs_stops_at_its_byte_bound_and_the_next_takes_the_rest(backend: Backend) {
+    let store = backend.open().await;
+    let now = truncate(Utc::now());
+    let data = json!({"Note": "n".repeat(60 * 1024)});
+    for i in 0..100 {
+        let mut job = job_from(json!({
+            "name": format!("big {i}"), "jobType": "SMS", "jobData": data,
+            "schedule": {"runAt": "2030-01-01T00:00:00Z"}
+        }));
+        job.schedule_time = Some(now - Duration::seconds(1));
+        store.insert(&job, None, &[]).await.unwrap();
+    }
+    let until = now + Duration::seconds(30);
+    let first = store.claim_due(&lease("a", until), now, 200).await.unwrap();
+    let bytes: usize = first.iter().map(|c| c.job.job_data.size()).sum();
+    assert!(
+        first.len() > 1 && first.len() < 100,
+        "{} jobs of {bytes} bytes in one claim",
+        first.len()
+    );
+    assert!(bytes - first[0].job.job_data.size() < MAX_CLAIM_BYTES);
+    let second = store.claim_due(&lease("a", until), now, 200).await.unwrap();
+    let third = store.claim_due(&lease("a", until), now, 200).await.unwrap();
+    assert_eq!(first.len() + second.len() + third.len(), 100);
 }
 
 async fn idempotency_keys_are_unique(backend: Backend) {

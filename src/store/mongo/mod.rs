@@ -48,7 +48,7 @@ use super::{RELAY_LEASE, earliest_due_first, history_bound};
 use crate::{
     domain::{Event, Job, JobId, Run},
     jobs::{
-        listing::{JobFilter, PageBudget, PageRequest},
+        listing::{ByteBudget, JobFilter, PageRequest},
         ports::{
             Claim, ClaimedStep, DEFAULT_RUN_HISTORY, IdempotencyKey, JobStore, Lease, StoreError,
         },
@@ -277,7 +277,7 @@ impl JobStore for MongoStore {
             .await
             .map_err(map_err)?;
         // One document decoded at a time: a parsed BSON document takes many times its size.
-        let (mut jobs, mut budget) = (Vec::new(), PageBudget::default());
+        let (mut jobs, mut budget) = (Vec::new(), ByteBudget::page());
         while let Some(document) = cursor.try_next().await.map_err(map_err)? {
             if let Some(job) = decode_job(document)
                 && !budget.push(&mut jobs, job)
@@ -403,7 +403,7 @@ impl JobStore for MongoStore {
             .try_collect()
             .await
             .map_err(map_err)?;
-        let mut claims = Vec::with_capacity(candidates.len());
+        let (mut claims, mut budget) = (Vec::with_capacity(candidates.len()), ByteBudget::claim());
         for candidate in candidates {
             let Ok(id) = candidate.get_object_id("_id") else {
                 continue;
@@ -430,8 +430,10 @@ impl JobStore for MongoStore {
                 continue;
             };
             let token = fence_of(&document);
-            if let Some(job) = decode_job(document) {
-                claims.push(Claim { job, token });
+            if let Some(job) = decode_job(document)
+                && !budget.push(&mut claims, Claim { job, token })
+            {
+                break;
             }
         }
         Ok(earliest_due_first(claims))

@@ -29,7 +29,7 @@ use super::{RELAY_LEASE, earliest_due_first, from_millis, history_bound};
 use crate::{
     domain::{Event, Job, JobId, Run},
     jobs::{
-        listing::{JobFilter, PageBudget, PageRequest},
+        listing::{ByteBudget, JobFilter, MAX_CLAIM_BYTES, PageRequest},
         ports::{
             Claim, ClaimedStep, DEFAULT_RUN_HISTORY, IdempotencyKey, JobStore, Lease, StoreError,
         },
@@ -362,7 +362,7 @@ impl JobStore for SqliteStore {
                 ))
                 .map_err(map_err)?;
             let mut rows = stmt.query(refs.as_slice()).map_err(map_err)?;
-            let (mut jobs, mut budget) = (Vec::new(), PageBudget::default());
+            let (mut jobs, mut budget) = (Vec::new(), ByteBudget::page());
             while let Some(row) = rows.next().map_err(map_err)? {
                 if let Some(job) = job_of(row).map_err(map_err)?
                     && !budget.push(&mut jobs, job)
@@ -451,12 +451,19 @@ impl JobStore for SqliteStore {
         self.write(move |tx| {
             let mut stmt = tx
                 .prepare_cached(
+                    // The earliest due, up to `limit` and while the documents before each
+                    // take less than `?5` bytes (the first is always taken).
                     "UPDATE jobs SET lease_owner = ?1, lease_until = ?2, fence = fence + 1
                      WHERE id IN (
-                         SELECT id FROM jobs
-                         WHERE due_at <= ?3
-                           AND (lease_until IS NULL OR lease_until < ?3)
-                         ORDER BY due_at LIMIT ?4)
+                         SELECT id FROM (
+                             SELECT id, SUM(octet_length(doc)) OVER (
+                                 ORDER BY due_at ROWS UNBOUNDED PRECEDING
+                             ) - octet_length(doc) AS before
+                             FROM jobs
+                             WHERE due_at <= ?3
+                               AND (lease_until IS NULL OR lease_until < ?3)
+                             ORDER BY due_at LIMIT ?4)
+                         WHERE before < ?5)
                      RETURNING id, doc, fence",
                 )
                 .map_err(map_err)?;
@@ -466,7 +473,8 @@ impl JobStore for SqliteStore {
                         lease.owner,
                         lease.until.timestamp_millis(),
                         now.timestamp_millis(),
-                        i64::try_from(limit).unwrap_or(i64::MAX)
+                        i64::try_from(limit).unwrap_or(i64::MAX),
+                        MAX_CLAIM_BYTES as i64
                     ],
                     |row| Ok((job_of(row)?, row.get::<_, i64>(2)?)),
                 )
