@@ -2,7 +2,6 @@
 //! byte bounds of what a store reads in one go: a page ([`MAX_PAGE_BYTES`]) and a batch of
 //! claimed jobs ([`MAX_CLAIM_BYTES`]).
 
-use super::ports::Claim;
 use crate::domain::{FieldError, Invalid, Job, JobStatus, JobType, Run};
 
 /// Largest page size of a listing.
@@ -31,12 +30,6 @@ pub trait Weight {
 impl Weight for Job {
     fn weight(&self) -> usize {
         512 + self.name.len() + self.description.len() + self.job_data.size()
-    }
-}
-
-impl Weight for Claim {
-    fn weight(&self) -> usize {
-        self.job.weight()
     }
 }
 

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::listing::{JobFilter, PageRequest};
+use super::listing::{JobFilter, PageRequest, Weight};
 use crate::domain::{Event, Job, JobId, Run};
 
 /// What a store operation can fail with.
@@ -71,6 +71,12 @@ pub struct Claim {
     /// Increases on every claim of the job; a step is stored only while the job's token is
     /// still this one, so a replica whose claim was superseded can store nothing.
     pub token: u64,
+}
+
+impl Weight for Claim {
+    fn weight(&self) -> usize {
+        self.job.weight()
+    }
 }
 
 /// What the scheduler stores for a claimed job: the job as its step left it, the runs it
