@@ -10,7 +10,6 @@
 
 use std::{
     collections::VecDeque,
-    mem::size_of,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
@@ -20,8 +19,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    domain::{Event, JobId, Run},
-    jobs::ports::EventSink,
+    domain::{Event, JobId},
+    jobs::{listing::Weight, ports::EventSink},
 };
 
 /// How much one subscriber may have pending before it is cut off.
@@ -140,7 +139,9 @@ impl EventBus {
     }
 
     fn publish_now(&self, event: Event) {
-        let size = footprint(&event);
+        // What the event holds, about: its texts, the job's data counted whole though the
+        // events of one job share it.
+        let size = event.weight();
         let event = Arc::new(event);
         let limits = self.hub.limits;
         for slot in locked(&self.hub.subscribers).iter() {
@@ -205,36 +206,6 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         locked(&self.hub.subscribers).retain(|slot| !Arc::ptr_eq(slot, &self.slot));
     }
-}
-
-/// About how many bytes of memory `event` holds: the structures, and every text in them. The
-/// job's data is counted whole, though events of one job share it.
-fn footprint(event: &Event) -> usize {
-    fn text(s: &str) -> usize {
-        s.len()
-    }
-    fn optional(s: &Option<String>) -> usize {
-        s.as_deref().map_or(0, text)
-    }
-    fn run(run: &Run) -> usize {
-        size_of::<Run>()
-            + optional(&run.error)
-            + optional(&run.output)
-            + optional(&run.actor)
-            + optional(&run.reason)
-    }
-    let job = &event.job;
-    size_of::<Event>()
-        + text(&job.name)
-        + text(&job.description)
-        + job.job_data.size()
-        + job.open_runs.iter().map(run).sum::<usize>()
-        + job.retries.len() * size_of::<crate::domain::PendingRetry>()
-        + optional(&job.created_by)
-        + optional(&job.updated_by)
-        + event.run.as_ref().map_or(0, run)
-        + optional(&event.actor)
-        + optional(&event.reason)
 }
 
 #[async_trait]

@@ -2,7 +2,7 @@
 //! byte bounds of what a store reads in one go: a page ([`MAX_PAGE_BYTES`]) and a batch of
 //! claimed jobs ([`MAX_CLAIM_BYTES`]).
 
-use crate::domain::{FieldError, Invalid, Job, JobStatus, JobType, Run};
+use crate::domain::{Event, FieldError, Invalid, Job, JobStatus, JobType, Run};
 
 /// Largest page size of a listing.
 pub const MAX_PAGE_SIZE: u64 = 100;
@@ -20,23 +20,41 @@ pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 /// stores count a job's stored document (the embedded store) or its decoded weight (MongoDB).
 pub const MAX_CLAIM_BYTES: usize = 4 * 1024 * 1024;
 
-/// About how many bytes an item takes in a response: its texts plus a fixed allowance for
-/// the rest of its fields.
+/// About how many bytes an item takes, in a response or held in memory (a page, a claim, an
+/// event waiting for a stream client): its texts plus a fixed allowance for the rest.
 pub trait Weight {
     /// The bytes.
     fn weight(&self) -> usize;
 }
 
+/// The length of an optional text.
+fn text(s: &Option<String>) -> usize {
+    s.as_deref().map_or(0, str::len)
+}
+
 impl Weight for Job {
     fn weight(&self) -> usize {
-        512 + self.name.len() + self.description.len() + self.job_data.size()
+        512 + self.name.len()
+            + self.description.len()
+            + self.job_data.size()
+            + self.open_runs.iter().map(Weight::weight).sum::<usize>()
+            + text(&self.created_by)
+            + text(&self.updated_by)
     }
 }
 
 impl Weight for Run {
     fn weight(&self) -> usize {
-        let text = |s: &Option<String>| s.as_deref().map_or(0, str::len);
         256 + text(&self.error) + text(&self.output) + text(&self.actor) + text(&self.reason)
+    }
+}
+
+impl Weight for Event {
+    fn weight(&self) -> usize {
+        256 + self.job.weight()
+            + self.run.as_ref().map_or(0, Weight::weight)
+            + text(&self.actor)
+            + text(&self.reason)
     }
 }
 
