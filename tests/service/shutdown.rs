@@ -21,6 +21,54 @@ fn terminate(service: &Service) {
     assert!(status.success());
 }
 
+type HealthWatch = tonic::Streaming<tonic_health::pb::HealthCheckResponse>;
+
+/// A gRPC health watch over `channel`, past its first answer, SERVING.
+async fn serving_health_watch(channel: tonic::transport::Channel) -> HealthWatch {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let serving = watch.next().await.unwrap().unwrap();
+    assert_eq!(
+        serving.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    watch
+}
+
+/// The watch's next answer, within `patience`, is NOT_SERVING.
+async fn expect_not_serving(watch: &mut HealthWatch, patience: Duration) {
+    let update = tokio::time::timeout(patience, watch.next())
+        .await
+        .expect("the watch hears of the shutdown")
+        .expect("an update")
+        .expect("a status");
+    assert_eq!(
+        update.status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32,
+        "health turns NOT_SERVING when shutdown starts"
+    );
+}
+
+/// The process exits with success less than `limit` after `asked` (SIGTERM), `what` saying
+/// what it had open.
+async fn exits_cleanly_within(service: &mut Service, asked: Instant, limit: Duration, what: &str) {
+    let exited = loop {
+        if let Some(status) = service.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            asked.elapsed() < limit,
+            "the process is still running {limit:?} after SIGTERM, {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exited.success(), "{exited:?}");
+}
+
 #[tokio::test]
 async fn sigterm_ends_the_process_within_its_grace_whatever_the_clients_hold_open() {
     let dir = tempfile::tempdir().unwrap();
@@ -59,41 +107,18 @@ async fn sigterm_ends_the_process_within_its_grace_whatever_the_clients_hold_ope
         .connect()
         .await
         .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let mut watch = health
-        .watch(tonic_health::pb::HealthCheckRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let serving = watch.next().await.unwrap().unwrap();
-    assert_eq!(
-        serving.status,
-        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-    );
+    let mut watch = serving_health_watch(channel).await;
 
     let asked = Instant::now();
     terminate(&service);
-    let update = tokio::time::timeout(Duration::from_secs(10), watch.next())
-        .await
-        .expect("the watch hears of the shutdown")
-        .expect("an update")
-        .expect("a status");
-    assert_eq!(
-        update.status,
-        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32,
-        "health turns NOT_SERVING when shutdown starts"
-    );
-    let exited = loop {
-        if let Some(status) = service.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            asked.elapsed() < Duration::from_secs(30),
-            "the process is still running 30 s after SIGTERM with a 2 s grace"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(exited.success(), "{exited:?}");
+    expect_not_serving(&mut watch, Duration::from_secs(10)).await;
+    exits_cleanly_within(
+        &mut service,
+        asked,
+        Duration::from_secs(30),
+        "with a 2 s grace",
+    )
+    .await;
     drop((stalled, unread, watch));
 
     let restarted = Service::start(dir.path()).await;
@@ -121,17 +146,7 @@ async fn at_sigterm_health_and_event_watches_end_at_once_not_at_the_end_of_the_g
         .connect()
         .await
         .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    let mut watch = health
-        .watch(tonic_health::pb::HealthCheckRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let serving = watch.next().await.unwrap().unwrap();
-    assert_eq!(
-        serving.status,
-        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-    );
+    let mut watch = serving_health_watch(channel.clone()).await;
     let mut events = scheduler::grpc::pb::jobs_service_client::JobsServiceClient::new(channel)
         .watch_events(scheduler::grpc::pb::WatchEventsRequest::default())
         .await
@@ -141,15 +156,7 @@ async fn at_sigterm_health_and_event_watches_end_at_once_not_at_the_end_of_the_g
     let asked = Instant::now();
     terminate(&service);
     let patience = Duration::from_secs(30);
-    let update = tokio::time::timeout(patience, watch.next())
-        .await
-        .expect("the watch hears of the shutdown")
-        .expect("an update")
-        .expect("a status");
-    assert_eq!(
-        update.status,
-        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
-    );
+    expect_not_serving(&mut watch, patience).await;
     let ended = tokio::time::timeout(patience, watch.next())
         .await
         .expect("the health watch ends well before the 120 s grace")
@@ -164,15 +171,11 @@ async fn at_sigterm_health_and_event_watches_end_at_once_not_at_the_end_of_the_g
         !matches!(last, Some(Ok(_))),
         "no event after shutdown: {last:?}"
     );
-    let exited = loop {
-        if let Some(status) = service.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            asked.elapsed() < Duration::from_secs(60),
-            "the process is still running 60 s after SIGTERM, with nothing open but watches"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(exited.success(), "{exited:?}");
+    exits_cleanly_within(
+        &mut service,
+        asked,
+        Duration::from_secs(60),
+        "with nothing open but watches",
+    )
+    .await;
 }
