@@ -255,9 +255,11 @@ impl Jobs {
                 return Err(Error::VersionMismatch);
             }
             let before = current.spec();
-            let spec = {
+            let spec = if change.sends_cron() {
                 let (change, before) = (change.clone(), before.clone());
-                evaluate(change.sends_cron(), move || Ok(change.apply(&before)?)).await?
+                evaluate(true, move || Ok(change.apply(&before)?)).await?
+            } else {
+                change.apply(&before)?
             };
             // A change that changes nothing stores nothing and tells no one.
             if spec == before {
