@@ -1257,3 +1257,39 @@ async fn one_relay_holds_the_outbox_lease_at_a_time(backend: Backend) {
             .unwrap()
     );
 }
+
+/// The embedded store trims a job's ledger once per few appends rather than on each: on disk
+/// it never holds more than the bound plus that slack (here 4 plus 1), and reads show the
+/// newest `history` only.
+#[tokio::test]
+async fn the_embedded_ledger_on_disk_stays_within_its_bound_and_slack() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap().with_history(4);
+    let now = truncate(Utc::now());
+    let mut current = job_due("trimmed", now + Duration::hours(1));
+    store.insert(&current, None, &[]).await.unwrap();
+    let file = rusqlite::Connection::open(dir.path().join("jobs.db")).unwrap();
+    let mut appended = Vec::new();
+    let mut most = 0;
+    for i in 0..40 {
+        let run = finished_run(&current, now + Duration::minutes(i), RunStatus::Skipped);
+        let mut next = current.clone();
+        next.touch(now);
+        store
+            .update(&next, current.version, std::slice::from_ref(&run), &[])
+            .await
+            .unwrap();
+        current = next;
+        appended.push(run);
+        let rows: i64 = file
+            .query_row("SELECT COUNT(*) FROM ledger", [], |r| r.get(0))
+            .unwrap();
+        most = most.max(rows);
+        let newest = &appended[appended.len().saturating_sub(4)..];
+        assert_eq!(store.run_history(current.id).await.unwrap(), newest);
+    }
+    assert_eq!(
+        most, 5,
+        "the ledger reached its bound plus slack and no further"
+    );
+}

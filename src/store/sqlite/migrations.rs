@@ -90,16 +90,32 @@ CREATE INDEX IF NOT EXISTS jobs_due_at ON jobs(due_at) WHERE due_at IS NOT NULL;
     Migration {
         what: "the fencing token of each job's claims",
         apply: |conn| {
-            let has = conn
-                .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'fence'")?
-                .exists([])?;
-            if !has {
+            if !has_column(conn, "fence")? {
                 conn.execute_batch("ALTER TABLE jobs ADD COLUMN fence INTEGER NOT NULL DEFAULT 0")?;
             }
             Ok(())
         },
     },
+    Migration {
+        // Counted so that the ledger is trimmed once per few appends, not on every fire.
+        what: "the length of each job's ledger",
+        apply: |conn| {
+            if !has_column(conn, "ledger_runs")? {
+                conn.execute_batch(
+                    "ALTER TABLE jobs ADD COLUMN ledger_runs INTEGER NOT NULL DEFAULT 0;
+UPDATE jobs SET ledger_runs = (SELECT COUNT(*) FROM ledger WHERE ledger.job_id = jobs.id);",
+                )?;
+            }
+            Ok(())
+        },
+    },
 ];
+
+/// Whether the jobs table has `column` (added by a step that older files may lack).
+fn has_column(conn: &Connection, column: &str) -> rusqlite::Result<bool> {
+    conn.prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = ?1")?
+        .exists([column])
+}
 
 /// The version a fully migrated file has.
 pub(super) fn latest() -> i64 {
@@ -211,6 +227,33 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
             .unwrap();
         assert_eq!(runs, 1, "the old runs are left as they were");
+    }
+
+    #[test]
+    fn a_file_with_ledgers_gets_each_jobs_ledger_length_counted() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let tx = conn.transaction().unwrap();
+        for migration in &MIGRATIONS[..5] {
+            (migration.apply)(&tx).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 5).unwrap();
+        tx.execute_batch(
+            "INSERT INTO jobs (id, doc, name, status, job_type, created_at, version)
+                 VALUES ('a', '{}', 'three runs', 2, 1, 0, 1), ('b', '{}', 'none', 2, 1, 0, 1);
+             INSERT INTO ledger (job_id, run_id, doc)
+                 VALUES ('a', 'r1', '{}'), ('a', 'r2', '{}'), ('a', 'r3', '{}');",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        migrate(&mut conn).unwrap();
+        let lengths: Vec<(String, i64)> = conn
+            .prepare("SELECT id, ledger_runs FROM jobs ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(lengths, [("a".to_owned(), 3), ("b".to_owned(), 0)]);
     }
 
     #[test]

@@ -36,6 +36,10 @@ use crate::{
     },
 };
 
+/// Prepared statements kept per connection: more than the store's distinct statements (about
+/// twenty, and one per listing filter shape), so the hot ones are never parsed again.
+const STATEMENT_CACHE: usize = 64;
+
 /// The embedded store.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -65,6 +69,8 @@ impl SqliteStore {
 
     fn init(mut conn: Connection) -> anyhow::Result<Self> {
         conn.busy_timeout(Duration::from_secs(5))?;
+        // Room for every statement the store prepares, so none is parsed again per call.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         migrations::migrate(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
@@ -172,22 +178,26 @@ fn insert_row(
 }
 
 /// Replaces a job's row if it has `expected_version` (and, with a claim, is held by that owner
-/// under that fencing token).
+/// under that fencing token), counting `finished` into its ledger length; returns the ledger's
+/// length with them, or `None` when no row had that version and claim.
 fn replace_job(
     tx: &Connection,
     job: &Job,
     expected_version: u64,
     claim: Option<(&str, u64)>,
-) -> Result<bool, StoreError> {
+    finished: usize,
+) -> Result<Option<i64>, StoreError> {
     let row = JobRow::of(job)?;
-    let changed = tx
-        .prepare_cached(
-            "UPDATE jobs SET doc = ?1, name = ?2, status = ?3, job_type = ?4, due_at = ?5,
-                 version = ?6, lease_owner = NULL, lease_until = NULL
-             WHERE id = ?7 AND version = ?8 AND (?9 IS NULL OR (lease_owner = ?9 AND fence = ?10))",
-        )
-        .and_then(|mut stmt| {
-            stmt.execute(params![
+    tx.prepare_cached(
+        "UPDATE jobs SET doc = ?1, name = ?2, status = ?3, job_type = ?4, due_at = ?5,
+             version = ?6, lease_owner = NULL, lease_until = NULL,
+             ledger_runs = ledger_runs + ?11
+         WHERE id = ?7 AND version = ?8 AND (?9 IS NULL OR (lease_owner = ?9 AND fence = ?10))
+         RETURNING ledger_runs",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row(
+            params![
                 row.doc,
                 row.name,
                 row.status,
@@ -198,18 +208,31 @@ fn replace_job(
                 sql_int(expected_version),
                 claim.map(|(owner, _)| owner),
                 claim.map(|(_, token)| sql_int(token)),
-            ])
-        })
-        .map_err(map_err)?;
-    Ok(changed == 1)
+                finished as i64,
+            ],
+            |r| r.get(0),
+        )
+        .optional()
+    })
+    .map_err(map_err)
 }
 
-/// Appends finished runs to a job's ledger and drops its records beyond `history`.
+/// Records a job may hold in its ledger beyond `history` before they are trimmed: trimming
+/// once per this many appends rather than on each saves a statement on nearly every fire.
+/// Reads return the newest `history` only, so the slack never shows.
+fn ledger_slack(history: usize) -> usize {
+    (history / 4).clamp(1, 256)
+}
+
+/// Appends finished runs to a job's ledger (of `length` records with them, as counted by
+/// [`replace_job`]) and, once it holds more than `history` plus the slack, drops the oldest
+/// beyond `history`.
 fn append_runs(
     tx: &Connection,
     job: JobId,
     finished: &[Run],
     history: usize,
+    length: i64,
 ) -> Result<(), StoreError> {
     if finished.is_empty() {
         return Ok(());
@@ -224,12 +247,18 @@ fn append_runs(
                 .map_err(map_err)?;
         }
     }
+    if length.unsigned_abs() as usize <= history + ledger_slack(history) {
+        return Ok(());
+    }
     tx.prepare_cached(
         "DELETE FROM ledger WHERE job_id = ?1 AND seq <= (
              SELECT seq FROM ledger WHERE job_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
     )
     .and_then(|mut stmt| stmt.execute(params![job, history as i64]))
     .map_err(map_err)?;
+    tx.prepare_cached("UPDATE jobs SET ledger_runs = ?2 WHERE id = ?1")
+        .and_then(|mut stmt| stmt.execute(params![job, history as i64]))
+        .map_err(map_err)?;
     Ok(())
 }
 
@@ -387,10 +416,11 @@ impl JobStore for SqliteStore {
         let events = outbox.to_vec();
         let history = self.history;
         self.write(move |tx| {
-            if !replace_job(tx, &job, expected_version, None)? {
+            let Some(length) = replace_job(tx, &job, expected_version, None, finished.len())?
+            else {
                 return Err(why_not_written(tx, job.id));
-            }
-            append_runs(tx, job.id, &finished, history)?;
+            };
+            append_runs(tx, job.id, &finished, history, length)?;
             append_events(tx, &events)
         })
         .await
@@ -423,18 +453,12 @@ impl JobStore for SqliteStore {
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.with(|conn| {
             let due: Option<i64> = conn
-                .query_row(
-                    "SELECT MIN(due_at) FROM jobs WHERE lease_until IS NULL",
-                    [],
-                    |r| r.get(0),
-                )
+                .prepare_cached("SELECT MIN(due_at) FROM jobs WHERE lease_until IS NULL")
+                .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
                 .map_err(map_err)?;
             let lapse: Option<i64> = conn
-                .query_row(
-                    "SELECT MIN(lease_until) FROM jobs WHERE lease_until IS NOT NULL",
-                    [],
-                    |r| r.get(0),
-                )
+                .prepare_cached("SELECT MIN(lease_until) FROM jobs WHERE lease_until IS NOT NULL")
+                .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
                 .map_err(map_err)?;
             Ok(due.into_iter().chain(lapse).min().map(from_millis))
         })
@@ -504,16 +528,17 @@ impl JobStore for SqliteStore {
         self.write(move |tx| {
             let mut written = Vec::with_capacity(steps.len());
             for step in &steps {
-                // Each step in its own savepoint: one that cannot be written leaves no trace.
-                let savepoint = tx.savepoint().map_err(map_err)?;
+                // A step whose job changed writes nothing; a failing statement fails the whole
+                // batch's transaction, so no step is ever half written.
                 let claim = Some((owner.as_str(), step.token));
                 let claimed_version = step.job.version.saturating_sub(1);
-                if !replace_job(&savepoint, &step.job, claimed_version, claim)? {
+                let written_job =
+                    replace_job(tx, &step.job, claimed_version, claim, step.finished.len())?;
+                let Some(length) = written_job else {
                     continue; // changed or claimed by another since this claim
-                }
-                append_runs(&savepoint, step.job.id, &step.finished, history)?;
-                append_events(&savepoint, &step.events)?;
-                savepoint.commit().map_err(map_err)?;
+                };
+                append_runs(tx, step.job.id, &step.finished, history, length)?;
+                append_events(tx, &step.events)?;
                 written.push(step.job.id);
             }
             Ok(written)
@@ -522,11 +547,18 @@ impl JobStore for SqliteStore {
     }
 
     async fn run_history(&self, job: JobId) -> Result<Vec<Run>, StoreError> {
+        let history = self.history as i64;
         self.with(move |conn| {
+            // The newest `history`: the ledger may hold a few more until its next trim.
             let mut stmt = conn
-                .prepare_cached("SELECT run_id, doc FROM ledger WHERE job_id = ?1 ORDER BY seq")
+                .prepare_cached(
+                    "SELECT run_id, doc FROM (
+                         SELECT seq, run_id, doc FROM ledger WHERE job_id = ?1
+                         ORDER BY seq DESC LIMIT ?2)
+                     ORDER BY seq",
+                )
                 .map_err(map_err)?;
-            collect(&mut stmt, &[&job.to_string()], run_of)
+            collect(&mut stmt, &[&job.to_string(), &history], run_of)
         })
         .await
     }
