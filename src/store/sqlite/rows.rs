@@ -1,6 +1,6 @@
 //! A job as the embedded store's `jobs` row holds it: its document (`store::json`) beside the
 //! columns the queries filter and order on, which are derived from the job on every write; and
-//! a listing's filter as a condition on those columns.
+//! a listing's filter as a condition on those columns; and SQLite's errors as the store's.
 
 use rusqlite::{Row, ToSql};
 
@@ -104,5 +104,21 @@ pub(super) fn filter_clause(filter: JobFilter) -> (String, Vec<Box<dyn ToSql>>) 
         (String::new(), values)
     } else {
         (format!("WHERE {}", clauses.join(" AND ")), values)
+    }
+}
+
+/// Maps SQLite errors once: a taken unique key, a busy or unreachable file, or anything else.
+pub(super) fn map_err(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::ConstraintViolation) => StoreError::DuplicateKey,
+        Some(
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::CannotOpen
+            | ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure,
+        ) => StoreError::Unavailable(anyhow::anyhow!(e)),
+        _ => StoreError::Internal(anyhow::anyhow!(e)),
     }
 }
