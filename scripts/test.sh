@@ -5,7 +5,8 @@
 # The tests start the service themselves on free loopback ports; the store tests run against
 # the embedded store and against the MongoDB-wire server that scripts/with-mongo.sh provides,
 # and the Kafka tests against the single-node Apache Kafka broker that scripts/with-kafka.sh
-# starts (on 127.0.0.1:9092, or free ports if that is taken).
+# starts (on 127.0.0.1:9092, or free ports if that is taken), and the etcd registration tests
+# against the etcd that scripts/with-etcd.sh starts (installing Debian's etcd-server if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +25,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
-./scripts/with-mongo.sh ./scripts/with-kafka.sh cargo test --locked
+./scripts/with-mongo.sh ./scripts/with-kafka.sh ./scripts/with-etcd.sh cargo test --locked
 echo "== schemathesis (the REST API against its OpenAPI document)"
 # `cargo test` built the binary (the end-to-end tests run it), with the features the tests
 # unify; building it again alone would rebuild dependencies for nothing.

@@ -19,6 +19,7 @@ use crate::{
     access::{Guard, guard, throttle},
     auth::Auth,
     config::{Config, StoreKind},
+    discovery::Registrar,
     events::{BufferLimits, EventBus},
     grpc,
     jobs::{EventRoute, Jobs, ports::JobStore},
@@ -56,6 +57,8 @@ pub struct Application {
     serve: ServeSettings,
     /// The request rate per client, when one is set, for its background sweep.
     rate: Option<Arc<RateLimit>>,
+    /// The registration in etcd, when endpoints are configured.
+    registrar: Option<Registrar>,
 }
 
 /// What runs beside the server when Kafka is configured.
@@ -210,6 +213,7 @@ impl Application {
         let addr = listener
             .local_addr()
             .with_context(|| format!("Failed to read the address bound for {address}"))?;
+        let registrar = config.discovery.registrar(addr)?;
         Ok(Self {
             listener,
             addr,
@@ -224,6 +228,7 @@ impl Application {
             tls,
             serve,
             rate,
+            registrar,
         })
     }
 
@@ -278,6 +283,10 @@ impl Application {
                 internal.cancel();
             }
         };
+        // Deregistered as soon as shutdown starts, so clients stop picking this replica.
+        if let Some(registrar) = self.registrar {
+            tasks.spawn("etcd-registration", registrar.run(internal.clone()));
+        }
         if let Some(rate) = self.rate {
             let stop = internal.clone();
             tasks.spawn("rate-limit-sweep", async move {

@@ -12,6 +12,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::{
     auth::AuthSettings,
+    discovery::DiscoverySettings,
     domain::Limits,
     kafka::{KafkaSettings, TopicSpec, Topics},
     serve::ServeSettings,
@@ -274,6 +275,9 @@ pub struct Config {
     /// Access control: keys, claims and checks.
     #[command(flatten)]
     pub auth: AuthSettings,
+    /// Registration in etcd, for go-kit service discovery.
+    #[command(flatten)]
+    pub discovery: DiscoverySettings,
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long, env = "SCHEDULER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -343,7 +347,8 @@ impl Config {
         })
     }
 
-    /// The settings a test uses: loopback, a free port, an in-memory store.
+    /// The settings a test uses: loopback, a free port, an in-memory store, and no
+    /// registration in etcd unless the test asks (whatever `ETCD_ENDPOINTS` says).
     pub fn for_tests() -> Self {
         Self::parse_from([
             "scheduler",
@@ -353,6 +358,8 @@ impl Config {
             "0",
             "--store",
             "memory",
+            "--etcd-endpoints",
+            "",
         ])
     }
 

@@ -23,6 +23,7 @@
 //!   streams and the optional request rate per client.
 //! - [`auth`]: access control: tokens, roles and the one table of who may call what;
 //!   [`access`] applies it to every request on the port.
+//! - [`discovery`]: the replica's registration in etcd, for go-kit service discovery.
 //! - [`app`]: wiring and the server on one port; [`config`]: settings.
 #![warn(missing_docs, unreachable_pub)]
 
@@ -30,6 +31,7 @@ pub mod access;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod discovery;
 pub mod domain;
 pub mod events;
 pub mod grpc;

@@ -1,5 +1,5 @@
 //! Tests of the whole service over real sockets, REST and gRPC on one port, against real
-//! MongoDB-wire and Kafka servers; the shared helpers are in [`support`].
+//! MongoDB-wire, Kafka and etcd servers; the shared helpers are in [`support`].
 //!
 //! One test binary (modules below), so the suite links once.
 
@@ -11,6 +11,7 @@ mod architecture;
 mod bad_input;
 mod bad_time;
 mod compose;
+mod discovery;
 mod engine;
 mod fire;
 mod grpc;

@@ -1,11 +1,12 @@
 //! What the tests share, one copy of each: the service in process ([`app`]) and as a child
-//! process ([`process`]), certificates made for TLS ([`certs`]), MongoDB and Kafka servers and clients ([`mongo`], [`kafka`]), request
+//! process ([`process`]), certificates made for TLS ([`certs`]), MongoDB, Kafka and etcd servers and clients ([`mongo`], [`kafka`], [`etcd`]), request
 //! bodies and values ([`bodies`]), waiting ([`wait`]), free ports ([`net`]), golden files
 //! ([`golden`]) and table tests that report every failing row ([`table`]).
 
 pub mod app;
 pub mod bodies;
 pub mod certs;
+pub mod etcd;
 pub mod golden;
 pub mod kafka;
 pub mod mongo;

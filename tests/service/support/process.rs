@@ -53,6 +53,8 @@ impl Service {
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(flags)
             .env("RUST_LOG", "warn")
+            // Registered in etcd only when a test asks, with flags.
+            .env_remove("ETCD_ENDPOINTS")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
