@@ -18,6 +18,7 @@ mod grpc_edge;
 mod kafka;
 mod limits;
 mod memory;
+mod metrics;
 mod mongo;
 mod openapi;
 mod process;
