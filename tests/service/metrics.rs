@@ -344,7 +344,7 @@ async fn with_metrics_off_nothing_is_served_at_metrics() {
 }
 
 /// A Kafka workload, and a scrape once its results are all counted: one job fires and its
-/// run message goes out; then its result arrives, the same again, a different one for the
+/// run message goes out, it is read over gRPC; then its result arrives, the same again, a different one for the
 /// finished run, and a message that is not JSON.
 async fn scrape_after_a_kafka_workload() -> (TestApp, TestTopics, Scrape) {
     let brokers = brokers();
@@ -356,6 +356,10 @@ async fn scrape_after_a_kafka_workload() -> (TestApp, TestTopics, Scrape) {
         .await;
     let id = id_of(&job);
     app.job_with_status(&id, "RUNNING").await;
+    let mut grpc = app.grpc().await;
+    grpc.get_job(pb::GetJobRequest { id: id.clone() })
+        .await
+        .expect("the gRPC read answers");
     let run = newest_run(&app, &id).await;
     let result = |status: i32| json!({"Id": id, "RunId": run, "Status": status}).to_string();
     for payload in [result(4), result(4), result(5), "not json".to_owned()] {
