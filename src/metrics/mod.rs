@@ -77,7 +77,8 @@ pub struct BuildInfo {
     pub store: &'static str,
 }
 
-/// The store operations timed, one per port method.
+/// The store operations timed: one per method of the store port, named as it is (so each
+/// needs no doc of its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum StoreOperation {
