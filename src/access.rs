@@ -12,8 +12,8 @@
 //! [`throttle`], inside the guard, applies the optional request rate per client
 //! (`crate::throttle::RateLimit`, by the caller's subject, else its address): past it, REST
 //! answers 429 with `Retry-After` and gRPC RESOURCE_EXHAUSTED with `retry-after` metadata.
-//! Health checks (`/healthz`, `/readyz`, `grpc.health.v1.Health`) are never limited, so a
-//! busy client cannot make a balancer take the service out.
+//! Health checks (`/healthz`, `/readyz`, `grpc.health.v1.Health`) and the metrics are never
+//! limited, so a busy client cannot make a balancer take the service out or blind its scraper.
 
 use std::{
     sync::{Arc, Mutex},
@@ -109,7 +109,8 @@ pub async fn throttle(
 
 /// Whether a path is a health check, which no rate limits.
 fn is_health_check(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz") || path.starts_with("/grpc.health.v1.Health/")
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+        || path.starts_with("/grpc.health.v1.Health/")
 }
 
 /// The `WWW-Authenticate` challenge of a refusal (RFC 6750 section 3).

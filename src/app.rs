@@ -24,12 +24,17 @@ use crate::{
     grpc,
     jobs::{EventRoute, Jobs, ports::JobStore},
     kafka::{KafkaSettings, consumer::ResultConsumer, producer::KafkaPublisher},
+    metrics::{BuildInfo, Metrics, requests::observe},
     outbox::{Relay, RelaySettings},
     rest::{self, AppState, RestSettings},
     runtime::{Backoff, Outage, Supervisor},
     scheduler::{Scheduler, SchedulerSettings},
     serve::{self, Port, ServeSettings},
-    store::{mongo::MongoStore, sqlite::SqliteStore},
+    store::{
+        metered::{Counting, MeteredStore},
+        mongo::MongoStore,
+        sqlite::SqliteStore,
+    },
     throttle::RateLimit,
     tls::Tls,
 };
@@ -59,6 +64,8 @@ pub struct Application {
     rate: Option<Arc<RateLimit>>,
     /// The registration in etcd, when endpoints are configured.
     registrar: Option<Registrar>,
+    /// The store's gauges, counted on an interval, when metrics are on.
+    counting: Option<Counting>,
 }
 
 /// What runs beside the server when Kafka is configured.
@@ -66,6 +73,8 @@ struct KafkaParts {
     settings: KafkaSettings,
     publisher: KafkaPublisher,
     relay: Relay,
+    /// For the result consumer's outcomes and lag.
+    metrics: Metrics,
 }
 
 impl Application {
@@ -98,6 +107,17 @@ impl Application {
 
     /// As `build`, with a store made by the caller.
     pub async fn with_store(config: Config, store: Arc<dyn JobStore>) -> anyhow::Result<Self> {
+        let metrics = metrics_of(&config);
+        let store: Arc<dyn JobStore> = if metrics.is_on() {
+            Arc::new(MeteredStore::new(store, metrics.clone()))
+        } else {
+            store
+        };
+        let counting = metrics.is_on().then(|| Counting {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            every: Duration::from_millis(config.metrics_refresh_ms),
+        });
         let serve = config.serve_settings()?;
         let streams = config.stream_limit();
         let rate = config.rate_limit().map(Arc::new);
@@ -138,7 +158,7 @@ impl Application {
             Some(settings) => {
                 tracing::info!(brokers = %settings.brokers, "events: Kafka, through the outbox");
                 let relay_wake = Arc::new(Notify::new());
-                let publisher = KafkaPublisher::new(&settings)?;
+                let publisher = KafkaPublisher::new(&settings)?.with_metrics(metrics.clone());
                 let relay = Relay::new(
                     store.clone(),
                     Arc::new(publisher.clone()),
@@ -156,12 +176,14 @@ impl Application {
                         settings,
                         publisher,
                         relay,
+                        metrics: metrics.clone(),
                     }),
                 )
             }
         };
-        let mut jobs =
-            Jobs::new(store.clone(), events.clone(), wake.clone()).with_limits(config.limits());
+        let mut jobs = Jobs::new(store.clone(), events.clone(), wake.clone())
+            .with_limits(config.limits())
+            .with_metrics(metrics.clone());
         if let Some(kafka) = &kafka {
             jobs = jobs.with_sink(Arc::new(kafka.publisher.clone()));
         }
@@ -177,12 +199,14 @@ impl Application {
                 limits: config.limits(),
                 ..SchedulerSettings::default()
             },
-        );
+        )
+        .with_metrics(metrics.clone());
         let state = AppState {
             jobs: jobs.clone(),
             bus: bus.clone(),
             shutdown: internal_shutdown.clone(),
             streams: streams.clone(),
+            metrics: metrics.clone(),
         };
         let rest_settings = RestSettings {
             max_body_bytes: config.max_body_bytes,
@@ -206,6 +230,12 @@ impl Application {
                 Guard::new(auth.clone()),
                 guard,
             ));
+        // Outside the guard, so refused calls are timed too.
+        let router = if metrics.is_on() {
+            router.layer(axum::middleware::from_fn_with_state(metrics, observe))
+        } else {
+            router
+        };
         let address = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(address)
             .await
@@ -229,6 +259,7 @@ impl Application {
             serve,
             rate,
             registrar,
+            counting,
         })
     }
 
@@ -286,6 +317,13 @@ impl Application {
         // Deregistered as soon as shutdown starts, so clients stop picking this replica.
         if let Some(registrar) = self.registrar {
             tasks.spawn("etcd-registration", registrar.run(internal.clone()));
+        }
+        if let Some(counting) = self.counting {
+            let stop = internal.clone();
+            tasks.spawn("metrics-census", async move {
+                counting.run(stop).await;
+                Ok(())
+            });
         }
         if let Some(rate) = self.rate {
             let stop = internal.clone();
@@ -371,11 +409,33 @@ async fn run_kafka(
             }
         }
     }
-    let consumer = ResultConsumer::new(&kafka.settings, jobs, kafka.publisher.producer().clone())
-        .context("the result consumer cannot start")?;
+    let consumer = ResultConsumer::new(
+        &kafka.settings,
+        jobs,
+        kafka.publisher.producer().clone(),
+        kafka.metrics,
+    )
+    .context("the result consumer cannot start")?;
     // Both run until shutdown; a panic in either ends this task, and the service with it.
     tokio::join!(kafka.relay.run(shutdown.clone()), consumer.run(shutdown));
     Ok(())
+}
+
+/// The metrics registry, or none when `--metrics false`.
+fn metrics_of(config: &Config) -> Metrics {
+    if !config.metrics {
+        tracing::info!("metrics: off");
+        return Metrics::off();
+    }
+    let store = match config.store_kind() {
+        StoreKind::Embedded => "embedded",
+        StoreKind::Memory => "memory",
+        StoreKind::Mongodb => "mongodb",
+    };
+    Metrics::new(&BuildInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        store,
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM.

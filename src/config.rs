@@ -272,6 +272,15 @@ pub struct Config {
     #[arg(long, env = "SCHEDULER_OUTBOX_POLL_MS", default_value_t = 200,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub outbox_poll_ms: u64,
+    /// Serve Prometheus metrics at `GET /metrics` and keep them (`false`: no registry, no
+    /// endpoint, nothing observed).
+    #[arg(long, env = "SCHEDULER_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub metrics: bool,
+    /// How often the gauges of what the store holds (jobs per status, the due backlog, the
+    /// outbox) are counted from it, in milliseconds.
+    #[arg(long, env = "SCHEDULER_METRICS_REFRESH_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub metrics_refresh_ms: u64,
     /// Access control: keys, claims and checks.
     #[command(flatten)]
     pub auth: AuthSettings,

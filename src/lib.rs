@@ -15,6 +15,8 @@
 //! - [`events`]: the in-process event bus and the watch that feeds SSE and the gRPC stream.
 //! - [`kafka`]: the Kafka adapters: the publisher, the result consumer, the message format.
 //! - [`rest`] and [`grpc`]: the two transports, thin and mirrored.
+//! - [`metrics`]: the Prometheus registry and every instrument in it, served at `/metrics`;
+//!   observing is a call on its handle, which `app` gives to whatever observes something.
 //! - [`runtime`]: backoff, outage logging and the supervision of background tasks.
 //! - [`serve`]: the accept loop of the one port, plain or TLS, and the limits on connections
 //!   (header-read and idle timeouts, most connections, HTTP/2 streams and header lists).
@@ -37,6 +39,7 @@ pub mod events;
 pub mod grpc;
 pub mod jobs;
 pub mod kafka;
+pub mod metrics;
 pub mod outbox;
 pub mod rest;
 pub mod runtime;

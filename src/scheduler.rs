@@ -19,6 +19,7 @@ use crate::{
         EventRoute,
         ports::{Claim, ClaimedStep, JobStore, Lease, StoreError},
     },
+    metrics::{Metrics, runs::Origin},
     runtime::{Backoff, Outage},
 };
 
@@ -57,6 +58,8 @@ pub struct Scheduler {
     /// Unique per process: who holds the leases this loop takes.
     owner: String,
     settings: SchedulerSettings,
+    /// Where claims, refused steps, fires and their lag are counted.
+    metrics: Metrics,
 }
 
 impl Scheduler {
@@ -73,7 +76,14 @@ impl Scheduler {
             wake,
             owner: format!("scheduler-{}", uuid::Uuid::new_v4()),
             settings,
+            metrics: Metrics::off(),
         }
+    }
+
+    /// The same loop, counting what it claims and stores into `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Runs until `shutdown` is cancelled; a fire batch under way is finished first.
@@ -155,7 +165,7 @@ impl Scheduler {
                 let step = job.settle(now, &self.settings.limits, rand::random());
                 let step_events = step.events();
                 let stored = self.events.outbox(&step_events).to_vec();
-                events.push((job.id, step_events));
+                events.push((job, step_events));
                 ClaimedStep {
                     token,
                     job: step.job,
@@ -170,10 +180,19 @@ impl Scheduler {
             .await?
             .into_iter()
             .collect();
+        // A step the store refused lost its claim (fence, lease or version): counted apart.
+        self.metrics
+            .claimed(claimed, claimed.saturating_sub(written.len()));
+        let origin = Origin::Scheduler {
+            misfire_threshold: self.settings.limits.misfire_threshold,
+        };
         let events = events
             .into_iter()
-            .filter(|(job, _)| written.contains(job))
-            .flat_map(|(_, events)| events);
+            .filter(|(job, _)| written.contains(&job.id))
+            .flat_map(|(job, events)| {
+                self.metrics.stored(&job, &events, origin);
+                events
+            });
         self.events.stored(events).await;
         Ok(claimed)
     }

@@ -34,6 +34,7 @@ use crate::domain::{
     Audit, Event, EventKind, Job, JobId, JobInput, Limits, MAX_PREVIEW, NotClosed, Preview, Run,
     RunId, RunResult, ScheduleInput, Step, field::Errors, name_of, parse_time,
 };
+use crate::metrics::{Metrics, runs::Origin};
 
 /// Most fires recorded for one due time of one job.
 const MAX_ATTEMPTS_PER_DUE_TIME: u32 = 100;
@@ -131,6 +132,18 @@ pub struct Jobs {
     sink: Option<Arc<dyn Publisher>>,
     /// Bounds of the engine, for the operations that fire (resume, trigger).
     limits: Limits,
+    /// Where stored fires and ledger records are counted.
+    metrics: Metrics,
+}
+
+/// A result as it was applied: the run it closed, and whether the run was already closed
+/// with this very result (then nothing changed).
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The run, as recorded.
+    pub run: Run,
+    /// Whether the same result had been applied before.
+    pub duplicate: bool,
 }
 
 impl Jobs {
@@ -143,7 +156,14 @@ impl Jobs {
             wake,
             sink: None,
             limits: Limits::default(),
+            metrics: Metrics::off(),
         }
+    }
+
+    /// The same use cases, counting what they store into `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The same use cases under other engine bounds.
@@ -369,6 +389,16 @@ impl Jobs {
         run_id: Option<RunId>,
         result: RunResult,
     ) -> Result<Run, Error> {
+        Ok(self.apply_result(id, run_id, result).await?.run)
+    }
+
+    /// [`Jobs::report_result`], saying whether the result had been applied before.
+    pub async fn apply_result(
+        &self,
+        id: JobId,
+        run_id: Option<RunId>,
+        result: RunResult,
+    ) -> Result<Applied, Error> {
         for _ in 0..WRITE_ATTEMPTS {
             let job = self.get(id).await?;
             let step = match job.finish_run(run_id, &result, Utc::now(), rand::random()) {
@@ -377,7 +407,11 @@ impl Jobs {
                     return Err(Error::Conflict(NotClosed::NoOpenRun.to_string()));
                 }
                 Err(NotClosed::NotOpen(run_id)) => {
-                    return self.recorded_result(id, run_id, &result).await;
+                    let run = self.recorded_result(id, run_id, &result).await?;
+                    return Ok(Applied {
+                        run,
+                        duplicate: true,
+                    });
                 }
             };
             let Some(run) = step.finished.first().cloned() else {
@@ -385,8 +419,13 @@ impl Jobs {
                     "closing a run finished no run"
                 )));
             };
-            match self.store_step(job.version, step).await {
-                Ok(_) => return Ok(run),
+            match self.store_step(&job, step, Origin::Operation).await {
+                Ok(_) => {
+                    return Ok(Applied {
+                        run,
+                        duplicate: false,
+                    });
+                }
                 Err(StoreError::VersionConflict) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -419,14 +458,14 @@ impl Jobs {
 
     /// Pauses a job: nothing fires until it is resumed.
     pub async fn pause(&self, id: JobId, by: &Audit) -> Result<Job, Error> {
-        self.transition(id, by, |job, now| Ok(job.pause(now)?))
+        self.transition(id, by, Origin::Operation, |job, now| Ok(job.pause(now)?))
             .await
     }
 
     /// Resumes a paused job; the times it passed while paused go through its misfire policy.
     pub async fn resume(&self, id: JobId, by: &Audit) -> Result<Job, Error> {
         let limits = self.limits;
-        self.transition(id, by, move |job, now| {
+        self.transition(id, by, Origin::Operation, move |job, now| {
             Ok(job.resume(now, &limits, rand::random())?)
         })
         .await
@@ -435,13 +474,15 @@ impl Jobs {
     /// Fires an extra run now; the schedule stays where it is.
     pub async fn trigger(&self, id: JobId, by: &Audit) -> Result<Job, Error> {
         let limits = self.limits;
-        self.transition(id, by, move |job, now| Ok(job.trigger(now, &limits)?))
-            .await
+        self.transition(id, by, Origin::Trigger, move |job, now| {
+            Ok(job.trigger(now, &limits)?)
+        })
+        .await
     }
 
     /// Cancels a job: its open runs and waiting retries are cancelled, nothing fires again.
     pub async fn cancel(&self, id: JobId, by: &Audit) -> Result<Job, Error> {
-        self.transition(id, by, |job, now| Ok(job.cancel(now)?))
+        self.transition(id, by, Origin::Operation, |job, now| Ok(job.cancel(now)?))
             .await
     }
 
@@ -451,12 +492,13 @@ impl Jobs {
         &self,
         id: JobId,
         by: &Audit,
+        origin: Origin,
         operation: impl Fn(&Job, DateTime<Utc>) -> Result<Step, Error>,
     ) -> Result<Job, Error> {
         for _ in 0..WRITE_ATTEMPTS {
             let job = self.get(id).await?;
             let step = operation(&job, Utc::now())?.attributed(by);
-            match self.store_step(job.version, step).await {
+            match self.store_step(&job, step, origin).await {
                 Ok(job) => return Ok(job),
                 Err(StoreError::VersionConflict) => continue,
                 Err(e) => return Err(e.into()),
@@ -465,18 +507,24 @@ impl Jobs {
         Err(kept_changing("the operation was being applied"))
     }
 
-    /// Stores a step over the job's `version`, then hands on its events and wakes the
-    /// scheduler (the step may have brought a due time closer).
-    async fn store_step(&self, version: u64, step: Step) -> Result<Job, StoreError> {
+    /// Stores a step over the job as it was (`before`), then counts it, hands on its events and
+    /// wakes the scheduler (the step may have brought a due time closer).
+    async fn store_step(
+        &self,
+        before: &Job,
+        step: Step,
+        origin: Origin,
+    ) -> Result<Job, StoreError> {
         let events = step.events();
         self.store
             .update(
                 &step.job,
-                version,
+                before.version,
                 &step.finished,
                 self.events.outbox(&events),
             )
             .await?;
+        self.metrics.stored(before, &events, origin);
         self.wake.notify_one();
         self.events.stored(events).await;
         Ok(step.job)

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::listing::{JobFilter, PageRequest, Weight};
-use crate::domain::{Event, Job, JobId, Run};
+use crate::domain::{Event, Job, JobId, JobStatus, Run};
 
 /// What a store operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +91,23 @@ pub struct ClaimedStep {
     pub finished: Vec<Run>,
     /// Events to store in the outbox with the step; empty when no durable sink is configured.
     pub events: Vec<Event>,
+}
+
+/// A count of what a store holds, for the metrics' gauges. Each part is one cheap query on
+/// an index (a count per status, a range of the due-time index, the outbox), never a scan of
+/// every job's document.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Census {
+    /// Live jobs per status; a status with none may be left out.
+    pub jobs: Vec<(JobStatus, u64)>,
+    /// Jobs due now (`Job::due_at`) that nobody holds: what the schedulers have yet to claim.
+    pub due: u64,
+    /// The earliest due time among those.
+    pub oldest_due: Option<DateTime<Utc>>,
+    /// Events in the outbox, not yet delivered.
+    pub outbox_pending: u64,
+    /// When the oldest of those was stored (its event's time).
+    pub oldest_event: Option<DateTime<Utc>>,
 }
 
 /// Finished runs kept per job when no other bound is configured.
@@ -181,6 +198,10 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Removes delivered events from the outbox. Unknown ids are ignored.
     async fn mark_delivered(&self, events: &[(JobId, Uuid)]) -> Result<(), StoreError>;
+
+    /// Counts jobs per status, the jobs due at `now` that nobody holds and the pending outbox
+    /// events, from indexes only: cheap with a million jobs stored.
+    async fn census(&self, now: DateTime<Utc>) -> Result<Census, StoreError>;
 }
 
 /// Where events go live, once their change is stored (the in-process bus).

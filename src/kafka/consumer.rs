@@ -23,6 +23,7 @@ use rdkafka::{
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     message::{BorrowedMessage, Header, Headers, OwnedHeaders},
     producer::{FutureProducer, FutureRecord},
+    statistics::Statistics,
     util::Timeout,
 };
 use tokio::time::Instant;
@@ -30,7 +31,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{KafkaSettings, message::ResultMessage};
 use crate::{
-    jobs::{Error, Jobs, Missing},
+    jobs::{Applied, Error, Jobs, Missing},
+    metrics::{Metrics, ResultOutcome},
     runtime::{Backoff, Outage},
 };
 
@@ -40,6 +42,8 @@ const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(30);
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 /// Longest wait between tries of one message.
 const MAX_RETRY: Duration = Duration::from_secs(10);
+/// How often librdkafka reports the consumer's lag (its statistics), when metrics are on.
+const LAG_INTERVAL_MS: &str = "5000";
 /// Blocking consumer calls (seek) wait at most this long.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -56,9 +60,27 @@ struct Held {
 /// Tracks held partitions across rebalances: a revoked partition is no longer ours to resume.
 struct RebalanceAware {
     held: Arc<Mutex<HashMap<PartitionKey, Held>>>,
+    /// Where librdkafka's statistics leave the lag of each assigned partition.
+    metrics: Metrics,
 }
 
-impl ClientContext for RebalanceAware {}
+impl ClientContext for RebalanceAware {
+    /// Every statistics interval: each partition's lag, its high watermark minus the offset
+    /// stored for it; a partition not assigned (lag -1) is removed.
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, p) in &stats.partitions {
+                if *partition < 0 {
+                    continue; // librdkafka's internal unassigned partition
+                }
+                let lag = [p.consumer_lag_stored, p.consumer_lag]
+                    .into_iter()
+                    .find(|lag| *lag >= 0);
+                self.metrics.consumer_lag(topic, *partition, lag);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for RebalanceAware {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -76,6 +98,7 @@ impl ConsumerContext for RebalanceAware {
 #[derive(Debug)]
 enum Outcome {
     Applied,
+    Duplicate,
     Ignored(String),
     DeadLetter(String),
     Retry(anyhow::Error),
@@ -90,25 +113,35 @@ pub struct ResultConsumer {
     dead_letters: FutureProducer,
     jobs: Jobs,
     settings: KafkaSettings,
+    /// Where outcomes are counted.
+    metrics: Metrics,
 }
 
 impl ResultConsumer {
     /// A consumer of the result topic in the configured group, applying results through
-    /// `jobs` and writing dead letters with `dead_letters`.
+    /// `jobs`, writing dead letters with `dead_letters` and counting outcomes and its lag into
+    /// `metrics`.
     pub fn new(
         settings: &KafkaSettings,
         jobs: Jobs,
         dead_letters: FutureProducer,
+        metrics: Metrics,
     ) -> anyhow::Result<Self> {
         let held = Arc::new(Mutex::new(HashMap::new()));
-        let consumer: StreamConsumer<RebalanceAware> = settings
-            .client_config()
+        let mut config = settings.client_config();
+        if metrics.is_on() {
+            config.set("statistics.interval.ms", LAG_INTERVAL_MS);
+        }
+        let consumer: StreamConsumer<RebalanceAware> = config
             .set("group.id", &settings.group_id)
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
             .set("auto.commit.interval.ms", "1000")
             .set("auto.offset.reset", "earliest")
-            .create_with_context(RebalanceAware { held: held.clone() })
+            .create_with_context(RebalanceAware {
+                held: held.clone(),
+                metrics: metrics.clone(),
+            })
             .context("Failed to create the Kafka result consumer")?;
         consumer
             .subscribe(&[settings.topics.run_result.name.as_str()])
@@ -120,6 +153,7 @@ impl ResultConsumer {
             dead_letters,
             jobs,
             settings: settings.clone(),
+            metrics,
         })
     }
 
@@ -226,13 +260,20 @@ impl ResultConsumer {
                 return;
             }
             Outcome::Applied => {
+                self.metrics.result(ResultOutcome::Applied);
                 tracing::debug!(topic = %key.0, partition = key.1, offset, "result applied")
             }
+            Outcome::Duplicate => {
+                self.metrics.result(ResultOutcome::Duplicate);
+                tracing::debug!(topic = %key.0, partition = key.1, offset, "result applied before")
+            }
             Outcome::Ignored(reason) => {
+                self.metrics.result(ResultOutcome::Ignored);
                 tracing::warn!(topic = %key.0, partition = key.1, offset, %reason,
                     "result changes nothing")
             }
             Outcome::DeadLetter(reason) => {
+                self.metrics.result(ResultOutcome::DeadLettered);
                 tracing::warn!(topic = %key.0, partition = key.1, offset, %reason,
                     "result dead-lettered")
             }
@@ -281,10 +322,15 @@ impl ResultConsumer {
             Err(reason) => Outcome::DeadLetter(reason),
             Ok(result) => match self
                 .jobs
-                .report_result(result.job, result.run, result.result)
+                .apply_result(result.job, result.run, result.result)
                 .await
             {
-                Ok(_) => Outcome::Applied,
+                Ok(Applied {
+                    duplicate: false, ..
+                }) => Outcome::Applied,
+                Ok(Applied {
+                    duplicate: true, ..
+                }) => Outcome::Duplicate,
                 Err(Error::NotFound(Missing::Job)) => Outcome::DeadLetter("unknown job".into()),
                 Err(Error::NotFound(Missing::Run)) => Outcome::Ignored("run not found".into()),
                 Err(Error::Conflict(reason)) => Outcome::Ignored(reason),

@@ -4,7 +4,7 @@
 //! partition; events are keyed by job id, so one job's events keep their order. `publish`
 //! returns only when the brokers acknowledged (or refused) every event of the batch.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use async_trait::async_trait;
@@ -16,7 +16,7 @@ use rdkafka::{
 };
 
 use super::{KafkaSettings, message};
-use crate::{domain::Event, jobs::ports::Publisher};
+use crate::{domain::Event, jobs::ports::Publisher, metrics::Metrics};
 
 /// How long a send may wait for the brokers before it counts as failed (the event stays in
 /// the outbox and is sent again).
@@ -29,6 +29,8 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct KafkaPublisher {
     producer: FutureProducer,
     settings: KafkaSettings,
+    /// Where sends, their failures and durations are counted.
+    metrics: Metrics,
 }
 
 impl KafkaPublisher {
@@ -51,7 +53,14 @@ impl KafkaPublisher {
         Ok(Self {
             producer,
             settings: settings.clone(),
+            metrics: Metrics::off(),
         })
+    }
+
+    /// The same publisher, counting its sends into `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The underlying producer, shared with the result consumer's dead-letter writes.
@@ -74,10 +83,13 @@ impl KafkaPublisher {
             .key(&key)
             .payload(&payload)
             .headers(headers);
-        self.producer
+        let start = Instant::now();
+        let sent = self
+            .producer
             .send(record, Timeout::After(DELIVERY_TIMEOUT))
-            .await
-            .map(|_| ())
+            .await;
+        self.metrics.published(topic, sent.is_ok(), start.elapsed());
+        sent.map(|_| ())
             .map_err(|(error, _)| anyhow!(error).context(format!("event {} to {topic}", event.id)))
     }
 }

@@ -1,8 +1,8 @@
-//! `GET /healthz` and `GET /readyz`.
+//! `GET /healthz`, `GET /readyz` and `GET /metrics`.
 
 use axum::{
     extract::State,
-    http::StatusCode,
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
 
@@ -47,4 +47,12 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail).into_response()
         }
     }
+}
+
+/// `GET /metrics`: every metric in the Prometheus text format (absent with `--metrics false`).
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "The metrics, in the Prometheus text exposition format (version 0.0.4)", body = String, content_type = "text/plain")))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics.render();
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }

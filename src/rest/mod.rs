@@ -1,4 +1,5 @@
-//! The JSON REST API under `/api/v1`, health endpoints, the OpenAPI document and Swagger UI.
+//! The JSON REST API under `/api/v1`, health endpoints, the metrics, the OpenAPI document and
+//! Swagger UI.
 //!
 //! Handlers only convert: query parameters and headers ([`params`]), bodies through the
 //! extractors of [`problem`], results into views ([`views`]); every rule is the use cases'. Each
@@ -40,7 +41,8 @@ pub use self::state::{AppState, RestSettings};
     paths(
         jobs::create, jobs::list, jobs::get, jobs::update, jobs::delete,
         jobs::pause, jobs::resume, jobs::trigger, jobs::cancel, jobs::preview,
-        jobs::list_runs, jobs::report_result, events::events, health::healthz, health::readyz
+        jobs::list_runs, jobs::report_result, events::events, health::healthz, health::readyz,
+        health::metrics
     ),
     components(schemas(
         schemas::NewJob, schemas::EmailJobInput, schemas::SmsJobInput, schemas::EmailJobData,
@@ -58,7 +60,7 @@ pub use self::state::{AppState, RestSettings};
         (name = "runs", description = "A job's executions and their results"),
         (name = "schedule", description = "Check a schedule's next fire times"),
         (name = "events", description = "Live lifecycle and run events"),
-        (name = "health", description = "Liveness and readiness"),
+        (name = "health", description = "Liveness, readiness and metrics"),
     )
 )]
 pub struct ApiDoc;
@@ -85,11 +87,14 @@ pub fn router(state: AppState, settings: &RestSettings) -> Router {
                 .layer(TimeoutLayer::new(settings.request_timeout)),
         )
         .route("/events", get(events::events));
-    Router::new()
+    let mut root = Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .with_state(state)
+        .route("/readyz", get(health::readyz));
+    if state.metrics.is_on() {
+        root = root.route("/metrics", get(health::metrics));
+    }
+    root.with_state(state)
         .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", ApiDoc::openapi()))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{events::EventBus, jobs::Jobs, throttle::StreamLimit};
+use crate::{events::EventBus, jobs::Jobs, metrics::Metrics, throttle::StreamLimit};
 
 /// The handlers' shared state.
 #[derive(Clone)]
@@ -17,6 +17,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The bound on open event streams, shared with the gRPC watch.
     pub streams: StreamLimit,
+    /// What `GET /metrics` renders; off, there is no such route.
+    pub metrics: Metrics,
 }
 
 /// REST limits.

@@ -1,12 +1,15 @@
 //! The job store adapters: the embedded SQLite store ([`sqlite`]) and MongoDB ([`mongo`]), both
 //! implementations of the `JobStore` port in `jobs::ports`, and what they share: the JSON
-//! documents they keep, the names they write for enums, and the helpers below.
+//! documents they keep, the names they write for enums, and the helpers below; and
+//! [`metered`], the decorator that times any store's operations and counts what it holds for
+//! the metrics.
 //!
 //! An adapter maps the domain to its own rows or documents explicitly (never the domain's own
 //! shape), keeps its queries apart from that mapping, and must not decide anything about jobs:
 //! the use cases and the scheduler do, through the port.
 
 mod json;
+pub mod metered;
 pub mod mongo;
 mod names;
 pub mod sqlite;

@@ -19,6 +19,7 @@ async fn health_docs_and_reflection_stay_open_and_unknown_paths_are_not() {
     for path in [
         "/healthz",
         "/readyz",
+        "/metrics",
         "/api-docs/openapi.json",
         "/swagger-ui/",
     ] {

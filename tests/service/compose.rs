@@ -188,7 +188,7 @@ fn unknown(names: impl IntoIterator<Item = String>, known: &BTreeSet<String>) ->
 }
 
 #[test]
-fn compose_runs_the_scheduler_with_mongodb_kafka_and_their_consoles() {
+fn compose_runs_the_scheduler_with_mongodb_kafka_their_consoles_prometheus_and_grafana() {
     let compose = compose();
     for name in [
         "mongo",
@@ -197,9 +197,61 @@ fn compose_runs_the_scheduler_with_mongodb_kafka_and_their_consoles() {
         "mongo-express",
         "grpcui",
         "scheduler",
+        "prometheus",
+        "grafana",
     ] {
         service(&compose, name);
     }
+}
+
+/// The host files a service bind-mounts (`./path:/in/container`), by container path.
+fn bind_mounts(service: &Yaml) -> BTreeMap<String, std::path::PathBuf> {
+    list(&service["volumes"])
+        .into_iter()
+        .filter_map(text)
+        .filter_map(|mount| {
+            let mut parts = mount.split(':');
+            let host = parts.next()?.strip_prefix("./")?.to_owned();
+            let container = parts.next()?.to_owned();
+            Some((container, repository().join(host)))
+        })
+        .collect()
+}
+
+#[test]
+fn compose_prometheus_scrapes_the_scheduler_with_the_alerts_and_grafana_shows_the_dashboard() {
+    let compose = compose();
+    let prometheus = bind_mounts(service(&compose, "prometheus"));
+    let config = &prometheus["/etc/prometheus/prometheus.yml"];
+    let config = &yaml_rust2::YamlLoader::load_from_str(&std::fs::read_to_string(config).unwrap())
+        .unwrap()[0];
+    let rules = text(&config["rule_files"][0]).expect("a rule file");
+    assert!(
+        prometheus.get(&rules).is_some_and(|file| file.is_file()),
+        "the rule file {rules} is mounted from the repository"
+    );
+    let scrape = &config["scrape_configs"][0];
+    assert_eq!(text(&scrape["metrics_path"]).as_deref(), Some("/metrics"));
+    let port = environment_of(&compose, "scheduler")["SERVER_PORT"].clone();
+    assert_eq!(
+        text(&scrape["static_configs"][0]["targets"][0]),
+        Some(format!("scheduler:{port}")),
+        "Prometheus scrapes the scheduler's port"
+    );
+
+    let grafana = bind_mounts(service(&compose, "grafana"));
+    let provisioning = &grafana["/etc/grafana/provisioning"];
+    let datasource =
+        std::fs::read_to_string(provisioning.join("datasources/prometheus.yml")).unwrap();
+    assert!(datasource.contains("url: http://prometheus:9090"));
+    let provider = std::fs::read_to_string(provisioning.join("dashboards/scheduler.yml")).unwrap();
+    assert!(provider.contains("path: /var/lib/grafana/dashboards"));
+    assert!(
+        grafana
+            .get("/var/lib/grafana/dashboards/scheduler.json")
+            .is_some_and(|file| file.ends_with("deploy/grafana/scheduler.json") && file.is_file()),
+        "the dashboard is provisioned from the repository"
+    );
 }
 
 #[test]

@@ -19,6 +19,7 @@ mod grpc_edge;
 mod kafka;
 mod limits;
 mod memory;
+mod metrics;
 mod mongo;
 mod openapi;
 mod process;

@@ -11,7 +11,7 @@ use scheduler::{
     domain::{Event, Job, JobId, Run},
     jobs::{
         JobFilter, PageRequest,
-        ports::{Claim, ClaimedStep, IdempotencyKey, JobStore, Lease, StoreError},
+        ports::{Census, Claim, ClaimedStep, IdempotencyKey, JobStore, Lease, StoreError},
     },
     store::sqlite::SqliteStore,
 };
@@ -206,6 +206,9 @@ impl JobStore for PanickingStore {
     }
     async fn mark_delivered(&self, events: &[(JobId, Uuid)]) -> Result<(), StoreError> {
         self.0.mark_delivered(events).await
+    }
+    async fn census(&self, now: DateTime<Utc>) -> Result<Census, StoreError> {
+        self.0.census(now).await
     }
 }
 

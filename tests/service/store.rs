@@ -14,7 +14,8 @@ use scheduler::{
         JobFilter, Page, PageRequest,
         listing::{MAX_CLAIM_BYTES, MAX_PAGE_BYTES},
         ports::{
-            Claim, ClaimedStep, DEFAULT_RUN_HISTORY, IdempotencyKey, JobStore, Lease, StoreError,
+            Census, Claim, ClaimedStep, DEFAULT_RUN_HISTORY, IdempotencyKey, JobStore, Lease,
+            StoreError,
         },
     },
     store::sqlite::SqliteStore,
@@ -154,6 +155,7 @@ conformance!(
     finished_runs_are_appended_to_the_ledger_with_the_job,
     a_stale_fencing_token_is_refused_even_from_the_same_owner,
     a_superseded_claimer_writes_nothing_and_stores_no_event,
+    the_census_counts_jobs_by_status_the_due_backlog_and_the_outbox,
     the_ledger_keeps_the_newest_runs_in_order,
     paging_counts_and_filters_are_exact_at_the_edges,
     a_page_of_big_jobs_stops_at_its_byte_bound,
@@ -649,6 +651,51 @@ async fn a_superseded_claimer_writes_nothing_and_stores_no_event(backend: Backen
     assert_eq!(a.get(fired.id).await.unwrap(), Some(step_b.job.clone()));
     assert_eq!(a.run_history(fired.id).await.unwrap(), step_b.finished);
     assert_eq!(a.pending_events(100).await.unwrap(), step_b.events);
+}
+
+async fn the_census_counts_jobs_by_status_the_due_backlog_and_the_outbox(backend: Backend) {
+    let store = backend.open().await;
+    let now = truncate(Utc::now());
+    assert_eq!(store.census(now).await.unwrap(), Census::default());
+    let early = job_due("early", now - Duration::seconds(30));
+    let late = job_due("late", now - Duration::seconds(5));
+    let future = job_due("future", now + Duration::hours(1));
+    let created = Event::new(EventKind::Created, early.clone(), None);
+    store
+        .insert(&early, None, std::slice::from_ref(&created))
+        .await
+        .unwrap();
+    store.insert(&late, None, &[]).await.unwrap();
+    store.insert(&future, None, &[]).await.unwrap();
+    let census = store.census(now).await.unwrap();
+    assert_eq!(census.jobs, vec![(JobStatus::Scheduled, 3)]);
+    assert_eq!(census.due, 2);
+    assert_eq!(census.oldest_due, early.due_at());
+    assert_eq!(census.outbox_pending, 1);
+    assert_eq!(census.oldest_event, Some(created.time));
+
+    // A claimed job is no longer due; once fired, it counts as running.
+    let held = lease("a", now + Duration::seconds(10));
+    let claimed = store.claim_due(&held, now, 1).await.unwrap();
+    assert_eq!(claimed[0].job.id, early.id, "earliest first");
+    let census = store.census(now).await.unwrap();
+    assert_eq!((census.due, census.oldest_due), (1, late.due_at()));
+    let step = settle(&claimed[0], now);
+    assert_eq!(
+        store.record_steps(&held, &[step]).await.unwrap(),
+        vec![early.id]
+    );
+    store
+        .mark_delivered(&[(early.id, created.id)])
+        .await
+        .unwrap();
+    let census = store.census(now).await.unwrap();
+    assert_eq!(
+        census.jobs,
+        vec![(JobStatus::Scheduled, 2), (JobStatus::Running, 1)]
+    );
+    assert_eq!((census.due, census.oldest_due), (1, late.due_at()));
+    assert_eq!((census.outbox_pending, census.oldest_event), (0, None));
 }
 
 async fn the_ledger_keeps_the_newest_runs_in_order(backend: Backend) {

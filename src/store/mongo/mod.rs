@@ -22,6 +22,7 @@
 //!
 //! How a job maps to its document is [`document`]'s; this module holds the queries.
 
+mod census;
 mod document;
 mod queries;
 
@@ -50,7 +51,8 @@ use crate::{
     jobs::{
         listing::{ByteBudget, JobFilter, PageRequest},
         ports::{
-            Claim, ClaimedStep, DEFAULT_RUN_HISTORY, IdempotencyKey, JobStore, Lease, StoreError,
+            Census, Claim, ClaimedStep, DEFAULT_RUN_HISTORY, IdempotencyKey, JobStore, Lease,
+            StoreError,
         },
     },
 };
@@ -122,6 +124,8 @@ impl MongoStore {
             index(doc! { "createdAt": -1, "_id": -1 }, Some(named("created"))),
             // The name-prefix filter.
             index(doc! { "name": 1 }, Some(named("name"))),
+            // The metrics' count per status, covered (tombstones left out by the index too).
+            index(doc! { "status": 1, "deleted": 1 }, Some(named("status"))),
             // The relay's scan for pending events.
             index(
                 doc! { "outboxAt": 1 },
@@ -549,5 +553,9 @@ impl JobStore for MongoStore {
             .await
             .map_err(map_err)?;
         Ok(())
+    }
+
+    async fn census(&self, now: DateTime<Utc>) -> Result<Census, StoreError> {
+        census::count(&self.jobs, now).await.map_err(map_err)
     }
 }

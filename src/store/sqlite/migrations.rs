@@ -109,6 +109,11 @@ UPDATE jobs SET ledger_runs = (SELECT COUNT(*) FROM ledger WHERE ledger.job_id =
             Ok(())
         },
     },
+    Migration {
+        // The metrics count jobs per status on an interval: from this index alone.
+        what: "the status index",
+        apply: |conn| conn.execute_batch("CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);"),
+    },
 ];
 
 /// Whether the jobs table has `column` (added by a step that older files may lack).

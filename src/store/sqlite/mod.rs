@@ -8,7 +8,11 @@
 //! busy timeout for it.
 //!
 //! rusqlite is synchronous: each call runs on tokio's blocking pool, holding the one connection.
+//!
+//! Apart: the row mapping ([`rows`]), one job's writes inside a transaction ([`writes`]), the
+//! schema ([`migrations`]) and the census for the metrics ([`census`]).
 
+mod census;
 mod migrations;
 mod rows;
 mod writes;
@@ -35,7 +39,8 @@ use crate::{
     jobs::{
         listing::{ByteBudget, JobFilter, MAX_CLAIM_BYTES, PageRequest},
         ports::{
-            Claim, ClaimedStep, DEFAULT_RUN_HISTORY, IdempotencyKey, JobStore, Lease, StoreError,
+            Census, Claim, ClaimedStep, DEFAULT_RUN_HISTORY, IdempotencyKey, JobStore, Lease,
+            StoreError,
         },
     },
 };
@@ -466,6 +471,12 @@ impl JobStore for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn census(&self, now: DateTime<Utc>) -> Result<Census, StoreError> {
+        let now = now.timestamp_millis();
+        self.with(move |conn| census::count(conn, now).map_err(map_err))
+            .await
     }
 }
 

@@ -8,6 +8,7 @@ use scheduler::{
     domain::{Event, EventKind},
     events::{Subscription, Watched},
     grpc::pb::jobs_service_client::JobsServiceClient,
+    jobs::ports::JobStore,
 };
 use serde_json::Value;
 
@@ -41,6 +42,18 @@ impl TestApp {
         let app = Application::build(config)
             .await
             .expect("the service builds");
+        Self::started(app, scheme)
+    }
+
+    /// The service over a store made by the test.
+    pub async fn spawn_with_store(config: Config, store: Arc<dyn JobStore>) -> Self {
+        let app = Application::with_store(config, store)
+            .await
+            .expect("the service builds");
+        Self::started(app, "http")
+    }
+
+    fn started(app: Application, scheme: &'static str) -> Self {
         let addr = app.local_addr();
         let events = app.events().subscribe(None);
         let jobs = app.jobs();

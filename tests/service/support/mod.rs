@@ -1,6 +1,6 @@
 //! What the tests share, one copy of each: the service in process ([`app`]) and as a child
 //! process ([`process`]), certificates made for TLS ([`certs`]), MongoDB, Kafka and etcd servers and clients ([`mongo`], [`kafka`], [`etcd`]), request
-//! bodies and values ([`bodies`]), waiting ([`wait`]), free ports ([`net`]), golden files
+//! bodies and values ([`bodies`]), Prometheus scrapes and promtool ([`scrape`]), waiting ([`wait`]), free ports ([`net`]), golden files
 //! ([`golden`]) and table tests that report every failing row ([`table`]).
 
 pub mod app;
@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod mongo;
 pub mod net;
 pub mod process;
+pub mod scrape;
 pub mod table;
 pub mod tokens;
 pub mod wait;

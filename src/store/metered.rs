@@ -1,0 +1,196 @@
+//! The store as the metrics see it: [`MeteredStore`] times every operation of the store it
+//! wraps (`scheduler_store_operation_duration_seconds`), and [`Counting`] refreshes the
+//! gauges of what the store holds from its `census` (jobs per status, the due backlog, the
+//! outbox), every so often rather than on every scrape.
+//!
+//! It decides nothing and changes nothing: every call goes to the wrapped store as it came.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    domain::{Event, Job, JobId, Run},
+    jobs::{
+        listing::{JobFilter, PageRequest},
+        ports::{Census, Claim, ClaimedStep, IdempotencyKey, JobStore, Lease, StoreError},
+    },
+    metrics::{Metrics, StoreOperation},
+};
+
+/// A store whose every operation is timed.
+pub struct MeteredStore {
+    inner: Arc<dyn JobStore>,
+    metrics: Metrics,
+}
+
+impl MeteredStore {
+    /// `inner`, timed into `metrics`.
+    pub fn new(inner: Arc<dyn JobStore>, metrics: Metrics) -> Self {
+        Self { inner, metrics }
+    }
+
+    async fn timed<T>(&self, operation: StoreOperation, call: impl Future<Output = T>) -> T {
+        let start = Instant::now();
+        let result = call.await;
+        self.metrics.store_operation(operation, start.elapsed());
+        result
+    }
+}
+
+#[async_trait]
+impl JobStore for MeteredStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.timed(StoreOperation::Ping, self.inner.ping()).await
+    }
+
+    async fn insert(
+        &self,
+        job: &Job,
+        idempotency: Option<&IdempotencyKey>,
+        outbox: &[Event],
+    ) -> Result<(), StoreError> {
+        let call = self.inner.insert(job, idempotency, outbox);
+        self.timed(StoreOperation::Insert, call).await
+    }
+
+    async fn find_by_idempotency_key(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Job, String)>, StoreError> {
+        let call = self.inner.find_by_idempotency_key(key);
+        self.timed(StoreOperation::FindByIdempotencyKey, call).await
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.timed(StoreOperation::Get, self.inner.get(id)).await
+    }
+
+    async fn list(
+        &self,
+        filter: &JobFilter,
+        page: PageRequest,
+    ) -> Result<(Vec<Job>, u64), StoreError> {
+        self.timed(StoreOperation::List, self.inner.list(filter, page))
+            .await
+    }
+
+    async fn update(
+        &self,
+        job: &Job,
+        expected_version: u64,
+        finished: &[Run],
+        outbox: &[Event],
+    ) -> Result<(), StoreError> {
+        let call = self.inner.update(job, expected_version, finished, outbox);
+        self.timed(StoreOperation::Update, call).await
+    }
+
+    async fn delete(
+        &self,
+        id: JobId,
+        expected_version: u64,
+        outbox: &[Event],
+    ) -> Result<(), StoreError> {
+        let call = self.inner.delete(id, expected_version, outbox);
+        self.timed(StoreOperation::Delete, call).await
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.timed(StoreOperation::NextDue, self.inner.next_due())
+            .await
+    }
+
+    async fn claim_due(
+        &self,
+        lease: &Lease,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let call = self.inner.claim_due(lease, now, limit);
+        self.timed(StoreOperation::ClaimDue, call).await
+    }
+
+    async fn record_steps(
+        &self,
+        lease: &Lease,
+        steps: &[ClaimedStep],
+    ) -> Result<Vec<JobId>, StoreError> {
+        let call = self.inner.record_steps(lease, steps);
+        self.timed(StoreOperation::RecordSteps, call).await
+    }
+
+    async fn run_history(&self, job: JobId) -> Result<Vec<Run>, StoreError> {
+        self.timed(StoreOperation::RunHistory, self.inner.run_history(job))
+            .await
+    }
+
+    async fn take_relay_lease(
+        &self,
+        lease: &Lease,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let call = self.inner.take_relay_lease(lease, now);
+        self.timed(StoreOperation::TakeRelayLease, call).await
+    }
+
+    async fn pending_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let call = self.inner.pending_events(limit);
+        self.timed(StoreOperation::PendingEvents, call).await
+    }
+
+    async fn mark_delivered(&self, events: &[(JobId, Uuid)]) -> Result<(), StoreError> {
+        let call = self.inner.mark_delivered(events);
+        self.timed(StoreOperation::MarkDelivered, call).await
+    }
+
+    async fn census(&self, now: DateTime<Utc>) -> Result<Census, StoreError> {
+        self.timed(StoreOperation::Census, self.inner.census(now))
+            .await
+    }
+}
+
+/// Counts what a store holds into the gauges, on an interval.
+pub struct Counting {
+    /// The store counted.
+    pub store: Arc<dyn JobStore>,
+    /// Whose gauges are set.
+    pub metrics: Metrics,
+    /// How often.
+    pub every: Duration,
+}
+
+impl Counting {
+    /// Counts every `every` until `shutdown`. A failed count keeps the last values and is
+    /// logged at DEBUG: the scheduler's own outage log already tells of an unreachable store.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(self.every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            let now = Utc::now();
+            match self.store.census(now).await {
+                Ok(census) => {
+                    let age = |at: Option<DateTime<Utc>>| {
+                        at.and_then(|at| (now - at).to_std().ok())
+                            .unwrap_or_default()
+                    };
+                    self.metrics.jobs_counted(&census.jobs);
+                    self.metrics.due_counted(census.due, age(census.oldest_due));
+                    self.metrics
+                        .outbox_counted(census.outbox_pending, age(census.oldest_event));
+                }
+                Err(error) => {
+                    tracing::debug!(error = ?error, "the store could not be counted for the metrics")
+                }
+            }
+        }
+    }
+}
