@@ -46,6 +46,7 @@ pub use self::state::{AppState, RestSettings};
     ),
     components(schemas(
         schemas::NewJob, schemas::EmailJobInput, schemas::SmsJobInput, schemas::EmailJobData,
+        schemas::JsonValue,
         schemas::JobPatch, crate::domain::ScheduleInput, crate::domain::JobType,
         crate::domain::JobStatus, crate::domain::RunStatus, crate::domain::FieldError,
         crate::domain::RetryInput, crate::domain::RetryPolicy, crate::domain::MisfirePolicy,

@@ -166,8 +166,7 @@ impl PartialSchema for SmsJobInput {
         job_of_type(
             JobType::Sms,
             "An `SMS` job.",
-            ObjectBuilder::new()
-                .schema_type(Type::Object)
+            job_data_object()
                 .description(Some(job_data_description(
                     "What the executors of `SMS` jobs need",
                 )))
@@ -191,8 +190,7 @@ impl PartialSchema for EmailJobData {
         let address = |description: &str| {
             text(description).format(Some(SchemaFormat::KnownFormat(KnownFormat::Email)))
         };
-        ObjectBuilder::new()
-            .schema_type(Type::Object)
+        job_data_object()
             .description(Some(job_data_description(
                 "What the executors of `EMAIL` jobs need",
             )))
@@ -282,8 +280,7 @@ impl PartialSchema for JobPatch {
             .insert("schedule".to_owned(), schedule.into());
         patch.properties.insert(
             "jobData".to_owned(),
-            ObjectBuilder::new()
-                .schema_type(Type::Object)
+            job_data_object()
                 .description(Some(
                     "Merged into the stored data; an `EMAIL` job's must keep its addresses, \
                      subject and message.",
@@ -311,6 +308,39 @@ fn job_of_type(job_type: JobType, description: &str, data: RefOr<Schema>) -> Ref
     );
     job.properties.insert("jobData".to_owned(), data);
     Schema::Object(job).into()
+}
+
+/// A job's data: an object whose members are [`JsonValue`]s.
+fn job_data_object() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::RefOr(
+            Ref::from_schema_name(JsonValue::name()).into(),
+        )))
+}
+
+/// Any JSON value a job's data may hold. An integer must lie in the signed 64-bit range, which
+/// every store and wire of the service keeps exactly (a bigger one is refused: send it as a
+/// string). The schema bounds every number so, though a double written with a fraction or an
+/// exponent is accepted beyond it: JSON Schema cannot tell `1e30` from an integer.
+pub(crate) enum JsonValue {}
+
+impl ToSchema for JsonValue {}
+
+impl PartialSchema for JsonValue {
+    fn schema() -> RefOr<Schema> {
+        let value = json!({"$ref": format!("#/components/schemas/{}", JsonValue::name())});
+        serde_json::from_value(json!({
+            "description": "A JSON value; an integer lies in the signed 64-bit range (send bigger ones as strings).",
+            "anyOf": [
+                {"type": ["null", "boolean", "string"]},
+                {"type": "number", "minimum": i64::MIN, "maximum": i64::MAX},
+                {"type": "array", "items": value},
+                {"type": "object", "additionalProperties": value}
+            ]
+        }))
+        .expect("the JSON value schema is a schema")
+    }
 }
 
 fn job_data_description(what: &str) -> String {
