@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 mod support;
-use support::{drive_with, percentiles};
+use support::throughput;
 
 const CONCURRENCY: usize = 16;
 
@@ -51,17 +51,6 @@ fn sign_nth(algorithm: Algorithm, file: &str, kid: Option<&str>, n: usize) -> St
     let mut header = Header::new(algorithm);
     header.kid = kid.map(str::to_owned);
     jsonwebtoken::encode(&header, &claims, &key).unwrap()
-}
-
-/// Runs `count` calls from `CONCURRENCY` tasks; requests per second and p50/p99 in ms.
-async fn drive<F, Fut>(count: usize, call: F) -> (f64, f64, f64)
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let (elapsed, latencies) = drive_with(CONCURRENCY, count, call).await;
-    let (p50, p99, _) = percentiles(latencies);
-    (count as f64 / elapsed.as_secs_f64(), p50, p99)
 }
 
 struct Service {
@@ -99,7 +88,7 @@ async fn rest_get(service: &Service, token: Option<&str>, count: usize) -> (f64,
     let http = reqwest::Client::new();
     let url = format!("{}/api/v1/jobs/{}", service.base, service.id);
     let authorization = token.map(|t| format!("Bearer {t}"));
-    drive(count, move |_| {
+    throughput(CONCURRENCY, count, move |_| {
         let mut request = http.get(&url);
         if let Some(value) = &authorization {
             request = request.header("authorization", value);
@@ -118,7 +107,7 @@ async fn grpc_get(service: &Service, token: Option<&str>, count: usize) -> (f64,
         .await
         .unwrap();
     let (id, token) = (service.id.clone(), token.map(str::to_owned));
-    drive(count, move |_| {
+    throughput(CONCURRENCY, count, move |_| {
         let mut client = client.clone();
         let mut request = tonic::Request::new(pb::GetJobRequest { id: id.clone() });
         if let Some(token) = &token {

@@ -10,14 +10,14 @@
 //! 5,000; `-- --control` for the noise floor: both services with metrics, so any ratio away
 //! from 1 is the machine's). It prints figures and asserts nothing about speed.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use scheduler::{app::Application, config::Config};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 mod support;
-use support::{drive_with, percentiles};
+use support::throughput;
 
 const CONCURRENCY: usize = 16;
 /// Rounds of each side; which side goes first swaps every round.
@@ -25,16 +25,6 @@ const ROUNDS: usize = 7;
 
 /// Requests per second, p50 and p99 in ms.
 type Figure = (f64, f64, f64);
-
-async fn drive<F, Fut>(count: usize, call: F) -> Figure
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let (elapsed, latencies) = drive_with(CONCURRENCY, count, call).await;
-    let (p50, p99, _) = percentiles(latencies);
-    (count as f64 / elapsed.as_secs_f64(), p50, p99)
-}
 
 struct Service {
     base: String,
@@ -66,7 +56,7 @@ async fn rest_create(
 ) -> Figure {
     let http = reqwest::Client::new();
     let url = format!("{}/api/v1/jobs", service.base);
-    drive(count, move |i| {
+    throughput(CONCURRENCY, count, move |i| {
         let request = http.post(&url).json(&job(i)).send();
         let ids = ids.clone();
         async move {
@@ -84,7 +74,7 @@ async fn rest_create(
 async fn rest_get(service: &Service, count: usize, ids: Arc<Vec<String>>) -> Figure {
     let http = reqwest::Client::new();
     let base = service.base.clone();
-    drive(count, move |i| {
+    throughput(CONCURRENCY, count, move |i| {
         let request = http
             .get(format!("{base}/api/v1/jobs/{}", ids[i % ids.len()]))
             .send();

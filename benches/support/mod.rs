@@ -44,3 +44,16 @@ where
     }
     (start.elapsed(), latencies)
 }
+
+/// Runs `count` calls from `concurrency` tasks, as [`drive_with`]: requests per second, and
+/// p50 and p99 in milliseconds.
+#[allow(dead_code)] // not every benchmark that shares this module reports these three
+pub async fn throughput<F, Fut>(concurrency: usize, count: usize, call: F) -> (f64, f64, f64)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let (elapsed, latencies) = drive_with(concurrency, count, call).await;
+    let (p50, p99, _) = percentiles(latencies);
+    (count as f64 / elapsed.as_secs_f64(), p50, p99)
+}
