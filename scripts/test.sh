@@ -7,9 +7,10 @@
 # and the Kafka tests against the single-node Apache Kafka broker that scripts/with-kafka.sh
 # starts (on 127.0.0.1:9092, or free ports if that is taken), and the etcd registration tests
 # against the etcd that scripts/with-etcd.sh starts (installing Debian's etcd-server if missing).
-# The metrics tests run the real promtool, which scripts/promtool.sh builds with Go (1.25+; PATH
-# or /usr/local/go/bin) once per machine; the first build runs beside the lints, and the tests
-# get its path in PROMTOOL.
+# The metrics tests run the real promtool and the tracing tests a real Jaeger v2, which
+# scripts/promtool.sh and scripts/jaeger.sh build with Go (1.25+; PATH or /usr/local/go/bin)
+# once per machine; the first builds run beside the lints, the tests get promtool's path in
+# PROMTOOL, and scripts/with-jaeger.sh starts Jaeger for them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,21 +24,23 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+# One after the other: two Go builds at once would only share the same cores.
 promtool_out="$(mktemp)"
-./scripts/promtool.sh >"$promtool_out" &
-promtool_pid=$!
-trap 'kill "$promtool_pid" 2>/dev/null || true; rm -f "$promtool_out"' EXIT
+(./scripts/promtool.sh >"$promtool_out" && ./scripts/jaeger.sh >/dev/null) &
+go_tools_pid=$!
+trap 'kill "$go_tools_pid" 2>/dev/null || true; rm -f "$promtool_out"' EXIT
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
-echo "== promtool"
-wait "$promtool_pid"
+echo "== promtool and Jaeger"
+wait "$go_tools_pid"
 PROMTOOL="$(cat "$promtool_out")"
 export PROMTOOL
 echo "== cargo test"
-./scripts/with-mongo.sh ./scripts/with-kafka.sh ./scripts/with-etcd.sh cargo test --locked
+./scripts/with-mongo.sh ./scripts/with-kafka.sh ./scripts/with-etcd.sh ./scripts/with-jaeger.sh \
+    cargo test --locked
 echo "== schemathesis (the REST API against its OpenAPI document)"
 # `cargo test` built the binary (the end-to-end tests run it), with the features the tests
 # unify; building it again alone would rebuild dependencies for nothing.

@@ -230,8 +230,8 @@ impl Application {
                 Guard::new(auth.clone()),
                 guard,
             ));
-        // Outside the guard, so refused calls are timed too.
-        let router = if metrics.is_on() {
+        // Outside the guard, so refused calls are timed and traced too.
+        let router = if metrics.is_on() || crate::telemetry::is_on() {
             router.layer(axum::middleware::from_fn_with_state(metrics, observe))
         } else {
             router

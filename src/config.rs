@@ -32,14 +32,7 @@ pub enum StoreKind {
     Mongodb,
 }
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log collectors.
-    Json,
-}
+pub use crate::telemetry::LogFormat;
 
 /// The service's settings.
 #[derive(Debug, Clone, Parser)]

@@ -17,6 +17,8 @@
 //! - [`rest`] and [`grpc`]: the two transports, thin and mirrored.
 //! - [`metrics`]: the Prometheus registry and every instrument in it, served at `/metrics`;
 //!   observing is a call on its handle, which `app` gives to whatever observes something.
+//! - [`telemetry`]: traces over OTLP, the W3C trace context on the wire and in the store, and
+//!   the subscriber log lines go to (JSON lines name their trace).
 //! - [`runtime`]: backoff, outage logging and the supervision of background tasks.
 //! - [`serve`]: the accept loop of the one port, plain or TLS, and the limits on connections
 //!   (header-read and idle timeouts, most connections, HTTP/2 streams and header lists).
@@ -46,5 +48,6 @@ pub mod runtime;
 pub mod scheduler;
 pub mod serve;
 pub mod store;
+pub mod telemetry;
 pub mod throttle;
 pub mod tls;

@@ -3,23 +3,27 @@
 use clap::Parser;
 use scheduler::{
     app::{Application, shutdown_signal},
-    config::{Config, LogFormat},
+    config::Config,
+    telemetry,
 };
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    match config.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init(),
-    }
-    match run(config).await {
+    let telemetry = match telemetry::install(config.log_format) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("Error: {error:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let outcome = run(config).await;
+    // The spans of the last requests, and of the shutdown, are sent before the process ends.
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .ok();
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             // One line, the setting or step at fault first, then its causes.

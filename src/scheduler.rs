@@ -14,13 +14,14 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    domain::Limits,
+    domain::{Job, Limits, policy::name_of},
     jobs::{
         EventRoute,
         ports::{Claim, ClaimedStep, JobStore, Lease, StoreError},
     },
     metrics::{Metrics, runs::Origin},
     runtime::{Backoff, Outage},
+    telemetry,
 };
 
 /// How the loop behaves.
@@ -159,10 +160,16 @@ impl Scheduler {
         let claimed = claims.len();
         let now = Utc::now();
         let mut events = Vec::with_capacity(claimed);
+        let mut fires = Vec::new();
         let steps: Vec<ClaimedStep> = claims
             .into_iter()
             .map(|Claim { job, token }| {
-                let step = job.settle(now, &self.settings.limits, rand::random());
+                let mut step = job.settle(now, &self.settings.limits, rand::random());
+                if telemetry::is_on() && step.fires() {
+                    let span = fire_span(&job);
+                    step = step.traced(telemetry::traceparent_of(&span));
+                    fires.push((job.id, span));
+                }
                 let step_events = step.events();
                 let stored = self.events.outbox(&step_events).to_vec();
                 events.push((job, step_events));
@@ -180,6 +187,10 @@ impl Scheduler {
             .await?
             .into_iter()
             .collect();
+        // A fire span ends with its write; a refused one fired nothing.
+        for (id, span) in fires {
+            span.record("scheduler.step.stored", written.contains(&id));
+        }
         // A step the store refused lost its claim (fence, lease or version): counted apart.
         self.metrics
             .claimed(claimed, claimed.saturating_sub(written.len()));
@@ -196,4 +207,22 @@ impl Scheduler {
         self.events.stored(events).await;
         Ok(claimed)
     }
+}
+
+/// The span of a fire: the root of a trace of its own (a fire is caused by time, not by the
+/// request that last changed the job, which it links to instead). Its run messages carry it,
+/// so an executor's work and its result join this trace.
+fn fire_span(job: &Job) -> tracing::Span {
+    let job_type = name_of(&job.job_type);
+    let span = tracing::info_span!(
+        parent: None,
+        "fire",
+        otel.name = format!("fire {job_type}"),
+        otel.kind = "internal",
+        scheduler.job.id = %job.id,
+        scheduler.job.type = job_type,
+        scheduler.step.stored = tracing::field::Empty,
+    );
+    telemetry::link(&span, job.trace.as_deref());
+    span
 }

@@ -14,6 +14,9 @@ pub struct Audit {
     pub actor: Option<String>,
     /// Why, as the caller said (pause, resume, trigger, cancel).
     pub reason: Option<String>,
+    /// The W3C `traceparent` of the request that asked, while tracing is on: on the job, its
+    /// events and the runs it made, so what follows from the change continues its trace.
+    pub trace: Option<String>,
 }
 
 impl Audit {
@@ -22,7 +25,14 @@ impl Audit {
         Self {
             actor,
             reason: None,
+            trace: None,
         }
+    }
+
+    /// The change, made in the trace `trace` names.
+    pub fn in_trace(mut self, trace: Option<String>) -> Self {
+        self.trace = trace;
+        self
     }
 
     /// A change by `actor` for a reason the caller gave: trimmed, empty is none, at most
@@ -40,7 +50,11 @@ impl Audit {
                 format!("must be at most {MAX_REASON_CHARS} characters"),
             ));
         }
-        Ok(Self { actor, reason })
+        Ok(Self {
+            actor,
+            reason,
+            trace: None,
+        })
     }
 }
 

@@ -92,6 +92,9 @@ pub struct Event {
     pub actor: Option<String>,
     /// Why, as that caller said.
     pub reason: Option<String>,
+    /// The W3C `traceparent` of the change that made it (a request or a fire), while tracing
+    /// is on: its Kafka message continues that trace.
+    pub trace: Option<String>,
 }
 
 impl Event {
@@ -105,6 +108,7 @@ impl Event {
             run,
             actor: None,
             reason: None,
+            trace: None,
         }
     }
 
@@ -112,6 +116,7 @@ impl Event {
     pub fn attributed(mut self, audit: &Audit) -> Self {
         self.actor.clone_from(&audit.actor);
         self.reason.clone_from(&audit.reason);
+        self.trace.clone_from(&audit.trace);
         self
     }
 }

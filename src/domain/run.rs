@@ -40,6 +40,9 @@ pub struct Run {
     pub actor: Option<String>,
     /// Why, as that caller said.
     pub reason: Option<String>,
+    /// The W3C `traceparent` of the fire (or the request) that made the run, while tracing
+    /// is on: a result that carries no trace of its own links to it.
+    pub trace: Option<String>,
 }
 
 /// What an executor reports about a run.

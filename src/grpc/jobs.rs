@@ -18,6 +18,7 @@ use crate::{
     domain::{Audit, JobId, JobInput, RunId, RunResult, ScheduleInput},
     events::{EventBus, Watched},
     jobs::{Error, JobChange, JobReplacement, Jobs, if_match, preview},
+    telemetry::current_traceparent,
     throttle::{Client, StreamLimit},
 };
 
@@ -66,7 +67,7 @@ fn audit<T>(request: &Request<T>) -> Audit {
         .get::<Caller>()
         .cloned()
         .unwrap_or_default();
-    Audit::by(caller.subject)
+    Audit::by(caller.subject).in_trace(current_traceparent())
 }
 
 /// The job and the audit of an operation's request.
@@ -74,7 +75,8 @@ fn operation(request: Request<pb::JobOperationRequest>) -> Result<(JobId, Audit)
     let Audit { actor, .. } = audit(&request);
     let pb::JobOperationRequest { id, reason } = request.into_inner();
     let reason = Some(reason).filter(|r| !r.is_empty());
-    Ok((JobId::parse(&id)?, Audit::with_reason(actor, reason)?))
+    let audit = Audit::with_reason(actor, reason)?.in_trace(current_traceparent());
+    Ok((JobId::parse(&id)?, audit))
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;

@@ -16,7 +16,7 @@ mod status;
 use std::time::Duration;
 
 use axum::Router;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use self::jobs::JobsGrpc;
 use crate::{events::EventBus, jobs::Jobs, throttle::StreamLimit};
@@ -82,5 +82,10 @@ pub async fn router(
             health::end_watches,
         ))
         .layer(axum::middleware::from_fn_with_state(timeout, edge::edge))
-        .layer(TraceLayer::new_for_grpc()))
+        // A call answered with a non-OK code (NOT_FOUND, INVALID_ARGUMENT) is an ordinary
+        // answer, not a failure to log as an error; the use cases log the server's own faults.
+        .layer(
+            TraceLayer::new_for_grpc()
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        ))
 }

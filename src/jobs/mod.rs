@@ -204,6 +204,7 @@ impl Jobs {
         let mut job = Job::new(spec, Utc::now());
         job.created_by.clone_from(&by.actor);
         job.updated_by.clone_from(&by.actor);
+        job.trace.clone_from(&by.trace);
         let event = Event::new(EventKind::Created, job.clone(), None).attributed(by);
         let stored = self
             .store
@@ -287,6 +288,7 @@ impl Jobs {
             }
             let mut next = current.with_spec(spec, Utc::now());
             next.updated_by.clone_from(&by.actor);
+            next.trace.clone_from(&by.trace);
             if next.schedule != current.schedule
                 && let Some(due) = next.schedule_time
             {

@@ -34,7 +34,9 @@ use crate::{
     jobs::{Applied, Error, Jobs, Missing},
     metrics::{Metrics, ResultOutcome},
     runtime::{Backoff, Outage},
+    telemetry,
 };
+use tracing::Instrument;
 
 /// How long a dead letter may take to be acknowledged.
 const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -179,8 +181,16 @@ impl ResultConsumer {
                         if self.is_held(&key) {
                             continue; // rewound; it comes again after the resume
                         }
-                        let outcome = self.handle(&message).await;
-                        self.settle(&message, key, outcome);
+                        if telemetry::is_on() {
+                            // The outcome's log line is in the message's span too.
+                            let span = process_span(&message);
+                            let outcome = self.handle(&message).instrument(span.clone()).await;
+                            record_outcome(&span, &outcome);
+                            span.in_scope(|| self.settle(&message, key, outcome));
+                        } else {
+                            let outcome = self.handle(&message).await;
+                            self.settle(&message, key, outcome);
+                        }
                     }
                     Err(error) => {
                         let wait = outage.failed(&error);
@@ -320,17 +330,21 @@ impl ResultConsumer {
     async fn handle(&self, message: &BorrowedMessage<'_>) -> Outcome {
         let outcome = match ResultMessage::parse(message.payload()) {
             Err(reason) => Outcome::DeadLetter(reason),
-            Ok(result) => match self
-                .jobs
-                .apply_result(result.job, result.run, result.result)
-                .await
-            {
+            Ok(result) => match self.apply(result).await {
                 Ok(Applied {
-                    duplicate: false, ..
-                }) => Outcome::Applied,
+                    duplicate: false,
+                    run,
+                }) => {
+                    link_to_run(&run);
+                    Outcome::Applied
+                }
                 Ok(Applied {
-                    duplicate: true, ..
-                }) => Outcome::Duplicate,
+                    duplicate: true,
+                    run,
+                }) => {
+                    link_to_run(&run);
+                    Outcome::Duplicate
+                }
                 Err(Error::NotFound(Missing::Job)) => Outcome::DeadLetter("unknown job".into()),
                 Err(Error::NotFound(Missing::Run)) => Outcome::Ignored("run not found".into()),
                 Err(Error::Conflict(reason)) => Outcome::Ignored(reason),
@@ -347,6 +361,23 @@ impl ResultConsumer {
             },
             other => other,
         }
+    }
+
+    /// Applies a result, in a child span of the message's while tracing is on.
+    async fn apply(&self, result: ResultMessage) -> Result<Applied, Error> {
+        let applying = self
+            .jobs
+            .apply_result(result.job, result.run, result.result);
+        if !telemetry::is_on() {
+            return applying.await;
+        }
+        let span = tracing::info_span!(
+            "apply result",
+            otel.kind = "internal",
+            scheduler.job.id = %result.job,
+            scheduler.run.id = result.run.map(|r| r.to_string()),
+        );
+        applying.instrument(span).await
     }
 
     /// Copies the message to the dead-letter topic with its reason and origin in headers.
@@ -385,6 +416,78 @@ impl ResultConsumer {
             .await
             .map(|_| ())
             .map_err(|(error, _)| anyhow::anyhow!(error).context("dead letter not acknowledged"))
+    }
+}
+
+/// The CONSUMER span of one result message: it continues the message's `traceparent` when it
+/// has one; a result without links to its run's fire once the run is known.
+fn process_span(message: &BorrowedMessage<'_>) -> tracing::Span {
+    let topic = message.topic();
+    let span = tracing::info_span!(
+        parent: None,
+        "process",
+        otel.name = format!("process {topic}"),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = topic,
+        messaging.destination.partition.id = message.partition().to_string(),
+        messaging.kafka.offset = message.offset(),
+        messaging.kafka.message.key = message.key().and_then(|k| std::str::from_utf8(k).ok()),
+        messaging.message.id = header(message, "ce_id"),
+        scheduler.result.outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+    );
+    telemetry::continue_trace(
+        &span,
+        header(message, "traceparent"),
+        header(message, "tracestate"),
+    );
+    span
+}
+
+/// A text header of a message.
+fn header<'m>(message: &'m BorrowedMessage<'_>, name: &str) -> Option<&'m str> {
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| std::str::from_utf8(h.value?).ok())
+}
+
+/// Links the current (message) span to the fire of the run a result closed, when the message
+/// did not carry that trace itself.
+fn link_to_run(run: &crate::domain::Run) {
+    if !telemetry::is_on() {
+        return;
+    }
+    let span = tracing::Span::current();
+    let continued = telemetry::ids_of(&span).map(|(trace, _)| trace);
+    let fired = telemetry::span_context_of(run.trace.as_deref());
+    if let Some(fired) = fired
+        && continued.as_deref() != Some(&fired.trace_id().to_string())
+    {
+        telemetry::link(&span, run.trace.as_deref());
+    }
+}
+
+/// Records how a message ended on its span; a dead letter or a retry says why.
+fn record_outcome(span: &tracing::Span, outcome: &Outcome) {
+    let (name, why) = match outcome {
+        Outcome::Applied => ("applied", None),
+        Outcome::Duplicate => ("duplicate", None),
+        Outcome::Ignored(reason) => ("ignored", Some(reason.clone())),
+        Outcome::DeadLetter(reason) => ("dead_lettered", Some(reason.clone())),
+        Outcome::Retry(error) => ("retried", Some(format!("{error:#}"))),
+    };
+    span.record("scheduler.result.outcome", name);
+    if let Some(why) = why {
+        if !matches!(outcome, Outcome::Ignored(_)) {
+            span.record("otel.status_code", "ERROR");
+        }
+        span.record("otel.status_description", why);
     }
 }
 

@@ -83,8 +83,13 @@ pub fn payload(event: &Event) -> Value {
     value
 }
 
-/// The message headers of an event, in order.
-pub fn headers(event: &Event, source: &str) -> Vec<(&'static str, String)> {
+/// The message headers of an event, in order. `traceparent` is the context of the span that
+/// sends it, while tracing is on; without one the trace context is derived from the event id.
+pub fn headers(
+    event: &Event,
+    source: &str,
+    traceparent: Option<String>,
+) -> Vec<(&'static str, String)> {
     let mut headers = vec![
         ("ce_specversion", "1.0".to_owned()),
         ("ce_id", event.id.to_string()),
@@ -93,7 +98,10 @@ pub fn headers(event: &Event, source: &str) -> Vec<(&'static str, String)> {
         ("ce_time", format_time(event.time)),
         ("ce_subject", event.job.id.to_string()),
         ("content-type", "application/json".to_owned()),
-        ("traceparent", traceparent(event)),
+        (
+            "traceparent",
+            traceparent.unwrap_or_else(|| derived_traceparent(event)),
+        ),
     ];
     // A CloudEvents extension attribute: who caused the event through the API.
     if let Some(actor) = &event.actor {
@@ -102,9 +110,9 @@ pub fn headers(event: &Event, source: &str) -> Vec<(&'static str, String)> {
     headers
 }
 
-/// A W3C trace context for the event. Derived from the event id, so a message published again
-/// from the outbox carries the same trace as the first copy.
-fn traceparent(event: &Event) -> String {
+/// A W3C trace context for the event when tracing is off. Derived from the event id, so a
+/// message published again from the outbox carries the same trace as the first copy.
+fn derived_traceparent(event: &Event) -> String {
     let bytes = event.id.as_bytes();
     let trace: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     // The span id: the id's bytes folded to 8, never all zero (a v4 UUID has version bits set).
@@ -244,7 +252,7 @@ mod tests {
                 &json!("ana")
             )
         );
-        assert!(headers(&named, "/s").contains(&("ce_actor", "olga".to_owned())));
+        assert!(headers(&named, "/s", None).contains(&("ce_actor", "olga".to_owned())));
 
         let anonymous = event(&Audit::default(), None);
         let value = payload(&anonymous);
@@ -252,7 +260,7 @@ mod tests {
             assert!(value.get(field).is_none(), "{field} is made up");
         }
         assert!(
-            headers(&anonymous, "/s")
+            headers(&anonymous, "/s", None)
                 .iter()
                 .all(|(name, _)| *name != "ce_actor")
         );

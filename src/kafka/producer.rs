@@ -16,7 +16,7 @@ use rdkafka::{
 };
 
 use super::{KafkaSettings, message};
-use crate::{domain::Event, jobs::ports::Publisher, metrics::Metrics};
+use crate::{domain::Event, jobs::ports::Publisher, metrics::Metrics, telemetry};
 
 /// How long a send may wait for the brokers before it counts as failed (the event stays in
 /// the outbox and is sent again).
@@ -71,9 +71,11 @@ impl KafkaPublisher {
     async fn send(&self, event: &Event) -> anyhow::Result<()> {
         let topic = message::topic_of(event.kind, &self.settings.topics);
         let key = message::key_of(event);
+        let span = telemetry::is_on().then(|| send_span(event, topic, &key));
         let payload = message::payload(event).to_string();
         let mut headers = OwnedHeaders::new();
-        for (name, value) in message::headers(event, &self.settings.source) {
+        let traceparent = span.as_ref().and_then(telemetry::traceparent_of);
+        for (name, value) in message::headers(event, &self.settings.source, traceparent) {
             headers = headers.insert(Header {
                 key: name,
                 value: Some(&value),
@@ -89,9 +91,47 @@ impl KafkaPublisher {
             .send(record, Timeout::After(DELIVERY_TIMEOUT))
             .await;
         self.metrics.published(topic, sent.is_ok(), start.elapsed());
+        if let Some(span) = &span {
+            match &sent {
+                Ok(delivery) => {
+                    span.record(
+                        "messaging.destination.partition.id",
+                        delivery.partition.to_string(),
+                    );
+                    span.record("messaging.kafka.offset", delivery.offset);
+                }
+                Err((error, _)) => {
+                    span.record("otel.status_code", "ERROR");
+                    span.record("error.type", error.to_string());
+                }
+            }
+        }
         sent.map(|_| ())
             .map_err(|(error, _)| anyhow!(error).context(format!("event {} to {topic}", event.id)))
     }
+}
+
+/// The PRODUCER span of one send, in the trace of the change that made the event, with
+/// OpenTelemetry's messaging attributes (the key is the job id, never job data).
+fn send_span(event: &Event, topic: &str, key: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "send",
+        otel.name = format!("send {topic}"),
+        otel.kind = "producer",
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.operation.name = "send",
+        messaging.destination.name = topic,
+        messaging.kafka.message.key = key,
+        messaging.message.id = %event.id,
+        messaging.destination.partition.id = tracing::field::Empty,
+        messaging.kafka.offset = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    telemetry::continue_trace(&span, event.trace.as_deref(), None);
+    span
 }
 
 #[async_trait]

@@ -22,6 +22,7 @@ use crate::{
     auth::Caller,
     domain::{Audit, Job, JobInput, RunResult},
     jobs::{Error, JobChange},
+    telemetry::current_traceparent,
 };
 
 /// The job as the response body, its version as the entity tag.
@@ -62,7 +63,11 @@ pub(crate) async fn create(
     let key = idempotency_key(&headers)?;
     let created = state
         .jobs
-        .create(input, key, &Audit::by(caller.subject))
+        .create(
+            input,
+            key,
+            &Audit::by(caller.subject).in_trace(current_traceparent()),
+        )
         .await?;
     let mut response = job_response(StatusCode::CREATED, &created.job);
     // An id is 24 hex digits: always a valid header value.
@@ -154,7 +159,7 @@ pub(crate) async fn update(
             id,
             JobChange::MergePatch(patch),
             expected,
-            &Audit::by(caller.subject),
+            &Audit::by(caller.subject).in_trace(current_traceparent()),
         )
         .await?;
     Ok(job_response(StatusCode::OK, &job))
@@ -179,7 +184,10 @@ pub(crate) async fn delete(
 ) -> Result<StatusCode, Error> {
     state
         .jobs
-        .delete(path.parse()?, &Audit::by(caller.subject))
+        .delete(
+            path.parse()?,
+            &Audit::by(caller.subject).in_trace(current_traceparent()),
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -256,7 +264,7 @@ pub(crate) async fn pause(
     ApiPath(path): ApiPath<JobPath>,
     OptionalJson(input): OptionalJson<OperationInput>,
 ) -> Result<Response, Error> {
-    let audit = Audit::with_reason(caller.subject, input.reason)?;
+    let audit = Audit::with_reason(caller.subject, input.reason)?.in_trace(current_traceparent());
     let job = state.jobs.pause(path.parse()?, &audit).await?;
     Ok(job_response(StatusCode::OK, &job))
 }
@@ -285,7 +293,7 @@ pub(crate) async fn resume(
     ApiPath(path): ApiPath<JobPath>,
     OptionalJson(input): OptionalJson<OperationInput>,
 ) -> Result<Response, Error> {
-    let audit = Audit::with_reason(caller.subject, input.reason)?;
+    let audit = Audit::with_reason(caller.subject, input.reason)?.in_trace(current_traceparent());
     let job = state.jobs.resume(path.parse()?, &audit).await?;
     Ok(job_response(StatusCode::OK, &job))
 }
@@ -313,7 +321,7 @@ pub(crate) async fn trigger(
     ApiPath(path): ApiPath<JobPath>,
     OptionalJson(input): OptionalJson<OperationInput>,
 ) -> Result<Response, Error> {
-    let audit = Audit::with_reason(caller.subject, input.reason)?;
+    let audit = Audit::with_reason(caller.subject, input.reason)?.in_trace(current_traceparent());
     let job = state.jobs.trigger(path.parse()?, &audit).await?;
     Ok(job_response(StatusCode::OK, &job))
 }
@@ -341,7 +349,7 @@ pub(crate) async fn cancel(
     ApiPath(path): ApiPath<JobPath>,
     OptionalJson(input): OptionalJson<OperationInput>,
 ) -> Result<Response, Error> {
-    let audit = Audit::with_reason(caller.subject, input.reason)?;
+    let audit = Audit::with_reason(caller.subject, input.reason)?.in_trace(current_traceparent());
     let job = state.jobs.cancel(path.parse()?, &audit).await?;
     Ok(job_response(StatusCode::OK, &job))
 }

@@ -59,6 +59,8 @@ pub(crate) struct JobJson {
     created_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     updated_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace: Option<String>,
 }
 
 fn default_run_timeout() -> u32 {
@@ -134,6 +136,8 @@ pub(crate) struct RunJson {
     actor: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace: Option<String>,
 }
 
 /// A stored event.
@@ -149,6 +153,8 @@ pub(crate) struct EventJson {
     actor: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace: Option<String>,
 }
 
 impl From<&Schedule> for ScheduleJson {
@@ -215,6 +221,7 @@ impl From<&Job> for JobJson {
             reschedules,
             created_by,
             updated_by,
+            trace,
         } = job;
         Self {
             id: id.to_string(),
@@ -248,6 +255,7 @@ impl From<&Job> for JobJson {
             reschedules: *reschedules,
             created_by: created_by.clone(),
             updated_by: updated_by.clone(),
+            trace: trace.clone(),
         }
     }
 }
@@ -278,6 +286,7 @@ impl TryFrom<JobJson> for Job {
             reschedules,
             created_by,
             updated_by,
+            trace,
         } = stored;
         Ok(Self {
             id: job_id(&id)?,
@@ -314,6 +323,7 @@ impl TryFrom<JobJson> for Job {
             reschedules,
             created_by,
             updated_by,
+            trace,
         })
     }
 }
@@ -332,6 +342,7 @@ impl From<&Run> for RunJson {
             output,
             actor,
             reason,
+            trace,
         } = run;
         Self {
             run_id: run_id.to_string(),
@@ -345,6 +356,7 @@ impl From<&Run> for RunJson {
             output: output.clone(),
             actor: actor.clone(),
             reason: reason.clone(),
+            trace: trace.clone(),
         }
     }
 }
@@ -365,6 +377,7 @@ impl TryFrom<RunJson> for Run {
             output,
             actor,
             reason,
+            trace,
         } = stored;
         Ok(Self {
             run_id: RunId::parse(&run_id).map_err(|_| format!("bad run id {run_id:?}"))?,
@@ -378,6 +391,7 @@ impl TryFrom<RunJson> for Run {
             output,
             actor,
             reason,
+            trace,
         })
     }
 }
@@ -392,6 +406,7 @@ impl From<&Event> for EventJson {
             run,
             actor,
             reason,
+            trace,
         } = event;
         Self {
             id: id.to_string(),
@@ -401,6 +416,7 @@ impl From<&Event> for EventJson {
             run: run.as_ref().map(RunJson::from),
             actor: actor.clone(),
             reason: reason.clone(),
+            trace: trace.clone(),
         }
     }
 }
@@ -417,6 +433,7 @@ impl TryFrom<EventJson> for Event {
             run,
             actor,
             reason,
+            trace,
         } = stored;
         Ok(Self {
             id: Uuid::parse_str(&id).map_err(|_| format!("bad event id {id:?}"))?,
@@ -426,6 +443,7 @@ impl TryFrom<EventJson> for Event {
             run: run.map(Run::try_from).transpose()?,
             actor,
             reason,
+            trace,
         })
     }
 }

@@ -24,9 +24,13 @@ const CONTRACT_CONSUMER_GROUP: (&str, &str) = (
     "job-run-result-consumer-scheduler",
 );
 
-/// Settings the scheduler is given that are not its own flags: the log filter is read by the
-/// tracing subscriber, not by clap.
-const NOT_FLAGS: [&str; 1] = ["RUST_LOG"];
+/// Settings the scheduler is given that are not its own flags: the log filter and the standard
+/// OpenTelemetry variables are read by the telemetry set-up, not by clap.
+const NOT_FLAGS: [&str; 3] = [
+    "RUST_LOG",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_SERVICE_NAME",
+];
 
 fn repository() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -188,7 +192,8 @@ fn unknown(names: impl IntoIterator<Item = String>, known: &BTreeSet<String>) ->
 }
 
 #[test]
-fn compose_runs_the_scheduler_with_mongodb_kafka_their_consoles_prometheus_and_grafana() {
+fn compose_runs_the_scheduler_with_mongodb_kafka_their_consoles_prometheus_grafana_jaeger_and_etcd()
+{
     let compose = compose();
     for name in [
         "mongo",
@@ -199,9 +204,28 @@ fn compose_runs_the_scheduler_with_mongodb_kafka_their_consoles_prometheus_and_g
         "scheduler",
         "prometheus",
         "grafana",
+        "jaeger",
+        "etcd",
     ] {
         service(&compose, name);
     }
+}
+
+#[test]
+fn compose_scheduler_sends_traces_to_jaeger_and_registers_in_etcd() {
+    let compose = compose();
+    let env = environment_of(&compose, "scheduler");
+    assert_eq!(env["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://jaeger:4318");
+    assert_eq!(env["ETCD_ENDPOINTS"], "http://etcd:2379");
+    assert_eq!(
+        env["SCHEDULER_ADVERTISE_ADDRESS"],
+        format!("scheduler:{}", env["SERVER_PORT"])
+    );
+    let jaeger = published_ports(service(&compose, "jaeger"));
+    assert!(
+        jaeger.iter().any(|(_, inside)| inside == "16686"),
+        "Jaeger's UI is published: {jaeger:?}"
+    );
 }
 
 /// The host files a service bind-mounts (`./path:/in/container`), by container path.

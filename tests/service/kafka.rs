@@ -692,6 +692,7 @@ fn every_event_type_matches_its_golden_message() {
             reschedules: 0,
             created_by: None,
             updated_by: None,
+            trace: None,
         }
     };
     let run = |status: RunStatus, finished: Option<&str>, output: Option<&str>| -> Run {
@@ -707,6 +708,7 @@ fn every_event_type_matches_its_golden_message() {
             output: output.map(str::to_owned),
             actor: None,
             reason: None,
+            trace: None,
         }
     };
     let due = Some("2030-01-07T09:00:00Z");
@@ -755,8 +757,9 @@ fn every_event_type_matches_its_golden_message() {
             run,
             actor: None,
             reason: None,
+            trace: None,
         };
-        let headers: Vec<Value> = message::headers(&event, &settings.source)
+        let headers: Vec<Value> = message::headers(&event, &settings.source, None)
             .into_iter()
             .map(|(name, value)| json!([name, value]))
             .collect();

@@ -31,3 +31,4 @@ mod store;
 mod stored_format;
 mod support;
 mod tls;
+mod traces;

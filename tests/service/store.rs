@@ -90,6 +90,7 @@ fn finished_run(job: &Job, scheduled_for: DateTime<Utc>, status: RunStatus) -> R
         output: (status == RunStatus::Succeeded).then(|| "done".to_owned()),
         actor: None,
         reason: None,
+        trace: None,
     }
 }
 

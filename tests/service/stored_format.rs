@@ -22,6 +22,9 @@ fn id(hex: &str) -> JobId {
     JobId::parse(hex).unwrap()
 }
 
+/// The trace of the request that changed the interval job, as tracing stores it.
+const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
 /// A job with a fixed id, made at a fixed time from REST-shaped input.
 fn job(hex: &str, input: serde_json::Value) -> Job {
     let input: JobInput = serde_json::from_value(input).unwrap();
@@ -39,6 +42,7 @@ fn event(n: u128, kind: EventKind, job: &Job, run: Option<Run>) -> Event {
         run,
         actor: None,
         reason: None,
+        trace: None,
     }
 }
 
@@ -56,6 +60,7 @@ fn run(job: &Job, due: &str, attempt: u32, status: RunStatus) -> Run {
         output: (status == RunStatus::Succeeded).then(|| "sent 12".to_owned()),
         actor: None,
         reason: None,
+        trace: None,
     }
 }
 
@@ -139,16 +144,19 @@ async fn write_one_of_each(store: Arc<dyn JobStore>) {
     let mut next = interval.clone();
     next.touch(at("2030-01-01T12:00:00.500Z"));
     next.updated_by = Some("ops@example.com".into());
+    next.trace = Some(TRACE.into());
     // As after an edit of its schedule: pins the counter run ids take part in (written only
     // when not 0, so the other jobs' documents read as before it existed).
     next.reschedules = 1;
     let audit = Audit {
         actor: Some("ops@example.com".into()),
         reason: Some("maintenance window".into()),
+        trace: Some(TRACE.into()),
     };
     let mut missed = run(&interval, "2030-01-01T11:00:00Z", 1, RunStatus::Missed);
     missed.actor.clone_from(&audit.actor);
     missed.reason.clone_from(&audit.reason);
+    missed.trace.clone_from(&audit.trace);
     let finished = [
         run(&interval, "2030-01-01T10:00:00Z", 1, RunStatus::Succeeded),
         missed,

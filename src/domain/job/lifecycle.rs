@@ -76,13 +76,9 @@ impl Step {
         let stamp = |run: &mut Run| {
             run.actor.clone_from(&audit.actor);
             run.reason.clone_from(&audit.reason);
+            run.trace.clone_from(&audit.trace);
         };
-        let fired: Vec<RunId> = self
-            .happened
-            .iter()
-            .filter(|(kind, _)| *kind == EventKind::Run)
-            .filter_map(|(_, run)| run.as_ref().map(|r| r.run_id))
-            .collect();
+        let fired: Vec<RunId> = self.fired().collect();
         self.job
             .open_runs
             .iter_mut()
@@ -94,8 +90,42 @@ impl Step {
             .filter_map(|(_, run)| run.as_mut())
             .for_each(stamp);
         self.job.updated_by.clone_from(&audit.actor);
+        self.job.trace.clone_from(&audit.trace);
         self.audit = audit.clone();
         self
+    }
+
+    /// Whether the step fires a run.
+    pub fn fires(&self) -> bool {
+        self.happened
+            .iter()
+            .any(|(kind, _)| *kind == EventKind::Run)
+    }
+
+    /// The step as made in the trace `trace` names (a fire's own): its events and the runs
+    /// it fires carry it. Who caused the step is left as it is.
+    pub fn traced(mut self, trace: Option<String>) -> Self {
+        let fired: Vec<RunId> = self.fired().collect();
+        self.job
+            .open_runs
+            .iter_mut()
+            .filter(|run| fired.contains(&run.run_id))
+            .for_each(|run| run.trace.clone_from(&trace));
+        self.happened
+            .iter_mut()
+            .filter(|(kind, _)| *kind == EventKind::Run)
+            .filter_map(|(_, run)| run.as_mut())
+            .for_each(|run| run.trace.clone_from(&trace));
+        self.audit.trace = trace;
+        self
+    }
+
+    /// The ids of the runs the step fires.
+    fn fired(&self) -> impl Iterator<Item = RunId> + '_ {
+        self.happened
+            .iter()
+            .filter(|(kind, _)| *kind == EventKind::Run)
+            .filter_map(|(_, run)| run.as_ref().map(|r| r.run_id))
     }
 
     /// The events that describe the step, each with the job as the step left it.
@@ -121,6 +151,7 @@ impl Step {
             output: None,
             actor: None,
             reason: None,
+            trace: None,
         };
         self.job.open_runs.push(run.clone());
         self.happened.push((EventKind::Run, Some(run)));
@@ -147,6 +178,7 @@ impl Step {
             output: None,
             actor: None,
             reason: None,
+            trace: None,
         };
         self.finish(run);
     }

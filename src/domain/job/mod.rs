@@ -82,6 +82,9 @@ pub struct Job {
     /// Who made its last change through the API (an update or an operation); `None` without
     /// auth. The scheduler's own steps leave it as it is.
     pub updated_by: Option<String>,
+    /// The W3C `traceparent` of the request that created it or made its last change, while
+    /// tracing is on: each fire's own trace links to it.
+    pub trace: Option<String>,
 }
 
 impl Job {
@@ -111,6 +114,7 @@ impl Job {
             reschedules: 0,
             created_by: None,
             updated_by: None,
+            trace: None,
         }
     }
 

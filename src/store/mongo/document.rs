@@ -82,6 +82,8 @@ struct JobDoc {
     created_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     updated_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace: Option<String>,
 }
 
 fn default_timeout() -> i64 {
@@ -153,6 +155,8 @@ struct RunDoc {
     actor: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace: Option<String>,
 }
 
 /// A bounded count (attempts, seconds of a policy) as an `Int32`.
@@ -223,6 +227,7 @@ impl JobDoc {
             reschedules,
             created_by,
             updated_by,
+            trace,
         } = job;
         Ok(Self {
             id: id.object_id(),
@@ -254,6 +259,7 @@ impl JobDoc {
             due_at: job.due_at().map(bson_time),
             created_by: created_by.clone(),
             updated_by: updated_by.clone(),
+            trace: trace.clone(),
         })
     }
 
@@ -281,6 +287,7 @@ impl JobDoc {
             due_at: _,
             created_by,
             updated_by,
+            trace,
         } = self;
         let id = JobId::from_object_id(id);
         Ok(Job {
@@ -324,6 +331,7 @@ impl JobDoc {
             reschedules: u32::try_from(reschedules)?,
             created_by,
             updated_by,
+            trace,
         })
     }
 }
@@ -342,6 +350,7 @@ impl From<&Run> for RunDoc {
             output,
             actor,
             reason,
+            trace,
         } = run;
         Self {
             run_id: run_id.to_string(),
@@ -354,6 +363,7 @@ impl From<&Run> for RunDoc {
             output: output.clone(),
             actor: actor.clone(),
             reason: reason.clone(),
+            trace: trace.clone(),
         }
     }
 }
@@ -372,6 +382,7 @@ impl RunDoc {
             output,
             actor,
             reason,
+            trace,
         } = self;
         Ok(Run {
             run_id: RunId::parse(&run_id)?,
@@ -385,17 +396,25 @@ impl RunDoc {
             output,
             actor,
             reason,
+            trace,
         })
     }
 }
 
 /// The update of a job write: `$set` of every field but the id, with the lease released (a
-/// write ends any claim on the job), and `$unset` of an `updatedBy` the job no longer has
-/// (`$set` would leave it as it was).
+/// write ends any claim on the job), and `$unset` of an `updatedBy` or `trace` the job no
+/// longer has (`$set` would leave them as they were).
 pub(super) fn job_update(job: &Job) -> Result<Document, StoreError> {
     let mut update = doc! { "$set": set_fields(job)? };
+    let mut unset = Document::new();
     if job.updated_by.is_none() {
-        update.insert("$unset", doc! { "updatedBy": "" });
+        unset.insert("updatedBy", "");
+    }
+    if job.trace.is_none() {
+        unset.insert("trace", "");
+    }
+    if !unset.is_empty() {
+        update.insert("$unset", unset);
     }
     Ok(update)
 }

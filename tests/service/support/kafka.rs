@@ -213,7 +213,25 @@ pub fn producer(brokers: &str) -> FutureProducer {
 
 /// Produces a message with a plain producer; returns its offset.
 pub async fn produce(brokers: &str, topic: &str, key: &str, payload: Option<&[u8]>) -> i64 {
-    let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key);
+    produce_with(brokers, topic, key, payload, &[]).await
+}
+
+/// As `produce`, with these headers.
+pub async fn produce_with(
+    brokers: &str,
+    topic: &str,
+    key: &str,
+    payload: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) -> i64 {
+    let mut all = rdkafka::message::OwnedHeaders::new();
+    for (name, value) in headers {
+        all = all.insert(rdkafka::message::Header {
+            key: name,
+            value: Some(*value),
+        });
+    }
+    let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key).headers(all);
     if let Some(payload) = payload {
         record = record.payload(payload);
     }

@@ -1,5 +1,5 @@
 //! What the tests share, one copy of each: the service in process ([`app`]) and as a child
-//! process ([`process`]), certificates made for TLS ([`certs`]), MongoDB, Kafka and etcd servers and clients ([`mongo`], [`kafka`], [`etcd`]), request
+//! process ([`process`]), certificates made for TLS ([`certs`]), MongoDB, Kafka, etcd and Jaeger servers and clients ([`mongo`], [`kafka`], [`etcd`], [`jaeger`]), request
 //! bodies and values ([`bodies`]), Prometheus scrapes and promtool ([`scrape`]), waiting ([`wait`]), free ports ([`net`]), golden files
 //! ([`golden`]) and table tests that report every failing row ([`table`]).
 
@@ -8,6 +8,7 @@ pub mod bodies;
 pub mod certs;
 pub mod etcd;
 pub mod golden;
+pub mod jaeger;
 pub mod kafka;
 pub mod mongo;
 pub mod net;

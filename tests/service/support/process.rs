@@ -33,7 +33,13 @@ impl Service {
 
     /// Starts the binary on a free port with exactly these flags (besides host and port).
     pub async fn start_args(flags: &[String]) -> Self {
-        Self::start_probing(flags, "http", reqwest::Client::new()).await
+        Self::start_probing(flags, &[], None, "http", reqwest::Client::new()).await
+    }
+
+    /// As `start_args`, with these environment variables (`RUST_LOG` among them overrides
+    /// the default `warn`) and its log lines (stdout) written to `log` when given.
+    pub async fn start_env(flags: &[String], env: &[(&str, String)], log: Option<&Path>) -> Self {
+        Self::start_probing(flags, env, log, "http", reqwest::Client::new()).await
     }
 
     /// As `start_args`, for flags that turn TLS on: the readiness probe and `url` speak
@@ -43,19 +49,32 @@ impl Service {
             .add_root_certificate(ca)
             .build()
             .unwrap();
-        Self::start_probing(flags, "https", client).await
+        Self::start_probing(flags, &[], None, "https", client).await
     }
 
     /// Starts the binary and waits until `http` gets 200 from `/healthz` over `scheme`.
-    async fn start_probing(flags: &[String], scheme: &str, http: reqwest::Client) -> Self {
+    async fn start_probing(
+        flags: &[String],
+        env: &[(&str, String)],
+        log: Option<&Path>,
+        scheme: &str,
+        http: reqwest::Client,
+    ) -> Self {
         let port = free_port();
+        let stdout = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("log file created")),
+            None => Stdio::null(),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_scheduler"))
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(flags)
             .env("RUST_LOG", "warn")
-            // Registered in etcd only when a test asks, with flags.
+            // Registered in etcd, and traced, only when a test asks.
             .env_remove("ETCD_ENDPOINTS")
-            .stdout(Stdio::null())
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(stdout)
             .stderr(Stdio::inherit())
             .spawn()
             .expect("the binary starts");
