@@ -467,7 +467,12 @@ impl Jobs {
     /// Resumes a paused job; the times it passed while paused go through its misfire policy.
     pub async fn resume(&self, id: JobId, by: &Audit) -> Result<Job, Error> {
         let limits = self.limits;
-        self.transition(id, by, Origin::Operation, move |job, now| {
+        // Every time that passed while paused is a misfire, so a catch-up fire of one counts
+        // as a misfire as the scheduler's late fires do: a threshold of zero.
+        let origin = Origin::Scheduler {
+            misfire_threshold: chrono::Duration::zero(),
+        };
+        self.transition(id, by, origin, move |job, now| {
             Ok(job.resume(now, &limits, rand::random())?)
         })
         .await

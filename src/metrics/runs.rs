@@ -13,8 +13,8 @@ use crate::domain::{Event, EventKind, Job, Run, RunStatus, Schedule};
 /// What made a stored step.
 #[derive(Debug, Clone, Copy)]
 pub enum Origin {
-    /// The scheduler settled a claimed job: a regular fire older than `misfire_threshold` was a
-    /// misfire, fired late by its policy.
+    /// The scheduler settled a claimed job (or a resume caught up, with a threshold of zero):
+    /// a regular fire older than `misfire_threshold` was a misfire, fired late by its policy.
     Scheduler {
         /// The configured misfire threshold.
         misfire_threshold: chrono::Duration,

@@ -33,6 +33,7 @@ use crate::support::{
     TestApp, email_job, id_of, in_millis,
     kafka::{TestTopics, brokers, produce},
     scrape::{Scrape, run_promtool},
+    sms_job,
 };
 
 /// Scrapes until `ready` holds, for up to 30 s.
@@ -497,4 +498,36 @@ async fn the_dashboard_and_the_alerts_query_only_metrics_a_real_scrape_has() {
     let (passed, printed) = run_promtool(&["check", "rules", rules_file.to_str().unwrap()], "");
     assert!(passed, "promtool check rules:\n{printed}");
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_resume_that_fires_a_time_missed_while_paused_counts_a_misfire() {
+    let app = TestApp::spawn().await;
+    let job = app
+        .create_job(&sms_job(
+            "paused every second",
+            json!({"intervalSeconds": 1}),
+            json!({"misfirePolicy": "FIRE_ONCE", "overlapPolicy": "ALLOW"}),
+        ))
+        .await;
+    let id = id_of(&job);
+    let (status, _) = app
+        .post_json(&format!("/api/v1/jobs/{id}/pause"), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let before = Scrape::of(&app)
+        .await
+        .value("scheduler_misfires_total", &[("policy", "FIRE_ONCE")]);
+    // Its due times pass while it is paused; resuming fires the latest once, late.
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let (status, _) = app
+        .post_json(&format!("/api/v1/jobs/{id}/resume"), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let runs = app.runs(&id).await;
+    assert!(!runs.is_empty(), "the resume fired the missed time");
+    let after = Scrape::of(&app)
+        .await
+        .value("scheduler_misfires_total", &[("policy", "FIRE_ONCE")]);
+    assert!(after >= before + 1.0, "misfires {before} -> {after}");
 }
