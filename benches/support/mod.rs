@@ -1,4 +1,8 @@
-//! What the benchmarks share: driving a call from concurrent tasks and reading percentiles.
+//! What the benchmarks share: driving a call from concurrent tasks and reading percentiles,
+//! and comparing two services' REST throughput ([`compare`]).
+
+#[allow(dead_code)] // only the benchmarks that compare two services use it
+pub mod compare;
 
 use std::{
     sync::Arc,
