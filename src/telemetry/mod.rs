@@ -72,8 +72,19 @@ impl Telemetry {
 pub fn install(format: LogFormat) -> anyhow::Result<Telemetry> {
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let provider = tracer_provider(&|name| std::env::var(name).ok())?;
+    // Only the attributes the spans set themselves: no source location, thread, level,
+    // target or busy/idle times, which every span would carry and nobody queries.
     let spans = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer().with_tracer(provider.tracer(DEFAULT_SERVICE_NAME))
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(DEFAULT_SERVICE_NAME))
+            .with_location(false)
+            .with_threads(false)
+            .with_level(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            // Parents come from `tracing`'s own span tree; nothing reads OpenTelemetry's
+            // thread-local context, so entering a span need not set it.
+            .with_context_activation(false)
     });
     Registry::default()
         .with(filter::Admit {
