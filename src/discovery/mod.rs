@@ -106,6 +106,10 @@ impl DiscoverySettings {
     }
 }
 
+/// How long shutdown lets a registration under way finish, so the key it may already have put
+/// is taken out again rather than left until its lease lapses.
+const LAST_ATTEMPT: Duration = Duration::from_secs(1);
+
 /// How often a lease of `ttl` is renewed: three chances before it lapses, as go-kit does.
 fn heartbeat(ttl: Duration) -> Duration {
     (ttl / 3).max(Duration::from_millis(500))
@@ -149,11 +153,19 @@ impl Registrar {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
         let mut failing = false;
         loop {
-            // Shutdown does not wait for an etcd that does not answer; a lease granted by an
-            // attempt cut short lapses by itself.
+            // Shutdown waits at most `LAST_ATTEMPT` for an etcd that does not answer: an
+            // attempt under way may already have put the key, so it may finish and the key
+            // is taken out again; a lease granted by an attempt cut short lapses by itself.
+            let register = self.register();
+            tokio::pin!(register);
             let attempt = tokio::select! {
-                attempt = self.register() => attempt,
-                () = shutdown.cancelled() => return Ok(()),
+                attempt = &mut register => attempt,
+                () = shutdown.cancelled() => {
+                    if let Ok(Ok(registered)) = tokio::time::timeout(LAST_ATTEMPT, register).await {
+                        self.deregister(&registered).await;
+                    }
+                    return Ok(());
+                }
             };
             match attempt {
                 Ok(registered) => {
