@@ -11,11 +11,11 @@ use serde_json::Value;
 use super::pb;
 use crate::{
     domain::{
-        Event, FieldError, Invalid, Job, JobId, JobInput, JobType, MisfirePolicy, OverlapPolicy,
-        PolicyInput, Preview, Run, RunId, RunResult, RunStatus, ScheduleFields, ScheduleInput,
-        data::exact_integers, field::Errors, format_time, from_timestamp,
+        Event, FieldError, Invalid, Job, JobId, JobInput, JobStatus, JobType, MisfirePolicy,
+        OverlapPolicy, PolicyInput, Preview, Run, RunId, RunResult, RunStatus, ScheduleFields,
+        ScheduleInput, data::exact_integers, field::Errors, format_time, from_timestamp,
     },
-    jobs::{JobReplacement, Page, PageRequest},
+    jobs::{JobFilter, JobReplacement, Page, PageRequest},
 };
 
 /// A time as a protobuf timestamp.
@@ -297,6 +297,26 @@ impl TryFrom<pb::PreviewScheduleRequest> for (ScheduleInput, Option<i64>, Option
 /// A page request of a listing call; 0 means the default.
 pub(crate) fn page_request(page: i64, size: i64) -> Result<PageRequest, Invalid> {
     PageRequest::parse(given(page), given(size))
+}
+
+/// The filter of a listing call, as REST's query parameters give it: status 0 and an empty
+/// name prefix mean any; an unknown status or type number is refused by name.
+pub(crate) fn list_filter(
+    status: i32,
+    job_type: Option<i32>,
+    name_prefix: String,
+) -> Result<JobFilter, Invalid> {
+    let status = match status {
+        0 => None,
+        code => Some(JobStatus::from_code(code).ok_or_else(|| {
+            Invalid::field("status", format!("{code} is not a known job status"))
+        })?),
+    };
+    Ok(JobFilter {
+        status,
+        job_type: job_type.map(self::job_type).transpose()?,
+        name_prefix: Some(name_prefix).filter(|p| !p.is_empty()),
+    })
 }
 
 /// A job id that may be empty (all jobs).

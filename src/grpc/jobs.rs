@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::{
-    convert::{optional_job_id, page_request},
+    convert::{list_filter, optional_job_id, page_request},
     pb,
 };
 use crate::{
@@ -109,11 +109,15 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let pb::ListJobsRequest { page, size } = request.into_inner();
-        let page = self
-            .jobs
-            .list(Default::default(), page_request(page, size)?)
-            .await?;
+        let pb::ListJobsRequest {
+            page,
+            size,
+            status,
+            job_type,
+            name_prefix,
+        } = request.into_inner();
+        let filter = list_filter(status, job_type, name_prefix)?;
+        let page = self.jobs.list(filter, page_request(page, size)?).await?;
         Ok(Response::new(pb::ListJobsResponse::from(page)))
     }
 

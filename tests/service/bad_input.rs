@@ -589,7 +589,11 @@ async fn grpc_paging_out_of_bounds_is_invalid_argument() {
     let mut failures = Failures::new();
     for (page, size) in [(-1, 10), (1, 1000), (1, -3), (i64::MAX, 100)] {
         let listed = client
-            .list_jobs(pb::ListJobsRequest { page, size })
+            .list_jobs(pb::ListJobsRequest {
+                page,
+                size,
+                ..Default::default()
+            })
             .await
             .map(|_| ());
         failures.expect_eq(

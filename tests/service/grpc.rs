@@ -64,7 +64,11 @@ async fn an_older_client_lists_jobs_in_pages_and_may_leave_paging_unset() {
     create(&mut client, "first job", "2030-01-01T09:00:00Z").await;
     create(&mut client, "second job", "2030-01-01T09:00:00Z").await;
     let page = client
-        .list_jobs(pb::ListJobsRequest { page: 1, size: 1 })
+        .list_jobs(pb::ListJobsRequest {
+            page: 1,
+            size: 1,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -75,7 +79,11 @@ async fn an_older_client_lists_jobs_in_pages_and_may_leave_paging_unset() {
     assert!(page.has_more);
     assert_eq!(page.jobs[0].name, "second job");
     let defaults = client
-        .list_jobs(pb::ListJobsRequest { page: 0, size: 0 })
+        .list_jobs(pb::ListJobsRequest {
+            page: 0,
+            size: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -569,4 +577,129 @@ async fn call_slower_than_the_timeout_ends_with_deadline_exceeded_and_stores_not
         .unwrap();
     assert_eq!(response.headers()["grpc-status"], "4", "{response:?}");
     assert_eq!(app.job_count().await, 0);
+}
+
+#[tokio::test]
+async fn list_jobs_filters_by_status_type_and_name_prefix_as_rest_does() {
+    let app = TestApp::spawn().await;
+    let mut client = app.grpc().await;
+    let alpha = create(&mut client, "alpha report", "2030-01-01T09:00:00Z").await;
+    create(&mut client, "beta report", "2030-01-01T09:00:00Z").await;
+    let sms = app
+        .create_job(&crate::support::sms_job(
+            "alpha text",
+            serde_json::json!({"runAt": "2030-01-01T09:00:00Z"}),
+            serde_json::json!({}),
+        ))
+        .await;
+    let (status, _) = app
+        .post_json(
+            &format!("/api/v1/jobs/{alpha}/pause"),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let email = pb::JobType::Email as i32;
+    let sms_type = pb::JobType::Sms as i32;
+    let paused = pb::JobStatus::Paused as i32;
+    let cases: [(&str, pb::ListJobsRequest, &str); 5] = [
+        (
+            "type SMS",
+            pb::ListJobsRequest {
+                job_type: Some(sms_type),
+                ..Default::default()
+            },
+            "jobType=SMS",
+        ),
+        (
+            "type EMAIL, the zero value, given",
+            pb::ListJobsRequest {
+                job_type: Some(email),
+                ..Default::default()
+            },
+            "jobType=EMAIL",
+        ),
+        (
+            "name prefix",
+            pb::ListJobsRequest {
+                name_prefix: "alpha".into(),
+                ..Default::default()
+            },
+            "name=alpha",
+        ),
+        (
+            "status",
+            pb::ListJobsRequest {
+                status: paused,
+                ..Default::default()
+            },
+            "status=PAUSED",
+        ),
+        (
+            "all three",
+            pb::ListJobsRequest {
+                status: pb::JobStatus::Scheduled as i32,
+                job_type: Some(sms_type),
+                name_prefix: "alpha".into(),
+                ..Default::default()
+            },
+            "status=SCHEDULED&jobType=SMS&name=alpha",
+        ),
+    ];
+    let mut failures = Failures::new();
+    for (name, request, query) in cases {
+        let grpc = client.list_jobs(request).await.unwrap().into_inner();
+        let rest = app.get_json(&format!("/api/v1/jobs?{query}")).await;
+        let grpc_ids: Vec<String> = grpc.jobs.iter().map(|j| j.id.clone()).collect();
+        let rest_ids: Vec<String> = rest["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_owned())
+            .collect();
+        failures.expect(
+            name,
+            grpc_ids == rest_ids && !grpc_ids.is_empty(),
+            format!("gRPC {grpc_ids:?}, REST {rest_ids:?}"),
+        );
+        failures.expect_eq(name, grpc.total_count as usize, grpc_ids.len());
+    }
+    failures.assert_none("gRPC list filters");
+    assert_eq!(
+        client
+            .list_jobs(pb::ListJobsRequest {
+                job_type: Some(sms_type),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .jobs[0]
+            .id,
+        crate::support::id_of(&sms)
+    );
+
+    let mut refused = Failures::new();
+    for (name, request, field) in [
+        (
+            "status 99",
+            pb::ListJobsRequest {
+                status: 99,
+                ..Default::default()
+            },
+            "status",
+        ),
+        (
+            "type 7",
+            pb::ListJobsRequest {
+                job_type: Some(7),
+                ..Default::default()
+            },
+            "job_type",
+        ),
+    ] {
+        refused.expect_invalid_argument(name, field, client.list_jobs(request).await);
+    }
+    refused.assert_none("refused gRPC list filters");
 }

@@ -159,7 +159,11 @@ async fn a_list_page_stays_within_what_a_default_grpc_client_accepts_and_says_it
     // The generated client keeps tonic's default limit of 4 MiB per message.
     let mut client = app.grpc().await;
     let page = client
-        .list_jobs(pb::ListJobsRequest { page: 1, size: 100 })
+        .list_jobs(pb::ListJobsRequest {
+            page: 1,
+            size: 100,
+            ..Default::default()
+        })
         .await
         .expect("the page fits the client's limit")
         .into_inner();
@@ -171,7 +175,11 @@ async fn a_list_page_stays_within_what_a_default_grpc_client_accepts_and_says_it
         page.jobs.len()
     );
     let small = client
-        .list_jobs(pb::ListJobsRequest { page: 1, size: 10 })
+        .list_jobs(pb::ListJobsRequest {
+            page: 1,
+            size: 10,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

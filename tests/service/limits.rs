@@ -289,7 +289,11 @@ async fn past_the_most_event_streams_a_new_one_is_told_to_retry_while_the_api_an
         assert_eq!(status, 200, "{path}");
     }
     third
-        .list_jobs(pb::ListJobsRequest { page: 1, size: 10 })
+        .list_jobs(pb::ListJobsRequest {
+            page: 1,
+            size: 10,
+            ..Default::default()
+        })
         .await
         .expect("gRPC calls answer");
 
@@ -394,7 +398,11 @@ async fn past_its_rate_a_client_is_told_to_retry_while_others_and_health_checks_
             tonic_health::pb::health_check_response::ServingStatus::Serving as i32
         );
         if let Err(status) = jobs
-            .list_jobs(pb::ListJobsRequest { page: 1, size: 1 })
+            .list_jobs(pb::ListJobsRequest {
+                page: 1,
+                size: 1,
+                ..Default::default()
+            })
             .await
         {
             refused.get_or_insert(status);
