@@ -191,6 +191,76 @@ async fn a_database_outage_answers_503_quickly_and_everything_resumes_when_it_is
 }
 
 #[tokio::test]
+async fn a_service_started_before_its_database_serves_503_then_indexes_and_works_once_it_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let database = database_name();
+    let mut config = mongo_config(&database);
+    config.mongodb_uri = Some(format!("mongodb://127.0.0.1:{port}"));
+    config.mongodb_timeout_ms = 300;
+    config.idle_poll_ms = 100;
+    // Nothing listens on the port yet: the start does not fail.
+    let mut app = TestApp::spawn_with(config).await;
+    let health = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let problem: serde_json::Value = ready.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("job store"),
+        "{problem}"
+    );
+    let created = app
+        .post_job(&email_job("before the database", &in_millis(0)))
+        .await;
+    assert_eq!(created.status(), 503);
+    let listed = app
+        .grpc()
+        .await
+        .list_jobs(scheduler::grpc::pb::ListJobsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(listed.code(), tonic::Code::Unavailable);
+
+    let server = PrivateMongo::start(port, &dir.path().join("mongo.h2"));
+    eventually("the service to be ready once the database answers", || {
+        let request = app.http.get(app.url("/readyz")).send();
+        async move { request.await.ok().filter(|r| r.status() == 200) }
+    })
+    .await;
+    // The indexes were created in the background once the server answered.
+    let client = mongodb::Client::with_uri_str(server.uri()).await.unwrap();
+    let jobs = client
+        .database(&database)
+        .collection::<bson::Document>("jobs");
+    // The server builds them one by one: wait for the last of them.
+    let expected = [
+        "dueAt",
+        "lease",
+        "created",
+        "name",
+        "status",
+        "outbox",
+        "idempotency",
+    ];
+    eventually("the indexes", || {
+        let jobs = jobs.clone();
+        async move {
+            let names = jobs.list_index_names().await.ok()?;
+            expected
+                .iter()
+                .all(|index| names.iter().any(|n| n == index))
+                .then_some(())
+        }
+    })
+    .await;
+    let job = app
+        .create_job(&email_job("once the database answers", &in_millis(0)))
+        .await;
+    app.next_event(EventKind::Run, &id_of(&job)).await;
+}
+
+#[tokio::test]
 async fn the_due_job_query_uses_its_index_where_the_server_can_explain() {
     let store = mongo_store(&database_name()).await;
     let db = store.database();

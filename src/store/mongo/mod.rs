@@ -46,6 +46,7 @@ use self::{
     queries::{filter_document, ledger_update, live, outbox_update, without_runs},
 };
 use super::{RELAY_LEASE, earliest_due_first, history_bound};
+use crate::runtime::Backoff;
 use crate::{
     domain::{Event, Job, JobId, Run},
     jobs::{
@@ -78,7 +79,10 @@ pub struct MongoStore {
 }
 
 impl MongoStore {
-    /// Connects lazily (the driver connects on first use) and creates the indexes.
+    /// Connects lazily (the driver connects on first use) and creates the indexes. A server
+    /// that does not answer yet does not stop the start: every call answers 503 / UNAVAILABLE
+    /// until it does, and the indexes are created in the background as soon as it answers.
+    /// Must run inside a tokio runtime.
     pub async fn connect(settings: MongoSettings) -> anyhow::Result<Self> {
         let client = Client::with_options(settings.options)?;
         let db = client.database(&settings.database);
@@ -88,11 +92,40 @@ impl MongoStore {
             db,
             history: DEFAULT_RUN_HISTORY,
         };
-        store
-            .create_indexes()
-            .await
-            .map_err(|e| anyhow!("Failed to create the MongoDB indexes: {e:?}"))?;
+        match store.create_indexes().await {
+            Ok(()) => {}
+            Err(StoreError::Unavailable(error)) => {
+                tracing::warn!(
+                    error = %format!("{error:#}"),
+                    "MongoDB does not answer: serving, with calls answering 503, until it does"
+                );
+                tokio::spawn(store.clone().create_indexes_once_reachable());
+            }
+            Err(e) => return Err(anyhow!("Failed to create the MongoDB indexes: {e:?}")),
+        }
         Ok(store)
+    }
+
+    /// Retries the index creation, with backoff, until the server answers.
+    async fn create_indexes_once_reachable(self) {
+        let mut backoff = Backoff::new(
+            std::time::Duration::from_millis(200),
+            std::time::Duration::from_secs(5),
+        );
+        loop {
+            tokio::time::sleep(backoff.next_delay()).await;
+            match self.create_indexes().await {
+                Ok(()) => {
+                    tracing::info!("MongoDB answers: its indexes are in place");
+                    return;
+                }
+                Err(StoreError::Unavailable(_)) => continue,
+                Err(error) => {
+                    tracing::error!(error = ?error, "Failed to create the MongoDB indexes");
+                    return;
+                }
+            }
+        }
     }
 
     /// The same store, keeping `history` finished runs per job.
