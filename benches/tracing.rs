@@ -1,5 +1,6 @@
 //! What tracing costs a request: REST create and get against two `scheduler` processes (the
-//! release binary) on the in-memory store, both with metrics on (the default), one tracing
+//! release binary) on the in-memory store, both with metrics on (the default) and JSON log
+//! lines (as in production), one tracing
 //! every request (`OTEL_EXPORTER_OTLP_ENDPOINT` set, the default parent-based always-on
 //! sampler, so every root span is sampled) and one without, alternated as
 //! `support::compare` does. The traced one exports over OTLP/HTTP (protobuf) to a sink in this
@@ -51,7 +52,7 @@ async fn start(otlp: Option<&str>) -> Process {
     let mut command = Command::new(env!("CARGO_BIN_EXE_scheduler"));
     command
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--store", "memory"])
+        .args(["--store", "memory", "--log-format", "json"])
         .env("RUST_LOG", "warn")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")

@@ -30,7 +30,12 @@ where
     let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stdout);
     match format {
         LogFormat::Text => Box::new(lines),
-        LogFormat::Json => Box::new(lines.event_format(JsonLines { traced })),
+        // A JSON line names its span but not the span's fields, so they are never formatted.
+        LogFormat::Json => Box::new(
+            lines
+                .fmt_fields(NoFields)
+                .event_format(JsonLines { traced }),
+        ),
     }
 }
 
@@ -96,6 +101,19 @@ pub(super) fn ids_of_context(cx: &opentelemetry::Context) -> Option<(String, Str
             context.span_id().to_string(),
         )
     })
+}
+
+/// Formats no span fields: what the fmt layer keeps of each span for the JSON lines.
+struct NoFields;
+
+impl<'writer> FormatFields<'writer> for NoFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        _: Writer<'writer>,
+        _: R,
+    ) -> fmt::Result {
+        Ok(())
+    }
 }
 
 /// Collects an event's fields as JSON values, the message as `message`.
