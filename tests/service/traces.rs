@@ -13,7 +13,7 @@ use tempfile::TempDir;
 use crate::support::{
     Service, email_job, id_of, in_millis,
     jaeger::{Jaeger, Span, named, random_id, traced_env},
-    kafka::{Reader, TestTopics, brokers, produce_with},
+    kafka::{Reader, Received, TestTopics, brokers, produce_with},
 };
 
 /// What a job's data holds: no span may carry it.
@@ -75,6 +75,18 @@ async fn post_traced(service: &Service, job: &Value, traceparent: &str) -> Value
     response.json().await.unwrap()
 }
 
+/// The first message keyed by job `id` that `reader` reads.
+async fn message_for(reader: &Reader, id: &str) -> Received {
+    let read = reader
+        .until(Duration::from_secs(30), |seen| {
+            seen.iter().any(|m| m.key.as_deref() == Some(id))
+        })
+        .await;
+    read.into_iter()
+        .find(|m| m.key.as_deref() == Some(id))
+        .unwrap()
+}
+
 fn no_span_holds_job_data(spans: &[Span]) {
     for span in spans {
         for (key, value) in &span.tags {
@@ -104,12 +116,7 @@ async fn a_rest_create_continues_the_callers_trace_through_the_outbox_to_its_kaf
     let id = id_of(&job);
 
     // The message's traceparent is in the caller's trace.
-    let read = reader
-        .until(Duration::from_secs(30), |seen| {
-            seen.iter().any(|m| m.key.as_deref() == Some(&id))
-        })
-        .await;
-    let message = read.iter().find(|m| m.key.as_deref() == Some(&id)).unwrap();
+    let message = message_for(&reader, &id).await;
     let (message_trace, message_span) = ids(message.header("traceparent"));
     assert_eq!(message_trace, trace);
 
@@ -161,12 +168,7 @@ async fn a_fire_is_a_trace_of_its_own_linked_to_the_change_and_its_result_joins_
     let (traceparent, create_trace, _) = new_traceparent();
     let job = post_traced(&service, &job_with_secret(&in_millis(300)), &traceparent).await;
     let id = id_of(&job);
-    let read = reader
-        .until(Duration::from_secs(30), |seen| {
-            seen.iter().any(|m| m.key.as_deref() == Some(&id))
-        })
-        .await;
-    let run_message = read.iter().find(|m| m.key.as_deref() == Some(&id)).unwrap();
+    let run_message = message_for(&reader, &id).await;
     let (fire_trace, send_span) = ids(run_message.header("traceparent"));
     assert_ne!(fire_trace, create_trace, "a fire starts a trace of its own");
 
@@ -253,12 +255,7 @@ async fn a_result_without_a_trace_links_to_its_fire_and_a_dead_letter_says_why_i
     )
     .await;
     let id = id_of(&job);
-    let read = reader
-        .until(Duration::from_secs(30), |seen| {
-            seen.iter().any(|m| m.key.as_deref() == Some(&id))
-        })
-        .await;
-    let run_message = read.iter().find(|m| m.key.as_deref() == Some(&id)).unwrap();
+    let run_message = message_for(&reader, &id).await;
     let (fire_trace, _) = ids(run_message.header("traceparent"));
 
     // A result with no traceparent: a trace of its own, linked to the run's fire.
