@@ -20,15 +20,12 @@ mod export;
 mod filter;
 mod log;
 
-use std::{
-    collections::HashMap,
-    sync::atomic::{AtomicBool, Ordering},
-};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context as _, bail};
 use opentelemetry::{
     Context,
-    propagation::TextMapPropagator,
+    propagation::{Extractor, Injector, TextMapPropagator},
     trace::{SpanContext, TraceContextExt, TracerProvider as _},
 };
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
@@ -168,9 +165,40 @@ fn inject(cx: &Context) -> Option<String> {
     if !cx.span().span_context().is_valid() {
         return None;
     }
-    let mut carrier = HashMap::new();
+    let mut carrier = Injected(None);
     TraceContextPropagator::new().inject_context(cx, &mut carrier);
-    carrier.remove("traceparent")
+    carrier.0
+}
+
+/// Keeps the `traceparent` a propagator injects (a span context's state is not carried on).
+struct Injected(Option<String>);
+
+impl Injector for Injected {
+    fn set(&mut self, key: &str, value: String) {
+        if key == "traceparent" {
+            self.0 = Some(value);
+        }
+    }
+}
+
+/// The two trace-context fields a propagator extracts from, borrowed.
+struct Carried<'a> {
+    traceparent: &'a str,
+    tracestate: Option<&'a str>,
+}
+
+impl Extractor for Carried<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            "traceparent" => Some(self.traceparent),
+            "tracestate" => self.tracestate,
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent", "tracestate"]
+    }
 }
 
 /// The remote context a `traceparent` (and `tracestate`) names; an empty context for a
@@ -179,12 +207,10 @@ pub fn context_of(traceparent: Option<&str>, tracestate: Option<&str>) -> Contex
     let Some(traceparent) = traceparent else {
         return Context::new();
     };
-    let mut carrier = HashMap::with_capacity(2);
-    carrier.insert("traceparent".to_owned(), traceparent.to_owned());
-    if let Some(state) = tracestate {
-        carrier.insert("tracestate".to_owned(), state.to_owned());
-    }
-    TraceContextPropagator::new().extract(&carrier)
+    TraceContextPropagator::new().extract(&Carried {
+        traceparent,
+        tracestate,
+    })
 }
 
 /// The span context a stored `traceparent` names, for a link; `None` when it names none.
@@ -218,6 +244,8 @@ pub fn ids_of(span: &tracing::Span) -> Option<(String, String)> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
