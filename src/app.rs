@@ -22,7 +22,7 @@ use crate::{
     discovery::Registrar,
     events::{BufferLimits, EventBus},
     grpc,
-    jobs::{EventRoute, Jobs, ports::JobStore},
+    jobs::{EventRoute, Jobs, hints::DueHints, ports::JobStore},
     kafka::{KafkaSettings, consumer::ResultConsumer, producer::KafkaPublisher},
     metrics::{BuildInfo, Metrics, requests::observe},
     outbox::{Relay, RelaySettings},
@@ -149,7 +149,7 @@ impl Application {
             events: config.stream_buffer_events,
             bytes: config.stream_buffer_bytes,
         });
-        let wake = Arc::new(Notify::new());
+        let hints = Arc::new(DueHints::new());
         let (events, kafka) = match config.kafka_settings() {
             None => {
                 tracing::info!("no KAFKA_BROKERS: events stay in-process (SSE, gRPC watch)");
@@ -181,7 +181,7 @@ impl Application {
                 )
             }
         };
-        let mut jobs = Jobs::new(store.clone(), events.clone(), wake.clone())
+        let mut jobs = Jobs::new(store.clone(), events.clone(), hints.clone())
             .with_limits(config.limits())
             .with_metrics(metrics.clone());
         if let Some(kafka) = &kafka {
@@ -191,11 +191,12 @@ impl Application {
         let scheduler = Scheduler::new(
             store,
             events,
-            wake,
+            hints,
             SchedulerSettings {
                 batch_size: config.batch_size as usize,
                 lease: Duration::from_secs(config.lease_seconds),
                 idle_poll: Duration::from_millis(config.idle_poll_ms),
+                lookahead: Duration::from_millis(config.lookahead_ms),
                 limits: config.limits(),
                 ..SchedulerSettings::default()
             },

@@ -146,10 +146,16 @@ pub struct Config {
     #[arg(long, env = "SCHEDULER_BATCH_SIZE", default_value_t = 200,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_size: u32,
-    /// Longest the scheduler sleeps without looking at the store, in milliseconds.
+    /// How often the scheduler reads the window of jobs due soon, in milliseconds: the longest
+    /// before it sees a change another replica made.
     #[arg(long, env = "SCHEDULER_IDLE_POLL_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub idle_poll_ms: u64,
+    /// How far ahead each window read looks, in milliseconds (at least the idle poll): the
+    /// jobs due within it are fired from memory at their due times, claimed by id.
+    #[arg(long, env = "SCHEDULER_LOOKAHEAD_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub lookahead_ms: u64,
     /// Finished runs kept per job in its ledger; older records are dropped.
     #[arg(long, env = "SCHEDULER_RUN_HISTORY", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]

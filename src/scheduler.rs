@@ -1,23 +1,27 @@
-//! The scheduler loop: fires due jobs. The store is the truth; nothing is kept in memory.
+//! The scheduler loop: fires due jobs. The store is the truth; memory holds only hints.
 //!
-//! The loop sleeps until the store's earliest due time (at most `idle_poll`, so changes made by
-//! other processes on the same store are seen), or until a change wakes it. Then it claims due
-//! jobs in batches with a lease and a fencing token, settles each one (`Job::settle`: fires,
-//! timeouts, retries, misfires, overlaps) and stores each step only while its claim still
-//! holds, then hands on the step's events. If the process dies after the claim, the lease
-//! lapses and another loop claims the jobs again; the runs it fires have the same ids.
+//! Every `idle_poll` (one query a second by default), the loop reads the window: every job
+//! that may become claimable within `lookahead`, as ids and due times only, kept as
+//! [`DueHints`]. At each hinted due time it claims those jobs by id, in a fixed number of
+//! store round trips per batch, settles each one (`Job::settle`: fires, timeouts, retries,
+//! misfires, overlaps), stores each step only while its claim still holds, and hands on the
+//! step's events. A step's next due time, and those of this process's creates and updates,
+//! become hints with no query; another replica's changes are seen at the next window read, at
+//! most `idle_poll` later. A hint for a job that changed or that another replica took simply
+//! fails its claim. If the process dies after a claim, the lease lapses, the next window read
+//! of any replica finds the job again, and the runs it fires have the same ids.
 
 use std::{sync::Arc, time::Duration};
 
-use chrono::Utc;
-use tokio::sync::Notify;
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     domain::{Job, Limits, policy::name_of},
     jobs::{
         EventRoute,
-        ports::{Claim, ClaimedStep, JobStore, Lease, StoreError},
+        hints::DueHints,
+        ports::{Claim, Claimed, ClaimedStep, JobStore, Lease, StoreError},
     },
     metrics::{Metrics, runs::Origin},
     runtime::{Backoff, Outage},
@@ -27,12 +31,18 @@ use crate::{
 /// How the loop behaves.
 #[derive(Debug, Clone)]
 pub struct SchedulerSettings {
-    /// Jobs claimed per store round trip.
+    /// Jobs claimed per batch.
     pub batch_size: usize,
     /// How long a claim holds before others may take the jobs.
     pub lease: Duration,
-    /// Longest sleep without looking at the store.
+    /// How often the window is read: the longest before another replica's change is seen.
     pub idle_poll: Duration,
+    /// How far ahead a window read looks; at least `idle_poll`, so that a job due after the
+    /// next read is already hinted when its time comes.
+    pub lookahead: Duration,
+    /// Most jobs one window read takes; when more are due, the next read follows as soon as
+    /// the hints it gave are spent.
+    pub window_jobs: usize,
     /// First wait after a store error; doubles up to `idle_poll * 10`.
     pub error_backoff: Duration,
     /// Misfire threshold and catch-up bounds.
@@ -45,6 +55,8 @@ impl Default for SchedulerSettings {
             batch_size: 200,
             lease: Duration::from_secs(30),
             idle_poll: Duration::from_secs(1),
+            lookahead: Duration::from_secs(5),
+            window_jobs: 10_000,
             error_backoff: Duration::from_millis(100),
             limits: Limits::default(),
         }
@@ -55,7 +67,7 @@ impl Default for SchedulerSettings {
 pub struct Scheduler {
     store: Arc<dyn JobStore>,
     events: EventRoute,
-    wake: Arc<Notify>,
+    hints: Arc<DueHints>,
     /// Unique per process: who holds the leases this loop takes.
     owner: String,
     settings: SchedulerSettings,
@@ -63,18 +75,28 @@ pub struct Scheduler {
     metrics: Metrics,
 }
 
+/// When the window is read next.
+#[derive(Debug, Clone, Copy)]
+struct NextRead {
+    /// At the latest then.
+    at: DateTime<Utc>,
+    /// Or as soon as no hint is due, when the last read was cut at `window_jobs`.
+    when_spent: bool,
+}
+
 impl Scheduler {
-    /// A loop over `store`, handing events to `events`, woken early by `wake`.
+    /// A loop over `store`, handing events to `events`, with the due times this process's
+    /// writes make coming in through `hints`.
     pub fn new(
         store: Arc<dyn JobStore>,
         events: EventRoute,
-        wake: Arc<Notify>,
+        hints: Arc<DueHints>,
         settings: SchedulerSettings,
     ) -> Self {
         Self {
             store,
             events,
-            wake,
+            hints,
             owner: format!("scheduler-{}", uuid::Uuid::new_v4()),
             settings,
             metrics: Metrics::off(),
@@ -95,46 +117,104 @@ impl Scheduler {
             "the job store is reachable again; scheduling resumed",
             Backoff::new(self.settings.error_backoff, self.settings.idle_poll * 10),
         );
+        let mut next_read = NextRead {
+            at: Utc::now(),
+            when_spent: false,
+        };
         while !shutdown.is_cancelled() {
-            let wait = match self.tick().await {
+            let wait = match self.tick(&mut next_read).await {
                 Ok(wait) => {
                     outage.recovered();
                     wait
                 }
-                Err(error) => outage.failed(&error),
+                Err(error) => {
+                    // Whatever failed, the window is read again before the hints are trusted.
+                    next_read.at = Utc::now();
+                    outage.failed(&error)
+                }
             };
             if wait.is_zero() {
                 continue;
             }
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = self.wake.notified() => {}
+                () = self.hints.earlier() => {}
                 () = shutdown.cancelled() => {}
             }
         }
         tracing::info!("scheduler stopped");
     }
 
-    /// Fires one batch of due jobs and returns how long to wait before the next look.
-    async fn tick(&self) -> Result<Duration, StoreError> {
-        let fired = self.fire_due().await?;
-        if fired >= self.settings.batch_size {
+    /// Reads the window when it is time, fires one batch of due hints, and returns how long to
+    /// wait before the next look.
+    async fn tick(&self, next_read: &mut NextRead) -> Result<Duration, StoreError> {
+        let now = Utc::now();
+        let spent = self.hints.earliest().is_none_or(|at| at > now);
+        if now >= next_read.at || (next_read.when_spent && spent) {
+            *next_read = self.read_window(now).await?;
+        }
+        if self.fire_hinted().await? {
             return Ok(Duration::ZERO);
         }
         let now = Utc::now();
-        // A due time already past means another loop claimed or holds those jobs just now:
-        // look again shortly rather than spin.
-        let wait = match self.store.next_due().await? {
-            Some(due) => (due - now).to_std().unwrap_or(Duration::from_millis(1)),
-            None => self.settings.idle_poll,
-        };
-        Ok(wait.min(self.settings.idle_poll))
+        if next_read.when_spent && self.hints.earliest().is_none_or(|at| at > now) {
+            return Ok(Duration::ZERO);
+        }
+        let until = self
+            .hints
+            .earliest()
+            .map_or(next_read.at, |at| at.min(next_read.at));
+        // Rounded up to the next millisecond: a claim at a hint's time must find the job due,
+        // and the stores keep times to the millisecond.
+        Ok((until - now)
+            .to_std()
+            .map_or(Duration::ZERO, |wait| wait + Duration::from_millis(1)))
     }
 
-    /// Claims one batch of due jobs, settles each (fires, timeouts, retries, misfires) and
-    /// stores the steps while the claims hold; returns how many jobs were claimed.
-    pub async fn fire_due(&self) -> Result<usize, StoreError> {
+    /// One window read: everything that may become claimable within the lookahead.
+    async fn read_window(&self, now: DateTime<Utc>) -> Result<NextRead, StoreError> {
+        let lookahead =
+            chrono::Duration::from_std(self.settings.lookahead.max(self.settings.idle_poll))
+                .unwrap_or(chrono::Duration::MAX);
+        let horizon = now
+            .checked_add_signed(lookahead)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let limit = self.settings.window_jobs.max(self.settings.batch_size);
+        let found = self.store.due_within(horizon, limit).await?;
+        let cut = found.len() >= limit;
+        // A cut read is complete only up to the last due time it saw.
+        let complete = match found.last() {
+            Some(last) if cut => last.at.min(horizon),
+            _ => horizon,
+        };
+        self.hints.read(&found, complete);
+        let poll = chrono::Duration::from_std(self.settings.idle_poll).unwrap_or(lookahead);
+        Ok(NextRead {
+            at: now + poll,
+            when_spent: cut,
+        })
+    }
+
+    /// Claims the jobs hinted due now, one batch, and fires them. Returns whether to look
+    /// again at once: the batch was full, or due jobs were given back for the claim's byte
+    /// budget (and hinted again).
+    async fn fire_hinted(&self) -> Result<bool, StoreError> {
         let now = Utc::now();
+        let ids = self.hints.take_due(now, self.settings.batch_size);
+        if ids.is_empty() {
+            return Ok(false);
+        }
+        let lease = self.lease(now)?;
+        let Claimed { claims, deferred } = self.store.claim(&lease, now, &ids).await?;
+        for job in &deferred {
+            self.hints.offer(*job, Some(now));
+        }
+        self.settle(&lease, claims).await?;
+        Ok(ids.len() >= self.settings.batch_size || !deferred.is_empty())
+    }
+
+    /// A lease from `now` for the configured time.
+    fn lease(&self, now: DateTime<Utc>) -> Result<Lease, StoreError> {
         // The configured lease is bounded (see `config`); a lease beyond what times can hold
         // would be a bug, refused as a store fault rather than an overflow.
         let until = chrono::Duration::from_std(self.settings.lease)
@@ -146,16 +226,17 @@ impl Scheduler {
                     self.settings.lease
                 ))
             })?;
-        let lease = Lease {
+        Ok(Lease {
             owner: self.owner.clone(),
             until,
-        };
-        let claims = self
-            .store
-            .claim_due(&lease, now, self.settings.batch_size)
-            .await?;
+        })
+    }
+
+    /// Settles each claimed job (fires, timeouts, retries, misfires), stores the steps while
+    /// the claims hold, hints the jobs' next due times and hands on the events.
+    async fn settle(&self, lease: &Lease, claims: Vec<Claim>) -> Result<(), StoreError> {
         if claims.is_empty() {
-            return Ok(0);
+            return Ok(());
         }
         let claimed = claims.len();
         let now = Utc::now();
@@ -183,7 +264,7 @@ impl Scheduler {
             .collect();
         let written: std::collections::HashSet<_> = self
             .store
-            .record_steps(&lease, &steps)
+            .record_steps(lease, &steps)
             .await?
             .into_iter()
             .collect();
@@ -197,6 +278,9 @@ impl Scheduler {
         let origin = Origin::Scheduler {
             misfire_threshold: self.settings.limits.misfire_threshold,
         };
+        for step in steps.iter().filter(|step| written.contains(&step.job.id)) {
+            self.hints.offer(step.job.id, step.job.due_at());
+        }
         let events = events
             .into_iter()
             .filter(|(job, _)| written.contains(&job.id))
@@ -205,7 +289,7 @@ impl Scheduler {
                 events
             });
         self.events.stored(events).await;
-        Ok(claimed)
+        Ok(())
     }
 }
 

@@ -14,6 +14,7 @@
 
 pub mod change;
 pub mod error;
+pub mod hints;
 pub mod listing;
 pub mod ports;
 pub mod route;
@@ -21,8 +22,8 @@ pub mod route;
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Notify;
 
+use self::hints::DueHints;
 use self::ports::{IdempotencyKey, JobStore, Publisher, StoreError};
 pub use self::{
     change::{IfMatch, JobChange, JobReplacement, if_match},
@@ -126,8 +127,8 @@ pub struct Created {
 pub struct Jobs {
     store: Arc<dyn JobStore>,
     events: EventRoute,
-    /// Wakes the scheduler loop when a change may bring an earlier due time.
-    wake: Arc<Notify>,
+    /// Where a stored change's due time goes, for this process's scheduler to fire on time.
+    hints: Arc<DueHints>,
     /// The durable event sink, when one is configured: readiness checks it too.
     sink: Option<Arc<dyn Publisher>>,
     /// Bounds of the engine, for the operations that fire (resume, trigger).
@@ -148,12 +149,12 @@ pub struct Applied {
 
 impl Jobs {
     /// The use cases over `store`, handing events to `events` and waking the scheduler with
-    /// `wake`.
-    pub fn new(store: Arc<dyn JobStore>, events: EventRoute, wake: Arc<Notify>) -> Self {
+    /// `hints` of the due times the changes make.
+    pub fn new(store: Arc<dyn JobStore>, events: EventRoute, hints: Arc<DueHints>) -> Self {
         Self {
             store,
             events,
-            wake,
+            hints,
             sink: None,
             limits: Limits::default(),
             metrics: Metrics::off(),
@@ -225,7 +226,7 @@ impl Jobs {
             }
             (Err(e), _) => return Err(e.into()),
         }
-        self.wake.notify_one();
+        self.hints.offer(job.id, job.due_at());
         self.events.stored([event]).await;
         Ok(Created {
             job,
@@ -306,7 +307,7 @@ impl Jobs {
                 .await
             {
                 Ok(()) => {
-                    self.wake.notify_one();
+                    self.hints.offer(next.id, next.due_at());
                     self.events.stored([event]).await;
                     return Ok(next);
                 }
@@ -515,7 +516,7 @@ impl Jobs {
     }
 
     /// Stores a step over the job as it was (`before`), then counts it, hands on its events and
-    /// wakes the scheduler (the step may have brought a due time closer).
+    /// hints its due time to the scheduler (the step may have brought it closer).
     async fn store_step(
         &self,
         before: &Job,
@@ -532,7 +533,7 @@ impl Jobs {
             )
             .await?;
         self.metrics.stored(before, &events, origin);
-        self.wake.notify_one();
+        self.hints.offer(step.job.id, step.job.due_at());
         self.events.stored(events).await;
         Ok(step.job)
     }

@@ -79,6 +79,25 @@ impl Weight for Claim {
     }
 }
 
+/// A job the look-ahead read found: when it may first be claimed (its due time, or the end
+/// of the lease on it when that is later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    /// The job.
+    pub job: JobId,
+    /// When a claim of it may first succeed.
+    pub at: DateTime<Utc>,
+}
+
+/// What a claim by ids took.
+#[derive(Debug, Clone, Default)]
+pub struct Claimed {
+    /// The jobs taken, earliest due first.
+    pub claims: Vec<Claim>,
+    /// Jobs given back unread because the claim's byte budget was spent: still due.
+    pub deferred: Vec<JobId>,
+}
+
 /// What the scheduler stores for a claimed job: the job as its step left it, the runs it
 /// finished (appended to the ledger) and the events that describe it (for the outbox).
 #[derive(Debug, Clone)]
@@ -161,18 +180,47 @@ pub trait JobStore: Send + Sync + 'static {
         outbox: &[Event],
     ) -> Result<(), StoreError>;
 
-    /// The earliest time at which a job may become claimable: the earliest due time of an
-    /// unleased job, or the earliest lease expiry.
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// The scheduler's look-ahead read: up to `limit` jobs that may become claimable by
+    /// `horizon` (due by then and unleased, or due with a lease lapsing by then), earliest due
+    /// first, each with the time it may first be claimed. Only ids and times are read.
+    async fn due_within(
+        &self,
+        horizon: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Due>, StoreError>;
 
-    /// Atomically leases up to `limit` jobs due at `now` (`Job::due_at`) that nobody holds,
-    /// earliest due first, increments each one's fencing token, and returns them as claimed.
+    /// Atomically leases those of `ids` that are due at `now` (`Job::due_at`) and that nobody
+    /// holds, increments each one's fencing token, and returns them as claimed, earliest due
+    /// first, in a fixed number of round trips whatever the number of ids. Ids that are not
+    /// claimable are left alone; a job taken but whose document would pass the claim's byte
+    /// budget is given back at once and listed in `deferred`, still due.
+    async fn claim(
+        &self,
+        lease: &Lease,
+        now: DateTime<Utc>,
+        ids: &[JobId],
+    ) -> Result<Claimed, StoreError>;
+
+    /// Leases up to `limit` of the jobs due at `now` that nobody holds, earliest due first:
+    /// [`due_within`](Self::due_within) `now`, then [`claim`](Self::claim) of what it found.
     async fn claim_due(
         &self,
         lease: &Lease,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<Claim>, StoreError>;
+    ) -> Result<Vec<Claim>, StoreError> {
+        let due: Vec<JobId> = self
+            .due_within(now, limit)
+            .await?
+            .into_iter()
+            .filter(|due| due.at <= now)
+            .map(|due| due.job)
+            .collect();
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.claim(lease, now, &due).await?.claims)
+    }
 
     /// Stores the steps of claimed jobs: for each step whose stored job still has the version
     /// `job.version - 1`, is held by `lease.owner` and still carries the step's token, replaces

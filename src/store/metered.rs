@@ -17,7 +17,7 @@ use crate::{
     domain::{Event, Job, JobId, Run},
     jobs::{
         listing::{JobFilter, PageRequest},
-        ports::{Census, Claim, ClaimedStep, IdempotencyKey, JobStore, Lease, StoreError},
+        ports::{Census, Claimed, ClaimedStep, Due, IdempotencyKey, JobStore, Lease, StoreError},
     },
     metrics::{Metrics, StoreOperation},
 };
@@ -100,19 +100,23 @@ impl JobStore for MeteredStore {
         self.timed(StoreOperation::Delete, call).await
     }
 
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.timed(StoreOperation::NextDue, self.inner.next_due())
-            .await
+    async fn due_within(
+        &self,
+        horizon: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Due>, StoreError> {
+        let call = self.inner.due_within(horizon, limit);
+        self.timed(StoreOperation::DueWithin, call).await
     }
 
-    async fn claim_due(
+    async fn claim(
         &self,
         lease: &Lease,
         now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<Claim>, StoreError> {
-        let call = self.inner.claim_due(lease, now, limit);
-        self.timed(StoreOperation::ClaimDue, call).await
+        ids: &[JobId],
+    ) -> Result<Claimed, StoreError> {
+        let call = self.inner.claim(lease, now, ids);
+        self.timed(StoreOperation::Claim, call).await
     }
 
     async fn record_steps(

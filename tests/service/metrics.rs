@@ -22,7 +22,7 @@ use scheduler::{
     grpc::pb,
     jobs::{
         JobFilter, PageRequest,
-        ports::{Census, Claim, ClaimedStep, IdempotencyKey, JobStore, Lease, StoreError},
+        ports::{Census, Claimed, ClaimedStep, Due, IdempotencyKey, JobStore, Lease, StoreError},
     },
     store::sqlite::SqliteStore,
 };
@@ -158,7 +158,7 @@ async fn a_scrape_after_a_workload_counts_fires_lag_records_and_requests_by_rout
     assert!(
         count(
             "scheduler_store_operation_duration_seconds_count",
-            &[("operation", "claim_due")]
+            &[("operation", "claim")]
         ) >= 1.0
     );
     assert!(
@@ -249,18 +249,23 @@ impl JobStore for RacedStore {
     ) -> Result<(), StoreError> {
         self.inner.delete(id, expected_version, outbox).await
     }
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.inner.next_due().await
+    async fn due_within(
+        &self,
+        horizon: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Due>, StoreError> {
+        self.inner.due_within(horizon, limit).await
     }
-    async fn claim_due(
+    async fn claim(
         &self,
         lease: &Lease,
         now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<Claim>, StoreError> {
-        let claims = self.inner.claim_due(lease, now, limit).await?;
+        ids: &[JobId],
+    ) -> Result<Claimed, StoreError> {
+        let claimed = self.inner.claim(lease, now, ids).await?;
+        let claims = &claimed.claims;
         if !claims.is_empty() && !self.raced.swap(true, Ordering::SeqCst) {
-            for claim in &claims {
+            for claim in claims {
                 let mut changed = claim.job.clone();
                 changed.description = "changed while it was claimed".into();
                 changed.touch(Utc::now());
@@ -269,7 +274,7 @@ impl JobStore for RacedStore {
                     .await?;
             }
         }
-        Ok(claims)
+        Ok(claimed)
     }
     async fn record_steps(
         &self,

@@ -11,7 +11,7 @@ use scheduler::{
     domain::{Event, Job, JobId, Run},
     jobs::{
         JobFilter, PageRequest,
-        ports::{Census, Claim, ClaimedStep, IdempotencyKey, JobStore, Lease, StoreError},
+        ports::{Census, Claimed, ClaimedStep, Due, IdempotencyKey, JobStore, Lease, StoreError},
     },
     store::sqlite::SqliteStore,
 };
@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::support::{
-    Failures, Service, at, email_job, eventually, id_of, in_millis, process::scheduler_command,
+    Failures, Service, at, email_job, eventually, id_of, in_millis, job_from,
+    process::scheduler_command,
 };
 
 #[tokio::test]
@@ -173,15 +174,19 @@ impl JobStore for PanickingStore {
     ) -> Result<(), StoreError> {
         self.0.delete(id, expected_version, outbox).await
     }
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.0.next_due().await
+    async fn due_within(
+        &self,
+        horizon: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Due>, StoreError> {
+        self.0.due_within(horizon, limit).await
     }
-    async fn claim_due(
+    async fn claim(
         &self,
         _lease: &Lease,
         _now: DateTime<Utc>,
-        _limit: usize,
-    ) -> Result<Vec<Claim>, StoreError> {
+        _ids: &[JobId],
+    ) -> Result<Claimed, StoreError> {
         panic!("a bug in the store adapter")
     }
     async fn record_steps(
@@ -214,7 +219,12 @@ impl JobStore for PanickingStore {
 
 #[tokio::test]
 async fn a_panicking_background_task_stops_the_service_with_an_error() {
-    let store = Arc::new(PanickingStore(SqliteStore::in_memory().unwrap()));
+    let inner = SqliteStore::in_memory().unwrap();
+    // A job due now: the scheduler's claim of it panics.
+    let mut due = job_from(email_job("due now", &in_millis(60_000)));
+    due.schedule_time = Some(Utc::now());
+    inner.insert(&due, None, &[]).await.unwrap();
+    let store = Arc::new(PanickingStore(inner));
     let app = Application::with_store(Config::for_tests(), store)
         .await
         .unwrap();

@@ -14,7 +14,7 @@ use scheduler::{
         JobFilter, Page, PageRequest,
         listing::{MAX_CLAIM_BYTES, MAX_PAGE_BYTES},
         ports::{
-            Census, Claim, ClaimedStep, DEFAULT_RUN_HISTORY, IdempotencyKey, JobStore, Lease,
+            Census, Claim, ClaimedStep, DEFAULT_RUN_HISTORY, Due, IdempotencyKey, JobStore, Lease,
             StoreError,
         },
     },
@@ -101,6 +101,13 @@ fn lease(owner: &str, until: DateTime<Utc>) -> Lease {
     }
 }
 
+/// The earliest time at which any stored job may become claimable, from the window read.
+async fn next_due(store: &dyn JobStore) -> Option<DateTime<Utc>> {
+    let horizon = Utc::now() + Duration::days(365 * 100);
+    let found = store.due_within(horizon, 100_000).await.unwrap();
+    found.iter().map(|due| due.at).min()
+}
+
 /// What the scheduler stores for `claim` at `now`: the domain's step, without events.
 fn settle(claim: &Claim, now: DateTime<Utc>) -> ClaimedStep {
     let step = claim.job.settle(now, &Limits::default(), 0.5);
@@ -161,6 +168,9 @@ conformance!(
     paging_counts_and_filters_are_exact_at_the_edges,
     a_page_of_big_jobs_stops_at_its_byte_bound,
     a_claim_of_big_jobs_stops_at_its_byte_bound_and_the_next_takes_the_rest,
+    the_window_read_lists_what_may_be_claimable_by_its_horizon_in_due_order,
+    a_claim_by_ids_takes_only_those_due_and_free,
+    a_claim_by_ids_past_its_byte_bound_gives_the_rest_back_still_due,
     idempotency_keys_are_unique,
     deleting_removes_the_job_and_its_runs,
     every_write_stores_its_event_atomically_and_in_order,
@@ -273,7 +283,7 @@ async fn a_lease_holds_until_it_lapses_and_then_passes_on(backend: Backend) {
     assert_eq!(claimed[0].job, job);
     let lease_b = lease("b", now + Duration::seconds(40));
     assert!(b.claim_due(&lease_b, now, 10).await.unwrap().is_empty());
-    assert_eq!(b.next_due().await.unwrap(), Some(lease_a.until));
+    assert_eq!(next_due(&*b).await, Some(lease_a.until));
 
     // A died between claim and fire: once its lease lapses, B takes the job over.
     let later = now + Duration::seconds(11);
@@ -301,7 +311,7 @@ async fn a_lease_holds_until_it_lapses_and_then_passes_on(backend: Backend) {
     // The write released the lease: next the open run's deadline is due.
     let deadline = later + Duration::seconds(DEFAULT_RUN_TIMEOUT_SECONDS.into());
     assert_eq!(stored.due_at(), Some(deadline));
-    assert_eq!(a.next_due().await.unwrap(), Some(deadline));
+    assert_eq!(next_due(&*a).await, Some(deadline));
 }
 
 async fn a_job_changed_after_its_claim_is_not_fired_by_that_claim(backend: Backend) {
@@ -329,26 +339,20 @@ async fn a_job_changed_after_its_claim_is_not_fired_by_that_claim(backend: Backe
     assert_eq!(store.get(job.id).await.unwrap(), Some(moved));
     assert!(store.run_history(job.id).await.unwrap().is_empty());
     // The update released the claim: the job waits for its new time, unleased.
-    assert_eq!(
-        store.next_due().await.unwrap(),
-        Some(now + Duration::days(365))
-    );
+    assert_eq!(next_due(&*store).await, Some(now + Duration::days(365)));
     assert!(store.claim_due(&lease, now, 10).await.unwrap().is_empty());
 }
 
 async fn due_jobs_are_claimed_earliest_first_and_next_due_sees_them(backend: Backend) {
     let store = backend.open().await;
     let now = truncate(Utc::now());
-    assert_eq!(store.next_due().await.unwrap(), None);
+    assert_eq!(next_due(&*store).await, None);
     let offsets = [5, -3, 60, -10, 0];
     for (i, seconds) in offsets.iter().enumerate() {
         let job = job_due(&format!("due {i}"), now + Duration::seconds(*seconds));
         store.insert(&job, None, &[]).await.unwrap();
     }
-    assert_eq!(
-        store.next_due().await.unwrap(),
-        Some(now - Duration::seconds(10))
-    );
+    assert_eq!(next_due(&*store).await, Some(now - Duration::seconds(10)));
     let lease = lease("a", now + Duration::seconds(30));
     let first = store.claim_due(&lease, now, 1).await.unwrap();
     assert_eq!(first.len(), 1);
@@ -357,10 +361,7 @@ async fn due_jobs_are_claimed_earliest_first_and_next_due_sees_them(backend: Bac
     let times: Vec<_> = rest.iter().map(|c| c.job.due_at().unwrap()).collect();
     assert_eq!(times, vec![now - Duration::seconds(3), now]);
     // Only future jobs and the leases remain: the earliest lease lapse or future due time.
-    assert_eq!(
-        store.next_due().await.unwrap(),
-        Some(now + Duration::seconds(5))
-    );
+    assert_eq!(next_due(&*store).await, Some(now + Duration::seconds(5)));
 }
 
 async fn claims_follow_the_due_time_whatever_the_status(backend: Backend) {
@@ -423,10 +424,7 @@ async fn claims_follow_the_due_time_whatever_the_status(backend: Backend) {
         store.insert(job, None, &[]).await.unwrap();
     }
 
-    assert_eq!(
-        store.next_due().await.unwrap(),
-        Some(now - Duration::seconds(200))
-    );
+    assert_eq!(next_due(&*store).await, Some(now - Duration::seconds(200)));
     let lease = lease("a", now + Duration::hours(1));
     let claimed: Vec<_> = store
         .claim_due(&lease, now, 10)
@@ -437,7 +435,7 @@ async fn claims_follow_the_due_time_whatever_the_status(backend: Backend) {
         .collect();
     assert_eq!(claimed, vec![paused_stuck, stuck, retrying]);
     // Left unleased: the running job, due at its run's deadline (before the leases lapse).
-    assert_eq!(store.next_due().await.unwrap(), Some(now + timeout));
+    assert_eq!(next_due(&*store).await, Some(now + timeout));
     assert!(
         store
             .claim_due(&lease, now + timeout - Duration::seconds(1), 10)
@@ -920,6 +918,159 @@ async fn a_claim_of_big_jobs_stops_at_its_byte_bound_and_the_next_takes_the_rest
     assert_eq!(first.len() + second.len() + third.len(), 100);
 }
 
+async fn the_window_read_lists_what_may_be_claimable_by_its_horizon_in_due_order(backend: Backend) {
+    let store = backend.open().await;
+    let now = truncate(Utc::now());
+    let mut jobs = Vec::new();
+    for seconds in [2, -1, 10, 4, 1] {
+        let job = job_due(
+            &format!("due in {seconds}"),
+            now + Duration::seconds(seconds),
+        );
+        store.insert(&job, None, &[]).await.unwrap();
+        jobs.push(job);
+    }
+    // The job due in 1 s is held until 3 s from now; the one due in 4 s is held for a minute.
+    let held = store
+        .claim(
+            &lease("a", now + Duration::seconds(3)),
+            now + Duration::seconds(1),
+            &[jobs[4].id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(held.claims.len(), 1);
+    let held_long = store
+        .claim(
+            &lease("a", now + Duration::seconds(60)),
+            now + Duration::seconds(4),
+            &[jobs[3].id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(held_long.claims.len(), 1);
+
+    let found = store
+        .due_within(now + Duration::seconds(5), 100)
+        .await
+        .unwrap();
+    let expected = vec![
+        Due {
+            job: jobs[1].id,
+            at: now - Duration::seconds(1),
+        },
+        Due {
+            job: jobs[4].id,
+            at: now + Duration::seconds(3),
+        },
+        Due {
+            job: jobs[0].id,
+            at: now + Duration::seconds(2),
+        },
+    ];
+    assert_eq!(
+        found, expected,
+        "earliest due first, a lapsing lease at its end"
+    );
+    let first = store
+        .due_within(now + Duration::seconds(5), 2)
+        .await
+        .unwrap();
+    assert_eq!(first, expected[..2]);
+    assert!(
+        store
+            .due_within(now - Duration::seconds(2), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn a_claim_by_ids_takes_only_those_due_and_free(backend: Backend) {
+    let a = backend.open().await;
+    let b = backend.open().await;
+    let now = truncate(Utc::now());
+    let due = job_due("due", now - Duration::seconds(1));
+    let held = job_due("held by b", now - Duration::seconds(1));
+    let later = job_due("later", now + Duration::seconds(5));
+    let not_asked = job_due("not asked", now - Duration::seconds(1));
+    for job in [&due, &held, &later, &not_asked] {
+        a.insert(job, None, &[]).await.unwrap();
+    }
+    let lease_b = lease("b", now + Duration::seconds(30));
+    assert_eq!(
+        b.claim(&lease_b, now, &[held.id])
+            .await
+            .unwrap()
+            .claims
+            .len(),
+        1
+    );
+    let gone = job_due("never stored", now - Duration::seconds(1));
+
+    let lease_a = lease("a", now + Duration::seconds(30));
+    let asked = [held.id, later.id, due.id, gone.id];
+    let claimed = a.claim(&lease_a, now, &asked).await.unwrap();
+    let ids: Vec<_> = claimed.claims.iter().map(|c| c.job.id).collect();
+    assert_eq!(ids, vec![due.id]);
+    assert!(claimed.deferred.is_empty());
+    assert_eq!(claimed.claims[0].job, due);
+    // Asking again takes nothing: the job is held now.
+    assert!(
+        a.claim(&lease_a, now, &asked)
+            .await
+            .unwrap()
+            .claims
+            .is_empty()
+    );
+    // What was not asked for is untouched, and claimable.
+    let rest = a.claim_due(&lease_a, now, 10).await.unwrap();
+    assert_eq!(
+        rest.iter().map(|c| c.job.id).collect::<Vec<_>>(),
+        vec![not_asked.id]
+    );
+    // The job not yet due is claimed once it is.
+    let at_five = a
+        .claim(&lease_a, now + Duration::seconds(5), &[later.id])
+        .await
+        .unwrap();
+    assert_eq!(at_five.claims.len(), 1);
+}
+
+async fn a_claim_by_ids_past_its_byte_bound_gives_the_rest_back_still_due(backend: Backend) {
+    let store = backend.open().await;
+    let now = truncate(Utc::now());
+    let data = json!({"Note": "n".repeat(60 * 1024)});
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        let mut job = job_from(json!({
+            "name": format!("big {i}"), "jobType": "SMS", "jobData": data,
+            "schedule": {"runAt": "2030-01-01T00:00:00Z"}
+        }));
+        job.schedule_time = Some(now - Duration::seconds(1));
+        store.insert(&job, None, &[]).await.unwrap();
+        ids.push(job.id);
+    }
+    let held = lease("a", now + Duration::seconds(30));
+    let first = store.claim(&held, now, &ids).await.unwrap();
+    assert!(
+        first.claims.len() > 1 && first.claims.len() < 100,
+        "{}",
+        first.claims.len()
+    );
+    assert_eq!(first.claims.len() + first.deferred.len(), 100);
+    // What was given back is free and due: the next claim takes it.
+    let mut rest = first.deferred.clone();
+    let mut taken = first.claims.len();
+    while !rest.is_empty() {
+        let next = store.claim(&held, now, &rest).await.unwrap();
+        assert!(!next.claims.is_empty());
+        taken += next.claims.len();
+        rest = next.deferred;
+    }
+    assert_eq!(taken, 100);
+}
+
 async fn idempotency_keys_are_unique(backend: Backend) {
     let store = backend.open().await;
     let key = IdempotencyKey {
@@ -982,7 +1133,7 @@ async fn deleting_removes_the_job_and_its_runs(backend: Backend) {
         store.delete(job.id, done.job.version, &[]).await,
         Err(StoreError::NotFound)
     ));
-    assert_eq!(store.next_due().await.unwrap(), None);
+    assert_eq!(next_due(&*store).await, None);
 
     // Deleted with an event waiting to go out (in MongoDB, a tombstone until it is delivered),
     // and while a scheduler holds it: its runs are gone, and the claim writes nothing.
@@ -1012,7 +1163,7 @@ async fn deleting_removes_the_job_and_its_runs(backend: Backend) {
     );
     assert_eq!(store.get(held.id).await.unwrap(), None);
     assert!(store.run_history(held.id).await.unwrap().is_empty());
-    assert_eq!(store.next_due().await.unwrap(), None);
+    assert_eq!(next_due(&*store).await, None);
     assert!(
         store
             .claim_due(&lease, now + Duration::days(1), 10)

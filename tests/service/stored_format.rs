@@ -304,7 +304,11 @@ fn render_document(document: &Document, indent: usize, out: &mut String) {
     let pad = "  ".repeat(indent);
     for (key, value) in document {
         write!(out, "{pad}{key}: ").unwrap();
-        render(value, indent + 1, out);
+        // A claim's token is random: its type is pinned, not its value.
+        match value {
+            Bson::String(_) if key == "claim" => out.push_str("String(a random claim token)\n"),
+            value => render(value, indent + 1, out),
+        }
     }
 }
 

@@ -5,10 +5,13 @@
 //! adapter needs no multi-document transactions, which a standalone `mongod` and the
 //! MongoDB-wire servers the tests use do not have:
 //! - a conditional update filters on `version` and sets the job's fields and its run together;
-//! - the claim finds the earliest due candidates, then takes each with `findOneAndUpdate` on
-//!   its id, due time and lease expiry, so two schedulers can never both hold a job;
-//! - a scheduler step filters on version, lease owner and fencing token, so a run is never
-//!   written twice or by a replica whose claim was superseded.
+//! - the claim is one `updateMany` over the candidates' ids that re-checks due time and lease
+//!   expiry per document and marks what it took with a token of its own (`claim`), then one
+//!   read by `_id` of what carries the token: two round trips whatever the batch size, and two
+//!   schedulers can never both hold a job;
+//! - a batch of scheduler steps is one unordered `update` command (split only by message
+//!   size) whose every statement filters on version, lease owner and fencing token, so a run
+//!   is never written twice or by a replica whose claim was superseded.
 //!
 //! The outbox lives in the job document too: a write that stores an event pushes it onto the
 //! document's `outbox` array (and sets `outboxAt`, the time of its oldest pending event, which
@@ -34,7 +37,7 @@ use futures::TryStreamExt;
 use mongodb::{
     Client, Collection, Database, IndexModel,
     error::{ErrorKind, WriteFailure},
-    options::{ClientOptions, IndexOptions, ReturnDocument},
+    options::{ClientOptions, IndexOptions},
 };
 use uuid::Uuid;
 
@@ -52,11 +55,18 @@ use crate::{
     jobs::{
         listing::{ByteBudget, JobFilter, PageRequest},
         ports::{
-            Census, Claim, ClaimedStep, DEFAULT_RUN_HISTORY, IdempotencyKey, JobStore, Lease,
-            StoreError,
+            Census, Claim, Claimed, ClaimedStep, DEFAULT_RUN_HISTORY, Due, IdempotencyKey,
+            JobStore, Lease, StoreError,
         },
     },
 };
+
+/// Most bytes of update statements sent in one command: well under the server's 16 MiB
+/// document limit.
+const UPDATE_COMMAND_BYTES: usize = 8 * 1024 * 1024;
+
+/// Most update statements in one command (servers take at least 1,000).
+const UPDATE_COMMAND_STATEMENTS: usize = 1_000;
 
 /// How to reach the database.
 #[derive(Clone)]
@@ -205,6 +215,83 @@ impl MongoStore {
             Ok(_) => StoreError::VersionConflict,
             Err(e) => map_err(e),
         }
+    }
+
+    /// Releases the jobs a claim took (`mine`) but does not return (`kept` are returned):
+    /// the byte budget was spent. Returns their ids; they are still due.
+    async fn give_back(
+        &self,
+        ids: &[ObjectId],
+        token: &str,
+        kept: &[Claim],
+    ) -> Result<Vec<JobId>, StoreError> {
+        let kept: Vec<ObjectId> = kept.iter().map(|claim| claim.job.id.object_id()).collect();
+        let rest = doc! { "_id": { "$in": ids, "$nin": &kept }, "claim": token };
+        let given: Vec<Document> = self
+            .jobs
+            .find(rest.clone())
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        self.jobs
+            .update_many(
+                rest,
+                doc! { "$set": { "leaseOwner": Bson::Null, "leaseUntil": Bson::Null } },
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(given
+            .iter()
+            .filter_map(|document| {
+                document
+                    .get_object_id("_id")
+                    .ok()
+                    .map(JobId::from_object_id)
+            })
+            .collect())
+    }
+
+    /// Runs update statements (`q`, `u`), unordered, in as few `update` commands as the
+    /// server's message size allows; returns how many matched a document.
+    async fn update_each(&self, statements: Vec<Document>) -> Result<usize, StoreError> {
+        let mut matched = 0;
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let mut statements = statements.into_iter().peekable();
+        while let Some(statement) = statements.next() {
+            bytes += statement.to_vec().map(|b| b.len()).unwrap_or(0);
+            batch.push(Bson::Document(statement));
+            let next_fits = statements.peek().is_some_and(|_| {
+                bytes < UPDATE_COMMAND_BYTES && batch.len() < UPDATE_COMMAND_STATEMENTS
+            });
+            if next_fits {
+                continue;
+            }
+            let reply = self
+                .db
+                .run_command(doc! {
+                    "update": self.jobs.name(),
+                    "updates": std::mem::take(&mut batch),
+                    "ordered": false,
+                })
+                .await
+                .map_err(map_err)?;
+            bytes = 0;
+            if let Ok(errors) = reply.get_array("writeErrors") {
+                // A step that cannot be written (a document grown past the server's limit)
+                // keeps its lease until it lapses; the others are written.
+                tracing::error!(?errors, "the store refused some scheduler steps");
+            }
+            matched += match reply.get("n") {
+                Some(Bson::Int32(n)) => usize::try_from(*n).unwrap_or(0),
+                Some(Bson::Int64(n)) => usize::try_from(*n).unwrap_or(0),
+                _ => 0,
+            };
+        }
+        Ok(matched)
     }
 
     /// The database, for tests (explain, dropping).
@@ -389,91 +476,110 @@ impl JobStore for MongoStore {
         Err(self.why_not_written(id.object_id()).await)
     }
 
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let due = self
+    async fn due_within(
+        &self,
+        horizon: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Due>, StoreError> {
+        let horizon = bson_time(horizon);
+        let found: Vec<Document> = self
             .jobs
-            .find_one(doc! {
-                "dueAt": { "$ne": Bson::Null },
-                "leaseUntil": Bson::Null,
+            .find(doc! {
+                "dueAt": { "$lte": horizon },
+                "$or": [
+                    { "leaseUntil": Bson::Null },
+                    { "leaseUntil": { "$lte": horizon } },
+                ],
             })
             .sort(doc! { "dueAt": 1 })
-            .projection(doc! { "dueAt": 1 })
-            .await
-            .map_err(map_err)?
-            .and_then(|d| d.get_datetime("dueAt").ok().copied());
-        let lapse = self
-            .jobs
-            .find_one(doc! { "leaseUntil": { "$ne": Bson::Null } })
-            .sort(doc! { "leaseUntil": 1 })
-            .projection(doc! { "leaseUntil": 1 })
-            .await
-            .map_err(map_err)?
-            .and_then(|d| d.get_datetime("leaseUntil").ok().copied());
-        Ok(due.into_iter().chain(lapse).min().map(chrono_time))
-    }
-
-    async fn claim_due(
-        &self,
-        lease: &Lease,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<Claim>, StoreError> {
-        let now = bson_time(now);
-        let claimable = doc! {
-            "dueAt": { "$lte": now },
-            "$or": [
-                { "leaseUntil": Bson::Null },
-                { "leaseUntil": { "$lt": now } },
-            ],
-        };
-        // One query finds the earliest candidates; then each is taken with its own atomic
-        // findOneAndUpdate that checks the same conditions again, so of two schedulers racing
-        // for a job exactly one gets it, and each take is a lookup by _id.
-        let candidates: Vec<Document> = self
-            .jobs
-            .find(claimable.clone())
-            .sort(doc! { "dueAt": 1 })
-            .limit(limit as i64)
-            .projection(doc! { "_id": 1 })
+            .limit(i64::try_from(limit.max(1)).unwrap_or(i64::MAX))
+            .projection(doc! { "dueAt": 1, "leaseUntil": 1 })
             .await
             .map_err(map_err)?
             .try_collect()
             .await
             .map_err(map_err)?;
-        let (mut claims, mut budget) = (Vec::with_capacity(candidates.len()), ByteBudget::claim());
-        for candidate in candidates {
-            let Ok(id) = candidate.get_object_id("_id") else {
-                continue;
-            };
-            let mut filter = claimable.clone();
-            filter.insert("_id", id);
-            let taken = self
-                .jobs
-                .find_one_and_update(
-                    filter,
-                    doc! {
-                        "$set": {
-                            "leaseOwner": &lease.owner,
-                            "leaseUntil": bson_time(lease.until),
-                        },
-                        "$inc": { "fence": 1_i64 },
+        Ok(found
+            .iter()
+            .filter_map(|document| {
+                let job = JobId::from_object_id(document.get_object_id("_id").ok()?);
+                let due = document.get_datetime("dueAt").ok()?;
+                let lease = document.get_datetime("leaseUntil").ok();
+                let at = lease.map_or(*due, |lease| (*due).max(*lease));
+                Some(Due {
+                    job,
+                    at: chrono_time(at),
+                })
+            })
+            .collect())
+    }
+
+    async fn claim(
+        &self,
+        lease: &Lease,
+        now: DateTime<Utc>,
+        ids: &[JobId],
+    ) -> Result<Claimed, StoreError> {
+        let now = bson_time(now);
+        let ids: Vec<ObjectId> = ids.iter().map(|id| id.object_id()).collect();
+        // One update takes every free candidate under a token of its own (each document's
+        // update is atomic and checks the conditions again, so of two schedulers racing for a
+        // job exactly one gets it); one read by _id returns what it took.
+        let token = Uuid::new_v4().to_string();
+        let taken = self
+            .jobs
+            .update_many(
+                doc! {
+                    "_id": { "$in": &ids },
+                    "dueAt": { "$lte": now },
+                    "$or": [
+                        { "leaseUntil": Bson::Null },
+                        { "leaseUntil": { "$lt": now } },
+                    ],
+                },
+                doc! {
+                    "$set": {
+                        "leaseOwner": &lease.owner,
+                        "leaseUntil": bson_time(lease.until),
+                        "claim": &token,
                     },
-                )
-                .projection(without_runs())
-                .return_document(ReturnDocument::After)
-                .await
-                .map_err(map_err)?;
-            let Some(document) = taken else {
-                continue;
-            };
+                    "$inc": { "fence": 1_i64 },
+                },
+            )
+            .await
+            .map_err(map_err)?
+            .modified_count;
+        if taken == 0 {
+            return Ok(Claimed::default());
+        }
+        let mut cursor = self
+            .jobs
+            .find(doc! { "_id": { "$in": &ids }, "claim": &token })
+            .sort(doc! { "dueAt": 1 })
+            .projection(without_runs())
+            .await
+            .map_err(map_err)?;
+        let (mut claims, mut budget) = (Vec::new(), ByteBudget::claim());
+        let mut full = false;
+        while let Some(document) = cursor.try_next().await.map_err(map_err)? {
             let token = fence_of(&document);
             if let Some(job) = decode_job(document)
                 && !budget.push(&mut claims, Claim { job, token })
             {
+                full = true;
                 break;
             }
         }
-        Ok(earliest_due_first(claims))
+        drop(cursor);
+        let deferred = if full {
+            self.give_back(&ids, &token, &claims).await?
+        } else {
+            Vec::new()
+        };
+        Ok(Claimed {
+            claims: earliest_due_first(claims),
+            deferred,
+        })
     }
 
     async fn record_steps(
@@ -481,29 +587,51 @@ impl JobStore for MongoStore {
         lease: &Lease,
         steps: &[ClaimedStep],
     ) -> Result<Vec<JobId>, StoreError> {
-        let mut written = Vec::with_capacity(steps.len());
+        // Every step is one conditional update (version, lease owner and fencing token), and
+        // the batch goes in as few `update` commands as its size allows. Each marks what it
+        // wrote with this call's token, read back only when not every step matched.
+        let mark = Uuid::new_v4().to_string();
+        let mut statements = Vec::with_capacity(steps.len());
         for step in steps {
             let mut update = job_update(&step.job)?;
             ledger_update(&mut update, &step.finished, self.history)?;
             outbox_update(&mut update, &step.events)?;
-            let result = self
-                .jobs
-                .update_one(
-                    live(doc! {
-                        "_id": step.job.id.object_id(),
-                        "version": step.job.version.saturating_sub(1) as i64,
-                        "leaseOwner": &lease.owner,
-                        "fence": step.token as i64,
-                    }),
-                    update,
-                )
-                .await
-                .map_err(map_err)?;
-            if result.matched_count == 1 {
-                written.push(step.job.id);
+            if let Ok(fields) = update.get_document_mut("$set") {
+                fields.insert("claim", &mark);
             }
+            statements.push(doc! {
+                "q": live(doc! {
+                    "_id": step.job.id.object_id(),
+                    "version": step.job.version.saturating_sub(1) as i64,
+                    "leaseOwner": &lease.owner,
+                    "fence": step.token as i64,
+                }),
+                "u": update,
+            });
         }
-        Ok(written)
+        let matched = self.update_each(statements).await?;
+        if matched == steps.len() {
+            return Ok(steps.iter().map(|step| step.job.id).collect());
+        }
+        let ids: Vec<ObjectId> = steps.iter().map(|step| step.job.id.object_id()).collect();
+        let written: Vec<Document> = self
+            .jobs
+            .find(doc! { "_id": { "$in": &ids }, "claim": &mark })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        Ok(written
+            .iter()
+            .filter_map(|document| {
+                document
+                    .get_object_id("_id")
+                    .ok()
+                    .map(JobId::from_object_id)
+            })
+            .collect())
     }
 
     async fn run_history(&self, job: JobId) -> Result<Vec<Run>, StoreError> {

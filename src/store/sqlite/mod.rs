@@ -39,8 +39,8 @@ use crate::{
     jobs::{
         listing::{ByteBudget, JobFilter, MAX_CLAIM_BYTES, PageRequest},
         ports::{
-            Census, Claim, ClaimedStep, DEFAULT_RUN_HISTORY, IdempotencyKey, JobStore, Lease,
-            StoreError,
+            Census, Claim, Claimed, ClaimedStep, DEFAULT_RUN_HISTORY, Due, IdempotencyKey,
+            JobStore, Lease, StoreError,
         },
     },
 };
@@ -49,14 +49,31 @@ use crate::{
 /// twenty, and one per listing filter shape), so the hot ones are never parsed again.
 const STATEMENT_CACHE: usize = 64;
 
-/// The earliest due time of a job no one holds. It walks the due-time index from its start
-/// past the few leased jobs; `MIN(due_at)` under this condition would read every row instead.
-const EARLIEST_FREE_DUE: &str =
-    "SELECT due_at FROM jobs WHERE due_at IS NOT NULL AND lease_until IS NULL
-     ORDER BY due_at LIMIT 1";
+/// The scheduler's window read: the jobs that may be claimable by `?1`, from the due-time
+/// index, earliest due first (a lapsing lease is read from the row the index found).
+const DUE_WITHIN: &str = "SELECT id, due_at, lease_until FROM jobs
+     WHERE due_at IS NOT NULL AND due_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1)
+     ORDER BY due_at LIMIT ?2";
 
-/// The earliest end of a lease, from the lease index.
-const EARLIEST_LEASE_END: &str = "SELECT MIN(lease_until) FROM jobs WHERE lease_until IS NOT NULL";
+/// The claim by ids: leases those of `?3` (a JSON array) due at `?4` that nobody holds,
+/// earliest due first while the documents before each take less than `?5` bytes (the first
+/// is always taken), found by their ids.
+const CLAIM_IDS: &str = "UPDATE jobs SET lease_owner = ?1, lease_until = ?2, fence = fence + 1
+     WHERE id IN (
+         SELECT id FROM (
+             SELECT id, SUM(octet_length(doc)) OVER (
+                 ORDER BY due_at ROWS UNBOUNDED PRECEDING
+             ) - octet_length(doc) AS before
+             FROM jobs
+             WHERE id IN (SELECT value FROM json_each(?3))
+               AND due_at <= ?4
+               AND (lease_until IS NULL OR lease_until < ?4))
+         WHERE before < ?5)
+     RETURNING id, doc, fence";
+
+/// Those of `?1` still claimable at `?2`, by their ids.
+const STILL_CLAIMABLE: &str = "SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(?1))
+     AND due_at <= ?2 AND (lease_until IS NULL OR lease_until < ?2)";
 
 /// The embedded store.
 #[derive(Clone)]
@@ -305,54 +322,57 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.with(|conn| {
-            let due: Option<i64> = conn
-                .prepare_cached(EARLIEST_FREE_DUE)
-                .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)).optional())
+    async fn due_within(
+        &self,
+        horizon: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Due>, StoreError> {
+        let horizon = horizon.timestamp_millis();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(DUE_WITHIN).map_err(map_err)?;
+            let rows = stmt
+                .query_map(params![horizon, limit], |row| {
+                    let id: String = row.get(0)?;
+                    let due: i64 = row.get(1)?;
+                    let lease: Option<i64> = row.get(2)?;
+                    Ok((id, due.max(lease.unwrap_or(i64::MIN))))
+                })
                 .map_err(map_err)?;
-            let lapse: Option<i64> = conn
-                .prepare_cached(EARLIEST_LEASE_END)
-                .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
-                .map_err(map_err)?;
-            Ok(due.into_iter().chain(lapse).min().map(from_millis))
+            let mut found = Vec::new();
+            for row in rows {
+                let (id, at) = row.map_err(map_err)?;
+                if let Ok(job) = JobId::parse(&id) {
+                    found.push(Due {
+                        job,
+                        at: from_millis(at),
+                    });
+                }
+            }
+            Ok(found)
         })
         .await
     }
 
-    async fn claim_due(
+    async fn claim(
         &self,
         lease: &Lease,
         now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<Claim>, StoreError> {
+        ids: &[JobId],
+    ) -> Result<Claimed, StoreError> {
         let lease = lease.clone();
+        let ids = serde_json::to_string(&ids.iter().map(JobId::to_string).collect::<Vec<_>>())
+            .map_err(|e| StoreError::Internal(anyhow!(e)))?;
+        let now = now.timestamp_millis();
         self.write(move |tx| {
-            let mut stmt = tx
-                .prepare_cached(
-                    // The earliest due, up to `limit` and while the documents before each
-                    // take less than `?5` bytes (the first is always taken).
-                    "UPDATE jobs SET lease_owner = ?1, lease_until = ?2, fence = fence + 1
-                     WHERE id IN (
-                         SELECT id FROM (
-                             SELECT id, SUM(octet_length(doc)) OVER (
-                                 ORDER BY due_at ROWS UNBOUNDED PRECEDING
-                             ) - octet_length(doc) AS before
-                             FROM jobs
-                             WHERE due_at <= ?3
-                               AND (lease_until IS NULL OR lease_until < ?3)
-                             ORDER BY due_at LIMIT ?4)
-                         WHERE before < ?5)
-                     RETURNING id, doc, fence",
-                )
-                .map_err(map_err)?;
+            let mut stmt = tx.prepare_cached(CLAIM_IDS).map_err(map_err)?;
             let rows = stmt
                 .query_map(
                     params![
                         lease.owner,
                         lease.until.timestamp_millis(),
-                        now.timestamp_millis(),
-                        i64::try_from(limit).unwrap_or(i64::MAX),
+                        ids,
+                        now,
                         MAX_CLAIM_BYTES as i64
                     ],
                     |row| Ok((job_of(row)?, row.get::<_, i64>(2)?)),
@@ -367,7 +387,17 @@ impl JobStore for SqliteStore {
                     });
                 }
             }
-            Ok(earliest_due_first(claims))
+            // What is still claimable was left out for the byte budget.
+            let mut still = tx.prepare_cached(STILL_CLAIMABLE).map_err(map_err)?;
+            let deferred = still
+                .query_map(params![ids, now], |row| row.get::<_, String>(0))
+                .map_err(map_err)?
+                .filter_map(|id| id.ok().and_then(|id| JobId::parse(&id).ok()))
+                .collect();
+            Ok(Claimed {
+                claims: earliest_due_first(claims),
+                deferred,
+            })
         })
         .await
     }
@@ -484,22 +514,28 @@ impl JobStore for SqliteStore {
 mod tests {
     use super::*;
 
-    /// The scheduler asks these at least once a second: each must be answered from an index,
-    /// whatever the number of stored jobs.
+    /// The scheduler's queries: each must find its rows from an index, whatever the number of
+    /// stored jobs, never by reading every job.
     #[test]
-    fn the_schedulers_wake_up_queries_read_an_index_not_the_jobs() {
+    fn the_schedulers_queries_read_an_index_not_the_jobs() {
         let store = SqliteStore::in_memory().unwrap();
         let conn = store.conn.lock().unwrap();
-        for query in [EARLIEST_FREE_DUE, EARLIEST_LEASE_END] {
-            let plan: Vec<String> = conn
+        for query in [DUE_WITHIN, CLAIM_IDS, STILL_CLAIMABLE] {
+            // The plan of the query with its parameters unbound (NULL).
+            let mut statement = conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
-                .unwrap()
-                .query_map([], |r| r.get(3))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
+                .unwrap();
+            let mut rows = statement.raw_query();
+            let mut plan: Vec<String> = Vec::new();
+            while let Some(row) = rows.next().unwrap() {
+                plan.push(row.get(3).unwrap());
+            }
             assert!(
-                plan.iter().all(|step| step.contains("USING")),
+                plan.iter().any(|step| step.contains("jobs USING")),
+                "{query}: {plan:?}"
+            );
+            assert!(
+                !plan.iter().any(|step| step.starts_with("SCAN jobs")),
                 "{query}: {plan:?}"
             );
         }
