@@ -227,15 +227,7 @@ impl MongoStore {
     ) -> Result<Vec<JobId>, StoreError> {
         let kept: Vec<ObjectId> = kept.iter().map(|claim| claim.job.id.object_id()).collect();
         let rest = doc! { "_id": { "$in": ids, "$nin": &kept }, "claim": token };
-        let given: Vec<Document> = self
-            .jobs
-            .find(rest.clone())
-            .projection(doc! { "_id": 1 })
-            .await
-            .map_err(map_err)?
-            .try_collect()
-            .await
-            .map_err(map_err)?;
+        let given = self.ids_matching(rest.clone()).await?;
         self.jobs
             .update_many(
                 rest,
@@ -243,14 +235,24 @@ impl MongoStore {
             )
             .await
             .map_err(map_err)?;
-        Ok(given
+        Ok(given)
+    }
+
+    /// The ids of the jobs `filter` matches, read from the documents' `_id` alone.
+    async fn ids_matching(&self, filter: Document) -> Result<Vec<JobId>, StoreError> {
+        let found: Vec<Document> = self
+            .jobs
+            .find(filter)
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        Ok(found
             .iter()
-            .filter_map(|document| {
-                document
-                    .get_object_id("_id")
-                    .ok()
-                    .map(JobId::from_object_id)
-            })
+            .filter_map(|document| document.get_object_id("_id").ok())
+            .map(JobId::from_object_id)
             .collect())
     }
 
@@ -614,24 +616,8 @@ impl JobStore for MongoStore {
             return Ok(steps.iter().map(|step| step.job.id).collect());
         }
         let ids: Vec<ObjectId> = steps.iter().map(|step| step.job.id.object_id()).collect();
-        let written: Vec<Document> = self
-            .jobs
-            .find(doc! { "_id": { "$in": &ids }, "claim": &mark })
-            .projection(doc! { "_id": 1 })
+        self.ids_matching(doc! { "_id": { "$in": &ids }, "claim": &mark })
             .await
-            .map_err(map_err)?
-            .try_collect()
-            .await
-            .map_err(map_err)?;
-        Ok(written
-            .iter()
-            .filter_map(|document| {
-                document
-                    .get_object_id("_id")
-                    .ok()
-                    .map(JobId::from_object_id)
-            })
-            .collect())
     }
 
     async fn run_history(&self, job: JobId) -> Result<Vec<Run>, StoreError> {
