@@ -664,6 +664,29 @@ mod tests {
     }
 
     #[test]
+    fn the_scheduler_timings_take_their_ranges_and_refuse_the_rest() {
+        let config = parse(&[]);
+        assert_eq!((config.idle_poll_ms, config.lookahead_ms), (1000, 5000));
+        let taken = parse(&["--idle-poll-ms", "10", "--lookahead-ms", "600000"]);
+        assert_eq!((taken.idle_poll_ms, taken.lookahead_ms), (10, 600_000));
+        for (flag, value) in [
+            ("--lookahead-ms", "9"),
+            ("--lookahead-ms", "600001"),
+            ("--lookahead-ms", "-1"),
+            ("--lookahead-ms", "5s"),
+            ("--idle-poll-ms", "9"),
+            ("--idle-poll-ms", "60001"),
+        ] {
+            let refused = Config::try_parse_from(["scheduler", flag, value])
+                .expect_err("an out-of-range timing");
+            assert!(
+                refused.to_string().contains(flag),
+                "{flag} {value}: {refused}"
+            );
+        }
+    }
+
+    #[test]
     fn without_a_database_the_embedded_store_is_used() {
         assert_eq!(parse(&[]).store_kind(), StoreKind::Embedded);
         assert_eq!(

@@ -892,10 +892,10 @@ async fn a_page_of_big_jobs_stops_at_its_byte_bound(backend: Backend) {
     );
 }
 
-async fn a_claim_of_big_jobs_stops_at_its_byte_bound_and_the_next_takes_the_rest(backend: Backend) {
-    let store = backend.open().await;
-    let now = truncate(Utc::now());
+/// Stores 100 jobs of 60 KiB each, due a second before `now`; returns their ids.
+async fn store_big_due_jobs(store: &dyn JobStore, now: DateTime<Utc>) -> Vec<JobId> {
     let data = json!({"Note": "n".repeat(60 * 1024)});
+    let mut ids = Vec::new();
     for i in 0..100 {
         let mut job = job_from(json!({
             "name": format!("big {i}"), "jobType": "SMS", "jobData": data,
@@ -903,7 +903,15 @@ async fn a_claim_of_big_jobs_stops_at_its_byte_bound_and_the_next_takes_the_rest
         }));
         job.schedule_time = Some(now - Duration::seconds(1));
         store.insert(&job, None, &[]).await.unwrap();
+        ids.push(job.id);
     }
+    ids
+}
+
+async fn a_claim_of_big_jobs_stops_at_its_byte_bound_and_the_next_takes_the_rest(backend: Backend) {
+    let store = backend.open().await;
+    let now = truncate(Utc::now());
+    store_big_due_jobs(&*store, now).await;
     let until = now + Duration::seconds(30);
     let first = store.claim_due(&lease("a", until), now, 200).await.unwrap();
     let bytes: usize = first.iter().map(|c| c.job.job_data.size()).sum();
@@ -931,24 +939,17 @@ async fn the_window_read_lists_what_may_be_claimable_by_its_horizon_in_due_order
         jobs.push(job);
     }
     // The job due in 1 s is held until 3 s from now; the one due in 4 s is held for a minute.
-    let held = store
-        .claim(
-            &lease("a", now + Duration::seconds(3)),
-            now + Duration::seconds(1),
-            &[jobs[4].id],
-        )
-        .await
-        .unwrap();
-    assert_eq!(held.claims.len(), 1);
-    let held_long = store
-        .claim(
-            &lease("a", now + Duration::seconds(60)),
-            now + Duration::seconds(4),
-            &[jobs[3].id],
-        )
-        .await
-        .unwrap();
-    assert_eq!(held_long.claims.len(), 1);
+    for (job, held_until, at) in [(4, 3, 1), (3, 60, 4)] {
+        let held = store
+            .claim(
+                &lease("a", now + Duration::seconds(held_until)),
+                now + Duration::seconds(at),
+                &[jobs[job].id],
+            )
+            .await
+            .unwrap();
+        assert_eq!(held.claims.len(), 1);
+    }
 
     let found = store
         .due_within(now + Duration::seconds(5), 100)
@@ -1040,17 +1041,7 @@ async fn a_claim_by_ids_takes_only_those_due_and_free(backend: Backend) {
 async fn a_claim_by_ids_past_its_byte_bound_gives_the_rest_back_still_due(backend: Backend) {
     let store = backend.open().await;
     let now = truncate(Utc::now());
-    let data = json!({"Note": "n".repeat(60 * 1024)});
-    let mut ids = Vec::new();
-    for i in 0..100 {
-        let mut job = job_from(json!({
-            "name": format!("big {i}"), "jobType": "SMS", "jobData": data,
-            "schedule": {"runAt": "2030-01-01T00:00:00Z"}
-        }));
-        job.schedule_time = Some(now - Duration::seconds(1));
-        store.insert(&job, None, &[]).await.unwrap();
-        ids.push(job.id);
-    }
+    let ids = store_big_due_jobs(&*store, now).await;
     let held = lease("a", now + Duration::seconds(30));
     let first = store.claim(&held, now, &ids).await.unwrap();
     assert!(

@@ -1,0 +1,244 @@
+//! The MongoDB store's scheduler queries: the window read, the claim by ids (one update under
+//! a token of its own, one read of what carries the token) and the batch of steps (unordered
+//! `update` commands split only by message size).
+
+use bson::{Bson, Document, doc, oid::ObjectId};
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use uuid::Uuid;
+
+use super::{
+    MongoStore, all,
+    document::{bson_time, chrono_time, decode_job, fence_of, job_update},
+    map_err,
+    queries::{ledger_update, live, outbox_update, without_runs},
+};
+use crate::{
+    domain::JobId,
+    jobs::{
+        listing::ByteBudget,
+        ports::{Claim, Claimed, ClaimedStep, Due, Lease, StoreError},
+    },
+    store::earliest_due_first,
+};
+
+/// Most bytes of update statements sent in one command: well under the server's 16 MiB
+/// document limit.
+const UPDATE_COMMAND_BYTES: usize = 8 * 1024 * 1024;
+
+/// Most update statements in one command (servers take at least 1,000).
+const UPDATE_COMMAND_STATEMENTS: usize = 1_000;
+
+impl MongoStore {
+    /// The window read: the ids and times of jobs that may be claimable by `horizon`.
+    pub(super) async fn window(
+        &self,
+        horizon: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Due>, StoreError> {
+        let horizon = bson_time(horizon);
+        let found = all(self
+            .jobs
+            .find(doc! {
+                "dueAt": { "$lte": horizon },
+                "$or": [
+                    { "leaseUntil": Bson::Null },
+                    { "leaseUntil": { "$lte": horizon } },
+                ],
+            })
+            .sort(doc! { "dueAt": 1 })
+            .limit(i64::try_from(limit.max(1)).unwrap_or(i64::MAX))
+            .projection(doc! { "dueAt": 1, "leaseUntil": 1 }))
+        .await?;
+        Ok(found
+            .iter()
+            .filter_map(|document| {
+                let job = JobId::from_object_id(document.get_object_id("_id").ok()?);
+                let due = document.get_datetime("dueAt").ok()?;
+                let lease = document.get_datetime("leaseUntil").ok();
+                let at = lease.map_or(*due, |lease| (*due).max(*lease));
+                Some(Due {
+                    job,
+                    at: chrono_time(at),
+                })
+            })
+            .collect())
+    }
+
+    /// The claim by ids: one update under a token, one read of what carries it.
+    pub(super) async fn claim_ids(
+        &self,
+        lease: &Lease,
+        now: DateTime<Utc>,
+        ids: &[JobId],
+    ) -> Result<Claimed, StoreError> {
+        let now = bson_time(now);
+        let ids: Vec<ObjectId> = ids.iter().map(|id| id.object_id()).collect();
+        // One update takes every free candidate under a token of its own (each document's
+        // update is atomic and checks the conditions again, so of two schedulers racing for a
+        // job exactly one gets it); one read by _id returns what it took.
+        let token = Uuid::new_v4().to_string();
+        let taken = self
+            .jobs
+            .update_many(
+                doc! {
+                    "_id": { "$in": &ids },
+                    "dueAt": { "$lte": now },
+                    "$or": [
+                        { "leaseUntil": Bson::Null },
+                        { "leaseUntil": { "$lt": now } },
+                    ],
+                },
+                doc! {
+                    "$set": {
+                        "leaseOwner": &lease.owner,
+                        "leaseUntil": bson_time(lease.until),
+                        "claim": &token,
+                    },
+                    "$inc": { "fence": 1_i64 },
+                },
+            )
+            .await
+            .map_err(map_err)?
+            .modified_count;
+        if taken == 0 {
+            return Ok(Claimed::default());
+        }
+        let mut cursor = self
+            .jobs
+            .find(doc! { "_id": { "$in": &ids }, "claim": &token })
+            .sort(doc! { "dueAt": 1 })
+            .projection(without_runs())
+            .await
+            .map_err(map_err)?;
+        let (mut claims, mut budget) = (Vec::new(), ByteBudget::claim());
+        let mut full = false;
+        while let Some(document) = cursor.try_next().await.map_err(map_err)? {
+            let token = fence_of(&document);
+            if let Some(job) = decode_job(document)
+                && !budget.push(&mut claims, Claim { job, token })
+            {
+                full = true;
+                break;
+            }
+        }
+        drop(cursor);
+        let deferred = if full {
+            self.give_back(&ids, &token, &claims).await?
+        } else {
+            Vec::new()
+        };
+        Ok(Claimed {
+            claims: earliest_due_first(claims),
+            deferred,
+        })
+    }
+
+    /// The batch of scheduler steps, in as few commands as its size allows.
+    pub(super) async fn write_steps(
+        &self,
+        lease: &Lease,
+        steps: &[ClaimedStep],
+    ) -> Result<Vec<JobId>, StoreError> {
+        // Every step is one conditional update (version, lease owner and fencing token), and
+        // the batch goes in as few `update` commands as its size allows. Each marks what it
+        // wrote with this call's token, read back only when not every step matched.
+        let mark = Uuid::new_v4().to_string();
+        let mut statements = Vec::with_capacity(steps.len());
+        for step in steps {
+            let mut update = job_update(&step.job)?;
+            ledger_update(&mut update, &step.finished, self.history)?;
+            outbox_update(&mut update, &step.events)?;
+            if let Ok(fields) = update.get_document_mut("$set") {
+                fields.insert("claim", &mark);
+            }
+            statements.push(doc! {
+                "q": live(doc! {
+                    "_id": step.job.id.object_id(),
+                    "version": step.job.version.saturating_sub(1) as i64,
+                    "leaseOwner": &lease.owner,
+                    "fence": step.token as i64,
+                }),
+                "u": update,
+            });
+        }
+        let matched = self.update_each(statements).await?;
+        if matched == steps.len() {
+            return Ok(steps.iter().map(|step| step.job.id).collect());
+        }
+        let ids: Vec<ObjectId> = steps.iter().map(|step| step.job.id.object_id()).collect();
+        self.ids_matching(doc! { "_id": { "$in": &ids }, "claim": &mark })
+            .await
+    }
+
+    /// Releases the jobs a claim took (`mine`) but does not return (`kept` are returned):
+    /// the byte budget was spent. Returns their ids; they are still due.
+    async fn give_back(
+        &self,
+        ids: &[ObjectId],
+        token: &str,
+        kept: &[Claim],
+    ) -> Result<Vec<JobId>, StoreError> {
+        let kept: Vec<ObjectId> = kept.iter().map(|claim| claim.job.id.object_id()).collect();
+        let rest = doc! { "_id": { "$in": ids, "$nin": &kept }, "claim": token };
+        let given = self.ids_matching(rest.clone()).await?;
+        self.jobs
+            .update_many(
+                rest,
+                doc! { "$set": { "leaseOwner": Bson::Null, "leaseUntil": Bson::Null } },
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(given)
+    }
+
+    /// The ids of the jobs `filter` matches, read from the documents' `_id` alone.
+    async fn ids_matching(&self, filter: Document) -> Result<Vec<JobId>, StoreError> {
+        let found = all(self.jobs.find(filter).projection(doc! { "_id": 1 })).await?;
+        Ok(found
+            .iter()
+            .filter_map(|document| document.get_object_id("_id").ok())
+            .map(JobId::from_object_id)
+            .collect())
+    }
+
+    /// Runs update statements (`q`, `u`), unordered, in as few `update` commands as the
+    /// server's message size allows; returns how many matched a document.
+    async fn update_each(&self, statements: Vec<Document>) -> Result<usize, StoreError> {
+        let mut matched = 0;
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let mut statements = statements.into_iter().peekable();
+        while let Some(statement) = statements.next() {
+            bytes += statement.to_vec().map(|b| b.len()).unwrap_or(0);
+            batch.push(Bson::Document(statement));
+            let next_fits = statements.peek().is_some_and(|_| {
+                bytes < UPDATE_COMMAND_BYTES && batch.len() < UPDATE_COMMAND_STATEMENTS
+            });
+            if next_fits {
+                continue;
+            }
+            let reply = self
+                .db
+                .run_command(doc! {
+                    "update": self.jobs.name(),
+                    "updates": std::mem::take(&mut batch),
+                    "ordered": false,
+                })
+                .await
+                .map_err(map_err)?;
+            bytes = 0;
+            if let Ok(errors) = reply.get_array("writeErrors") {
+                // A step that cannot be written (a document grown past the server's limit)
+                // keeps its lease until it lapses; the others are written.
+                tracing::error!(?errors, "the store refused some scheduler steps");
+            }
+            matched += match reply.get("n") {
+                Some(Bson::Int32(n)) => usize::try_from(*n).unwrap_or(0),
+                Some(Bson::Int64(n)) => usize::try_from(*n).unwrap_or(0),
+                _ => 0,
+            };
+        }
+        Ok(matched)
+    }
+}
