@@ -702,11 +702,35 @@ async fn binary_memory_mongo(sizes: &[usize], largest: usize, budget: Duration) 
 async fn main() {
     // `cargo bench` passes `--bench`; `-- --quick` makes a smaller run.
     let flag = |name: &str| std::env::args().any(|a| a == name);
-    let (quick, kafka_only, engine_only) =
-        (flag("--quick"), flag("--kafka-only"), flag("--engine-only"));
-    if kafka_only && engine_only {
-        eprintln!("--kafka-only and --engine-only exclude each other");
+    let (quick, kafka_only, engine_only, window) = (
+        flag("--quick"),
+        flag("--kafka-only"),
+        flag("--engine-only"),
+        flag("--window"),
+    );
+    if [kafka_only, engine_only, window]
+        .iter()
+        .filter(|on| **on)
+        .count()
+        > 1
+    {
+        eprintln!("--kafka-only, --engine-only and --window exclude each other");
         std::process::exit(2);
+    }
+    if window {
+        let Ok(brokers) = std::env::var("KAFKA_BROKERS") else {
+            eprintln!("--window needs KAFKA_BROKERS (./scripts/bench.sh provides one)");
+            std::process::exit(2);
+        };
+        window_figures(&brokers, StoreKind::Memory, "memory", 0).await;
+        let stored: &[usize] = if quick { &[10_000] } else { &[10_000, 100_000] };
+        for &n in stored {
+            window_figures(&brokers, StoreKind::Embedded, "embedded", n).await;
+            if std::env::var_os("MONGODB_URI").is_some() {
+                window_figures(&brokers, StoreKind::Mongodb, "mongodb", n).await;
+            }
+        }
+        return;
     }
     let count = if quick { 500 } else { 4000 };
     // Jobs due in the same second, and future jobs stored, for the engine figures.
@@ -775,21 +799,14 @@ async fn main() {
 /// The Kafka path on `store`, with topics of its own.
 async fn kafka_path(brokers: &str, store: StoreKind, label: &str, count: usize) {
     use rdkafka::{
-        ClientConfig, Message, Offset, TopicPartitionList,
-        consumer::{BaseConsumer, Consumer, StreamConsumer},
+        ClientConfig,
+        consumer::{BaseConsumer, Consumer},
         producer::{FutureProducer, FutureRecord},
         util::Timeout,
     };
-    let prefix = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let data = tempfile::tempdir().unwrap();
     let mut config = config_for(store, &data);
-    config.kafka_brokers = Some(brokers.to_owned());
-    config.topic_job_create = format!("{prefix}-create");
-    config.topic_job_update = format!("{prefix}-update");
-    config.topic_job_run = format!("{prefix}-run");
-    config.topic_job_run_result = format!("{prefix}-result");
-    config.topic_job_run_result_dlq = format!("{prefix}-dlq");
-    config.topic_job_run_result_consumer_group_id = format!("{prefix}-group");
+    let prefix = use_fresh_topics(&mut config, brokers);
     let settings = config.kafka_settings().unwrap();
     scheduler::kafka::ensure_topics(&settings).await.unwrap();
     let app = Application::build(config).await.unwrap();
@@ -842,16 +859,11 @@ async fn kafka_path(brokers: &str, store: StoreKind, label: &str, count: usize) 
 
     // Fire lag to the broker: due time to the run message's timestamp (set when produced).
     let fires = 1000;
-    let reader: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("{prefix}-reader"))
-        .create()
-        .unwrap();
-    let mut partitions = TopicPartitionList::new();
-    partitions
-        .add_partition_offset(&settings.topics.run.name, 0, Offset::Beginning)
-        .unwrap();
-    reader.assign(&partitions).unwrap();
+    let reader = run_reader(
+        brokers,
+        &settings.topics.run.name,
+        &format!("{prefix}-reader"),
+    );
     let due = Utc::now() + chrono::Duration::seconds(8);
     let due = due - chrono::Duration::nanoseconds(due.timestamp_subsec_nanos() as i64);
     let creator = jobs.clone();
@@ -866,20 +878,8 @@ async fn kafka_path(brokers: &str, store: StoreKind, label: &str, count: usize) 
         }
     })
     .await;
-    let mut lags = Vec::with_capacity(fires);
-    let mut fired_ids = Vec::with_capacity(fires);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while lags.len() < fires && Instant::now() < deadline {
-        let Ok(Ok(message)) = tokio::time::timeout_at(deadline.into(), reader.recv()).await else {
-            break;
-        };
-        let value: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
-        let scheduled =
-            scheduler::domain::parse_time(value["ScheduledFor"].as_str().unwrap()).unwrap();
-        let produced = message.timestamp().to_millis().unwrap();
-        lags.push((produced - scheduled.timestamp_millis()) as f64);
-        fired_ids.push(value["Id"].as_str().unwrap().to_owned());
-    }
+    let (lags, fired_ids) =
+        read_runs(&reader, fires, Instant::now() + Duration::from_secs(60)).await;
     let got = lags.len();
     let (p50, p99, max) = percentiles(lags);
     println!(
@@ -935,4 +935,194 @@ async fn kafka_path(brokers: &str, store: StoreKind, label: &str, count: usize) 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     shutdown.cancel();
+}
+
+/// The topics of one benchmark service, named after a fresh prefix, and the broker in
+/// `config`.
+fn use_fresh_topics(config: &mut Config, brokers: &str) -> String {
+    let prefix = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    config.kafka_brokers = Some(brokers.to_owned());
+    config.topic_job_create = format!("{prefix}-create");
+    config.topic_job_update = format!("{prefix}-update");
+    config.topic_job_run = format!("{prefix}-run");
+    config.topic_job_run_result = format!("{prefix}-result");
+    config.topic_job_run_result_dlq = format!("{prefix}-dlq");
+    config.topic_job_run_result_consumer_group_id = format!("{prefix}-group");
+    prefix
+}
+
+/// A consumer of the run topic from its beginning.
+fn run_reader(brokers: &str, topic: &str, group: &str) -> rdkafka::consumer::StreamConsumer {
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList, consumer::Consumer};
+    let reader: rdkafka::consumer::StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut partitions = TopicPartitionList::new();
+    partitions
+        .add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    reader.assign(&partitions).unwrap();
+    reader
+}
+
+/// Up to `count` run messages, read until `deadline`: each one's lag from its due time to its
+/// broker timestamp (set when produced), in milliseconds, and its job id.
+async fn read_runs(
+    reader: &rdkafka::consumer::StreamConsumer,
+    count: usize,
+    deadline: Instant,
+) -> (Vec<f64>, Vec<String>) {
+    use rdkafka::Message;
+    let mut lags = Vec::with_capacity(count);
+    let mut ids = Vec::with_capacity(count);
+    while lags.len() < count && Instant::now() < deadline {
+        let Ok(Ok(message)) = tokio::time::timeout_at(deadline.into(), reader.recv()).await else {
+            break;
+        };
+        let value: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+        let scheduled =
+            scheduler::domain::parse_time(value["ScheduledFor"].as_str().unwrap()).unwrap();
+        let produced = message.timestamp().to_millis().unwrap();
+        lags.push((produced - scheduled.timestamp_millis()) as f64);
+        ids.push(value["Id"].as_str().unwrap().to_owned());
+    }
+    (lags, ids)
+}
+
+/// How many store operations the service at `addr` has made so far, by operation, from its
+/// `/metrics`.
+async fn store_operations(addr: std::net::SocketAddr) -> std::collections::BTreeMap<String, f64> {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = "scheduler_store_operation_duration_seconds_count{operation=\"";
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(prefix)?;
+            let (operation, count) = rest.split_once("\"} ")?;
+            Some((operation.to_owned(), count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The store operations made between two readings, per `per` (fires, or seconds): the total
+/// and each operation's share.
+fn operations_line(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    per: f64,
+) -> String {
+    let mut parts = Vec::new();
+    let mut total = 0.0;
+    for (operation, count) in after {
+        let made = count - before.get(operation).copied().unwrap_or(0.0);
+        if made > 0.0 {
+            total += made;
+            parts.push(format!("{operation} {:.3}", made / per));
+        }
+    }
+    format!("{:.3} ({})", total / per, parts.join(", "))
+}
+
+/// The fire path with `stored` future jobs in the store, through Kafka: the store operations
+/// an idle replica makes per second; the lag from due time to the run message's broker
+/// timestamp of 500 jobs due across one second, with the store operations per fire; and how
+/// long 10,000 jobs due at one instant take to all reach the broker. Checks each run reached
+/// the broker once.
+async fn window_figures(brokers: &str, store: StoreKind, label: &str, stored: usize) {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = config_for(store, &data);
+    let prefix = use_fresh_topics(&mut config, brokers);
+    let settings = config.kafka_settings().unwrap();
+    scheduler::kafka::ensure_topics(&settings).await.unwrap();
+    let filled = Instant::now();
+    match store {
+        StoreKind::Embedded => fill_sqlite(&config.data_dir, stored).await,
+        _ => {
+            fill_store(&open_store(store, &config).await, stored).await;
+        }
+    }
+    let filled = filled.elapsed();
+    let app = Application::build(config).await.unwrap();
+    let (addr, jobs) = (app.local_addr(), app.jobs());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(app.run(shutdown.clone()));
+    let label = format!("{label} {stored} stored");
+
+    // Idle: what the replica asks the store in ten quiet seconds.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = store_operations(addr).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = store_operations(addr).await;
+    println!(
+        "{label:<34} idle store operations per second {} (filled in {:.1} s)",
+        operations_line(&before, &after, 10.0),
+        filled.as_secs_f64()
+    );
+
+    let reader = run_reader(brokers, &settings.topics.run.name, &format!("{prefix}-r"));
+    for (count, spread) in [(500, true), (10_000, false)] {
+        let lead = Duration::from_secs(8).max(Duration::from_millis(3) * count as u32);
+        let due = Utc::now() + chrono::Duration::from_std(lead).unwrap();
+        let due = due - chrono::Duration::nanoseconds(due.timestamp_subsec_nanos() as i64);
+        let creator = jobs.clone();
+        let (created_in, _) = drive(count, move |i| {
+            let offset = if spread { (i * 1000 / count) as i64 } else { 0 };
+            let at = (due + chrono::Duration::milliseconds(offset))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let input: JobInput =
+                serde_json::from_value(email_job(&format!("window {i}"), &at)).unwrap();
+            let jobs = creator.clone();
+            async move {
+                jobs.create(input, None, &Default::default()).await.unwrap();
+            }
+        })
+        .await;
+        let overran = Utc::now() >= due - chrono::Duration::milliseconds(200);
+        // The creates' own operations (inserts, their events' relay) are done before the fires.
+        let settle = (due - chrono::Duration::milliseconds(200) - Utc::now())
+            .to_std()
+            .unwrap_or_default();
+        tokio::time::sleep(settle).await;
+        let before = store_operations(addr).await;
+        let wait = Duration::from_secs(60).max(Duration::from_millis(10) * count as u32);
+        let (lags, ids) = read_runs(&reader, count, Instant::now() + wait).await;
+        let all_in = Utc::now() - due;
+        // Let the relay finish marking the last events delivered before counting.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = store_operations(addr).await;
+        let fired = lags.len();
+        let unique: HashSet<&String> = ids.iter().collect();
+        let duplicates = fired - unique.len();
+        let (p50, p99, max) = percentiles(lags);
+        println!(
+            "{:<34} fire lag to the broker p50 {p50:>6.2} ms   p99 {p99:>6.2} ms   max {max:>7.2} ms   ({fired}/{count} run messages, due {}; duplicates: {duplicates}; last {:.2} s after the due time; created in {:.1} s)",
+            format!("{label} {count} due"),
+            if spread {
+                "across one second"
+            } else {
+                "at one instant"
+            },
+            all_in.num_milliseconds() as f64 / 1e3,
+            created_in.as_secs_f64(),
+        );
+        println!(
+            "{:<34} store operations per fire {}",
+            format!("{label} {count} due"),
+            operations_line(&before, &after, fired.max(1) as f64)
+        );
+        if overran {
+            println!(
+                "{label}: note: creating the jobs took past their due time, so the lag includes that overrun"
+            );
+        }
+        assert_eq!(duplicates, 0, "{label}: a run reached the broker twice");
+    }
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
 }

@@ -677,7 +677,7 @@ mod tests {
             ("--idle-poll-ms", "9"),
             ("--idle-poll-ms", "60001"),
         ] {
-            let refused = Config::try_parse_from(["scheduler", flag, value])
+            let refused = Config::try_parse_from(["scheduler", &format!("{flag}={value}")])
                 .expect_err("an out-of-range timing");
             assert!(
                 refused.to_string().contains(flag),
