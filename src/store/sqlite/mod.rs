@@ -7,14 +7,18 @@
 //! may share one file; writes take the database lock (`BEGIN IMMEDIATE`) and wait up to the
 //! busy timeout for it.
 //!
-//! rusqlite is synchronous: each call runs on tokio's blocking pool, holding the one connection.
+//! rusqlite is synchronous: writes go to one writer thread, which commits those that arrive
+//! together in one transaction, and reads run on tokio's blocking pool over a few read
+//! connections of their own ([`writer`]).
 //!
 //! Apart: the row mapping ([`rows`]), one job's writes inside a transaction ([`writes`]), the
-//! schema ([`migrations`]) and the census for the metrics ([`census`]).
+//! schema ([`migrations`]), the census for the metrics ([`census`]) and the connections
+//! ([`writer`]).
 
 mod census;
 mod migrations;
 mod rows;
+mod writer;
 mod writes;
 
 use std::{
@@ -26,11 +30,12 @@ use std::{
 use anyhow::{Context, anyhow};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, ToSql, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, ToSql, params};
 use uuid::Uuid;
 
 use self::{
     rows::{JobRow, event_of, filter_clause, job_of, map_err, run_of, sql_int},
+    writer::Connections,
     writes::{append_events, append_runs, insert_row, replace_job, why_not_written},
 };
 use super::{RELAY_LEASE, earliest_due_first, from_millis, history_bound};
@@ -75,11 +80,15 @@ const CLAIM_IDS: &str = "UPDATE jobs SET lease_owner = ?1, lease_until = ?2, fen
 const STILL_CLAIMABLE: &str = "SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(?1))
      AND due_at <= ?2 AND (lease_until IS NULL OR lease_until < ?2)";
 
+/// Read connections of a store in a file: enough that the API's reads, the relay and the
+/// scheduler's window read seldom wait for one another.
+const READERS: usize = 4;
+
 /// The embedded store.
 #[derive(Clone)]
 pub struct SqliteStore {
-    /// The one connection; SQLite serialises writers anyway.
-    conn: Arc<Mutex<Connection>>,
+    /// The writer thread's queue and the read connections.
+    conns: Arc<Connections>,
     /// Finished runs kept per job.
     history: usize,
 }
@@ -90,25 +99,40 @@ impl SqliteStore {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("Failed to create the data directory {}", dir.display()))?;
         let path = dir.join("jobs.db");
-        let conn = Connection::open(&path)
-            .with_context(|| format!("Failed to open {}", path.display()))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        Self::init(conn)
+        let open = || {
+            let conn = Connection::open(&path)
+                .with_context(|| format!("Failed to open {}", path.display()))?;
+            prepare(&conn)?;
+            anyhow::Ok(conn)
+        };
+        let mut writer = open()?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        writer.pragma_update(None, "synchronous", "FULL")?;
+        migrations::migrate(&mut writer)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let reader = open()?;
+            reader.pragma_update(None, "query_only", true)?;
+            readers.push(Arc::new(Mutex::new(reader)));
+        }
+        Self::start(writer, readers)
     }
 
-    /// A private in-memory database, for tests and demos.
+    /// A private in-memory database, for tests and demos: one connection, which reads and
+    /// writes share.
     pub fn in_memory() -> anyhow::Result<Self> {
-        Self::init(Connection::open_in_memory()?)
+        let mut conn = Connection::open_in_memory()?;
+        prepare(&conn)?;
+        migrations::migrate(&mut conn)?;
+        Self::start(conn, Vec::new())
     }
 
-    fn init(mut conn: Connection) -> anyhow::Result<Self> {
-        conn.busy_timeout(Duration::from_secs(5))?;
-        // Room for every statement the store prepares, so none is parsed again per call.
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        migrations::migrate(&mut conn)?;
+    /// The store over its write connection and its read connections.
+    fn start(write: Connection, readers: Vec<writer::Shared>) -> anyhow::Result<Self> {
+        let conns = Connections::start(Arc::new(Mutex::new(write)), readers)
+            .context("Failed to start the embedded store's writer thread")?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            conns: Arc::new(conns),
             history: DEFAULT_RUN_HISTORY,
         })
     }
@@ -132,39 +156,32 @@ impl SqliteStore {
         .await
     }
 
-    /// Runs `f` with the connection on the blocking pool.
+    /// Runs `f` on a read connection.
     async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock leaves the connection usable: SQLite rolls back
-            // the unfinished transaction when it is dropped.
-            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(anyhow!(e)))?
+        self.conns.read(f).await
     }
 
-    /// Runs `f` in an immediate (write-locked) transaction, committed when it succeeds.
+    /// Runs `f` in the next group commit (see [`writer`]): in a transaction, answered once
+    /// it is on disk.
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.with(move |conn| {
-            let mut tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(map_err)?;
-            let value = f(&mut tx)?;
-            tx.commit().map_err(map_err)?;
-            Ok(value)
-        })
-        .await
+        self.conns.write(f).await
     }
+}
+
+/// The settings every connection of the store takes.
+fn prepare(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // Room for every statement the store prepares, so none is parsed again per call.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(())
 }
 
 /// The rows a query returns, each mapped by `map`; rows it maps to `None` are skipped.
@@ -454,7 +471,7 @@ impl JobStore for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let lease = lease.clone();
-        self.with(move |conn| {
+        self.write(move |conn| {
             let taken = conn
                 .prepare_cached(
                     "INSERT INTO leases (name, owner, until) VALUES (?1, ?2, ?3)
@@ -519,7 +536,7 @@ mod tests {
     #[test]
     fn the_schedulers_queries_read_an_index_not_the_jobs() {
         let store = SqliteStore::in_memory().unwrap();
-        let conn = store.conn.lock().unwrap();
+        let conn = writer::lock(store.conns.reader());
         for query in [DUE_WITHIN, CLAIM_IDS, STILL_CLAIMABLE] {
             // The plan of the query with its parameters unbound (NULL).
             let mut statement = conn

@@ -1,0 +1,343 @@
+//! The embedded store's group commit and its read connections.
+//!
+//! One writer thread owns the write connection. The writes that arrive while it commits are
+//! taken together: one `BEGIN IMMEDIATE`, each write in a savepoint of its own, one `COMMIT`,
+//! so one fsync serves the whole batch. A write that fails (a version conflict, a taken key, a
+//! panic) is rolled back to its savepoint and fails only its own caller; every caller is
+//! answered after the commit, so nothing is acknowledged before it is on disk. If the commit
+//! itself fails, every write of the batch fails.
+//!
+//! Reads go to a small pool of connections of their own: in WAL mode a reader sees the last
+//! commit and never waits for the writer. An in-memory database has a single connection,
+//! which reads and writes share.
+
+use std::{
+    panic::{AssertUnwindSafe, catch_unwind},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        mpsc,
+    },
+};
+
+use anyhow::anyhow;
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::rows::map_err;
+use crate::jobs::ports::StoreError;
+
+/// Most writes committed in one transaction: enough for any burst of concurrent calls, few
+/// enough that the first of them is not held long.
+const MOST_PER_COMMIT: usize = 256;
+
+/// A connection behind its lock; the lock is held for one call or one batch.
+pub(super) type Shared = Arc<Mutex<Connection>>;
+
+/// One caller's write, waiting in the queue.
+trait Pending: Send {
+    /// Runs the write inside the open transaction.
+    fn run(&mut self, conn: &Connection);
+    /// Answers the caller once the batch is committed (or could not be).
+    fn answer(self: Box<Self>, commit: Result<(), String>);
+}
+
+/// A write and where its answer goes.
+struct Call<T, F> {
+    write: Option<F>,
+    outcome: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Pending for Call<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, conn: &Connection) {
+        let Some(write) = self.write.take() else {
+            return;
+        };
+        let outcome = match conn.execute_batch("SAVEPOINT call") {
+            Ok(()) => {
+                let outcome = catch_unwind(AssertUnwindSafe(|| write(conn))).unwrap_or_else(|_| {
+                    Err(StoreError::Internal(anyhow!("a store write panicked")))
+                });
+                let end = match outcome {
+                    Ok(_) => conn.execute_batch("RELEASE call"),
+                    Err(_) => conn.execute_batch("ROLLBACK TO call; RELEASE call"),
+                };
+                end.map_err(map_err).and(outcome)
+            }
+            Err(e) => Err(map_err(e)),
+        };
+        self.outcome = Some(outcome);
+    }
+
+    fn answer(self: Box<Self>, commit: Result<(), String>) {
+        let answer = match (commit, self.outcome) {
+            (Ok(()), Some(outcome)) => outcome,
+            (Ok(()), None) => Err(StoreError::Internal(anyhow!("a store write was not run"))),
+            // The commit's own error went to the log once; each caller gets its text.
+            (Err(why), _) => Err(StoreError::Unavailable(anyhow!(why))),
+        };
+        // A caller that went away no longer needs its answer.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The queue to the writer thread, and the read connections.
+pub(super) struct Connections {
+    queue: mpsc::Sender<Box<dyn Pending>>,
+    readers: Vec<Shared>,
+    next_reader: AtomicUsize,
+    /// Batches committed so far.
+    #[cfg(test)]
+    commits: Arc<AtomicU64>,
+}
+
+impl Connections {
+    /// Starts the writer thread on `writer`; reads go to `readers` (none: to the writer's
+    /// connection, as an in-memory database needs).
+    pub(super) fn start(writer: Shared, readers: Vec<Shared>) -> std::io::Result<Self> {
+        let (queue, waiting) = mpsc::channel();
+        let readers = if readers.is_empty() {
+            vec![writer.clone()]
+        } else {
+            readers
+        };
+        let commits = Arc::new(AtomicU64::new(0));
+        let counted = commits.clone();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || commit_loop(&writer, &waiting, &counted))?;
+        Ok(Self {
+            queue,
+            readers,
+            next_reader: AtomicUsize::new(0),
+            #[cfg(test)]
+            commits,
+        })
+    }
+
+    /// Runs `f` in the next group commit; answers once that commit is on disk.
+    pub(super) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let call: Box<dyn Pending> = Box::new(Call {
+            write: Some(f),
+            outcome: None,
+            reply,
+        });
+        self.queue
+            .send(call)
+            .map_err(|_| StoreError::Internal(anyhow!("the store's writer has stopped")))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Internal(anyhow!("the store's writer has stopped")))?
+    }
+
+    /// Runs `f` on a read connection, on the blocking pool.
+    pub(super) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let turn = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        let conn = self.readers[turn].clone();
+        tokio::task::spawn_blocking(move || f(&mut lock(&conn)))
+            .await
+            .map_err(|e| StoreError::Internal(anyhow!(e)))?
+    }
+
+    /// The connection reads use first, for tests (query plans; in memory, holding it holds
+    /// the writer).
+    #[cfg(test)]
+    pub(super) fn reader(&self) -> &Shared {
+        &self.readers[0]
+    }
+
+    /// Batches committed so far, for tests.
+    #[cfg(test)]
+    pub(super) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+}
+
+/// A connection's lock, even after a panic while it was held: SQLite rolls back an unfinished
+/// transaction, so the connection stays usable.
+pub(super) fn lock(conn: &Shared) -> std::sync::MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The writer thread: until every sender is gone, takes what is queued and commits it as one.
+fn commit_loop(conn: &Shared, waiting: &mpsc::Receiver<Box<dyn Pending>>, commits: &AtomicU64) {
+    while let Ok(first) = waiting.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MOST_PER_COMMIT {
+            match waiting.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let conn = lock(conn);
+        let commit = match conn.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => {
+                for call in &mut batch {
+                    call.run(&conn);
+                }
+                conn.execute_batch("COMMIT").inspect_err(|_| {
+                    // Leave no transaction open for the next batch.
+                    let _ = conn.execute_batch("ROLLBACK");
+                })
+            }
+            Err(e) => Err(e),
+        };
+        drop(conn);
+        if commit.is_ok() {
+            commits.fetch_add(1, Ordering::Relaxed);
+        }
+        let commit = commit.map_err(|e| {
+            tracing::error!(error = %e, writes = batch.len(), "the embedded store could not commit a batch of writes");
+            format!("the embedded store could not commit: {e}")
+        });
+        for call in batch {
+            call.answer(commit.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{future::Future, pin::Pin};
+
+    use futures::FutureExt;
+
+    use super::*;
+
+    type Answer = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+    /// A write that inserts `x` into the scratch table, then ends as `end` says.
+    fn insert(conns: &Arc<Connections>, x: i64, end: &'static str) -> Answer {
+        let conns = conns.clone();
+        Box::pin(async move {
+            conns
+                .write(move |conn| {
+                    conn.execute("INSERT INTO t (x) VALUES (?1)", [x])
+                        .map_err(map_err)?;
+                    match end {
+                        "conflict" => Err(StoreError::VersionConflict),
+                        "panic" => panic!("a write that panics"),
+                        _ => Ok(()),
+                    }
+                })
+                .await
+        })
+    }
+
+    #[tokio::test]
+    async fn writes_queued_together_commit_as_one_and_a_failed_one_fails_alone() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER NOT NULL)")
+            .unwrap();
+        let shared = Arc::new(Mutex::new(conn));
+        let conns = Arc::new(Connections::start(shared.clone(), Vec::new()).unwrap());
+
+        // While the connection is held, the writes wait in the queue: at most the first is
+        // taken alone, the rest go in one batch.
+        let held = lock(&shared);
+        let mut answers = vec![
+            insert(&conns, 1, "ok"),
+            insert(&conns, 2, "conflict"),
+            insert(&conns, 3, "panic"),
+            insert(&conns, 4, "ok"),
+            insert(&conns, 5, "ok"),
+        ];
+        for answer in &mut answers {
+            assert!(
+                answer.as_mut().now_or_never().is_none(),
+                "answered before its commit"
+            );
+        }
+        drop(held);
+        let mut outcomes = Vec::new();
+        for answer in answers {
+            outcomes.push(answer.await);
+        }
+        assert!(outcomes[0].is_ok() && outcomes[3].is_ok() && outcomes[4].is_ok());
+        assert!(matches!(outcomes[1], Err(StoreError::VersionConflict)));
+        assert!(
+            matches!(&outcomes[2], Err(StoreError::Internal(e)) if e.to_string().contains("panicked"))
+        );
+        assert!(
+            conns.commits() <= 2,
+            "{} commits for five writes",
+            conns.commits()
+        );
+
+        let kept: Vec<i64> = conns
+            .read(|conn| {
+                let mut stmt = conn
+                    .prepare("SELECT x FROM t ORDER BY x")
+                    .map_err(map_err)?;
+                let rows = stmt.query_map([], |row| row.get(0)).map_err(map_err)?;
+                rows.collect::<Result<_, _>>().map_err(map_err)
+            })
+            .await
+            .unwrap();
+        assert_eq!(kept, vec![1, 4, 5], "the failed writes left nothing behind");
+        // The writer goes on after a panic.
+        insert(&conns, 6, "ok").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_fails_every_write_of_its_batch() {
+        let conn = Connection::open_in_memory().unwrap();
+        // A deferred foreign key is checked at the commit: the batch that breaks it cannot
+        // commit, and neither of its writes is acknowledged.
+        conn.execute_batch(
+            "PRAGMA foreign_keys = ON;
+             CREATE TABLE p (id INTEGER PRIMARY KEY);
+             CREATE TABLE t (x INTEGER NOT NULL REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED);
+             INSERT INTO p (id) VALUES (1);",
+        )
+        .unwrap();
+        let shared = Arc::new(Mutex::new(conn));
+        let conns = Arc::new(Connections::start(shared.clone(), Vec::new()).unwrap());
+        let held = lock(&shared);
+        let mut answers = vec![
+            insert(&conns, 1, "ok"),
+            insert(&conns, 1, "ok"),
+            insert(&conns, 7, "ok"),
+        ];
+        for answer in &mut answers {
+            assert!(answer.as_mut().now_or_never().is_none());
+        }
+        drop(held);
+        let mut outcomes = Vec::new();
+        for answer in answers {
+            outcomes.push(answer.await);
+        }
+        // The write of 7 breaks the key; its batch holds the second write at least.
+        assert!(
+            matches!(outcomes[2], Err(StoreError::Unavailable(_))),
+            "{outcomes:?}"
+        );
+        assert!(
+            matches!(outcomes[1], Err(StoreError::Unavailable(_))),
+            "{outcomes:?}"
+        );
+        let kept: i64 = conns
+            .read(|conn| {
+                conn.query_row("SELECT count(*) FROM t", [], |row| row.get(0))
+                    .map_err(map_err)
+            })
+            .await
+            .unwrap();
+        assert_eq!(kept, i64::from(outcomes[0].is_ok()));
+        insert(&conns, 1, "ok").await.unwrap();
+    }
+}
