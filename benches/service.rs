@@ -72,11 +72,24 @@ fn email_spec(name: &str, run_at: DateTime<Utc>) -> JobSpec {
 }
 
 fn report(label: &str, count: usize, elapsed: Duration, latencies: Vec<f64>) {
+    report_at(label, count, CONCURRENCY, elapsed, latencies);
+}
+
+/// Prints requests per second and the latency percentiles of `count` calls made from
+/// `concurrency` callers; returns the requests per second.
+fn report_at(
+    label: &str,
+    count: usize,
+    concurrency: usize,
+    elapsed: Duration,
+    latencies: Vec<f64>,
+) -> f64 {
     let (p50, p99, max) = percentiles(latencies);
+    let rate = count as f64 / elapsed.as_secs_f64();
     println!(
-        "{label:<34} {:>8.0} req/s   p50 {p50:>6.2} ms   p99 {p99:>6.2} ms   max {max:>7.2} ms   ({count} requests, {CONCURRENCY} concurrent)",
-        count as f64 / elapsed.as_secs_f64()
+        "{label:<34} {rate:>8.0} req/s   p50 {p50:>6.2} ms   p99 {p99:>6.2} ms   max {max:>7.2} ms   ({count} requests, {concurrency} concurrent)",
     );
+    rate
 }
 
 /// Runs `count` calls of `call(i)` from `CONCURRENCY` tasks; returns elapsed time and latencies.
@@ -150,12 +163,18 @@ async fn start_replicas(store: StoreKind, replicas: usize) -> Vec<Running> {
 }
 
 async fn rest_throughput(service: &Running, label: &str, count: usize) {
+    rest_at(service, label, count, CONCURRENCY).await;
+}
+
+/// REST creates, then as many gets of what was created, from `concurrency` callers; the
+/// creates and the gets per second.
+async fn rest_at(service: &Running, label: &str, count: usize, concurrency: usize) -> (f64, f64) {
     let http = reqwest::Client::new();
     let base = format!("http://{}", service.app_addr);
     let ids = Arc::new(std::sync::Mutex::new(Vec::with_capacity(count)));
     let (elapsed, latencies) = {
         let (http, base, ids) = (http.clone(), base.clone(), ids.clone());
-        drive(count, move |i| {
+        drive_with(concurrency, count, move |i| {
             let request = http
                 .post(format!("{base}/api/v1/jobs"))
                 .json(&email_job(&format!("bench {i}"), "2099-01-01T00:00:00Z"))
@@ -172,9 +191,15 @@ async fn rest_throughput(service: &Running, label: &str, count: usize) {
         })
         .await
     };
-    report(&format!("{label} REST create"), count, elapsed, latencies);
+    let created = report_at(
+        &format!("{label} REST create"),
+        count,
+        concurrency,
+        elapsed,
+        latencies,
+    );
     let ids = Arc::new(ids.lock().unwrap().clone());
-    let (elapsed, latencies) = drive(count, move |i| {
+    let (elapsed, latencies) = drive_with(concurrency, count, move |i| {
         let request = http
             .get(format!("{base}/api/v1/jobs/{}", ids[i % ids.len()]))
             .send();
@@ -185,7 +210,62 @@ async fn rest_throughput(service: &Running, label: &str, count: usize) {
         }
     })
     .await;
-    report(&format!("{label} REST get"), count, elapsed, latencies);
+    let got = report_at(
+        &format!("{label} REST get"),
+        count,
+        concurrency,
+        elapsed,
+        latencies,
+    );
+    (created, got)
+}
+
+/// REST create and get at 1, 16, 64 and 256 in flight on each store, each store in a fresh
+/// service, one after the other in this run; then each durable store's rates as a ratio of
+/// the in-memory store's at the same depth.
+async fn depth_figures(count: usize, mongodb: bool) {
+    let mut stores = vec![
+        (StoreKind::Memory, "memory"),
+        (StoreKind::Embedded, "embedded"),
+    ];
+    if mongodb {
+        stores.push((StoreKind::Mongodb, "mongodb"));
+    }
+    let depths = [1, 16, 64, 256];
+    let mut rates = Vec::new();
+    for &(store, label) in &stores {
+        let service = start(store).await;
+        let mut at_depth = Vec::new();
+        for depth in depths {
+            // One caller makes fewer calls: its figure is latency-bound.
+            let calls = if depth == 1 { count / 4 } else { count };
+            at_depth.push(
+                rest_at(
+                    &service,
+                    &format!("{label} {depth:>3} in flight"),
+                    calls,
+                    depth,
+                )
+                .await,
+            );
+        }
+        service.stop().await;
+        rates.push(at_depth);
+    }
+    for (i, &(_, label)) in stores.iter().enumerate().skip(1) {
+        let ratios: Vec<String> = depths
+            .iter()
+            .enumerate()
+            .map(|(d, depth)| {
+                format!(
+                    "{depth} in flight: create {:.2}, get {:.2}",
+                    rates[i][d].0 / rates[0][d].0,
+                    rates[i][d].1 / rates[0][d].1
+                )
+            })
+            .collect();
+        println!("{label} / memory   {}", ratios.join("; "));
+    }
 }
 
 async fn grpc_throughput(service: &Running, label: &str, count: usize) {
@@ -702,20 +782,22 @@ async fn binary_memory_mongo(sizes: &[usize], largest: usize, budget: Duration) 
 async fn main() {
     // `cargo bench` passes `--bench`; `-- --quick` makes a smaller run.
     let flag = |name: &str| std::env::args().any(|a| a == name);
-    let (quick, kafka_only, engine_only, window) = (
+    let (quick, kafka_only, engine_only, window, depth) = (
         flag("--quick"),
         flag("--kafka-only"),
         flag("--engine-only"),
         flag("--window"),
+        flag("--depth"),
     );
-    if [kafka_only, engine_only, window]
-        .iter()
-        .filter(|on| **on)
-        .count()
-        > 1
-    {
-        eprintln!("--kafka-only, --engine-only and --window exclude each other");
+    let modes = [kafka_only, engine_only, window, depth];
+    if modes.iter().filter(|on| **on).count() > 1 {
+        eprintln!("--kafka-only, --engine-only, --window and --depth exclude each other");
         std::process::exit(2);
+    }
+    if depth {
+        let count = if quick { 1_000 } else { 4_000 };
+        depth_figures(count, std::env::var_os("MONGODB_URI").is_some()).await;
+        return;
     }
     if window {
         let Ok(brokers) = std::env::var("KAFKA_BROKERS") else {
