@@ -1073,39 +1073,58 @@ async fn read_runs(
     (lags, ids)
 }
 
-/// How many store operations the service at `addr` has made so far, by operation, from its
-/// `/metrics`.
-async fn store_operations(addr: std::net::SocketAddr) -> std::collections::BTreeMap<String, f64> {
+/// How many store operations the service at `addr` has made so far, and the seconds they
+/// took, by operation, from its `/metrics`.
+async fn store_operations(
+    addr: std::net::SocketAddr,
+) -> std::collections::BTreeMap<String, (f64, f64)> {
     let text = reqwest::get(format!("http://{addr}/metrics"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    let prefix = "scheduler_store_operation_duration_seconds_count{operation=\"";
-    text.lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix(prefix)?;
-            let (operation, count) = rest.split_once("\"} ")?;
-            Some((operation.to_owned(), count.trim().parse().ok()?))
-        })
-        .collect()
+    let series = "scheduler_store_operation_duration_seconds_";
+    let mut operations = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(series) else {
+            continue;
+        };
+        let Some((kind, rest)) = rest.split_once("{operation=\"") else {
+            continue;
+        };
+        let Some((operation, value)) = rest.split_once("\"} ") else {
+            continue;
+        };
+        let Ok(value) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        let entry: &mut (f64, f64) = operations.entry(operation.to_owned()).or_default();
+        match kind {
+            "count" => entry.0 = value,
+            "sum" => entry.1 = value,
+            _ => {}
+        }
+    }
+    operations
 }
 
-/// The store operations made between two readings, per `per` (fires, or seconds): the total
-/// and each operation's share.
+/// The store operations made between two readings, per `per` (fires, or seconds): the total,
+/// and each operation's share with the mean time one took.
 fn operations_line(
-    before: &std::collections::BTreeMap<String, f64>,
-    after: &std::collections::BTreeMap<String, f64>,
+    before: &std::collections::BTreeMap<String, (f64, f64)>,
+    after: &std::collections::BTreeMap<String, (f64, f64)>,
     per: f64,
 ) -> String {
     let mut parts = Vec::new();
     let mut total = 0.0;
-    for (operation, count) in after {
-        let made = count - before.get(operation).copied().unwrap_or(0.0);
+    for (operation, (count, seconds)) in after {
+        let (count_before, seconds_before) = before.get(operation).copied().unwrap_or_default();
+        let made = count - count_before;
         if made > 0.0 {
             total += made;
-            parts.push(format!("{operation} {:.3}", made / per));
+            let mean = (seconds - seconds_before) / made * 1e3;
+            parts.push(format!("{operation} {:.3} of {mean:.1} ms", made / per));
         }
     }
     format!("{:.3} ({})", total / per, parts.join(", "))
