@@ -44,7 +44,7 @@ use uuid::Uuid;
 
 use self::{
     document::{bson_time, decode_job, decode_outbox, decode_runs, job_update, new_job},
-    queries::{filter_document, ledger_update, live, outbox_update, without_runs},
+    queries::{filter_document, is_tombstone, ledger_update, live, outbox_update, without_runs},
 };
 use super::{RELAY_LEASE, history_bound};
 use crate::runtime::Backoff;
@@ -186,14 +186,30 @@ impl MongoStore {
         Ok(())
     }
 
-    /// A job's ledger, oldest first; none if the job does not exist.
-    async fn runs_of(&self, job: JobId) -> Result<Vec<Run>, StoreError> {
+    /// The live job document `id`, with `projection` (and the tombstone flag), or none.
+    /// Read by `_id` alone, which every MongoDB-wire server answers from its `_id` index
+    /// (a filter with more fields is a collection scan on servers without a query planner);
+    /// a tombstone is left out here instead.
+    async fn by_id(
+        &self,
+        id: ObjectId,
+        mut projection: Document,
+    ) -> Result<Option<Document>, StoreError> {
+        if projection.values().any(|v| v.as_i32() == Some(1)) {
+            projection.insert("deleted", 1);
+        }
         let found = self
             .jobs
-            .find_one(live(doc! { "_id": job.object_id() }))
-            .projection(doc! { "runs": 1 })
+            .find_one(doc! { "_id": id })
+            .projection(projection)
             .await
             .map_err(map_err)?;
+        Ok(found.filter(|document| !is_tombstone(document)))
+    }
+
+    /// A job's ledger, oldest first; none if the job does not exist.
+    async fn runs_of(&self, job: JobId) -> Result<Vec<Run>, StoreError> {
+        let found = self.by_id(job.object_id(), doc! { "runs": 1 }).await?;
         Ok(found
             .map(|document| decode_runs(job, &document))
             .unwrap_or_default())
@@ -201,10 +217,10 @@ impl MongoStore {
 
     /// Why a conditional write matched nothing: the job changed, or it is gone.
     async fn why_not_written(&self, id: ObjectId) -> StoreError {
-        match self.jobs.count_documents(live(doc! { "_id": id })).await {
-            Ok(0) => StoreError::NotFound,
-            Ok(_) => StoreError::VersionConflict,
-            Err(e) => map_err(e),
+        match self.by_id(id, doc! { "_id": 1 }).await {
+            Ok(None) => StoreError::NotFound,
+            Ok(Some(_)) => StoreError::VersionConflict,
+            Err(e) => e,
         }
     }
 
@@ -296,12 +312,7 @@ impl JobStore for MongoStore {
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        let found = self
-            .jobs
-            .find_one(live(doc! { "_id": id.object_id() }))
-            .projection(without_runs())
-            .await
-            .map_err(map_err)?;
+        let found = self.by_id(id.object_id(), without_runs()).await?;
         Ok(found.and_then(decode_job))
     }
 

@@ -14,6 +14,11 @@ pub(super) fn live(mut filter: Document) -> Document {
     filter
 }
 
+/// Whether a document read is a tombstone, which [`live`] filters would not have matched.
+pub(super) fn is_tombstone(document: &Document) -> bool {
+    document.get_bool("deleted").unwrap_or(false)
+}
+
 /// The update parts that store `events` in the job document's outbox.
 pub(super) fn outbox_update(update: &mut Document, events: &[Event]) -> Result<(), StoreError> {
     let Some(first) = events.first() else {
