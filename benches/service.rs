@@ -361,18 +361,7 @@ async fn fire_lag(replicas: &[Running], label: &str, count: usize, spread: bool)
 
     let due = Utc::now() + chrono::Duration::from_std(lead).unwrap();
     let due = due - chrono::Duration::nanoseconds(due.timestamp_subsec_nanos() as i64);
-    let jobs = replicas[0].jobs.clone();
-    let (created_in, _) = drive(count, move |i| {
-        let offset = if spread { (i * 1000 / count) as i64 } else { 0 };
-        let at = (due + chrono::Duration::milliseconds(offset))
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let input: JobInput = serde_json::from_value(email_job(&format!("lag {i}"), &at)).unwrap();
-        let jobs = jobs.clone();
-        async move {
-            jobs.create(input, None, &Default::default()).await.unwrap();
-        }
-    })
-    .await;
+    let created_in = create_due(&replicas[0].jobs, count, due, spread, "lag").await;
     let overran = Utc::now() >= due;
 
     let mut lags = Vec::with_capacity(count);
@@ -424,6 +413,31 @@ async fn fire_lag(replicas: &[Running], label: &str, count: usize, spread: bool)
         println!("{label}: note: a listener fell behind and lost {lost} events");
     }
     assert_eq!(duplicates, 0, "{label}: a run fired more than once");
+}
+
+/// Creates `count` jobs named `name i`, due at `due` or, with `spread`, evenly across the
+/// second from it, from `CONCURRENCY` callers; returns how long that took.
+async fn create_due(
+    jobs: &scheduler::jobs::Jobs,
+    count: usize,
+    due: DateTime<Utc>,
+    spread: bool,
+    name: &'static str,
+) -> Duration {
+    let jobs = jobs.clone();
+    drive(count, move |i| {
+        let offset = if spread { (i * 1000 / count) as i64 } else { 0 };
+        let at = (due + chrono::Duration::milliseconds(offset))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let input: JobInput =
+            serde_json::from_value(email_job(&format!("{name} {i}"), &at)).unwrap();
+        let jobs = jobs.clone();
+        async move {
+            jobs.create(input, None, &Default::default()).await.unwrap();
+        }
+    })
+    .await
+    .0
 }
 
 /// The fire lag of `count` jobs due across one second on `replicas` fresh services sharing
@@ -948,18 +962,7 @@ async fn kafka_path(brokers: &str, store: StoreKind, label: &str, count: usize) 
     );
     let due = Utc::now() + chrono::Duration::seconds(8);
     let due = due - chrono::Duration::nanoseconds(due.timestamp_subsec_nanos() as i64);
-    let creator = jobs.clone();
-    drive(fires, move |i| {
-        let at = (due + chrono::Duration::milliseconds((i * 1000 / fires) as i64))
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let input: JobInput =
-            serde_json::from_value(email_job(&format!("kafka lag {i}"), &at)).unwrap();
-        let jobs = creator.clone();
-        async move {
-            jobs.create(input, None, &Default::default()).await.unwrap();
-        }
-    })
-    .await;
+    create_due(&jobs, fires, due, true, "kafka lag").await;
     let (lags, fired_ids) =
         read_runs(&reader, fires, Instant::now() + Duration::from_secs(60)).await;
     let got = lags.len();
@@ -1171,19 +1174,7 @@ async fn window_figures(brokers: &str, store: StoreKind, label: &str, stored: us
         let lead = Duration::from_secs(8).max(Duration::from_millis(3) * count as u32);
         let due = Utc::now() + chrono::Duration::from_std(lead).unwrap();
         let due = due - chrono::Duration::nanoseconds(due.timestamp_subsec_nanos() as i64);
-        let creator = jobs.clone();
-        let (created_in, _) = drive(count, move |i| {
-            let offset = if spread { (i * 1000 / count) as i64 } else { 0 };
-            let at = (due + chrono::Duration::milliseconds(offset))
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            let input: JobInput =
-                serde_json::from_value(email_job(&format!("window {i}"), &at)).unwrap();
-            let jobs = creator.clone();
-            async move {
-                jobs.create(input, None, &Default::default()).await.unwrap();
-            }
-        })
-        .await;
+        let created_in = create_due(&jobs, count, due, spread, "window").await;
         let overran = Utc::now() >= due - chrono::Duration::milliseconds(200);
         // The creates' own operations (inserts, their events' relay) are done before the fires.
         let settle = (due - chrono::Duration::milliseconds(200) - Utc::now())

@@ -238,24 +238,28 @@ mod tests {
         })
     }
 
-    #[tokio::test]
-    async fn writes_queued_together_commit_as_one_and_a_failed_one_fails_alone() {
+    /// A writer over a fresh in-memory database built by `schema`.
+    fn connections(schema: &str) -> (Shared, Arc<Connections>) {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE t (x INTEGER NOT NULL)")
-            .unwrap();
+        conn.execute_batch(schema).unwrap();
         let shared = Arc::new(Mutex::new(conn));
         let conns = Arc::new(Connections::start(shared.clone(), Vec::new()).unwrap());
+        (shared, conns)
+    }
 
-        // While the connection is held, the writes wait in the queue: at most the first is
-        // taken alone, the rest go in one batch.
-        let held = lock(&shared);
-        let mut answers = vec![
-            insert(&conns, 1, "ok"),
-            insert(&conns, 2, "conflict"),
-            insert(&conns, 3, "panic"),
-            insert(&conns, 4, "ok"),
-            insert(&conns, 5, "ok"),
-        ];
+    /// Queues `(x, end)` inserts while the connection is held, so that at most the first is
+    /// taken alone and the rest go in one batch; checks none is answered before its commit,
+    /// then returns each one's outcome.
+    async fn queued_while_held(
+        shared: &Shared,
+        conns: &Arc<Connections>,
+        writes: &[(i64, &'static str)],
+    ) -> Vec<Result<(), StoreError>> {
+        let held = lock(shared);
+        let mut answers: Vec<Answer> = writes
+            .iter()
+            .map(|&(x, end)| insert(conns, x, end))
+            .collect();
         for answer in &mut answers {
             assert!(
                 answer.as_mut().now_or_never().is_none(),
@@ -267,6 +271,20 @@ mod tests {
         for answer in answers {
             outcomes.push(answer.await);
         }
+        outcomes
+    }
+
+    #[tokio::test]
+    async fn writes_queued_together_commit_as_one_and_a_failed_one_fails_alone() {
+        let (shared, conns) = connections("CREATE TABLE t (x INTEGER NOT NULL)");
+        let writes = [
+            (1, "ok"),
+            (2, "conflict"),
+            (3, "panic"),
+            (4, "ok"),
+            (5, "ok"),
+        ];
+        let outcomes = queued_while_held(&shared, &conns, &writes).await;
         assert!(outcomes[0].is_ok() && outcomes[3].is_ok() && outcomes[4].is_ok());
         assert!(matches!(outcomes[1], Err(StoreError::VersionConflict)));
         assert!(
@@ -295,32 +313,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_commit_fails_every_write_of_its_batch() {
-        let conn = Connection::open_in_memory().unwrap();
         // A deferred foreign key is checked at the commit: the batch that breaks it cannot
-        // commit, and neither of its writes is acknowledged.
-        conn.execute_batch(
+        // commit, and none of its writes is acknowledged.
+        let (shared, conns) = connections(
             "PRAGMA foreign_keys = ON;
              CREATE TABLE p (id INTEGER PRIMARY KEY);
              CREATE TABLE t (x INTEGER NOT NULL REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED);
              INSERT INTO p (id) VALUES (1);",
-        )
-        .unwrap();
-        let shared = Arc::new(Mutex::new(conn));
-        let conns = Arc::new(Connections::start(shared.clone(), Vec::new()).unwrap());
-        let held = lock(&shared);
-        let mut answers = vec![
-            insert(&conns, 1, "ok"),
-            insert(&conns, 1, "ok"),
-            insert(&conns, 7, "ok"),
-        ];
-        for answer in &mut answers {
-            assert!(answer.as_mut().now_or_never().is_none());
-        }
-        drop(held);
-        let mut outcomes = Vec::new();
-        for answer in answers {
-            outcomes.push(answer.await);
-        }
+        );
+        let outcomes = queued_while_held(&shared, &conns, &[(1, "ok"), (1, "ok"), (7, "ok")]).await;
         // The write of 7 breaks the key; its batch holds the second write at least.
         assert!(
             matches!(outcomes[2], Err(StoreError::Unavailable(_))),
