@@ -140,14 +140,33 @@ impl Connections {
             .map_err(|_| StoreError::Internal(anyhow!("the store's writer has stopped")))?
     }
 
-    /// Runs `f` on a read connection, on the blocking pool.
+    /// Runs `f` on the next read connection, on the blocking pool.
     pub(super) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let turn = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
-        let conn = self.readers[turn].clone();
+        self.read_on(turn, f).await
+    }
+
+    /// Runs `f` on the first read connection, so that such reads take turns: a page of the
+    /// listing holds up to its byte bound in memory, and pages read one at a time bound what
+    /// concurrent listings hold together.
+    pub(super) async fn read_in_turn<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.read_on(0, f).await
+    }
+
+    async fn read_on<T, F>(&self, reader: usize, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.readers[reader].clone();
         tokio::task::spawn_blocking(move || f(&mut lock(&conn)))
             .await
             .map_err(|e| StoreError::Internal(anyhow!(e)))?
