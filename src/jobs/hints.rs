@@ -93,13 +93,15 @@ impl DueHints {
         self.lock().due.first().map(|(at, _)| *at)
     }
 
-    /// How many hints are held (stale ones included).
-    pub fn len(&self) -> usize {
+    /// How many hints are held (stale ones included), for tests.
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().due.len()
     }
 
-    /// Whether no hint is held.
-    pub fn is_empty(&self) -> bool {
+    /// Whether no hint is held, for tests.
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
