@@ -10,6 +10,10 @@
 //!   to the dead-letter topic with the reason and where it came from in headers;
 //! - retried: the store is unavailable. That partition is paused and rewound to the message,
 //!   then resumed after a backoff, so its order holds while the other partitions go on.
+//!
+//! The messages already fetched when one arrives are applied together (up to
+//! [`MOST_PER_BATCH`]): those of different jobs at once, so the store commits them in one
+//! group, those of one job (one partition and key) in order.
 
 use std::{
     collections::HashMap,
@@ -18,9 +22,11 @@ use std::{
 };
 
 use anyhow::Context as _;
+use futures::{FutureExt as _, future::join_all};
 use rdkafka::{
     ClientContext, Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    error::KafkaError,
     message::{BorrowedMessage, Header, Headers, OwnedHeaders},
     producer::{FutureProducer, FutureRecord},
     statistics::Statistics,
@@ -49,7 +55,14 @@ const LAG_INTERVAL_MS: &str = "5000";
 /// Blocking consumer calls (seek) wait at most this long.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Most messages applied together: those already fetched when the first of them is taken.
+const MOST_PER_BATCH: usize = 256;
+
 type PartitionKey = (String, i32);
+
+/// The messages that must be applied one after the other: those of one partition with the
+/// same message key (one job's results).
+type Lane = (PartitionKey, Option<Vec<u8>>);
 
 /// A partition held back after a transient failure.
 #[derive(Debug, Clone)]
@@ -175,21 +188,16 @@ impl ResultConsumer {
                 () = shutdown.cancelled() => break,
                 () = sleep_until(next_resume) => self.resume_due(),
                 received = self.consumer.recv() => match received {
-                    Ok(message) => {
+                    Ok(first) => {
                         outage.recovered();
-                        let key = (message.topic().to_owned(), message.partition());
-                        if self.is_held(&key) {
-                            continue; // rewound; it comes again after the resume
-                        }
-                        if telemetry::is_on() {
-                            // The outcome's log line is in the message's span too.
-                            let span = process_span(&message);
-                            let outcome = self.handle(&message).instrument(span.clone()).await;
-                            record_outcome(&span, &outcome);
-                            span.in_scope(|| self.settle(&message, key, outcome));
-                        } else {
-                            let outcome = self.handle(&message).await;
-                            self.settle(&message, key, outcome);
+                        let (batch, failed) = self.take_ready(first);
+                        self.handle_batch(batch).await;
+                        if let Some(error) = failed {
+                            let wait = outage.failed(&error);
+                            tokio::select! {
+                                () = tokio::time::sleep(wait) => {}
+                                () = shutdown.cancelled() => break,
+                            }
                         }
                     }
                     Err(error) => {
@@ -206,6 +214,89 @@ impl ResultConsumer {
             tracing::debug!(%error, "no result offsets committed at shutdown");
         }
         tracing::info!("result consumer stopped");
+    }
+
+    /// `first` and the messages already fetched behind it, up to [`MOST_PER_BATCH`], in the
+    /// order they came (offset order within each partition); and an error the consumer
+    /// reported while they were taken, to be dealt with after the batch.
+    fn take_ready<'c>(
+        &'c self,
+        first: BorrowedMessage<'c>,
+    ) -> (Vec<BorrowedMessage<'c>>, Option<KafkaError>) {
+        let mut batch = vec![first];
+        while batch.len() < MOST_PER_BATCH {
+            match self.consumer.recv().now_or_never() {
+                Some(Ok(message)) => batch.push(message),
+                Some(Err(error)) => return (batch, Some(error)),
+                None => break,
+            }
+        }
+        (batch, None)
+    }
+
+    /// Applies a batch of messages: the results of different jobs at once, so the store
+    /// commits them together, those of one job in order. Then settles each in the order they
+    /// came: once a partition is held back to retry a message, the messages behind it in that
+    /// partition are left unsettled (their offsets not stored), to come again from the broker
+    /// after the wait; applying one of them twice changes nothing.
+    async fn handle_batch(&self, batch: Vec<BorrowedMessage<'_>>) {
+        let mut lanes: HashMap<Lane, Vec<usize>> = HashMap::new();
+        for (index, message) in batch.iter().enumerate() {
+            let key = (message.topic().to_owned(), message.partition());
+            if self.is_held(&key) {
+                continue; // rewound; it comes again after the resume
+            }
+            let lane = (key, message.key().map(<[u8]>::to_vec));
+            lanes.entry(lane).or_default().push(index);
+        }
+        let mut outcomes: Vec<Option<(Outcome, Option<tracing::Span>)>> =
+            std::iter::repeat_with(|| None).take(batch.len()).collect();
+        let lanes = lanes.into_values().map(|indexes| {
+            let batch = &batch;
+            async move {
+                let mut done = Vec::with_capacity(indexes.len());
+                for index in indexes {
+                    let handled = self.handle_traced(&batch[index]).await;
+                    let retry = matches!(handled.0, Outcome::Retry(_));
+                    done.push((index, handled));
+                    if retry {
+                        break; // what follows in this lane comes again after the wait
+                    }
+                }
+                done
+            }
+        });
+        for (index, handled) in join_all(lanes).await.into_iter().flatten() {
+            outcomes[index] = Some(handled);
+        }
+        for (message, handled) in batch.iter().zip(outcomes) {
+            let key = (message.topic().to_owned(), message.partition());
+            let Some((outcome, span)) = handled else {
+                continue;
+            };
+            if self.is_held(&key) {
+                continue; // behind a message that waits to be retried
+            }
+            match span {
+                Some(span) => span.in_scope(|| self.settle(message, key, outcome)),
+                None => self.settle(message, key, outcome),
+            }
+        }
+    }
+
+    /// Handles one message, in a span of its own while tracing is on.
+    async fn handle_traced(
+        &self,
+        message: &BorrowedMessage<'_>,
+    ) -> (Outcome, Option<tracing::Span>) {
+        if !telemetry::is_on() {
+            return (self.handle(message).await, None);
+        }
+        // The outcome's log line is in the message's span too.
+        let span = process_span(message);
+        let outcome = self.handle(message).instrument(span.clone()).await;
+        record_outcome(&span, &outcome);
+        (outcome, Some(span))
     }
 
     fn is_held(&self, key: &PartitionKey) -> bool {

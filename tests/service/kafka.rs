@@ -263,7 +263,7 @@ async fn results_that_cannot_be_applied_are_dead_lettered_with_reason_and_origin
 }
 
 #[tokio::test]
-async fn results_that_meet_a_store_outage_wait_and_apply_in_order_once_it_is_back() {
+async fn results_that_meet_a_store_outage_wait_and_all_apply_once_it_is_back() {
     let brokers = brokers();
     let topics = TestTopics::new();
     topics.ensure(&brokers).await;
@@ -326,22 +326,89 @@ async fn results_that_meet_a_store_outage_wait_and_apply_in_order_once_it_is_bac
                 >= 2
         })
         .await;
-    // Applied in their partition's order: the runs finished in that order. (The outbox keeps
-    // order per job; two jobs' events may leave in either order.)
-    let mut finished_at: Vec<(String, String)> = finished
+    // Each applied once. (Results of different jobs fetched together apply together, so two
+    // jobs' runs may finish in either order; one job's results keep their order.)
+    let mut finished_ids: Vec<String> = finished
         .iter()
         .filter(|m| m.header("ce_type") == "scheduler.job.finished")
-        .map(|m| {
-            let value = m.json();
-            (
-                value["FinishedAt"].as_str().unwrap().to_owned(),
-                value["Id"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|m| m.json()["Id"].as_str().unwrap().to_owned())
         .collect();
-    finished_at.sort();
-    let order: Vec<String> = finished_at.into_iter().map(|(_, id)| id).collect();
-    assert_eq!(order, ids);
+    finished_ids.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(finished_ids, expected);
+    assert_eq!(message_count(&brokers, &topics.dead_letter()).await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn results_fetched_together_apply_once_each_and_in_order_per_job() {
+    let brokers = brokers();
+    let topics = TestTopics::new();
+    topics.ensure(&brokers).await;
+    let data = tempfile::tempdir().unwrap();
+    let config = || {
+        let mut config = topics.config(&brokers);
+        config.store = Some(scheduler::config::StoreKind::Embedded);
+        config.data_dir = data.path().to_owned();
+        config
+    };
+    let app = TestApp::spawn_with(config()).await;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let job = app
+            .create_job(&email_job(&format!("batched {i}"), &in_millis(-1000)))
+            .await;
+        ids.push(id_of(&job));
+    }
+    for id in &ids {
+        app.job_with_status(id, "RUNNING").await;
+    }
+    app.stop().await;
+
+    // While no consumer runs, each job gets its result, the same again, then a different one:
+    // one round after the other, so each job's three keep that order in the partition. The
+    // next consumer finds all 120 waiting and fetches them together.
+    let producer = producer(&brokers);
+    let topic = topics.result();
+    let mut last = -1;
+    for round in [
+        json!({"Status": 4}),
+        json!({"Status": 4}),
+        json!({"Status": "FAILED", "Error": "late"}),
+    ] {
+        let sends = ids.iter().map(|id| {
+            let mut payload = round.clone();
+            payload["Id"] = json!(id);
+            let payload = payload.to_string();
+            let producer = &producer;
+            let topic = &topic;
+            async move {
+                let record: FutureRecord<'_, str, str> =
+                    FutureRecord::to(topic).key(id.as_str()).payload(&payload);
+                producer
+                    .send(record, Timeout::After(Duration::from_secs(20)))
+                    .await
+                    .expect("produced")
+                    .offset
+            }
+        });
+        last = last.max(*futures::future::join_all(sends).await.iter().max().unwrap());
+    }
+
+    let app = TestApp::spawn_with(config()).await;
+    eventually("the group to commit past every result", || async {
+        (committed(&brokers, &topics.group(), &topics.result()).await > last).then_some(())
+    })
+    .await;
+    // The first result of each job applied, once; the later two changed nothing.
+    for id in &ids {
+        let job = app.get_job(id).await;
+        assert_eq!(job["status"], "SUCCEEDED", "{id}");
+        let runs = app.get_json(&format!("/api/v1/jobs/{id}/runs")).await;
+        assert_eq!(runs["totalCount"], 1, "{id}");
+        assert_eq!(runs["runs"][0]["status"], "SUCCEEDED", "{id}");
+    }
     assert_eq!(message_count(&brokers, &topics.dead_letter()).await, 0);
     app.stop().await;
 }
