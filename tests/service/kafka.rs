@@ -347,12 +347,7 @@ async fn results_fetched_together_apply_once_each_and_in_order_per_job() {
     let topics = TestTopics::new();
     topics.ensure(&brokers).await;
     let data = tempfile::tempdir().unwrap();
-    let config = || {
-        let mut config = topics.config(&brokers);
-        config.store = Some(scheduler::config::StoreKind::Embedded);
-        config.data_dir = data.path().to_owned();
-        config
-    };
+    let config = || topics.embedded_config(&brokers, data.path());
     let app = TestApp::spawn_with(config()).await;
     let mut ids = Vec::new();
     for i in 0..40 {
@@ -419,12 +414,7 @@ async fn two_replicas_on_one_store_publish_every_event_once_through_one_relay() 
     let topics = TestTopics::new();
     topics.ensure(&brokers).await;
     let data = tempfile::tempdir().unwrap();
-    let replica = || {
-        let mut config = topics.config(&brokers);
-        config.store = Some(scheduler::config::StoreKind::Embedded);
-        config.data_dir = data.path().to_owned();
-        config
-    };
+    let replica = || topics.embedded_config(&brokers, data.path());
     let apps = [
         TestApp::spawn_with(replica()).await,
         TestApp::spawn_with(replica()).await,
@@ -472,9 +462,7 @@ async fn results_are_neither_lost_nor_applied_twice_when_a_consumer_leaves_the_g
     let topics = TestTopics::new();
     let data = tempfile::tempdir().unwrap();
     let replica = || {
-        let mut config = topics.config(&brokers);
-        config.store = Some(scheduler::config::StoreKind::Embedded);
-        config.data_dir = data.path().to_owned();
+        let mut config = topics.embedded_config(&brokers, data.path());
         config.topic_job_run_result_partitions = 2;
         config
     };

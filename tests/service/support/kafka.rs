@@ -99,6 +99,15 @@ impl TestTopics {
         Config::parse_from(args)
     }
 
+    /// The same on the embedded store in `data_dir`, which several apps may open in turn or at
+    /// once, as replicas do.
+    pub fn embedded_config(&self, brokers: &str, data_dir: &std::path::Path) -> Config {
+        let mut config = self.config(brokers);
+        config.store = Some(scheduler::config::StoreKind::Embedded);
+        config.data_dir = data_dir.to_owned();
+        config
+    }
+
     pub fn settings(&self, brokers: &str) -> KafkaSettings {
         self.config(brokers).kafka_settings().expect("brokers set")
     }
