@@ -12,7 +12,6 @@
 //! asserts nothing about speed.
 
 use std::{
-    net::TcpListener,
     process::{Child, Command, Stdio},
     sync::{
         Arc,
@@ -24,7 +23,10 @@ use std::{
 use axum::{Router, body::Bytes, extract::State, routing::post};
 
 mod support;
-use support::compare::{CONCURRENCY, compare};
+use support::{
+    compare::{CONCURRENCY, compare},
+    process::free_port,
+};
 
 /// A service process, killed when dropped.
 struct Process {
@@ -37,14 +39,6 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn start(otlp: Option<&str>) -> Process {

@@ -1,8 +1,11 @@
 //! What the benchmarks share: driving a call from concurrent tasks and reading percentiles,
-//! and comparing two services' REST throughput ([`compare`]).
+//! comparing two services' REST throughput ([`compare`]), and reading a running process
+//! ([`process`]).
 
 #[allow(dead_code)] // only the benchmarks that compare two services use it
 pub mod compare;
+#[allow(dead_code)] // each benchmark reads what it needs of a process
+pub mod process;
 
 use std::{
     sync::Arc,
@@ -15,8 +18,13 @@ pub fn percentiles(mut sample: Vec<f64>) -> (f64, f64, f64) {
         return (f64::NAN, f64::NAN, f64::NAN);
     }
     sample.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| sample[((sample.len() - 1) as f64 * q).round() as usize];
+    let at = |q| quantile(&sample, q);
     (at(0.5), at(0.99), *sample.last().unwrap())
+}
+
+/// The `q` quantile (0 to 1) of a sorted, non-empty sample, by the nearest rank.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 /// Runs `count` calls of `call(i)` from `concurrency` tasks; the elapsed time and each call's

@@ -1,0 +1,434 @@
+//! Footprint: what the release binary costs at rest, per call, and per open client.
+//!
+//! On the embedded store, and on MongoDB too when `MONGODB_URI` is set (then with the CPU of
+//! the database server beside the service's, when it runs on this machine):
+//! - gRPC create and get at 1, 16, 64 and 256 in flight, and REST at 16: calls per second,
+//!   p50 / p99 / p99.9 latency, and the CPU the service and the database server spent per call;
+//! - idle CPU of the service and the database server, empty and with the jobs created stored;
+//! - on the embedded store, the resident memory each open HTTP/1.1 keep-alive connection,
+//!   HTTP/2 (gRPC) connection and event stream adds, 500 of each held open at once.
+//!
+//! Run with `./scripts/with-mongo.sh cargo bench --bench footprint` (`-- --quick`: 10 s idle
+//! windows and fewer calls). It prints figures and asserts nothing about speed.
+
+use std::{
+    process::{Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use scheduler::grpc::pb::{self, jobs_service_client::JobsServiceClient};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+mod support;
+use support::{
+    drive_with,
+    process::{cpu_seconds, find_process, free_port, raise_open_file_limit, status_kib},
+    quantile,
+};
+
+/// The `jobData` of every job created here: an email, as the EMAIL type requires.
+fn email() -> Value {
+    json!({
+        "SourceAddress": "reports@example.com",
+        "DestinationAddress": "team@example.com",
+        "Subject": "Weekly report",
+        "Message": "Attached."
+    })
+}
+
+/// A REST body for a job due far ahead.
+fn rest_job(name: &str) -> Value {
+    json!({
+        "name": name,
+        "jobType": "EMAIL",
+        "jobData": email(),
+        "schedule": {"runAt": "2099-01-01T00:00:00Z"},
+    })
+}
+
+/// The binary under test, killed when dropped.
+struct Service {
+    child: std::process::Child,
+    pid: u32,
+    addr: String,
+    /// The database server's process, when it is known.
+    database: Option<u32>,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Service {
+    /// Starts the binary with `flags` and waits until it answers.
+    async fn start(flags: &[String], database: Option<u32>) -> Service {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_scheduler"))
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--max-event-streams", "1000"])
+            .args(["--max-event-streams-per-client", "1000"])
+            .args(flags)
+            .env("RUST_LOG", "warn")
+            .env_remove("KAFKA_BROKERS")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the scheduler binary starts");
+        let service = Service {
+            pid: child.id(),
+            child,
+            addr: format!("127.0.0.1:{port}"),
+            database,
+        };
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        loop {
+            let answer = http.get(format!("{}/healthz", service.base())).send();
+            if answer.await.is_ok_and(|r| r.status() == 200) {
+                return service;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the scheduler binary did not answer within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// CPU seconds of the service and of the database server so far.
+    fn cpu(&self) -> (f64, Option<f64>) {
+        (cpu_seconds(self.pid), self.database.map(cpu_seconds))
+    }
+
+    fn rss_kib(&self) -> u64 {
+        status_kib(self.pid, "VmRSS")
+    }
+
+    /// The resident memory once the process has settled after its start, in KiB.
+    async fn settled_rss_kib(&self) -> u64 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        self.rss_kib()
+    }
+}
+
+/// Runs `count` calls from `concurrency` tasks and prints their rate, latency and the CPU
+/// the service and the database server spent per call.
+async fn measured<F, Fut>(service: &Service, label: &str, concurrency: usize, count: usize, call: F)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let before = service.cpu();
+    let (elapsed, mut latencies) = drive_with(concurrency, count, call).await;
+    let after = service.cpu();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let per_call = |seconds: f64| seconds * 1e3 / count as f64;
+    let database = match (before.1, after.1) {
+        (Some(b), Some(a)) => format!(", database {:.3} ms", per_call(a - b)),
+        _ => String::new(),
+    };
+    println!(
+        "{label:<38} {concurrency:>3} in flight {:>7.0}/s  p50 {:>6.2}  p99 {:>6.2}  p99.9 {:>6.2} ms  CPU per call: service {:.3} ms{database}",
+        count as f64 / elapsed.as_secs_f64(),
+        quantile(&latencies, 0.5),
+        quantile(&latencies, 0.99),
+        quantile(&latencies, 0.999),
+        per_call(after.0 - before.0),
+    );
+}
+
+/// gRPC creates of jobs due far ahead, then as many gets of them.
+async fn grpc_calls(service: &Service, label: &str, concurrency: usize, count: usize) {
+    let client = JobsServiceClient::connect(service.base()).await.unwrap();
+    let ids = Arc::new(Mutex::new(Vec::with_capacity(count)));
+    {
+        let (client, ids) = (client.clone(), ids.clone());
+        let create = move |i: usize| {
+            let (mut client, ids) = (client.clone(), ids.clone());
+            async move {
+                let request = pb::CreateJobRequest {
+                    name: format!("footprint {i}"),
+                    schedule_time: Some(prost_types::Timestamp {
+                        seconds: 4_070_908_800,
+                        nanos: 0,
+                    }),
+                    job_type: pb::JobType::Email as i32,
+                    job_data: email().to_string(),
+                    ..Default::default()
+                };
+                let id = client.create_job(request).await.unwrap().into_inner().id;
+                ids.lock().unwrap().push(id);
+            }
+        };
+        let label = format!("{label} gRPC create");
+        measured(service, &label, concurrency, count, create).await;
+    }
+    let ids = Arc::new(ids.lock().unwrap().clone());
+    let get = move |i: usize| {
+        let mut client = client.clone();
+        let id = ids[i % ids.len()].clone();
+        async move {
+            client.get_job(pb::GetJobRequest { id }).await.unwrap();
+        }
+    };
+    measured(
+        service,
+        &format!("{label} gRPC get"),
+        concurrency,
+        count,
+        get,
+    )
+    .await;
+}
+
+/// REST creates of jobs due far ahead, then as many gets of them.
+async fn rest_calls(service: &Service, label: &str, concurrency: usize, count: usize) {
+    let (http, base) = (reqwest::Client::new(), service.base());
+    let ids = Arc::new(Mutex::new(Vec::with_capacity(count)));
+    {
+        let (http, base, ids) = (http.clone(), base.clone(), ids.clone());
+        let create = move |i: usize| {
+            let body = rest_job(&format!("footprint {i}"));
+            let request = http.post(format!("{base}/api/v1/jobs")).json(&body).send();
+            let ids = ids.clone();
+            async move {
+                let response = request.await.unwrap();
+                assert_eq!(response.status(), 201);
+                let job: Value = response.json().await.unwrap();
+                let id = job["id"].as_str().unwrap().to_owned();
+                ids.lock().unwrap().push(id);
+            }
+        };
+        let label = format!("{label} REST create");
+        measured(service, &label, concurrency, count, create).await;
+    }
+    let ids = Arc::new(ids.lock().unwrap().clone());
+    let get = move |i: usize| {
+        let url = format!("{base}/api/v1/jobs/{}", ids[i % ids.len()]);
+        let request = http.get(url).send();
+        async move {
+            let response = request.await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.bytes().await.unwrap();
+        }
+    };
+    measured(
+        service,
+        &format!("{label} REST get"),
+        concurrency,
+        count,
+        get,
+    )
+    .await;
+}
+
+/// The CPU the service and the database server use over `window` with no calls, as a
+/// percentage of one core.
+async fn idle(service: &Service, label: &str, window: Duration) {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = service.cpu();
+    tokio::time::sleep(window).await;
+    let after = service.cpu();
+    let percent = |seconds: f64| seconds * 100.0 / window.as_secs_f64();
+    let database = match (before.1, after.1) {
+        (Some(b), Some(a)) => format!(", database server {:.2} %", percent(a - b)),
+        _ => String::new(),
+    };
+    println!(
+        "{label:<38} idle over {} s: service {:.2} % of a core{database}",
+        window.as_secs(),
+        percent(after.0 - before.0),
+    );
+}
+
+/// Prints what holding `count` things open (`held`) added to the service's resident memory
+/// since it was `before` KiB.
+async fn per_held<T>(service: &Service, what: &str, held: Vec<T>, before: u64) {
+    let count = held.len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let open = service.rss_kib();
+    drop(held);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    println!(
+        "{what:<38} {count} open: RSS {:.1} → {:.1} MiB, {:.1} KiB each; {:.1} MiB after they closed",
+        before as f64 / 1024.0,
+        open as f64 / 1024.0,
+        open.saturating_sub(before) as f64 / count as f64,
+        service.rss_kib() as f64 / 1024.0,
+    );
+}
+
+/// A new HTTP/1.1 connection that has made `GET path` and read the head of its `200` answer.
+async fn opened(service: &Service, path: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(&service.addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: footprint\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buffer = [0u8; 4096];
+    let read = stream.read(&mut buffer).await.unwrap();
+    let head = String::from_utf8_lossy(&buffer[..read]);
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+    stream
+}
+
+/// The memory each open HTTP/1.1 keep-alive connection adds, each having made one request.
+async fn http1_connections(service: &Service, count: usize) {
+    let before = service.settled_rss_kib().await;
+    let mut connections = Vec::with_capacity(count);
+    for _ in 0..count {
+        connections.push(opened(service, "/healthz").await);
+    }
+    per_held(
+        service,
+        "HTTP/1.1 keep-alive connections",
+        connections,
+        before,
+    )
+    .await;
+}
+
+/// The memory each open HTTP/2 connection adds, each having made one gRPC call.
+async fn http2_connections(service: &Service, count: usize) {
+    let before = service.settled_rss_kib().await;
+    let mut channels = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut client = JobsServiceClient::connect(service.base()).await.unwrap();
+        let listed = client.list_jobs(pb::ListJobsRequest::default()).await;
+        listed.unwrap();
+        channels.push(client);
+    }
+    per_held(service, "HTTP/2 (gRPC) connections", channels, before).await;
+}
+
+/// The memory each open event stream (SSE) adds, and that one event reaches them all.
+async fn event_streams(service: &Service, count: usize) {
+    // Each stream is read by a task of its own, which counts the streams an event reaches.
+    let before = service.settled_rss_kib().await;
+    let reached = Arc::new(AtomicUsize::new(0));
+    let mut streams = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut stream = opened(service, "/api/v1/events").await;
+        let reached = reached.clone();
+        streams.push(AbortOnDrop(tokio::spawn(async move {
+            let mut buffer = vec![0u8; 16 * 1024];
+            let mut counted = false;
+            while let Ok(read) = stream.read(&mut buffer).await {
+                if read == 0 {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&buffer[..read]);
+                if !counted && text.contains("scheduler.job.create") {
+                    counted = true;
+                    reached.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })));
+    }
+    let created = reqwest::Client::new()
+        .post(format!("{}/api/v1/jobs", service.base()))
+        .json(&rest_job("reaches every stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let waited = Instant::now();
+    while reached.load(Ordering::Relaxed) < count && waited.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "one create event reached {} of the {count} streams",
+        reached.load(Ordering::Relaxed)
+    );
+    per_held(service, "event streams (SSE)", streams, before).await;
+}
+
+/// A task aborted when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Every figure on one store.
+async fn figures(service: &Service, label: &str, quick: bool) {
+    let window = Duration::from_secs(if quick { 10 } else { 30 });
+    let count = if quick { 500 } else { 2_000 };
+    idle(service, &format!("{label}, empty"), window).await;
+    for depth in [1, 16, 64, 256] {
+        // One caller makes fewer calls: its figure is latency-bound.
+        let calls = if depth == 1 { count / 4 } else { count };
+        grpc_calls(service, label, depth, calls).await;
+    }
+    rest_calls(service, label, 16, count).await;
+    let stored = count * 3 + count / 4 + count;
+    idle(service, &format!("{label}, {stored} jobs stored"), window).await;
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    raise_open_file_limit();
+    println!(
+        "footprint: release binary, {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    let data = tempfile::tempdir().unwrap();
+    let embedded = [
+        "--store".to_owned(),
+        "embedded".to_owned(),
+        "--data-dir".to_owned(),
+        data.path().display().to_string(),
+    ];
+    let service = Service::start(&embedded, None).await;
+    figures(&service, "embedded", quick).await;
+    drop(service);
+    // Each kind in a process of its own, so that memory one kind freed is not reused by the
+    // next and counted as nothing.
+    let service = Service::start(&embedded, None).await;
+    http1_connections(&service, 500).await;
+    drop(service);
+    let service = Service::start(&embedded, None).await;
+    http2_connections(&service, 500).await;
+    drop(service);
+    let service = Service::start(&embedded, None).await;
+    event_streams(&service, 500).await;
+    drop(service);
+
+    let Ok(uri) = std::env::var("MONGODB_URI") else {
+        println!("MONGODB_URI is not set: no MongoDB figures (./scripts/with-mongo.sh sets one)");
+        return;
+    };
+    // The database server's process: mongo-java-server as `./scripts/with-mongo.sh` starts
+    // it, found by its main class and port; a server elsewhere has no CPU figure.
+    let port = uri.rsplit(':').next().unwrap_or_default();
+    let port = port.split(['/', '?']).next().unwrap_or_default();
+    let database = find_process(&["MongoWireServer", port]);
+    if database.is_none() {
+        println!("the database server is not a local mongo-java-server: no database CPU figures");
+    }
+    let mongodb = [
+        "--store".to_owned(),
+        "mongodb".to_owned(),
+        "--database-name".to_owned(),
+        format!("footprint_{}", uuid::Uuid::new_v4().simple()),
+    ];
+    let service = Service::start(&mongodb, database).await;
+    figures(&service, "mongodb", quick).await;
+}
