@@ -7,6 +7,12 @@
 //! answered after the commit, so nothing is acknowledged before it is on disk. If the commit
 //! itself fails, every write of the batch fails.
 //!
+//! A write that arrives alone (the scheduler's claims and steps, mostly) needs no savepoint:
+//! its transaction is its own, committed if it succeeded and rolled back if it failed. That
+//! matters beyond the two statements saved: while a savepoint is open, SQLite's journal of the
+//! pages each statement changed keeps growing until the savepoint ends, and past 64 KiB it is
+//! written to a temporary file; without one it is emptied after every statement.
+//!
 //! Reads go to a small pool of connections of their own: in WAL mode a reader sees the last
 //! commit and never waits for the writer. An in-memory database has a single connection,
 //! which reads and writes share.
@@ -36,8 +42,11 @@ pub(super) type Shared = Arc<Mutex<Connection>>;
 
 /// One caller's write, waiting in the queue.
 trait Pending: Send {
-    /// Runs the write inside the open transaction.
-    fn run(&mut self, conn: &Connection);
+    /// Runs the write inside the open transaction: in a savepoint of its own when other
+    /// writes share the transaction (`shared`).
+    fn run(&mut self, conn: &Connection, shared: bool);
+    /// Whether the write ran and failed.
+    fn failed(&self) -> bool;
     /// Answers the caller once the batch is committed (or could not be).
     fn answer(self: Box<Self>, commit: Result<(), String>);
 }
@@ -54,24 +63,34 @@ where
     T: Send,
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
 {
-    fn run(&mut self, conn: &Connection) {
+    fn run(&mut self, conn: &Connection, shared: bool) {
         let Some(write) = self.write.take() else {
             return;
         };
-        let outcome = match conn.execute_batch("SAVEPOINT call") {
-            Ok(()) => {
-                let outcome = catch_unwind(AssertUnwindSafe(|| write(conn))).unwrap_or_else(|_| {
-                    Err(StoreError::Internal(anyhow!("a store write panicked")))
-                });
-                let end = match outcome {
-                    Ok(_) => conn.execute_batch("RELEASE call"),
-                    Err(_) => conn.execute_batch("ROLLBACK TO call; RELEASE call"),
-                };
-                end.map_err(map_err).and(outcome)
+        let run = || {
+            catch_unwind(AssertUnwindSafe(|| write(conn)))
+                .unwrap_or_else(|_| Err(StoreError::Internal(anyhow!("a store write panicked"))))
+        };
+        let outcome = if !shared {
+            run()
+        } else {
+            match conn.execute_batch("SAVEPOINT call") {
+                Ok(()) => {
+                    let outcome = run();
+                    let end = match outcome {
+                        Ok(_) => conn.execute_batch("RELEASE call"),
+                        Err(_) => conn.execute_batch("ROLLBACK TO call; RELEASE call"),
+                    };
+                    end.map_err(map_err).and(outcome)
+                }
+                Err(e) => Err(map_err(e)),
             }
-            Err(e) => Err(map_err(e)),
         };
         self.outcome = Some(outcome);
+    }
+
+    fn failed(&self) -> bool {
+        matches!(self.outcome, Some(Err(_)))
     }
 
     fn answer(self: Box<Self>, commit: Result<(), String>) {
@@ -203,12 +222,17 @@ fn commit_loop(conn: &Shared, waiting: &mpsc::Receiver<Box<dyn Pending>>, commit
             }
         }
         let conn = lock(conn);
+        let alone = batch.len() == 1;
+        let mut rolled_back = false;
         let commit = match conn.execute_batch("BEGIN IMMEDIATE") {
             Ok(()) => {
                 for call in &mut batch {
-                    call.run(&conn);
+                    call.run(&conn, !alone);
                 }
-                conn.execute_batch("COMMIT").inspect_err(|_| {
+                // A lone write that failed is undone with its transaction, the one thing in it.
+                rolled_back = alone && batch[0].failed();
+                let end = if rolled_back { "ROLLBACK" } else { "COMMIT" };
+                conn.execute_batch(end).inspect_err(|_| {
                     // Leave no transaction open for the next batch.
                     let _ = conn.execute_batch("ROLLBACK");
                 })
@@ -216,7 +240,7 @@ fn commit_loop(conn: &Shared, waiting: &mpsc::Receiver<Box<dyn Pending>>, commit
             Err(e) => Err(e),
         };
         drop(conn);
-        if commit.is_ok() {
+        if commit.is_ok() && !rolled_back {
             commits.fetch_add(1, Ordering::Relaxed);
         }
         let commit = commit.map_err(|e| {
@@ -264,6 +288,20 @@ mod tests {
         let shared = Arc::new(Mutex::new(conn));
         let conns = Arc::new(Connections::start(shared.clone(), Vec::new()).unwrap());
         (shared, conns)
+    }
+
+    /// What the scratch table holds, in order.
+    async fn stored(conns: &Connections) -> Vec<i64> {
+        conns
+            .read(|conn| {
+                let mut stmt = conn
+                    .prepare("SELECT x FROM t ORDER BY x")
+                    .map_err(map_err)?;
+                let rows = stmt.query_map([], |row| row.get(0)).map_err(map_err)?;
+                rows.collect::<Result<_, _>>().map_err(map_err)
+            })
+            .await
+            .unwrap()
     }
 
     /// Queues `(x, end)` inserts while the connection is held, so that at most the first is
@@ -315,19 +353,34 @@ mod tests {
             conns.commits()
         );
 
-        let kept: Vec<i64> = conns
-            .read(|conn| {
-                let mut stmt = conn
-                    .prepare("SELECT x FROM t ORDER BY x")
-                    .map_err(map_err)?;
-                let rows = stmt.query_map([], |row| row.get(0)).map_err(map_err)?;
-                rows.collect::<Result<_, _>>().map_err(map_err)
-            })
-            .await
-            .unwrap();
+        let kept = stored(&conns).await;
         assert_eq!(kept, vec![1, 4, 5], "the failed writes left nothing behind");
         // The writer goes on after a panic.
         insert(&conns, 6, "ok").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_write_alone_is_committed_or_rolled_back_as_its_own_transaction() {
+        let (_shared, conns) = connections("CREATE TABLE t (x INTEGER NOT NULL)");
+        // Each awaited before the next is queued, so each is a batch of one.
+        insert(&conns, 1, "ok").await.unwrap();
+        let conflict = insert(&conns, 2, "conflict").await;
+        assert!(
+            matches!(conflict, Err(StoreError::VersionConflict)),
+            "{conflict:?}"
+        );
+        let panicked = insert(&conns, 3, "panic").await;
+        assert!(
+            matches!(&panicked, Err(StoreError::Internal(e)) if e.to_string().contains("panicked"))
+        );
+        insert(&conns, 4, "ok").await.unwrap();
+        assert_eq!(
+            conns.commits(),
+            2,
+            "the two failed writes committed nothing"
+        );
+        let kept = stored(&conns).await;
+        assert_eq!(kept, vec![1, 4], "the failed writes left nothing behind");
     }
 
     #[tokio::test]
