@@ -11,7 +11,8 @@
 //! each connection finish the requests it has, then close it.
 //!
 //! **Not here:** requests. It hands each one to the router `app` gives it, and knows nothing of
-//! REST, gRPC or the use cases.
+//! REST, gRPC or the use cases, but for one thing: the errors hyper answers itself, before any
+//! handler, go out as REST's problem document ([`problem_answers`]).
 
 use std::{
     convert::Infallible,
@@ -48,6 +49,9 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::tls::Handshake;
+
+mod problem_answers;
+use problem_answers::ProblemAnswers;
 
 /// How often an HTTP/2 connection is pinged, and how long the answer may take: a peer that
 /// vanished without closing (a laptop that slept, a dropped route) would otherwise hold its
@@ -223,8 +227,10 @@ impl Connection {
                 }
             })
         };
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
+        let connection = builder.serve_connection_with_upgrades(
+            TokioIo::new(ProblemAnswers::new(io)),
+            TowerToHyperService::new(service),
+        );
         tokio::pin!(connection);
         tokio::select! {
             served = connection.as_mut() => return served,

@@ -9,7 +9,7 @@ mod events;
 mod health;
 mod jobs;
 mod params;
-mod problem;
+pub(crate) mod problem;
 mod schemas;
 mod security;
 mod state;

@@ -1,6 +1,6 @@
 //! REST edge cases a hostile or careless client reaches: a change that changes nothing, `If-Match`
-//! lists, a huge body announced with `Expect: 100-continue`, integers past 2^53 in job data, and a
-//! request target too long.
+//! lists, a huge body announced with `Expect: 100-continue`, integers past 2^53 in job data, a
+//! request target too long, and the malformed requests hyper refuses before any handler.
 
 use scheduler::domain::EventKind;
 use serde_json::json;
@@ -155,4 +155,85 @@ async fn a_request_target_too_long_is_414_with_a_problem_and_a_long_but_fine_one
         problem["detail"].as_str().unwrap().contains("8192 bytes"),
         "{problem}"
     );
+}
+
+#[tokio::test]
+async fn requests_hyper_refuses_itself_get_a_problem_document_and_store_nothing() {
+    let app = TestApp::spawn().await;
+    let many_headers: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let cases = [
+        (
+            "a duplicate Content-Length",
+            "POST /api/v1/jobs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             content-length: 2\r\ncontent-length: 3\r\n\r\n{}"
+                .to_owned(),
+            400,
+        ),
+        (
+            "an unreadable Content-Length",
+            "POST /api/v1/jobs HTTP/1.1\r\nhost: x\r\ncontent-length: two\r\n\r\n{}".to_owned(),
+            400,
+        ),
+        ("not HTTP at all", "garbage\r\n\r\n".to_owned(), 400),
+        (
+            "a target over 64 KiB",
+            format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(70_000)),
+            414,
+        ),
+        (
+            "150 headers",
+            format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{many_headers}\r\n"),
+            431,
+        ),
+        (
+            "a 500 KB header",
+            format!(
+                "GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+                "v".repeat(500_000)
+            ),
+            431,
+        ),
+    ];
+    for (case, request, status) in cases {
+        let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        // hyper may answer and close before it has read all of a big request.
+        let _ = tcp.write_all(request.as_bytes()).await;
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tcp.read_to_end(&mut answer),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{case}: no answer"));
+        assert!(read.is_ok() || !answer.is_empty(), "{case}: {read:?}");
+        let answer = String::from_utf8_lossy(&answer);
+        let (head, body) = answer
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("{case}: {answer}"));
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{case}: {head}"
+        );
+        let head = head.to_ascii_lowercase();
+        assert!(
+            head.contains("\r\ncontent-type: application/problem+json\r\n"),
+            "{case}: {head}"
+        );
+        assert!(
+            head.contains(&format!("\r\ncontent-length: {}\r\n", body.len()))
+                || head.ends_with(&format!("\r\ncontent-length: {}", body.len())),
+            "{case}: {head}"
+        );
+        let problem: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{case}: {e}: {body}"));
+        assert_eq!(problem["status"], status, "{case}");
+        assert!(
+            problem["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{case}"
+        );
+    }
+    assert_eq!(app.job_count().await, 0);
+    // The service goes on answering.
+    let fine = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(fine.status(), 200);
 }
