@@ -42,11 +42,9 @@ pub(super) type Shared = Arc<Mutex<Connection>>;
 
 /// One caller's write, waiting in the queue.
 trait Pending: Send {
-    /// Runs the write inside the open transaction: in a savepoint of its own when other
-    /// writes share the transaction (`shared`).
-    fn run(&mut self, conn: &Connection, shared: bool);
-    /// Whether the write ran and failed.
-    fn failed(&self) -> bool;
+    /// Runs the write inside the open transaction, in a savepoint of its own when other
+    /// writes share the transaction (`shared`); whether it failed.
+    fn run(&mut self, conn: &Connection, shared: bool) -> bool;
     /// Answers the caller once the batch is committed (or could not be).
     fn answer(self: Box<Self>, commit: Result<(), String>);
 }
@@ -63,9 +61,9 @@ where
     T: Send,
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
 {
-    fn run(&mut self, conn: &Connection, shared: bool) {
+    fn run(&mut self, conn: &Connection, shared: bool) -> bool {
         let Some(write) = self.write.take() else {
-            return;
+            return false;
         };
         let run = || {
             catch_unwind(AssertUnwindSafe(|| write(conn)))
@@ -86,11 +84,9 @@ where
                 Err(e) => Err(map_err(e)),
             }
         };
+        let failed = outcome.is_err();
         self.outcome = Some(outcome);
-    }
-
-    fn failed(&self) -> bool {
-        matches!(self.outcome, Some(Err(_)))
+        failed
     }
 
     fn answer(self: Box<Self>, commit: Result<(), String>) {
@@ -226,11 +222,13 @@ fn commit_loop(conn: &Shared, waiting: &mpsc::Receiver<Box<dyn Pending>>, commit
         let mut rolled_back = false;
         let commit = match conn.execute_batch("BEGIN IMMEDIATE") {
             Ok(()) => {
-                for call in &mut batch {
-                    call.run(&conn, !alone);
-                }
+                let failed = batch
+                    .iter_mut()
+                    .map(|call| call.run(&conn, !alone))
+                    .filter(|&failed| failed)
+                    .count();
                 // A lone write that failed is undone with its transaction, the one thing in it.
-                rolled_back = alone && batch[0].failed();
+                rolled_back = alone && failed == 1;
                 let end = if rolled_back { "ROLLBACK" } else { "COMMIT" };
                 conn.execute_batch(end).inspect_err(|_| {
                     // Leave no transaction open for the next batch.
