@@ -12,7 +12,6 @@
 //! windows and fewer calls). It prints figures and asserts nothing about speed.
 
 use std::{
-    process::{Command, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -30,7 +29,7 @@ use tokio::{
 mod support;
 use support::{
     drive_with,
-    process::{cpu_seconds, find_process, free_port, raise_open_file_limit, status_kib},
+    process::{Binary, cpu_seconds, find_process, raise_open_file_limit, status_kib},
     quantile,
 };
 
@@ -54,69 +53,35 @@ fn rest_job(name: &str) -> Value {
     })
 }
 
-/// The binary under test, killed when dropped.
+/// The binary under test, and the database server's process when it is known.
 struct Service {
-    child: std::process::Child,
-    pid: u32,
-    addr: String,
-    /// The database server's process, when it is known.
+    binary: Binary,
     database: Option<u32>,
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Service {
-    /// Starts the binary with `flags` and waits until it answers.
+    /// Starts the binary with `flags`, room for 1,000 event streams, and waits until it answers.
     async fn start(flags: &[String], database: Option<u32>) -> Service {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_scheduler"))
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        let mut command = Binary::command();
+        command
             .args(["--max-event-streams", "1000"])
             .args(["--max-event-streams-per-client", "1000"])
-            .args(flags)
-            .env("RUST_LOG", "warn")
-            .env_remove("KAFKA_BROKERS")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("the scheduler binary starts");
-        let service = Service {
-            pid: child.id(),
-            child,
-            addr: format!("127.0.0.1:{port}"),
-            database,
-        };
-        let http = reqwest::Client::new();
-        let started = Instant::now();
-        loop {
-            let answer = http.get(format!("{}/healthz", service.base())).send();
-            if answer.await.is_ok_and(|r| r.status() == 200) {
-                return service;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the scheduler binary did not answer within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            .args(flags);
+        let binary = Binary::start(command).await;
+        Service { binary, database }
     }
 
     fn base(&self) -> String {
-        format!("http://{}", self.addr)
+        self.binary.base()
     }
 
     /// CPU seconds of the service and of the database server so far.
     fn cpu(&self) -> (f64, Option<f64>) {
-        (cpu_seconds(self.pid), self.database.map(cpu_seconds))
+        (cpu_seconds(self.binary.pid), self.database.map(cpu_seconds))
     }
 
     fn rss_kib(&self) -> u64 {
-        status_kib(self.pid, "VmRSS")
+        status_kib(self.binary.pid, "VmRSS")
     }
 
     /// The resident memory once the process has settled after its start, in KiB.
@@ -275,7 +240,7 @@ async fn per_held<T>(service: &Service, what: &str, held: Vec<T>, before: u64) {
 
 /// A new HTTP/1.1 connection that has made `GET path` and read the head of its `200` answer.
 async fn opened(service: &Service, path: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(&service.addr).await.unwrap();
+    let mut stream = TcpStream::connect(&service.binary.addr).await.unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nhost: footprint\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut buffer = [0u8; 4096];

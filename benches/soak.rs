@@ -8,7 +8,6 @@
 //! figures and asserts nothing about speed.
 
 use std::{
-    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -22,7 +21,7 @@ use tokio::{io::AsyncWriteExt, sync::mpsc};
 
 #[allow(dead_code)] // the soak shares only the process readings
 mod support;
-use support::process::{cpu_ticks, free_port, status_kib};
+use support::process::{Binary, cpu_ticks, status_kib};
 
 fn job(name: &str, schedule: Value) -> Value {
     json!({
@@ -39,21 +38,14 @@ async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let length = Duration::from_secs(if quick { 120 } else { 600 });
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_scheduler"))
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+    let mut command = Binary::command();
+    command
         .args(["--store", "embedded", "--data-dir"])
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let base = format!("http://127.0.0.1:{port}");
+        .arg(dir.path());
+    let service = Binary::start(command).await;
+    let pid = service.pid;
+    let base = service.base();
     let http = reqwest::Client::new();
-    while http.get(format!("{base}/healthz")).send().await.is_err() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 
     // Ten stream clients: eight read (one of them hands fired runs to the result sender),
     // two never read, on sockets with small receive buffers.
@@ -96,10 +88,7 @@ async fn main() {
     for _ in 0..2 {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
-        let mut stream = socket
-            .connect(format!("127.0.0.1:{port}").parse().unwrap())
-            .await
-            .unwrap();
+        let mut stream = socket.connect(service.addr.parse().unwrap()).await.unwrap();
         stream
             .write_all(b"GET /api/v1/events HTTP/1.1\r\nhost: x\r\n\r\n")
             .await
@@ -192,6 +181,5 @@ async fn main() {
         status_kib(pid, "VmHWM") as f64 / 1024.0
     );
     drop(stalled);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(service);
 }

@@ -12,7 +12,6 @@
 //! asserts nothing about speed.
 
 use std::{
-    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -25,49 +24,17 @@ use axum::{Router, body::Bytes, extract::State, routing::post};
 mod support;
 use support::{
     compare::{CONCURRENCY, compare},
-    process::free_port,
+    process::Binary,
 };
 
-/// A service process, killed when dropped.
-struct Process {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start(otlp: Option<&str>) -> Process {
-    let port = free_port();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_scheduler"));
-    command
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--store", "memory", "--log-format", "json"])
-        .env("RUST_LOG", "warn")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .stdout(Stdio::null());
+/// The service on the in-memory store, exporting traces to `otlp` if given.
+async fn start(otlp: Option<&str>) -> Binary {
+    let mut command = Binary::command();
+    command.args(["--store", "memory", "--log-format", "json"]);
     if let Some(endpoint) = otlp {
         command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
     }
-    let process = Process {
-        child: command.spawn().expect("the binary starts"),
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let http = reqwest::Client::new();
-    for _ in 0..400 {
-        if let Ok(r) = http.get(format!("{}/healthz", process.base)).send().await
-            && r.status() == 200
-        {
-            return process;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the service did not start");
+    Binary::start(command).await
 }
 
 /// The OTLP sink: counts exports and their bytes.
@@ -106,7 +73,7 @@ async fn main() {
     if control {
         println!("control run: the \"on\" process does not trace either");
     }
-    compare("tracing", &traced.base, &plain.base, count).await;
+    compare("tracing", &traced.base(), &plain.base(), count).await;
     // The last batch goes out within the exporter's delay (5 s by default).
     tokio::time::sleep(Duration::from_secs(6)).await;
     println!(

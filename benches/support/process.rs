@@ -63,3 +63,66 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The scheduler binary as a child process on a free loopback port; killed when dropped.
+pub struct Binary {
+    child: std::process::Child,
+    /// Its process id.
+    pub pid: u32,
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+}
+
+impl Binary {
+    /// The binary with `RUST_LOG=warn`, its standard output discarded and no broker or
+    /// collector from the caller's environment: add the flags and variables, then [`start`].
+    ///
+    /// [`start`]: Binary::start
+    pub fn command() -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_scheduler"));
+        command
+            .env("RUST_LOG", "warn")
+            .env_remove("KAFKA_BROKERS")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .stdout(std::process::Stdio::null());
+        command
+    }
+
+    /// Starts `command` on a free port and waits until it answers `/healthz`.
+    pub async fn start(mut command: std::process::Command) -> Binary {
+        let port = free_port();
+        command.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+        let child = command.spawn().expect("the scheduler binary starts");
+        let binary = Binary {
+            pid: child.id(),
+            child,
+            addr: format!("127.0.0.1:{port}"),
+        };
+        let http = reqwest::Client::new();
+        let started = std::time::Instant::now();
+        loop {
+            let answer = http.get(format!("{}/healthz", binary.base())).send();
+            if answer.await.is_ok_and(|r| r.status() == 200) {
+                return binary;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "the scheduler binary did not answer within 60 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
