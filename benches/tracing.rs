@@ -7,8 +7,8 @@
 //! process that reads each export and answers 200, so the figure is the service's own cost
 //! and not a collector's.
 //!
-//! Run with `cargo bench --bench tracing` (`-- --quick` for 1,000 calls per figure instead of
-//! 5,000; `-- --control` for the noise floor: neither process traces). It prints figures and
+//! Run with `cargo bench --bench tracing` (`-- --quick` for 2,000 calls per figure instead of
+//! 20,000; `-- --control` for the noise floor: neither process traces). It prints figures and
 //! asserts nothing about speed.
 
 use std::{
@@ -62,7 +62,7 @@ async fn sink() -> (String, Arc<(AtomicU64, AtomicU64)>) {
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let control = std::env::args().any(|a| a == "--control");
-    let count = if quick { 1_000 } else { 5_000 };
+    let count = if quick { 2_000 } else { 20_000 };
     println!(
         "tracing benchmark: {} cores, concurrency {CONCURRENCY}, {count} calls per figure",
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -73,7 +73,7 @@ async fn main() {
     if control {
         println!("control run: the \"on\" process does not trace either");
     }
-    compare("tracing", &traced.base(), &plain.base(), count).await;
+    compare("tracing", &traced, &plain, count).await;
     // The last batch goes out within the exporter's delay (5 s by default).
     tokio::time::sleep(Duration::from_secs(6)).await;
     println!(

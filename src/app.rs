@@ -24,9 +24,9 @@ use crate::{
     grpc,
     jobs::{EventRoute, Jobs, hints::DueHints, ports::JobStore},
     kafka::{KafkaSettings, consumer::ResultConsumer, producer::KafkaPublisher},
-    metrics::{BuildInfo, Metrics, requests::observe},
+    metrics::{BuildInfo, Metrics, requests::ObserveLayer},
     outbox::{Relay, RelaySettings},
-    rest::{self, AppState, RestSettings},
+    rest::{self, AppState, RestSettings, Shared},
     runtime::{Backoff, Outage, Supervisor},
     scheduler::{Scheduler, SchedulerSettings},
     serve::{self, Port, ServeSettings},
@@ -202,13 +202,13 @@ impl Application {
             },
         )
         .with_metrics(metrics.clone());
-        let state = AppState {
+        let state = AppState::new(Shared {
             jobs: jobs.clone(),
             bus: bus.clone(),
             shutdown: internal_shutdown.clone(),
             streams: streams.clone(),
             metrics: metrics.clone(),
-        };
+        });
         let rest_settings = RestSettings {
             max_body_bytes: config.max_body_bytes,
             request_timeout: config.request_timeout(),
@@ -233,7 +233,7 @@ impl Application {
             ));
         // Outside the guard, so refused calls are timed and traced too.
         let router = if metrics.is_on() || crate::telemetry::is_on() {
-            router.layer(axum::middleware::from_fn_with_state(metrics, observe))
+            router.layer(ObserveLayer::new(&metrics))
         } else {
             router
         };

@@ -1,5 +1,5 @@
-//! The requests of the one port, REST and gRPC, with OpenTelemetry's names: the middleware
-//! [`observe`] wraps the whole router (outside access control, so refusals count) and times
+//! The requests of the one port, REST and gRPC, with OpenTelemetry's names: the layer
+//! [`ObserveLayer`] wraps the whole router (outside access control, so refusals count) and times
 //! each request and, while tracing is on, makes its server span.
 //!
 //! A REST request is observed when its response headers are ready, labelled with the route
@@ -15,6 +15,7 @@
 //! and ends with the response (for gRPC, with its final status).
 
 use std::{
+    future::Future,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -23,72 +24,194 @@ use std::{
 
 use axum::{
     body::{Body, Bytes},
-    extract::{MatchedPath, Request, State},
+    extract::{MatchedPath, Request},
     http::{HeaderMap, Method, Uri, header},
-    middleware::Next,
     response::Response,
 };
 use http_body::{Frame, SizeHint};
-use tracing::{Instrument, Span, field::Empty};
+use tower::{Layer, Service};
+use tracing::{Instrument, Span, field::Empty, instrument::Instrumented};
 
 use super::{Instruments, Metrics};
 use crate::telemetry;
 
-/// The middleware: times the request, traces it, and labels both by protocol.
-pub async fn observe(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
-    let traced = telemetry::is_on();
-    let m = metrics.0.clone();
-    if m.is_none() && !traced {
-        return next.run(request).await;
-    }
-    let start = Instant::now();
-    let routed = request.extensions().get::<MatchedPath>().cloned();
-    if is_grpc(request.headers()) {
-        // A clone of the URI shares its bytes: no copy of the path.
-        let uri = request.uri().clone();
-        let span = traced.then(|| rpc_span(&request, routed.is_some()));
-        let response = run(next, request, span.as_ref()).await;
-        let mut call = Call {
-            m,
-            method: routed.map(|_| uri),
-            start,
-            span,
-        };
-        if let Some(status) = grpc_status(response.headers()) {
-            call.finish(status);
-            return response;
-        }
-        return response.map(|body| {
-            Body::new(Observed {
-                inner: body,
-                call: Some(call),
-            })
-        });
-    }
-    let method = method_label(request.method());
-    let route = routed.as_ref().map_or("", MatchedPath::as_str);
-    let span = traced.then(|| http_span(&request, method, route));
-    let response = run(next, request, span.as_ref()).await;
-    let status = response.status();
-    if let Some(m) = m {
-        m.http
-            .with_label_values(&[method, route, status.as_str()])
-            .observe(start.elapsed().as_secs_f64());
-    }
-    if let Some(span) = span {
-        span.record("http.response.status_code", status.as_u16());
-        if status.is_server_error() {
-            span.record("otel.status_code", "ERROR");
-        }
-    }
-    response
+/// The layer that times and traces every request of the router it wraps (as `Router::layer`,
+/// around each route, where the matched route template is known).
+///
+/// A hand-written layer rather than axum's `from_fn`: it calls the route in place and wraps
+/// its future, where `from_fn` clones the route's boxed service and boxes the future for
+/// every request.
+#[derive(Clone)]
+pub struct ObserveLayer {
+    m: Option<Arc<Instruments>>,
 }
 
-/// Runs the rest of the stack, inside `span` when there is one.
-async fn run(next: Next, request: Request, span: Option<&Span>) -> Response {
-    match span {
-        Some(span) => next.run(request).instrument(span.clone()).await,
-        None => next.run(request).await,
+impl ObserveLayer {
+    /// Observing into `metrics` (and tracing, while tracing is on).
+    pub fn new(metrics: &Metrics) -> Self {
+        Self {
+            m: metrics.0.clone(),
+        }
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            m: self.m.clone(),
+        }
+    }
+}
+
+/// A route, timed and traced.
+#[derive(Clone)]
+pub struct Observe<S> {
+    inner: S,
+    m: Option<Arc<Instruments>>,
+}
+
+impl<S, E> Service<Request> for Observe<S>
+where
+    S: Service<Request, Response = Response, Error = E>,
+{
+    type Response = Response;
+    type Error = E;
+    type Future = Observing<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let traced = telemetry::is_on();
+        let m = self.m.clone();
+        if m.is_none() && !traced {
+            return Observing {
+                inner: self.inner.call(request).instrument(Span::none()),
+                pending: None,
+            };
+        }
+        let start = Instant::now();
+        let routed = request.extensions().get::<MatchedPath>().cloned();
+        let pending = if is_grpc(request.headers()) {
+            // A clone of the URI shares its bytes: no copy of the path.
+            let uri = request.uri().clone();
+            let span = traced.then(|| rpc_span(&request, routed.is_some()));
+            Pending::Grpc(Call {
+                m,
+                method: routed.map(|_| uri),
+                start,
+                span,
+            })
+        } else {
+            let method = method_label(request.method());
+            let route = routed.as_ref().map_or("", MatchedPath::as_str);
+            let span = traced.then(|| http_span(&request, method, route));
+            Pending::Rest {
+                m,
+                method,
+                route: routed,
+                start,
+                span,
+            }
+        };
+        let span = match &pending {
+            Pending::Grpc(Call { span, .. }) | Pending::Rest { span, .. } => {
+                span.clone().unwrap_or_else(Span::none)
+            }
+        };
+        Observing {
+            inner: self.inner.call(request).instrument(span),
+            pending: Some(pending),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A route's answer on its way, inside the request's span; observed once it is ready.
+    pub struct Observing<F> {
+        #[pin]
+        inner: Instrumented<F>,
+        // `None` with metrics and tracing off, and once observed.
+        pending: Option<Pending>,
+    }
+}
+
+impl<F, E> Future for Observing<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let answered = std::task::ready!(this.inner.poll(cx));
+        Poll::Ready(match this.pending.take() {
+            Some(pending) => answered.map(|response| pending.finish(response)),
+            None => answered,
+        })
+    }
+}
+
+/// What a request is observed by once its response headers are ready.
+enum Pending {
+    /// A REST request: observed with its status now.
+    Rest {
+        /// `None` with metrics off.
+        m: Option<Arc<Instruments>>,
+        method: &'static str,
+        /// The route template the router matched, if any.
+        route: Option<MatchedPath>,
+        start: Instant,
+        /// `None` with tracing off.
+        span: Option<Span>,
+    },
+    /// A gRPC call: observed at its final status, in the trailers unless it answered in the
+    /// headers.
+    Grpc(Call),
+}
+
+impl Pending {
+    fn finish(self, response: Response) -> Response {
+        match self {
+            Pending::Rest {
+                m,
+                method,
+                route,
+                start,
+                span,
+            } => {
+                let status = response.status();
+                if let Some(m) = m {
+                    let route = route.as_ref().map_or("", MatchedPath::as_str);
+                    m.http
+                        .with_label_values(&[method, route, status.as_str()])
+                        .observe(start.elapsed().as_secs_f64());
+                }
+                if let Some(span) = span {
+                    span.record("http.response.status_code", status.as_u16());
+                    if status.is_server_error() {
+                        span.record("otel.status_code", "ERROR");
+                    }
+                }
+                response
+            }
+            Pending::Grpc(mut call) => {
+                if let Some(status) = grpc_status(response.headers()) {
+                    call.finish(status);
+                    return response;
+                }
+                response.map(|body| {
+                    Body::new(Observed {
+                        inner: body,
+                        call: Some(call),
+                    })
+                })
+            }
+        }
     }
 }
 

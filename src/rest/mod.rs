@@ -28,7 +28,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 pub(crate) use self::problem::Problem;
 use self::security::Security;
-pub use self::state::{AppState, RestSettings};
+pub use self::state::{AppState, RestSettings, Shared};
 
 /// The OpenAPI document of the REST API.
 #[derive(OpenApi)]

@@ -1,14 +1,34 @@
 //! What every REST handler may use.
 
-use std::time::Duration;
+use std::{ops::Deref, sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::{events::EventBus, jobs::Jobs, metrics::Metrics, throttle::StreamLimit};
 
-/// The handlers' shared state.
+/// The handlers' shared state. The router clones it for every request, so it is one shared
+/// allocation: a clone is one reference count, not one per part (a cancellation token's clone
+/// takes a lock).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The state of `shared`.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What the handlers share.
+pub struct Shared {
     /// The use cases.
     pub jobs: Jobs,
     /// Live events for the SSE stream.
