@@ -61,14 +61,22 @@ pub async fn router(
         said_not_serving.cancel();
     });
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    // Reflection serves our calls, health, and the `google.rpc` error details our statuses
+    // carry (`BadRequest`, `RetryInfo`), so a generic client such as grpcurl can decode them.
+    let described = || {
+        [
+            pb::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_types::pb::FILE_DESCRIPTOR_SET,
+        ]
+        .into_iter()
+        .fold(
+            tonic_reflection::server::Builder::configure(),
+            |builder, set| builder.register_encoded_file_descriptor_set(set),
+        )
+    };
+    let reflection_v1 = described().build_v1()?;
+    let reflection_v1alpha = described().build_v1alpha()?;
 
     Ok(tonic::service::Routes::new(service)
         .add_service(health)

@@ -267,6 +267,100 @@ async fn reflection_v1_and_v1alpha_list_the_services() {
     ));
 }
 
+/// The descriptors of `file` and of every file it imports, through reflection v1, as grpcurl
+/// fetches them to decode a message.
+async fn reflected_file_and_imports(
+    app: &TestApp,
+    symbol: &str,
+) -> Vec<prost_types::FileDescriptorProto> {
+    use prost::Message;
+    use tonic_reflection::pb::v1 as r1;
+    let mut client = r1::server_reflection_client::ServerReflectionClient::new(app.channel().await);
+    let ask = |request| r1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
+    let mut files: Vec<prost_types::FileDescriptorProto> = Vec::new();
+    let mut wanted =
+        vec![r1::server_reflection_request::MessageRequest::FileContainingSymbol(symbol.into())];
+    while let Some(request) = wanted.pop() {
+        let asked = format!("{request:?}");
+        let response = client
+            .server_reflection_info(tokio_stream::iter([ask(request)]))
+            .await
+            .unwrap()
+            .into_inner()
+            .next()
+            .await
+            .unwrap()
+            .unwrap();
+        let Some(r1::server_reflection_response::MessageResponse::FileDescriptorResponse(found)) =
+            response.message_response
+        else {
+            panic!(
+                "reflection does not serve {asked}: {:?}",
+                response.message_response
+            )
+        };
+        for bytes in found.file_descriptor_proto {
+            let file = prost_types::FileDescriptorProto::decode(bytes.as_slice()).unwrap();
+            if files.iter().any(|known| known.name == file.name) {
+                continue;
+            }
+            for import in &file.dependency {
+                if !files.iter().any(|known| known.name() == import) {
+                    wanted.push(
+                        r1::server_reflection_request::MessageRequest::FileByFilename(
+                            import.clone(),
+                        ),
+                    );
+                }
+            }
+            files.push(file);
+        }
+    }
+    files
+}
+
+#[tokio::test]
+async fn reflection_serves_the_error_details_so_a_generic_client_can_print_field_violations() {
+    let app = TestApp::spawn().await;
+    for symbol in ["google.rpc.BadRequest", "google.rpc.RetryInfo"] {
+        let files = reflected_file_and_imports(&app, symbol).await;
+        let (package, message) = symbol.rsplit_once('.').unwrap();
+        let file = files
+            .iter()
+            .find(|f| f.package() == package && f.message_type.iter().any(|m| m.name() == message))
+            .unwrap_or_else(|| panic!("no file declares {symbol}"));
+        // Every import resolved, so a client can build the message from reflection alone.
+        for import in &file.dependency {
+            assert!(
+                files.iter().any(|f| f.name() == import),
+                "{symbol}: {import} missing"
+            );
+        }
+    }
+    // And the field violations an invalid call carries are that message.
+    let mut client = app.grpc().await;
+    let refused = client
+        .create_job(email_request("", "2030-01-01T09:00:00Z"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    use tonic_types::StatusExt;
+    let details = refused.get_error_details();
+    let violations = details
+        .bad_request()
+        .expect("a google.rpc.BadRequest detail");
+    assert!(
+        violations
+            .field_violations
+            .iter()
+            .any(|v| v.field == "name"),
+        "{violations:?}"
+    );
+}
+
 #[tokio::test]
 async fn health_reports_serving() {
     let app = TestApp::spawn().await;
