@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use super::ports::EventSink;
-use crate::domain::Event;
+use crate::domain::{Event, EventKind};
 
 /// An event always goes to the live sink once its change is stored. When a durable sink
 /// (Kafka) is configured, the event is also stored in the outbox with the change itself, and
@@ -48,7 +48,26 @@ impl EventRoute {
             relay.notify_one();
         }
         for event in events {
+            log_run(&event);
             self.live.publish(event).await;
         }
+    }
+}
+
+/// One INFO line for each fire (a retry when it is not the run's first attempt) and each end
+/// of a run (its result, a timeout, a fire recorded as skipped, missed or cancelled), with the
+/// job and run ids: what an operator greps for first. Nothing of the job's data or of the
+/// executor's error and output, which may hold what a log must not.
+fn log_run(event: &Event) {
+    let Some(run) = &event.run else { return };
+    let (job_id, run_id, attempt) = (event.job.id, run.run_id, run.attempt);
+    match event.kind {
+        EventKind::Run if attempt > 1 => tracing::info!(%job_id, %run_id, attempt,
+            scheduled_for = %run.scheduled_for, "run retried"),
+        EventKind::Run => tracing::info!(%job_id, %run_id, attempt,
+            scheduled_for = %run.scheduled_for, "run fired"),
+        EventKind::Finished => tracing::info!(%job_id, %run_id, attempt,
+            status = %crate::domain::name_of(&run.status), reason = event.reason.as_deref(), "run finished"),
+        _ => {}
     }
 }

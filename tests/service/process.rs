@@ -239,3 +239,67 @@ async fn a_panicking_background_task_stops_the_service_with_an_error() {
         "the port is closed"
     );
 }
+
+/// The JSON log lines of `log` whose message is `message` and whose job is `job`.
+fn lines_of(log: &std::path::Path, message: &str, job: &str) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["fields"]["message"] == message && line["fields"]["job_id"] == job)
+        .collect()
+}
+
+#[tokio::test]
+async fn each_fire_timeout_and_retry_leaves_one_info_line_with_the_job_and_run_ids() {
+    let data = tempfile::tempdir().unwrap();
+    let log = data.path().join("log");
+    let flags = [
+        "--store",
+        "embedded",
+        "--data-dir",
+        &data.path().display().to_string(),
+        "--log-format",
+        "json",
+    ]
+    .map(String::from);
+    let service = Service::start_env(&flags, &[("RUST_LOG", "info".to_owned())], Some(&log)).await;
+    let mut body = email_job("logged", &in_millis(0));
+    body["runTimeoutSeconds"] = 1.into();
+    body["retry"] = serde_json::json!({"maxAttempts": 2, "backoffSeconds": 0});
+    body["jobData"]["Message"] = "a secret of the job".into();
+    let response = reqwest::Client::new()
+        .post(service.url("/api/v1/jobs"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let job: Value = response.json().await.unwrap();
+    let id = id_of(&job);
+
+    // Attempt 1 fires and times out; attempt 2 is the retry, and times out too.
+    let finished = eventually("both attempts to time out", || async {
+        let finished = lines_of(&log, "run finished", &id);
+        (finished.len() >= 2).then_some(finished)
+    })
+    .await;
+    let fired = lines_of(&log, "run fired", &id);
+    let retried = lines_of(&log, "run retried", &id);
+    assert_eq!((fired.len(), retried.len(), finished.len()), (1, 1, 2));
+    let field = |line: &Value, name: &str| line["fields"][name].clone();
+    assert_eq!(field(&fired[0], "attempt"), 1);
+    assert_eq!(field(&retried[0], "attempt"), 2);
+    for (attempt, line) in [1, 2].into_iter().zip(&finished) {
+        assert_eq!(line["level"], "INFO", "{line}");
+        assert_eq!(field(line, "status"), "TIMED_OUT", "{line}");
+        assert_eq!(field(line, "attempt"), attempt, "{line}");
+    }
+    // Each run's end names the run its fire named; the two attempts are two runs.
+    assert_eq!(field(&fired[0], "run_id"), field(&finished[0], "run_id"));
+    assert_eq!(field(&retried[0], "run_id"), field(&finished[1], "run_id"));
+    assert_ne!(field(&fired[0], "run_id"), field(&retried[0], "run_id"));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("a secret of the job"), "job data in the log");
+    drop(service);
+}
