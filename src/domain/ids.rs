@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::field::Invalid;
 
 /// What a malformed job id is told.
-const JOB_ID_EXPECTED: &str = "must be a 24-hex-digit ObjectId";
+pub const JOB_ID_EXPECTED: &str = "must be a 24-hex-digit ObjectId";
 
 /// What a malformed run id is told.
 const RUN_ID_EXPECTED: &str = "must be a UUID such as 0b5f6c1e-3f4a-5d2b-9c8e-7a6b5c4d3e2f";

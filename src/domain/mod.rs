@@ -35,7 +35,7 @@ pub use self::{
     data::JobData,
     event::{Event, EventKind},
     field::{FieldError, Invalid},
-    ids::{JobId, RunId},
+    ids::{JOB_ID_EXPECTED, JobId, RunId},
     input::{JobInput, JobSpec, PolicyInput, RetryInput, ScheduleInput},
     job::{
         Job, PendingRetry,

@@ -86,7 +86,9 @@ pub async fn preview(
     .await
 }
 
-fn preview_now(
+/// The preview of `schedule` now, on the calling thread (the OpenAPI examples take its
+/// refusals).
+pub(crate) fn preview_now(
     schedule: &ScheduleInput,
     count: Option<i64>,
     from: Option<&str>,

@@ -6,6 +6,7 @@
 //! error becomes a problem document in one place ([`problem`]).
 
 mod events;
+mod examples;
 mod health;
 mod jobs;
 mod params;
@@ -27,8 +28,8 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 pub(crate) use self::problem::Problem;
-use self::security::Security;
 pub use self::state::{AppState, RestSettings, Shared};
+use self::{examples::Examples, security::Security};
 
 /// The OpenAPI document of the REST API.
 #[derive(OpenApi)]
@@ -55,7 +56,7 @@ pub use self::state::{AppState, RestSettings, Shared};
         views::ResultInput, views::ResultStatus, views::OperationInput, views::EventView,
         schemas::EventMessage, problem::Problem
     )),
-    modifiers(&Security),
+    modifiers(&Security, &Examples),
     tags(
         (name = "jobs", description = "Create, read, change and delete jobs"),
         (name = "runs", description = "A job's executions and their results"),

@@ -21,8 +21,8 @@ use super::schemas::{self, Carrier};
 use crate::{
     auth::Caller,
     domain::{
-        JobId, JobStatus, JobType, MAX_PREVIEW, RunId, ScheduleInput, field::Errors,
-        input::json::decode_value,
+        JOB_ID_EXPECTED, JobId, JobStatus, JobType, MAX_PREVIEW, RunId, ScheduleInput,
+        field::Errors, input::json::decode_value,
     },
     jobs::{Error, IfMatch, JobFilter, PageRequest, if_match},
 };
@@ -144,7 +144,11 @@ pub(crate) struct EventParams {
 impl EventParams {
     /// The one job whose events are asked for, if any.
     pub(crate) fn parse(self) -> Result<Option<JobId>, Error> {
-        Ok(self.job_id.as_deref().map(JobId::parse).transpose()?)
+        // Named as the query names it, not as a path's `id`.
+        let parse = |raw: &str| {
+            JobId::parse_text(raw).ok_or_else(|| Error::invalid("jobId", JOB_ID_EXPECTED))
+        };
+        self.job_id.as_deref().map(parse).transpose()
     }
 }
 

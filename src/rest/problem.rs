@@ -99,10 +99,15 @@ impl IntoResponse for Error {
 }
 
 /// A limit reached: 429 with `Retry-After` (RFC 6585), in whole seconds.
+impl From<&Exhausted> for Problem {
+    fn from(exhausted: &Exhausted) -> Self {
+        Problem::new(StatusCode::TOO_MANY_REQUESTS, &exhausted.detail)
+    }
+}
+
 impl IntoResponse for Exhausted {
     fn into_response(self) -> Response {
-        let mut response =
-            Problem::new(StatusCode::TOO_MANY_REQUESTS, &self.detail).into_response();
+        let mut response = Problem::from(&self).into_response();
         response.headers_mut().insert(
             header::RETRY_AFTER,
             HeaderValue::from(self.retry_after_seconds()),
@@ -168,14 +173,15 @@ async fn json_body<S: Send + Sync>(
         .map_err(body_rejection)
 }
 
+/// The 415's detail.
+pub(crate) const NOT_JSON: &str = "the body must be JSON (Content-Type: application/json)";
+/// The 413's detail.
+pub(crate) const TOO_LARGE: &str = "the body is larger than the service accepts";
+/// The 408's detail.
+pub(crate) const TOOK_TOO_LONG: &str = "the request took too long";
+
 fn not_json() -> Rejection {
-    Rejection(
-        Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the body must be JSON (Content-Type: application/json)",
-        )
-        .into_response(),
-    )
+    Rejection(Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, NOT_JSON).into_response())
 }
 
 /// An optional JSON body: none at all (or JSON `null`) is `T::default()`; a body must be a
@@ -210,7 +216,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
 fn body_rejection(rejection: BytesRejection) -> Rejection {
     let status = rejection.status();
     let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        "the body is larger than the service accepts".to_owned()
+        TOO_LARGE.to_owned()
     } else {
         rejection.body_text()
     };
@@ -269,11 +275,7 @@ pub(crate) async fn announced_too_large(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if announced.is_some_and(|length| length > max as u64) {
-        return Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the body is larger than the service accepts",
-        )
-        .into_response();
+        return Problem::new(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE).into_response();
     }
     next.run(request).await
 }
@@ -316,7 +318,7 @@ pub(crate) async fn method_not_allowed() -> Problem {
 /// timeout layer raises; handlers answer their own errors).
 pub(crate) async fn timed_out(error: tower::BoxError) -> Problem {
     if error.is::<tower::timeout::error::Elapsed>() {
-        Problem::new(StatusCode::REQUEST_TIMEOUT, "the request took too long")
+        Problem::new(StatusCode::REQUEST_TIMEOUT, TOOK_TOO_LONG)
     } else {
         tracing::error!(%error, "request failed in a middleware");
         Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
