@@ -251,7 +251,7 @@ fn lines_of(log: &std::path::Path, message: &str, job: &str) -> Vec<Value> {
 }
 
 #[tokio::test]
-async fn each_fire_timeout_and_retry_leaves_one_info_line_with_the_job_and_run_ids() {
+async fn each_fire_timeout_and_retry_leaves_one_info_line_and_client_errors_none_at_error() {
     let data = tempfile::tempdir().unwrap();
     let log = data.path().join("log");
     let flags = [
@@ -299,7 +299,39 @@ async fn each_fire_timeout_and_retry_leaves_one_info_line_with_the_job_and_run_i
     assert_eq!(field(&fired[0], "run_id"), field(&finished[0], "run_id"));
     assert_eq!(field(&retried[0], "run_id"), field(&finished[1], "run_id"));
     assert_ne!(field(&fired[0], "run_id"), field(&retried[0], "run_id"));
+    // Client errors on both protocols are the client's, not the service's: no ERROR line.
+    let missing = "65f1c0ffee0123456789abcd";
+    let response = reqwest::get(service.url(&format!("/api/v1/jobs/{missing}")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let mut grpc =
+        scheduler::grpc::pb::jobs_service_client::JobsServiceClient::connect(service.url(""))
+            .await
+            .unwrap();
+    let refused = grpc
+        .get_job(scheduler::grpc::pb::GetJobRequest { id: missing.into() })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound);
+    let refused = grpc
+        .get_job(scheduler::grpc::pb::GetJobRequest {
+            id: "not-an-id".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    // The log is written as lines come; give the last ones a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("a secret of the job"), "job data in the log");
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains(r#""level":"ERROR""#))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "client errors logged as ERROR: {errors:?}"
+    );
     drop(service);
 }
