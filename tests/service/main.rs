@@ -7,6 +7,7 @@ mod access;
 mod access_audit;
 mod access_keys;
 mod access_policy;
+mod adopt;
 mod architecture;
 mod bad_input;
 mod bad_time;

@@ -25,6 +25,7 @@
 //!
 //! How a job maps to its document is [`document`]'s; this module holds the queries.
 
+mod adopt;
 mod census;
 mod document;
 mod queries;
@@ -94,7 +95,7 @@ impl MongoStore {
             history: DEFAULT_RUN_HISTORY,
         };
         match store.create_indexes().await {
-            Ok(()) => {}
+            Ok(()) => store.adopt().await,
             Err(StoreError::Unavailable(error)) => {
                 tracing::warn!(
                     error = %format!("{error:#}"),
@@ -118,6 +119,7 @@ impl MongoStore {
             match self.create_indexes().await {
                 Ok(()) => {
                     tracing::info!("MongoDB answers: its indexes are in place");
+                    self.adopt().await;
                     return;
                 }
                 Err(StoreError::Unavailable(_)) => continue,
@@ -126,6 +128,14 @@ impl MongoStore {
                     return;
                 }
             }
+        }
+    }
+
+    /// Adopts the older service's documents (see [`adopt`]); a failure is logged, and the
+    /// next start tries again.
+    async fn adopt(&self) {
+        if let Err(error) = adopt::adopt_older_documents(&self.jobs).await {
+            tracing::warn!(error = ?error, "could not adopt the older service's jobs; the next start tries again");
         }
     }
 
@@ -242,7 +252,7 @@ async fn all(
 }
 
 /// Maps driver errors once: a taken unique key, an unreachable server, or anything else.
-fn map_err(e: mongodb::error::Error) -> StoreError {
+pub(super) fn map_err(e: mongodb::error::Error) -> StoreError {
     const DUPLICATE_KEY: i32 = 11000;
     let duplicate = match e.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
