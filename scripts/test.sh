@@ -10,7 +10,8 @@
 # The metrics tests run the real promtool and the tracing tests a real Jaeger v2, which
 # scripts/promtool.sh and scripts/jaeger.sh build with Go (1.25+; PATH or /usr/local/go/bin)
 # once per machine; the first builds run beside the lints, the tests get promtool's path in
-# PROMTOOL, and scripts/with-jaeger.sh starts Jaeger for them.
+# PROMTOOL, and scripts/with-jaeger.sh starts Jaeger for them. The README's quick start runs
+# as a test too, with curl and jq (installed with apt-get when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,22 @@ if ! command -v cargo >/dev/null 2>&1; then
     fi
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+# The README's quick start, which a test runs as pasted, needs curl and jq.
+missing=""
+for tool in curl jq; do
+    command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
+done
+if [ -n "$missing" ]; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        sudo="sudo"
+    fi
+    echo "== installing$missing (apt-get)"
+    $sudo apt-get update -qq
+    # shellcheck disable=SC2086 # one word per package
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
+fi
 
 # One after the other: two Go builds at once would only share the same cores.
 promtool_out="$(mktemp)"

@@ -24,6 +24,7 @@ mod metrics;
 mod mongo;
 mod openapi;
 mod process;
+mod readme;
 mod replicas;
 mod rest;
 mod rest_edge;
