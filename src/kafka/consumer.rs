@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{KafkaSettings, message::ResultMessage};
 use crate::{
+    domain::{JobId, RunId},
     jobs::{Applied, Error, Jobs, Missing},
     metrics::{Metrics, ResultOutcome},
     runtime::{Backoff, Outage},
@@ -115,7 +116,8 @@ enum Outcome {
     Applied,
     Duplicate,
     Ignored(String),
-    DeadLetter(String),
+    /// Why, and the job and run the message named when it could be read.
+    DeadLetter(String, Option<(JobId, Option<RunId>)>),
     Retry(anyhow::Error),
 }
 
@@ -373,9 +375,11 @@ impl ResultConsumer {
                 tracing::warn!(topic = %key.0, partition = key.1, offset, %reason,
                     "result changes nothing")
             }
-            Outcome::DeadLetter(reason) => {
+            Outcome::DeadLetter(reason, ids) => {
                 self.metrics.result(ResultOutcome::DeadLettered);
-                tracing::warn!(topic = %key.0, partition = key.1, offset, %reason,
+                let job_id = ids.map(|(job, _)| tracing::field::display(job));
+                let run_id = ids.and_then(|(_, run)| run).map(tracing::field::display);
+                tracing::warn!(topic = %key.0, partition = key.1, offset, %reason, job_id, run_id,
                     "result dead-lettered")
             }
         }
@@ -420,34 +424,39 @@ impl ResultConsumer {
 
     async fn handle(&self, message: &BorrowedMessage<'_>) -> Outcome {
         let outcome = match ResultMessage::parse(message.payload()) {
-            Err(reason) => Outcome::DeadLetter(reason),
-            Ok(result) => match self.apply(result).await {
-                Ok(Applied {
-                    duplicate: false,
-                    run,
-                }) => {
-                    link_to_run(&run);
-                    Outcome::Applied
+            Err(reason) => Outcome::DeadLetter(reason, None),
+            Ok(result) => {
+                let ids = Some((result.job, result.run));
+                match self.apply(result).await {
+                    Ok(Applied {
+                        duplicate: false,
+                        run,
+                    }) => {
+                        link_to_run(&run);
+                        Outcome::Applied
+                    }
+                    Ok(Applied {
+                        duplicate: true,
+                        run,
+                    }) => {
+                        link_to_run(&run);
+                        Outcome::Duplicate
+                    }
+                    Err(Error::NotFound(Missing::Job)) => {
+                        Outcome::DeadLetter("unknown job".into(), ids)
+                    }
+                    Err(Error::NotFound(Missing::Run)) => Outcome::Ignored("run not found".into()),
+                    Err(Error::Conflict(reason)) => Outcome::Ignored(reason),
+                    Err(Error::Unavailable(error)) => Outcome::Retry(error),
+                    // The message was checked when parsed; anything else is not the sender's to fix
+                    // by resending, so it is kept aside with the reason.
+                    Err(other) => Outcome::DeadLetter(format!("cannot be applied: {other}"), ids),
                 }
-                Ok(Applied {
-                    duplicate: true,
-                    run,
-                }) => {
-                    link_to_run(&run);
-                    Outcome::Duplicate
-                }
-                Err(Error::NotFound(Missing::Job)) => Outcome::DeadLetter("unknown job".into()),
-                Err(Error::NotFound(Missing::Run)) => Outcome::Ignored("run not found".into()),
-                Err(Error::Conflict(reason)) => Outcome::Ignored(reason),
-                Err(Error::Unavailable(error)) => Outcome::Retry(error),
-                // The message was checked when parsed; anything else is not the sender's to fix
-                // by resending, so it is kept aside with the reason.
-                Err(other) => Outcome::DeadLetter(format!("cannot be applied: {other}")),
-            },
+            }
         };
         match outcome {
-            Outcome::DeadLetter(reason) => match self.dead_letter(message, &reason).await {
-                Ok(()) => Outcome::DeadLetter(reason),
+            Outcome::DeadLetter(reason, ids) => match self.dead_letter(message, &reason).await {
+                Ok(()) => Outcome::DeadLetter(reason, ids),
                 Err(error) => Outcome::Retry(error),
             },
             other => other,
@@ -570,7 +579,7 @@ fn record_outcome(span: &tracing::Span, outcome: &Outcome) {
         Outcome::Applied => ("applied", None),
         Outcome::Duplicate => ("duplicate", None),
         Outcome::Ignored(reason) => ("ignored", Some(reason.clone())),
-        Outcome::DeadLetter(reason) => ("dead_lettered", Some(reason.clone())),
+        Outcome::DeadLetter(reason, _) => ("dead_lettered", Some(reason.clone())),
         Outcome::Retry(error) => ("retried", Some(format!("{error:#}"))),
     };
     span.record("scheduler.result.outcome", name);
