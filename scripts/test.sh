@@ -11,7 +11,7 @@
 # scripts/promtool.sh and scripts/jaeger.sh build with Go (1.25+; PATH or /usr/local/go/bin)
 # once per machine; the first builds run beside the lints, the tests get promtool's path in
 # PROMTOOL, and scripts/with-jaeger.sh starts Jaeger for them. The README's quick start runs
-# as a test too, with curl and jq (installed with apt-get when missing).
+# as a test too, and its executors, with curl, jq and kcat (installed with apt-get when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,9 +25,9 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
-# The README's quick start, which a test runs as pasted, needs curl and jq.
+# The README's quick start and executors, which tests run as pasted, need curl, jq and kcat.
 missing=""
-for tool in curl jq; do
+for tool in curl jq kcat; do
     command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
 done
 if [ -n "$missing" ]; then

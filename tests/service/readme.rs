@@ -1,20 +1,23 @@
-//! The README's quick start, run as pasted against the real binary: every command, and every
-//! answer its comments give.
+//! The README's examples, run as pasted against the real binary: the quick start (every command,
+//! and every answer its comments give) and the executors.
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::support::Service;
+use crate::support::{
+    Service, email_job, eventually, id_of, in_millis,
+    kafka::{TestTopics, brokers},
+};
 
-/// The shell block after the `<!-- quickstart -->` marker.
-fn quick_start() -> String {
+/// The shell block after the `<!-- {marker} -->` comment.
+fn block(marker: &str) -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("README.md");
     let after = readme
-        .split_once("<!-- quickstart -->")
-        .expect("the README marks its quick start")
+        .split_once(&format!("<!-- {marker} -->"))
+        .unwrap_or_else(|| panic!("the README marks a block {marker}"))
         .1;
     let block = after
         .trim_start()
@@ -53,7 +56,7 @@ async fn the_quick_start_runs_top_to_bottom_and_answers_what_it_says() {
     let data = tempfile::tempdir().unwrap();
     let service = Service::start(data.path()).await;
     let base = service.url("");
-    let block = quick_start();
+    let block = block("quickstart");
     let promised = promised(&block);
     assert!(promised.len() >= 10, "{promised:?}");
 
@@ -114,4 +117,93 @@ async fn the_quick_start_runs_top_to_bottom_and_answers_what_it_says() {
         "the events the README says the stream shows"
     );
     drop(service);
+}
+
+/// Runs `script` in the background, in a process group of its own, until stopped.
+fn background(script: &str) -> tokio::process::Child {
+    tokio::process::Command::new("bash")
+        .args(["-c", script])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0)
+        .spawn()
+        .unwrap()
+}
+
+/// Creates a job due in `millis` on `service` and waits until an executor has finished its run.
+async fn a_job_is_done_by_the_executor(service: &Service, name: &str, millis: i64) {
+    let http = reqwest::Client::new();
+    let response = http
+        .post(service.url("/api/v1/jobs"))
+        .json(&email_job(name, &in_millis(millis)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let id = id_of(&response.json().await.unwrap());
+    let url = service.url(&format!("/api/v1/jobs/{id}"));
+    eventually("the executor to finish the run", || {
+        let request = http.get(&url).send();
+        async move {
+            let job: Value = request.await.ok()?.json().await.ok()?;
+            (job["status"] == "SUCCEEDED").then_some(())
+        }
+    })
+    .await;
+}
+
+/// Ends `executor` (its whole process group, the pipeline's every command) and returns what it
+/// printed.
+async fn stop(mut executor: tokio::process::Child) -> String {
+    use tokio::io::AsyncReadExt;
+    if let Some(pid) = executor.id() {
+        // SAFETY: a signal to the process group this test started.
+        unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+    }
+    let mut printed = String::new();
+    if let Some(mut stdout) = executor.stdout.take() {
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), stdout.read_to_string(&mut printed)).await;
+    }
+    let _ = executor.wait().await;
+    printed
+}
+
+#[tokio::test]
+async fn the_stream_executor_of_the_readme_does_a_run() {
+    let data = tempfile::tempdir().unwrap();
+    let service = Service::start(data.path()).await;
+    let script = block("executor:stream").replace(
+        "localhost:8080",
+        service.url("").trim_start_matches("http://"),
+    );
+    let executor = background(&script);
+    // The stream offers only what fires while it is open: a job due in two seconds leaves the
+    // executor's curl that long to connect.
+    a_job_is_done_by_the_executor(&service, "done from the stream", 2_000).await;
+    let printed = stop(executor).await;
+    assert!(
+        printed.contains("sending done from the stream"),
+        "{printed}"
+    );
+}
+
+#[tokio::test]
+async fn the_kafka_executor_of_the_readme_does_a_run() {
+    let brokers = brokers();
+    let topics = TestTopics::new();
+    topics.ensure(&brokers).await;
+    let data = tempfile::tempdir().unwrap();
+    let service = Service::start_with(data.path(), &topics.flags(&brokers)).await;
+    let group = format!("readme-{}", uuid::Uuid::new_v4().simple());
+    let script = block("executor:kafka")
+        .replace("localhost:9092", &brokers)
+        .replace("topic-job-run-result", &topics.result())
+        .replace("topic-job-run ", &format!("{} ", topics.run()))
+        .replace("my-executor", &group);
+    assert!(script.contains(&topics.run()) && script.contains(&topics.result()));
+    let executor = background(&script);
+    a_job_is_done_by_the_executor(&service, "done from kafka", 0).await;
+    let printed = stop(executor).await;
+    assert!(printed.contains("sending done from kafka"), "{printed}");
 }
