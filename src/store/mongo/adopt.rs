@@ -24,6 +24,7 @@ use futures::TryStreamExt;
 use mongodb::Collection;
 
 use super::{
+    MongoStore,
     document::{bson_time, chrono_time, new_job},
     map_err,
 };
@@ -40,8 +41,14 @@ fn older_shape() -> Document {
     doc! { "schedule": { "$exists": false }, "scheduleTime": { "$exists": true } }
 }
 
-/// Adopts every document of the older service in `jobs`; how many it converted.
-pub(super) async fn adopt_older_documents(jobs: &Collection<Document>) -> Result<u64, StoreError> {
+impl MongoStore {
+    /// Adopts every document of the older service in `jobs`; how many it converted.
+    pub(super) async fn adopt_older_documents(&self) -> Result<u64, StoreError> {
+        adopt_from(&self.jobs).await
+    }
+}
+
+async fn adopt_from(jobs: &Collection<Document>) -> Result<u64, StoreError> {
     let mut found = jobs.find(older_shape()).await.map_err(map_err)?;
     let (mut adopted, now) = (0, Utc::now());
     while let Some(older) = found.try_next().await.map_err(map_err)? {

@@ -131,10 +131,10 @@ impl MongoStore {
         }
     }
 
-    /// Adopts the older service's documents (see [`adopt`]); a failure is logged, and the
+    /// Adopts the older service's documents (see `adopt.rs`); a failure is logged, and the
     /// next start tries again.
     async fn adopt(&self) {
-        if let Err(error) = adopt::adopt_older_documents(&self.jobs).await {
+        if let Err(error) = self.adopt_older_documents().await {
             tracing::warn!(error = ?error, "could not adopt the older service's jobs; the next start tries again");
         }
     }
