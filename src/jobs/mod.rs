@@ -86,6 +86,18 @@ pub async fn preview(
     .await
 }
 
+/// The refusal of a schedule change whose due time has had every attempt it may have.
+pub(crate) fn fired_too_often() -> Error {
+    Error::Conflict(format!(
+        "the job already fired {MAX_ATTEMPTS_PER_DUE_TIME} times for this due time; choose another"
+    ))
+}
+
+/// The refusal of a result for a run that finished as `status`, another result.
+pub(crate) fn finished_otherwise(status: crate::domain::RunStatus) -> Error {
+    Error::Conflict(format!("the run already finished as {}", name_of(&status)))
+}
+
 /// The preview of `schedule` now, on the calling thread (the OpenAPI examples take its
 /// refusals).
 pub(crate) fn preview_now(
@@ -335,11 +347,7 @@ impl Jobs {
         };
         (1..=MAX_ATTEMPTS_PER_DUE_TIME)
             .find(|attempt| !taken(*attempt))
-            .ok_or_else(|| {
-                Error::Conflict(format!(
-                    "the job already fired {MAX_ATTEMPTS_PER_DUE_TIME} times for this due time; choose another"
-                ))
-            })
+            .ok_or_else(fired_too_often)
     }
 
     /// Deletes a job and its runs; a pending fire never happens.
@@ -454,10 +462,7 @@ impl Jobs {
         if run.status == result.status {
             Ok(run)
         } else {
-            Err(Error::Conflict(format!(
-                "the run already finished as {}",
-                name_of(&run.status)
-            )))
+            Err(finished_otherwise(run.status))
         }
     }
 

@@ -21,8 +21,8 @@ use super::{
 };
 use crate::{
     auth::{Refusal, Role},
-    domain::{Job, JobId, JobInput},
-    jobs::{Error, Missing, preview_now},
+    domain::{Job, JobId, JobInput, Limits, RunStatus},
+    jobs::{Error, Missing, finished_otherwise, fired_too_often, ports::StoreError, preview_now},
     throttle::{Client, Exhausted, StreamLimit},
 };
 
@@ -150,7 +150,7 @@ fn problem_for(status: u16, path: &str, takes_job: bool) -> Option<Problem> {
         ),
         404 => Problem::from(&Error::NotFound(Missing::Job)),
         408 => Problem::new(axum::http::StatusCode::REQUEST_TIMEOUT, TOOK_TOO_LONG),
-        409 => Problem::from(&pausing_twice()?),
+        409 => Problem::from(&conflict(path)?),
         412 => Problem::from(&Error::VersionMismatch),
         413 => Problem::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE),
         415 => Problem::new(axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE, NOT_JSON),
@@ -202,16 +202,28 @@ fn invalid_new_job() -> Error {
     }
 }
 
-/// The domain's refusal to pause a job that is paused already.
-fn pausing_twice() -> Option<Error> {
-    let body = new_jobs().swap_remove(0).2;
+/// The 409 of a call on `path`: the job layer's or the domain's own refusal.
+fn conflict(path: &str) -> Option<Error> {
+    let now = Utc::now();
+    let body = new_jobs().swap_remove(1).2;
     let spec = serde_json::from_value::<JobInput>(body)
         .ok()?
         .parse()
         .ok()?;
-    let now = Utc::now();
-    let paused = Job::new(spec, now).pause(now).ok()?.job;
-    paused.pause(now).err().map(Error::from)
+    let job = Job::new(spec, now);
+    let limits = Limits::default();
+    let refused = match path {
+        "/api/v1/jobs" => return Some(Error::from(StoreError::DuplicateKey)),
+        "/api/v1/jobs/{id}" => return Some(fired_too_often()),
+        "/api/v1/jobs/{id}/runs/{runId}/result" => {
+            return Some(finished_otherwise(RunStatus::Failed));
+        }
+        "/api/v1/jobs/{id}/resume" => job.resume(now, &limits, 0.5).err(),
+        "/api/v1/jobs/{id}/trigger" => job.cancel(now).ok()?.job.trigger(now, &limits).err(),
+        "/api/v1/jobs/{id}/cancel" => job.cancel(now).ok()?.job.cancel(now).err(),
+        _ => job.pause(now).ok()?.job.pause(now).err(),
+    };
+    refused.map(Error::from)
 }
 
 /// The event streams' refusal of a client's eleventh stream.

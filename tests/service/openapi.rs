@@ -96,6 +96,29 @@ async fn swagger_uis_examples_are_requests_the_service_takes_and_answers_it_give
         app.get_json("/api/v1/events?jobId=not-an-id").await,
         example(events, "400")
     );
+    // The 409s of the operations are the domain's refusals.
+    let job: Value = app
+        .post_job(&examples["cron"]["value"])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap();
+    for (operation, before) in [("resume", None), ("pause", Some("pause"))] {
+        if let Some(first) = before {
+            let (status, _) = app
+                .post_json(&format!("/api/v1/jobs/{id}/{first}"), &Value::Null)
+                .await;
+            assert_eq!(status, 200);
+        }
+        let (status, answered) = app
+            .post_json(&format!("/api/v1/jobs/{id}/{operation}"), &Value::Null)
+            .await;
+        assert_eq!(status, 409, "{operation}: {answered}");
+        let path = format!("/api/v1/jobs/{{id}}/{operation}");
+        let responses = &document["paths"][path.as_str()]["post"]["responses"];
+        assert_eq!(answered, example(responses, "409"), "{operation}");
+    }
     let mut bad = examples["cron"]["value"].clone();
     bad["name"] = "ab".into();
     bad["schedule"]["cron"] = "0 9 * * FUNDAY".into();
