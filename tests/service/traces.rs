@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use crate::support::{
-    Service, email_job, id_of, in_millis,
+    Service, email_job, eventually, id_of, in_millis,
     jaeger::{Jaeger, Span, named, random_id, traced_env},
     kafka::{Reader, Received, TestTopics, brokers, produce_with},
 };
@@ -279,6 +279,18 @@ async fn a_result_without_a_trace_links_to_its_fire_and_a_dead_letter_says_why_i
     )
     .await;
 
+    // A result for a job that does not exist: dead-lettered, its line naming the ids it gave.
+    let (unknown_job, unknown_run) = ("65f1c0ffee0123456789abcd", uuid::Uuid::new_v4());
+    let unknown = json!({"Id": unknown_job, "RunId": unknown_run, "Status": 4}).to_string();
+    produce_with(
+        &brokers,
+        &topics.result(),
+        unknown_job,
+        Some(unknown.as_bytes()),
+        &[],
+    )
+    .await;
+
     let jaeger = Jaeger::shared();
     let process_name = format!("process {}", topics.result());
     let fire = named(
@@ -335,11 +347,37 @@ async fn a_result_without_a_trace_links_to_its_fire_and_a_dead_letter_says_why_i
     let line: Value = log
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|l| l["fields"]["message"] == "result dead-lettered")
+        .find(|l| {
+            l["fields"]["message"] == "result dead-lettered"
+                && l["fields"]["reason"] != "unknown job"
+        })
         .unwrap_or_else(|| panic!("no dead-letter line in {log}"));
     assert_eq!(line["trace_id"], garbage_trace.as_str(), "{line}");
     assert_eq!(line["span_id"], dead.span_id.as_str(), "{line}");
     assert_eq!(line["level"], "WARN");
+    let unknown_line = eventually("the unknown job's dead-letter line", || {
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+        let found = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| {
+                l["fields"]["message"] == "result dead-lettered"
+                    && l["fields"]["reason"] == "unknown job"
+            });
+        async move { found }
+    })
+    .await;
+    assert_eq!(
+        unknown_line["fields"]["job_id"], unknown_job,
+        "{unknown_line}"
+    );
+    assert_eq!(
+        unknown_line["fields"]["run_id"],
+        unknown_run.to_string(),
+        "{unknown_line}"
+    );
+    // The unreadable message named no ids.
+    assert!(line["fields"].get("job_id").is_none(), "{line}");
     drop(service);
 }
 
