@@ -40,9 +40,41 @@ fn promised(block: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn the_quick_start_runs_top_to_bottom_and_answers_what_it_says() {
-    for tool in ["curl", "jq"] {
+/// Runs the block `marker` against `service` as pasted (its `BASE=localhost:8080` pointed at
+/// the service), and checks that it prints exactly the answers its comments promise.
+async fn runs_as_it_says(service: &Service, marker: &str) {
+    let block = block(marker);
+    let promised = promised(&block);
+    assert!(promised.len() >= 5, "{marker}: {promised:?}");
+    let script = block.replacen(
+        "BASE=localhost:8080",
+        &format!("BASE={}", service.url("").trim_start_matches("http://")),
+        1,
+    );
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &script])
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{marker} finishes within a minute"))
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{marker} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answers: Vec<&str> = stdout.lines().map(str::trim).collect();
+    assert_eq!(
+        answers, promised,
+        "{marker}: what the comments say against what came"
+    );
+}
+
+fn needs(tools: &[&str]) {
+    for tool in tools {
         let found = std::process::Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .stdout(std::process::Stdio::null())
@@ -53,12 +85,13 @@ async fn the_quick_start_runs_top_to_bottom_and_answers_what_it_says() {
             "{tool} is needed (scripts/test.sh installs it)"
         );
     }
+}
+
+#[tokio::test]
+async fn the_quick_start_runs_top_to_bottom_and_answers_what_it_says() {
+    needs(&["curl", "jq"]);
     let data = tempfile::tempdir().unwrap();
     let service = Service::start(data.path()).await;
-    let base = service.url("");
-    let block = block("quickstart");
-    let promised = promised(&block);
-    assert!(promised.len() >= 10, "{promised:?}");
 
     // The second terminal: the event stream, read while the block runs.
     let events = reqwest::get(service.url("/api/v1/events")).await.unwrap();
@@ -84,28 +117,7 @@ async fn the_quick_start_runs_top_to_bottom_and_answers_what_it_says() {
         kinds
     });
 
-    let script = block.replacen(
-        "BASE=localhost:8080",
-        &format!("BASE={}", base.trim_start_matches("http://")),
-        1,
-    );
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new("bash")
-            .args(["-euo", "pipefail", "-c", &script])
-            .output(),
-    )
-    .await
-    .expect("the quick start finishes within a minute")
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the quick start failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let answers: Vec<&str> = stdout.lines().map(str::trim).collect();
-    assert_eq!(answers, promised, "what the comments say against what came");
+    runs_as_it_says(&service, "quickstart").await;
 
     let kinds = reader.await.unwrap();
     assert_eq!(
@@ -117,6 +129,14 @@ async fn the_quick_start_runs_top_to_bottom_and_answers_what_it_says() {
         "the events the README says the stream shows"
     );
     drop(service);
+}
+
+#[tokio::test]
+async fn the_more_with_curl_block_answers_what_it_says() {
+    needs(&["curl", "jq"]);
+    let data = tempfile::tempdir().unwrap();
+    let service = Service::start(data.path()).await;
+    runs_as_it_says(&service, "more").await;
 }
 
 /// Runs `script` in the background, in a process group of its own, until stopped.
