@@ -142,6 +142,29 @@ async fn an_older_client_deletes_a_job_and_it_is_gone() {
 }
 
 #[tokio::test]
+async fn a_watch_of_a_malformed_job_id_names_the_job_id_field() {
+    use tonic_types::StatusExt;
+    let app = TestApp::spawn().await;
+    let mut client = app.grpc().await;
+    let refused = client
+        .watch_events(pb::WatchEventsRequest {
+            job_id: "not-an-id".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let details = refused.get_error_details();
+    let fields: Vec<_> = details
+        .bad_request()
+        .expect("field violations")
+        .field_violations
+        .iter()
+        .map(|v| v.field.as_str())
+        .collect();
+    assert_eq!(fields, ["job_id"]);
+}
+
+#[tokio::test]
 async fn watch_streams_the_fire_and_a_reported_result_closes_the_run() {
     let app = TestApp::spawn().await;
     let mut client = app.grpc().await;

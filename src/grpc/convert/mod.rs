@@ -11,9 +11,10 @@ use serde_json::Value;
 use super::pb;
 use crate::{
     domain::{
-        Event, FieldError, Invalid, Job, JobId, JobInput, JobStatus, JobType, MisfirePolicy,
-        OverlapPolicy, PolicyInput, Preview, Run, RunId, RunResult, RunStatus, ScheduleFields,
-        ScheduleInput, data::exact_integers, field::Errors, format_time, from_timestamp,
+        Event, FieldError, Invalid, JOB_ID_EXPECTED, Job, JobId, JobInput, JobStatus, JobType,
+        MisfirePolicy, OverlapPolicy, PolicyInput, Preview, Run, RunId, RunResult, RunStatus,
+        ScheduleFields, ScheduleInput, data::exact_integers, field::Errors, format_time,
+        from_timestamp,
     },
     jobs::{JobFilter, JobReplacement, Page, PageRequest},
 };
@@ -321,7 +322,10 @@ pub(crate) fn list_filter(
 
 /// A job id that may be empty (all jobs).
 pub(crate) fn optional_job_id(raw: String) -> Result<Option<JobId>, Invalid> {
-    text(raw).map(|id| JobId::parse(&id)).transpose()
+    // Named as the request names it (`job_id`), not as a path's `id`.
+    let parse =
+        |raw: &str| JobId::parse_text(raw).ok_or_else(|| Invalid::field("jobId", JOB_ID_EXPECTED));
+    text(raw).map(|id| parse(&id)).transpose()
 }
 
 fn schedule_message(fields: ScheduleFields) -> pb::JobSchedule {
