@@ -45,6 +45,32 @@ pub struct Run {
     pub trace: Option<String>,
 }
 
+impl Run {
+    /// A run of `job_id` fired at `fired_at`, open until its result comes.
+    pub fn running(
+        run_id: RunId,
+        job_id: JobId,
+        scheduled_for: DateTime<Utc>,
+        attempt: u32,
+        fired_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            run_id,
+            job_id,
+            scheduled_for,
+            fired_at: Some(fired_at),
+            attempt,
+            status: RunStatus::Running,
+            finished_at: None,
+            error: None,
+            output: None,
+            actor: None,
+            reason: None,
+            trace: None,
+        }
+    }
+}
+
 /// What an executor reports about a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunResult {

@@ -139,20 +139,13 @@ impl Step {
     }
 
     pub(super) fn fire(&mut self, scheduled_for: DateTime<Utc>, attempt: u32, now: DateTime<Utc>) {
-        let run = Run {
-            run_id: self.job.run_id(scheduled_for, attempt),
-            job_id: self.job.id,
+        let run = Run::running(
+            self.job.run_id(scheduled_for, attempt),
+            self.job.id,
             scheduled_for,
-            fired_at: Some(truncate(now)),
             attempt,
-            status: RunStatus::Running,
-            finished_at: None,
-            error: None,
-            output: None,
-            actor: None,
-            reason: None,
-            trace: None,
-        };
+            truncate(now),
+        );
         self.job.open_runs.push(run.clone());
         self.happened.push((EventKind::Run, Some(run)));
     }

@@ -30,8 +30,8 @@ use super::{
 };
 use crate::{
     domain::{
-        DEFAULT_RUN_TIMEOUT_SECONDS, Job, JobData, JobId, JobStatus, JobType, MisfirePolicy,
-        OverlapPolicy, RetryPolicy, Run, RunId, RunStatus, Schedule,
+        DEFAULT_RUN_TIMEOUT_SECONDS, Job, JobData, JobId, JobSpec, JobStatus, JobType,
+        MisfirePolicy, OverlapPolicy, RetryPolicy, Run, Schedule,
     },
     jobs::ports::StoreError,
 };
@@ -121,8 +121,7 @@ fn job_of(older: &Document) -> Result<Job, String> {
     let status = JobStatus::from_code(number(older, "status")?)
         .ok_or_else(|| "`status` is not a job status".to_owned())?;
     let run_at = due.unwrap_or(created_at);
-    let mut job = Job {
-        id,
+    let spec = JobSpec {
         name: text("name"),
         description: text("description"),
         job_type,
@@ -132,19 +131,13 @@ fn job_of(older: &Document) -> Result<Job, String> {
         run_timeout_seconds: DEFAULT_RUN_TIMEOUT_SECONDS,
         misfire_policy: MisfirePolicy::default(),
         overlap_policy: OverlapPolicy::default(),
-        schedule_time: None,
-        status,
-        created_at,
-        updated_at,
-        version: 1,
-        open_runs: Vec::new(),
-        retries: Vec::new(),
-        next_attempt: 1,
-        reschedules: 0,
-        created_by: None,
-        updated_by: None,
-        trace: None,
     };
+    // As the older service made it, with its id, times and status; nothing due unless below.
+    let mut job = Job::new(spec, created_at);
+    job.id = id;
+    job.updated_at = updated_at;
+    job.status = status;
+    job.schedule_time = None;
     match status {
         // Still to fire: at its time, or at once if that has passed.
         JobStatus::Pending | JobStatus::Scheduled => {
@@ -153,20 +146,9 @@ fn job_of(older: &Document) -> Result<Job, String> {
         }
         // Fired, its result not yet in: the run stays open for it.
         JobStatus::Running => {
-            job.open_runs.push(Run {
-                run_id: RunId::derive(id, run_at, 1, 0),
-                job_id: id,
-                scheduled_for: run_at,
-                fired_at: Some(updated_at.max(run_at)),
-                attempt: 1,
-                status: RunStatus::Running,
-                finished_at: None,
-                error: None,
-                output: None,
-                actor: None,
-                reason: None,
-                trace: None,
-            });
+            let fired_at = updated_at.max(run_at);
+            let run = Run::running(job.run_id(run_at, 1), id, run_at, 1, fired_at);
+            job.open_runs.push(run);
             job.next_attempt = 2;
         }
         // Finished, paused or cancelled: nothing due.
