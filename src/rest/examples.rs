@@ -18,6 +18,7 @@ use utoipa::{
 use super::{
     params::{EventParams, ListParams, PreviewParams},
     problem::{NOT_JSON, PROBLEM_JSON, Problem, TOO_LARGE, TOOK_TOO_LONG},
+    security::operations,
 };
 use crate::{
     auth::{Refusal, Role},
@@ -31,26 +32,17 @@ pub(crate) struct Examples;
 
 impl Modify for Examples {
     fn modify(&self, openapi: &mut OpenApi) {
-        for (path, item) in openapi.paths.paths.iter_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for operation in operations.into_iter().flatten() {
-                if path == "/api/v1/jobs"
-                    && let Some(body) = operation.request_body.as_mut()
-                    && let Some(content) = body.content.get_mut("application/json")
-                {
-                    content.examples = new_jobs()
-                        .into_iter()
-                        .map(|(name, summary, value)| (name.to_owned(), example(summary, value)))
-                        .collect();
-                }
-                add_problems(path, operation);
+        for (path, operation) in operations(openapi) {
+            if path == "/api/v1/jobs"
+                && let Some(body) = operation.request_body.as_mut()
+                && let Some(content) = body.content.get_mut("application/json")
+            {
+                content.examples = new_jobs()
+                    .into_iter()
+                    .map(|(name, summary, value)| (name.to_owned(), example(summary, value)))
+                    .collect();
             }
+            add_problems(path, operation);
         }
     }
 }

@@ -38,22 +38,28 @@ impl Modify for Security {
                     .build(),
             ),
         );
-        for (path, item) in openapi.paths.paths.iter_mut() {
-            if !path.starts_with("/api/v1/") {
-                continue;
-            }
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for operation in operations.into_iter().flatten() {
+        for (path, operation) in operations(openapi) {
+            if path.starts_with("/api/v1/") {
                 secure(operation);
             }
         }
     }
+}
+
+/// Every operation of the document, with its path.
+pub(super) fn operations(openapi: &mut OpenApi) -> impl Iterator<Item = (&str, &mut Operation)> {
+    openapi.paths.paths.iter_mut().flat_map(|(path, item)| {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        .map(move |operation| (path.as_str(), operation))
+    })
 }
 
 fn secure(operation: &mut Operation) {
