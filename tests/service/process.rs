@@ -31,15 +31,7 @@ async fn job_created_before_a_sigkill_still_fires_after_restart() {
     let due = in_millis(3_000);
 
     let mut first = Service::start(data.path()).await;
-    let response = http
-        .post(first.url("/api/v1/jobs"))
-        .json(&email_job("survives a crash", &due))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let job: Value = response.json().await.unwrap();
-    let id = id_of(&job);
+    let id = id_of(&first.create_job(&email_job("survives a crash", &due)).await);
     first.child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
     first.child.wait().unwrap();
     drop(first);
@@ -268,15 +260,7 @@ async fn each_fire_timeout_and_retry_leaves_one_info_line_and_client_errors_none
     body["runTimeoutSeconds"] = 1.into();
     body["retry"] = serde_json::json!({"maxAttempts": 2, "backoffSeconds": 0});
     body["jobData"]["Message"] = "a secret of the job".into();
-    let response = reqwest::Client::new()
-        .post(service.url("/api/v1/jobs"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let job: Value = response.json().await.unwrap();
-    let id = id_of(&job);
+    let id = id_of(&service.create_job(&body).await);
 
     // Attempt 1 fires and times out; attempt 2 is the retry, and times out too.
     let finished = eventually("both attempts to time out", || async {

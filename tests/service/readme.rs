@@ -153,14 +153,11 @@ fn background(script: &str) -> tokio::process::Child {
 /// Creates a job due in `millis` on `service` and waits until an executor has finished its run.
 async fn a_job_is_done_by_the_executor(service: &Service, name: &str, millis: i64) {
     let http = reqwest::Client::new();
-    let response = http
-        .post(service.url("/api/v1/jobs"))
-        .json(&email_job(name, &in_millis(millis)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let id = id_of(&response.json().await.unwrap());
+    let id = id_of(
+        &service
+            .create_job(&email_job(name, &in_millis(millis)))
+            .await,
+    );
     let url = service.url(&format!("/api/v1/jobs/{id}"));
     eventually("the executor to finish the run", || {
         let request = http.get(&url).send();

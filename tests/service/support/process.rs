@@ -93,6 +93,18 @@ impl Service {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
+
+    /// POSTs `body` to `/api/v1/jobs`; the job created (the answer must be 201).
+    pub async fn create_job(&self, body: &serde_json::Value) -> serde_json::Value {
+        let response = reqwest::Client::new()
+            .post(self.url("/api/v1/jobs"))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        response.json().await.unwrap()
+    }
 }
 
 /// The binary with `args`, on an in-memory store and a free port, with nothing from this
