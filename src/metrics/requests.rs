@@ -29,11 +29,11 @@ use axum::{
     response::Response,
 };
 use http_body::{Frame, SizeHint};
+use opentelemetry::{KeyValue, context::WithContext};
 use tower::{Layer, Service};
-use tracing::{Instrument, Span, field::Empty, instrument::Instrumented};
 
 use super::{Instruments, Metrics};
-use crate::telemetry;
+use crate::telemetry::{self, ServerSpan};
 
 /// The layer that times and traces every request of the router it wraps (as `Router::layer`,
 /// around each route, where the matched route template is known).
@@ -90,7 +90,9 @@ where
         let m = self.m.clone();
         if m.is_none() && !traced {
             return Observing {
-                inner: self.inner.call(request).instrument(Span::none()),
+                inner: Route::Plain {
+                    inner: self.inner.call(request),
+                },
                 pending: None,
             };
         }
@@ -99,7 +101,9 @@ where
         let pending = if is_grpc(request.headers()) {
             // A clone of the URI shares its bytes: no copy of the path.
             let uri = request.uri().clone();
-            let span = traced.then(|| rpc_span(&request, routed.is_some()));
+            let span = traced
+                .then(|| rpc_span(&request, routed.is_some()))
+                .flatten();
             Pending::Grpc(Call {
                 m,
                 method: routed.map(|_| uri),
@@ -109,7 +113,7 @@ where
         } else {
             let method = method_label(request.method());
             let route = routed.as_ref().map_or("", MatchedPath::as_str);
-            let span = traced.then(|| http_span(&request, method, route));
+            let span = traced.then(|| http_span(&request, method, route)).flatten();
             Pending::Rest {
                 m,
                 method,
@@ -118,13 +122,20 @@ where
                 span,
             }
         };
-        let span = match &pending {
-            Pending::Grpc(Call { span, .. }) | Pending::Rest { span, .. } => {
-                span.clone().unwrap_or_else(Span::none)
-            }
+        let inner = self.inner.call(request);
+        let inner = match &pending {
+            Pending::Grpc(Call {
+                span: Some(span), ..
+            })
+            | Pending::Rest {
+                span: Some(span), ..
+            } => Route::Traced {
+                inner: span.around(inner),
+            },
+            _ => Route::Plain { inner },
         };
         Observing {
-            inner: self.inner.call(request).instrument(span),
+            inner,
             pending: Some(pending),
         }
     }
@@ -134,9 +145,29 @@ pin_project_lite::pin_project! {
     /// A route's answer on its way, inside the request's span; observed once it is ready.
     pub struct Observing<F> {
         #[pin]
-        inner: Instrumented<F>,
+        inner: Route<F>,
         // `None` with metrics and tracing off, and once observed.
         pending: Option<Pending>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The route's future, with the request's server span as its context while tracing is on.
+    #[project = RouteProjection]
+    enum Route<F> {
+        Plain { #[pin] inner: F },
+        Traced { #[pin] inner: WithContext<F> },
+    }
+}
+
+impl<F: Future> Future for Route<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.project() {
+            RouteProjection::Plain { inner } => inner.poll(cx),
+            RouteProjection::Traced { inner } => inner.poll(cx),
+        }
     }
 }
 
@@ -167,7 +198,7 @@ enum Pending {
         route: Option<MatchedPath>,
         start: Instant,
         /// `None` with tracing off.
-        span: Option<Span>,
+        span: Option<ServerSpan>,
     },
     /// A gRPC call: observed at its final status, in the trailers unless it answered in the
     /// headers.
@@ -192,10 +223,14 @@ impl Pending {
                         .observe(start.elapsed().as_secs_f64());
                 }
                 if let Some(span) = span {
-                    span.record("http.response.status_code", status.as_u16());
+                    span.record(KeyValue::new(
+                        "http.response.status_code",
+                        i64::from(status.as_u16()),
+                    ));
                     if status.is_server_error() {
-                        span.record("otel.status_code", "ERROR");
+                        span.fail();
                     }
+                    span.end();
                 }
                 response
             }
@@ -216,52 +251,45 @@ impl Pending {
 }
 
 /// The server span of a REST request, continuing the caller's trace.
-fn http_span(request: &Request, method: &'static str, route: &str) -> Span {
+fn http_span(request: &Request, method: &'static str, route: &str) -> Option<ServerSpan> {
     let name = if route.is_empty() {
         method.to_owned()
     } else {
         format!("{method} {route}")
     };
-    let span = tracing::info_span!(
-        "request",
-        otel.name = name,
-        otel.kind = "server",
-        http.request.method = method,
-        http.route = route,
-        http.response.status_code = Empty,
-        otel.status_code = Empty,
-    );
-    continue_caller_trace(&span, request.headers());
-    span
+    let attributes = vec![
+        KeyValue::new("http.request.method", method),
+        KeyValue::new("http.route", route.to_owned()),
+    ];
+    ServerSpan::start(name, attributes, &caller_context(request.headers()))
 }
 
 /// The server span of a gRPC call, continuing the caller's trace; `known` when the router
 /// has the method's service.
-fn rpc_span(request: &Request, known: bool) -> Span {
+fn rpc_span(request: &Request, known: bool) -> Option<ServerSpan> {
     let path = request.uri().path().trim_start_matches('/');
     let (service, method) = match path.split_once('/') {
         Some((service, method)) if known => (service, method),
         _ => ("", ""),
     };
     let name = if service.is_empty() { "grpc" } else { path };
-    let span = tracing::info_span!(
-        "call",
-        otel.name = name,
-        otel.kind = "server",
-        rpc.system = "grpc",
-        rpc.service = service,
-        rpc.method = method,
-        rpc.grpc.status_code = Empty,
-        otel.status_code = Empty,
-    );
-    continue_caller_trace(&span, request.headers());
-    span
+    let attributes = vec![
+        KeyValue::new("rpc.system", "grpc"),
+        KeyValue::new("rpc.service", service.to_owned()),
+        KeyValue::new("rpc.method", method.to_owned()),
+    ];
+    ServerSpan::start(
+        name.to_owned(),
+        attributes,
+        &caller_context(request.headers()),
+    )
 }
 
-/// Makes `span` continue the `traceparent` (and `tracestate`) the caller sent, if any.
-fn continue_caller_trace(span: &Span, headers: &HeaderMap) {
+/// The context of the `traceparent` (and `tracestate`) the caller sent; an empty one, so a
+/// new trace, when it sent none or a malformed one.
+fn caller_context(headers: &HeaderMap) -> opentelemetry::Context {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    telemetry::continue_trace(span, text("traceparent"), text("tracestate"));
+    telemetry::context_of(text("traceparent"), text("tracestate"))
 }
 
 /// Whether a request is a gRPC call, by its content type (as `grpc::edge` decides it too).
@@ -306,7 +334,7 @@ struct Call {
     method: Option<Uri>,
     start: Instant,
     /// The call's server span, ended with the call; `None` with tracing off.
-    span: Option<Span>,
+    span: Option<ServerSpan>,
 }
 
 impl Call {
@@ -326,11 +354,15 @@ impl Call {
                 .observe(self.start.elapsed().as_secs_f64());
         }
         if let Some(span) = self.span.take() {
-            span.record("rpc.grpc.status_code", status.parse::<i64>().unwrap_or(2));
+            span.record(KeyValue::new(
+                "rpc.grpc.status_code",
+                status.parse::<i64>().unwrap_or(2),
+            ));
             // The codes OpenTelemetry counts as the server's fault.
             if matches!(status, "2" | "4" | "12" | "13" | "14" | "15") {
-                span.record("otel.status_code", "ERROR");
+                span.fail();
             }
+            span.end();
         }
     }
 }

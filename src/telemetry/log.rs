@@ -40,7 +40,8 @@ where
 }
 
 /// One JSON object per event: `timestamp`, `level`, `target`, `fields`, the current span's
-/// name as `span`, and `trace_id` / `span_id` of the innermost traced span around it.
+/// name as `span`, and `trace_id` / `span_id` of the innermost traced span around it (a
+/// `tracing` span, else the request's server span).
 struct JsonLines {
     traced: bool,
 }
@@ -69,6 +70,7 @@ where
         line.insert("level".into(), meta.level().as_str().into());
         line.insert("target".into(), meta.target().into());
         line.insert("fields".into(), Value::Object(fields));
+        let mut traced = None;
         if let Some(scope) = ctx.event_scope() {
             let mut scope = scope.peekable();
             if let Some(span) = scope.peek() {
@@ -76,15 +78,19 @@ where
             }
             if self.traced {
                 let dispatch = tracing::dispatcher::get_default(Clone::clone);
-                let traced = scope.find_map(|span| {
+                traced = scope.find_map(|span| {
                     let cx = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
                     ids_of_context(&cx)
                 });
-                if let Some((trace, span)) = traced {
-                    line.insert("trace_id".into(), trace.into());
-                    line.insert("span_id".into(), span.into());
-                }
             }
+        }
+        // Outside any traced `tracing` span, a request's server span is the current context.
+        if self.traced && traced.is_none() {
+            traced = ids_of_context(&opentelemetry::Context::current());
+        }
+        if let Some((trace, span)) = traced {
+            line.insert("trace_id".into(), trace.into());
+            line.insert("span_id".into(), span.into());
         }
         writeln!(writer, "{}", Value::Object(line))
     }

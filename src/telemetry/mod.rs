@@ -3,7 +3,8 @@
 //!
 //! Tracing is on when the standard OpenTelemetry variables name an endpoint
 //! (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) and
-//! `OTEL_SDK_DISABLED` / `OTEL_TRACES_EXPORTER=none` do not turn it off. Then the service's own
+//! `OTEL_SDK_DISABLED` / `OTEL_TRACES_EXPORTER=none` do not turn it off. Then the requests'
+//! server spans ([`ServerSpan`], made with the OpenTelemetry API) and the service's `tracing`
 //! spans (target `scheduler`, level INFO and above, whatever `RUST_LOG` says about log lines)
 //! go to that endpoint in batches over `http/protobuf` (the default) or `http/json`;
 //! `OTEL_SERVICE_NAME` names the service (`scheduler` by default) and `OTEL_TRACES_SAMPLER`
@@ -19,6 +20,7 @@
 mod export;
 mod filter;
 mod log;
+mod server;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -34,6 +36,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{EnvFilter, Registry, layer::SubscriberExt, util::SubscriberInitExt};
 
 pub use log::LogFormat;
+pub use server::ServerSpan;
 
 /// The service's name in traces when `OTEL_SERVICE_NAME` gives none.
 pub const DEFAULT_SERVICE_NAME: &str = "scheduler";
@@ -92,6 +95,9 @@ pub fn install(format: LogFormat) -> anyhow::Result<Telemetry> {
         .with(spans)
         .try_init()
         .context("Failed to install the log and trace subscriber")?;
+    if let Some(provider) = &provider {
+        server::install(provider.tracer(DEFAULT_SERVICE_NAME));
+    }
     ON.store(provider.is_some(), Ordering::Relaxed);
     Ok(Telemetry { provider })
 }
@@ -155,9 +161,17 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
     inject(&span.context())
 }
 
-/// The `traceparent` of the current span (the request, fire or message being handled).
+/// The `traceparent` of the current span (the request, fire or message being handled): the
+/// current `tracing` span's, else the current OpenTelemetry context's (a request's
+/// [`ServerSpan`]).
 pub fn current_traceparent() -> Option<String> {
-    traceparent_of(&tracing::Span::current())
+    traceparent_of(&tracing::Span::current()).or_else(|| {
+        if is_on() {
+            inject(&Context::current())
+        } else {
+            None
+        }
+    })
 }
 
 /// The W3C `traceparent` of a context's span, when it has a valid one.

@@ -40,6 +40,39 @@ async fn traced(topics: &TestTopics, dir: &TempDir, service: &str) -> Service {
     Service::start_env(&flags, &env, Some(&dir.path().join("log"))).await
 }
 
+/// A traced service holding one job, due in an hour, created in a trace of its own.
+async fn traced_with_job() -> (TestTopics, TempDir, Service, String) {
+    let topics = TestTopics::new();
+    let dir = TempDir::new().unwrap();
+    let service = traced(&topics, &dir, &service_name()).await;
+    let created = post_traced(
+        &service,
+        &job_with_secret(&in_millis(3_600_000)),
+        &new_traceparent().0,
+    )
+    .await;
+    let id = id_of(&created);
+    (topics, dir, service, id)
+}
+
+/// The JSON log lines in `dir/log` so far.
+fn log_lines(dir: &TempDir) -> Vec<Value> {
+    std::fs::read_to_string(dir.path().join("log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect()
+}
+
+/// The first JSON log line in `dir/log` that `matches`, once it is written.
+async fn log_line(dir: &TempDir, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+    eventually(what, || {
+        let found = log_lines(dir).into_iter().find(&matches);
+        async move { found }
+    })
+    .await
+}
+
 fn service_name() -> String {
     format!("scheduler-test-{}", uuid::Uuid::new_v4().simple())
 }
@@ -343,28 +376,15 @@ async fn a_result_without_a_trace_links_to_its_fire_and_a_dead_letter_says_why_i
     assert!(why.contains("JSON"), "{why:?}");
 
     // The dead letter's log line names the same trace and span.
-    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
-    let line: Value = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|l| {
-            l["fields"]["message"] == "result dead-lettered"
-                && l["fields"]["reason"] != "unknown job"
-        })
-        .unwrap_or_else(|| panic!("no dead-letter line in {log}"));
+    let line = log_line(&dir, "the dead-letter line", |l| {
+        l["fields"]["message"] == "result dead-lettered" && l["fields"]["reason"] != "unknown job"
+    })
+    .await;
     assert_eq!(line["trace_id"], garbage_trace.as_str(), "{line}");
     assert_eq!(line["span_id"], dead.span_id.as_str(), "{line}");
     assert_eq!(line["level"], "WARN");
-    let unknown_line = eventually("the unknown job's dead-letter line", || {
-        let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
-        let found = log
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|l| {
-                l["fields"]["message"] == "result dead-lettered"
-                    && l["fields"]["reason"] == "unknown job"
-            });
-        async move { found }
+    let unknown_line = log_line(&dir, "the unknown job's dead-letter line", |l| {
+        l["fields"]["message"] == "result dead-lettered" && l["fields"]["reason"] == "unknown job"
     })
     .await;
     assert_eq!(
@@ -383,23 +403,13 @@ async fn a_result_without_a_trace_links_to_its_fire_and_a_dead_letter_says_why_i
 
 #[tokio::test]
 async fn a_grpc_call_continues_the_trace_its_metadata_names() {
-    let topics = TestTopics::new();
-    let dir = TempDir::new().unwrap();
-    let service = traced(&topics, &dir, &service_name()).await;
-    let created = post_traced(
-        &service,
-        &job_with_secret(&in_millis(3_600_000)),
-        &new_traceparent().0,
-    )
-    .await;
+    let (_topics, _dir, service, id) = traced_with_job().await;
 
     let (traceparent, trace, caller_span) = new_traceparent();
     let mut client = pb::jobs_service_client::JobsServiceClient::connect(service.url(""))
         .await
         .unwrap();
-    let mut request = tonic::Request::new(pb::GetJobRequest {
-        id: id_of(&created),
-    });
+    let mut request = tonic::Request::new(pb::GetJobRequest { id });
     request
         .metadata_mut()
         .insert("traceparent", traceparent.parse().unwrap());
@@ -431,4 +441,35 @@ async fn a_grpc_call_continues_the_trace_its_metadata_names() {
     // NOT_FOUND is the caller's mistake, not the server's fault.
     assert_eq!(spans[0].tag("rpc.grpc.status_code").as_deref(), Some("5"));
     assert_eq!(spans[0].tag("otel.status_code"), None);
+}
+
+#[tokio::test]
+async fn a_log_line_made_while_a_request_is_handled_names_its_server_span() {
+    let (_topics, dir, service, id) = traced_with_job().await;
+
+    // A trigger fires the run inside the request, which logs "run fired".
+    let (traceparent, trace, caller_span) = new_traceparent();
+    let response = reqwest::Client::new()
+        .post(service.url(&format!("/api/v1/jobs/{id}/trigger")))
+        .header("traceparent", &traceparent)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+
+    let name = "POST /api/v1/jobs/{id}/trigger";
+    let spans = Jaeger::shared()
+        .trace_until(&trace, |spans| spans.iter().any(|s| s.name == name))
+        .await;
+    let server = named(&spans, name);
+    assert_eq!(server.parent, Some((trace.clone(), caller_span)));
+    let line = log_line(&dir, "the trigger's log line", |l| {
+        l["fields"]["message"] == "run fired" && l["fields"]["job_id"] == id
+    })
+    .await;
+    assert_eq!(line["trace_id"], trace.as_str(), "{line}");
+    assert_eq!(line["span_id"], server.span_id.as_str(), "{line}");
+    // A line logged outside any request (the start) names no trace.
+    let started = log_line(&dir, "the start's log line", |l| l["level"] == "INFO").await;
+    assert!(started.get("trace_id").is_none(), "{started}");
 }
