@@ -1,7 +1,8 @@
 //! Server spans, one per request, made with the OpenTelemetry API directly rather than through
 //! `tracing`: a request's span has no `tracing` children (the spans made later, a Kafka send
 //! or a fire, continue the `traceparent` stored with the change), so it needs none of the
-//! subscriber's span bookkeeping, which cost about half of what tracing a request cost. While
+//! subscriber's span bookkeeping, about a third of what tracing a request cost (BENCHMARKS.md,
+//! "Tracing, third pass"). While
 //! the request's future runs, its span is OpenTelemetry's current context, which is where the
 //! handlers' `traceparent` and the log lines' trace ids come from.
 
