@@ -2,9 +2,9 @@
 //! `tracing`: a request's span has no `tracing` children (the spans made later, a Kafka send
 //! or a fire, continue the `traceparent` stored with the change), so it needs none of the
 //! subscriber's span bookkeeping, about a third of what tracing a request cost (BENCHMARKS.md,
-//! "Tracing, third pass"). While
-//! the request's future runs, its span is OpenTelemetry's current context, which is where the
-//! handlers' `traceparent` and the log lines' trace ids come from.
+//! "Tracing, third pass"). While the request's future runs, its span is OpenTelemetry's
+//! current context, which is where the handlers' `traceparent` and the log lines' trace ids
+//! come from.
 
 use std::{borrow::Cow, future::Future, sync::OnceLock};
 
