@@ -165,13 +165,10 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
 /// current `tracing` span's, else the current OpenTelemetry context's (a request's
 /// [`ServerSpan`]).
 pub fn current_traceparent() -> Option<String> {
-    traceparent_of(&tracing::Span::current()).or_else(|| {
-        if is_on() {
-            inject(&Context::current())
-        } else {
-            None
-        }
-    })
+    if !is_on() {
+        return None;
+    }
+    inject(&tracing::Span::current().context()).or_else(|| inject(&Context::current()))
 }
 
 /// The W3C `traceparent` of a context's span, when it has a valid one.
