@@ -97,15 +97,9 @@ fn job_with_secret(run_at: &str) -> Value {
 }
 
 async fn post_traced(service: &Service, job: &Value, traceparent: &str) -> Value {
-    let response = reqwest::Client::new()
-        .post(service.url("/api/v1/jobs"))
-        .header("traceparent", traceparent)
-        .json(job)
-        .send()
+    service
+        .create_job_with(job, &[("traceparent", traceparent)])
         .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    response.json().await.unwrap()
 }
 
 /// The first message keyed by job `id` that `reader` reads.

@@ -96,12 +96,22 @@ impl Service {
 
     /// POSTs `body` to `/api/v1/jobs`; the job created (the answer must be 201).
     pub async fn create_job(&self, body: &serde_json::Value) -> serde_json::Value {
-        let response = reqwest::Client::new()
+        self.create_job_with(body, &[]).await
+    }
+
+    /// POSTs `body` to `/api/v1/jobs` with `headers`; the job created (the answer must be 201).
+    pub async fn create_job_with(
+        &self,
+        body: &serde_json::Value,
+        headers: &[(&str, &str)],
+    ) -> serde_json::Value {
+        let mut request = reqwest::Client::new()
             .post(self.url("/api/v1/jobs"))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
+            .json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
         assert_eq!(response.status(), 201);
         response.json().await.unwrap()
     }
