@@ -105,7 +105,7 @@ where
 struct Running {
     app_addr: std::net::SocketAddr,
     jobs: scheduler::jobs::Jobs,
-    bus: scheduler::events::EventBus,
+    events: scheduler::events::EventStreams,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     /// The data directory, shared by the replicas of one store.
@@ -153,7 +153,7 @@ async fn start_replicas(store: StoreKind, replicas: usize) -> Vec<Running> {
         running.push(Running {
             app_addr: app.local_addr(),
             jobs: app.jobs(),
-            bus: app.events(),
+            events: app.events(),
             shutdown: shutdown.clone(),
             task: tokio::spawn(app.run(shutdown)),
             _data: data.clone(),
@@ -312,18 +312,19 @@ async fn grpc_throughput(service: &Running, label: &str, count: usize) {
     report(&format!("{label} gRPC get"), count, elapsed, latencies);
 }
 
-/// What the listeners of `fire_lag` see on the replicas' event buses.
+/// What the listener of `fire_lag` sees on the first replica's event stream.
 enum Seen {
-    /// A run event: which replica fired it, the run, and the lag from its due time in ms.
-    Run(usize, RunId, f64),
+    /// A run event: the run, and the lag from its due time in ms.
+    Run(RunId, f64),
     /// A listener fell behind and lost this many events.
     Lost(u64),
 }
 
 /// Creates `count` jobs (through the first replica) due within one second (`spread`) or at one
 /// instant, far enough ahead that every create is stored before the first is due, and
-/// measures the lag from each due time to its run event on the bus of the replica that fired
-/// it. Counts the runs each replica fired; a run fired twice fails the benchmark.
+/// measures the lag from each due time to its run event on the first replica's event stream
+/// (every replica's events reach it through the shared journal). A run fired twice fails the
+/// benchmark.
 async fn fire_lag(replicas: &[Running], label: &str, count: usize, spread: bool) {
     // Generous: a create stored on the embedded store takes well under 4 ms, even with the
     // machine busy.
@@ -331,33 +332,29 @@ async fn fire_lag(replicas: &[Running], label: &str, count: usize, spread: bool)
     // Listen from before the first create, and drain the buses while the jobs are created
     // (their creation events would otherwise fill the bus buffer).
     let (seen, mut sightings) = tokio::sync::mpsc::unbounded_channel();
-    let listeners: Vec<_> = replicas
-        .iter()
-        .enumerate()
-        .map(|(replica, service)| {
-            let mut events = service.bus.subscribe(None);
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                loop {
-                    let sighting = match events.recv().await {
-                        Some(Watched::Event(event)) if event.kind == EventKind::Run => {
-                            let received = Utc::now();
-                            let run = event.run.as_ref().unwrap();
-                            let lag = (received - run.scheduled_for).num_microseconds().unwrap();
-                            Seen::Run(replica, run.run_id, lag as f64 / 1e3)
-                        }
-                        Some(Watched::Event(_)) => continue,
-                        Some(Watched::Lagged(lost)) => Seen::Lost(lost),
-                        None => break,
-                    };
-                    if seen.send(sighting).is_err() {
-                        break;
-                    }
+    let stream = replicas[0]
+        .events
+        .open(None, None, CancellationToken::new())
+        .await
+        .unwrap();
+    let listeners = vec![tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(watched) = futures::StreamExt::next(&mut stream).await {
+            let sighting = match watched {
+                Watched::Event(journaled) if journaled.event.kind == EventKind::Run => {
+                    let received = Utc::now();
+                    let run = journaled.event.run.as_ref().unwrap();
+                    let lag = (received - run.scheduled_for).num_microseconds().unwrap();
+                    Seen::Run(run.run_id, lag as f64 / 1e3)
                 }
-            })
-        })
-        .collect();
-    drop(seen);
+                Watched::Lagged(lost) => Seen::Lost(lost),
+                _ => continue,
+            };
+            if seen.send(sighting).is_err() {
+                break;
+            }
+        }
+    })];
 
     let due = Utc::now() + chrono::Duration::from_std(lead).unwrap();
     let due = due - chrono::Duration::nanoseconds(due.timestamp_subsec_nanos() as i64);
@@ -365,7 +362,6 @@ async fn fire_lag(replicas: &[Running], label: &str, count: usize, spread: bool)
     let overran = Utc::now() >= due;
 
     let mut lags = Vec::with_capacity(count);
-    let mut per_replica = vec![0usize; replicas.len()];
     let mut runs = HashSet::with_capacity(count);
     let (mut duplicates, mut lost) = (0, 0);
     // Slow stores fire a few hundred jobs a second: wait longer for more jobs.
@@ -377,8 +373,7 @@ async fn fire_lag(replicas: &[Running], label: &str, count: usize, spread: bool)
             break;
         };
         match sighting {
-            Seen::Run(replica, run, lag) => {
-                per_replica[replica] += 1;
+            Seen::Run(run, lag) => {
                 if !runs.insert(run) {
                     duplicates += 1;
                 }
@@ -392,15 +387,14 @@ async fn fire_lag(replicas: &[Running], label: &str, count: usize, spread: bool)
     }
     let fired = lags.len();
     let (p50, p99, max) = percentiles(lags);
-    let per_replica: Vec<String> = per_replica.iter().map(ToString::to_string).collect();
     println!(
-        "{label:<34} fire lag p50 {p50:>6.2} ms   p99 {p99:>6.2} ms   max {max:>7.2} ms   ({fired}/{count} fired, due {}; per replica {}; duplicates: {duplicates}; created in {:.1} s, {} s ahead)",
+        "{label:<34} fire lag p50 {p50:>6.2} ms   p99 {p99:>6.2} ms   max {max:>7.2} ms   ({fired}/{count} fired, due {}; {} replicas; duplicates: {duplicates}; created in {:.1} s, {} s ahead)",
         if spread {
             "across one second"
         } else {
             "at one instant"
         },
-        per_replica.join("/"),
+        replicas.len(),
         created_in.as_secs_f64(),
         lead.as_secs(),
     );

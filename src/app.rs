@@ -20,12 +20,12 @@ use crate::{
     auth::Auth,
     config::{Config, StoreKind},
     discovery::Registrar,
-    events::{BufferLimits, EventBus},
+    events::{BufferLimits, EventBus, EventStreams, Feed},
     grpc,
     jobs::{EventRoute, Jobs, hints::DueHints, ports::JobStore},
     kafka::{KafkaSettings, consumer::ResultConsumer, producer::KafkaPublisher},
     metrics::{BuildInfo, Metrics, requests::ObserveLayer},
-    outbox::{Relay, RelaySettings},
+    outbox::{Relay, RelaySettings, SinkSlot},
     rest::{self, AppState, RestSettings, Shared},
     runtime::{Backoff, Outage, Supervisor},
     scheduler::{Scheduler, SchedulerSettings},
@@ -49,7 +49,14 @@ pub struct Application {
     /// Cancelled by `run` once serving has stopped, to end streams and the scheduler.
     internal_shutdown: CancellationToken,
     jobs: Jobs,
-    bus: EventBus,
+    /// The store, as the service uses it (metered when metrics are on).
+    store: Arc<dyn JobStore>,
+    /// What the SSE endpoint and the gRPC watch serve.
+    streams: EventStreams,
+    /// Journals (MongoDB), publishes (Kafka) and trims the stored events.
+    relay: Relay,
+    /// Hands journaled events to this process's event streams.
+    feed: Feed,
     /// The Kafka side, when brokers are configured.
     kafka: Option<KafkaParts>,
     /// Access control, for its background refresh of a JWKS URL.
@@ -72,7 +79,8 @@ pub struct Application {
 struct KafkaParts {
     settings: KafkaSettings,
     publisher: KafkaPublisher,
-    relay: Relay,
+    /// Where the relay finds the publisher, once the topics exist.
+    slot: SinkSlot,
     /// For the result consumer's outcomes and lag.
     metrics: Metrics,
 }
@@ -150,37 +158,44 @@ impl Application {
             bytes: config.stream_buffer_bytes,
         });
         let hints = Arc::new(DueHints::new());
-        let (events, kafka) = match config.kafka_settings() {
+        let feed_wake = Arc::new(Notify::new());
+        let relay_wake = Arc::new(Notify::new());
+        let events = EventRoute::new(feed_wake.clone(), relay_wake.clone());
+        let kafka = match config.kafka_settings() {
             None => {
-                tracing::info!("no KAFKA_BROKERS: events stay in-process (SSE, gRPC watch)");
-                (EventRoute::live_only(Arc::new(bus.clone())), None)
+                tracing::info!(
+                    "no KAFKA_BROKERS: events go to the event streams only (SSE, gRPC watch)"
+                );
+                None
             }
             Some(settings) => {
-                tracing::info!(brokers = %settings.brokers, "events: Kafka, through the outbox");
-                let relay_wake = Arc::new(Notify::new());
+                tracing::info!(brokers = %settings.brokers, "events: Kafka too, from the journal");
                 let publisher = KafkaPublisher::new(&settings)?.with_metrics(metrics.clone());
-                let relay = Relay::new(
-                    store.clone(),
-                    Arc::new(publisher.clone()),
-                    relay_wake.clone(),
-                    RelaySettings {
-                        poll: settings.outbox_poll,
-                        lease: Duration::from_secs(config.lease_seconds.clamp(1, 10)),
-                        ..RelaySettings::default()
-                    },
-                );
-                let events = EventRoute::with_outbox(Arc::new(bus.clone()), relay_wake);
-                (
-                    events,
-                    Some(KafkaParts {
-                        settings,
-                        publisher,
-                        relay,
-                        metrics: metrics.clone(),
-                    }),
-                )
+                Some(KafkaParts {
+                    settings,
+                    publisher,
+                    slot: SinkSlot::default(),
+                    metrics: metrics.clone(),
+                })
             }
         };
+        let poll = Duration::from_millis(config.outbox_poll_ms);
+        let relay = Relay::new(
+            store.clone(),
+            kafka.as_ref().map(|kafka| kafka.slot.clone()),
+            relay_wake,
+            feed_wake.clone(),
+            RelaySettings {
+                poll,
+                lease: Duration::from_secs(config.lease_seconds.clamp(1, 10)),
+                retention: config.retention(),
+                sequences: config.store_kind() == StoreKind::Mongodb,
+                ..RelaySettings::default()
+            },
+        );
+        let feed = Feed::new(store.clone(), bus.clone(), feed_wake, poll);
+        let streams_of_events = EventStreams::new(store.clone(), bus.clone());
+        let kept_store = store.clone();
         let mut jobs = Jobs::new(store.clone(), events.clone(), hints.clone())
             .with_limits(config.limits())
             .with_metrics(metrics.clone());
@@ -204,7 +219,7 @@ impl Application {
         .with_metrics(metrics.clone());
         let state = AppState::new(Shared {
             jobs: jobs.clone(),
-            bus: bus.clone(),
+            events: streams_of_events.clone(),
             shutdown: internal_shutdown.clone(),
             streams: streams.clone(),
             metrics: metrics.clone(),
@@ -215,7 +230,7 @@ impl Application {
         };
         let grpc = grpc::router(
             jobs.clone(),
-            bus.clone(),
+            streams_of_events.clone(),
             internal_shutdown.clone(),
             streams,
             config.max_body_bytes,
@@ -252,7 +267,10 @@ impl Application {
             scheduler,
             internal_shutdown,
             jobs,
-            bus,
+            store: kept_store,
+            streams: streams_of_events.clone(),
+            relay,
+            feed,
             kafka,
             auth,
             grace: Duration::from_secs(config.shutdown_grace_seconds),
@@ -274,9 +292,14 @@ impl Application {
         self.jobs.clone()
     }
 
-    /// The in-process event bus.
-    pub fn events(&self) -> EventBus {
-        self.bus.clone()
+    /// The event streams: the journal, then live.
+    pub fn events(&self) -> EventStreams {
+        self.streams.clone()
+    }
+
+    /// The job store, as the service uses it.
+    pub fn store(&self) -> Arc<dyn JobStore> {
+        self.store.clone()
     }
 
     /// Serves until `shutdown` is cancelled, then shuts down gracefully. Ends with an error
@@ -296,6 +319,17 @@ impl Application {
                 Ok(())
             });
         }
+        let (relay, feed) = (self.relay, self.feed);
+        let stop = internal.clone();
+        tasks.spawn("relay", async move {
+            relay.run(stop).await;
+            Ok(())
+        });
+        let stop = internal.clone();
+        tasks.spawn("event-feed", async move {
+            feed.run(stop).await;
+            Ok(())
+        });
         if let Some(kafka) = self.kafka {
             tasks.spawn(
                 "kafka",
@@ -383,8 +417,9 @@ impl Application {
     }
 }
 
-/// Creates the topics (retrying while the brokers are unreachable), then runs the outbox relay
-/// and the result consumer until shutdown. Until the topics exist, events wait in the outbox.
+/// Creates the topics (retrying while the brokers are unreachable), then hands the relay its
+/// publisher and runs the result consumer until shutdown. Until the topics exist, events wait
+/// in the journal.
 async fn run_kafka(
     kafka: KafkaParts,
     jobs: Jobs,
@@ -417,8 +452,8 @@ async fn run_kafka(
         kafka.metrics,
     )
     .context("the result consumer cannot start")?;
-    // Both run until shutdown; a panic in either ends this task, and the service with it.
-    tokio::join!(kafka.relay.run(shutdown.clone()), consumer.run(shutdown));
+    let _ = kafka.slot.set(Arc::new(kafka.publisher));
+    consumer.run(shutdown).await;
     Ok(())
 }
 

@@ -266,11 +266,21 @@ pub struct Config {
     /// The CloudEvents `source` of the events this service publishes.
     #[arg(long, env = "SCHEDULER_EVENT_SOURCE", default_value = "/scheduler")]
     pub event_source: String,
-    /// How often the outbox relay looks for events written by other processes on the same
-    /// store, in milliseconds. Its own process's events wake it at once.
+    /// How often the relay (which journals events on MongoDB and publishes them to Kafka) and
+    /// the event streams look for events written by other processes on the same store, in
+    /// milliseconds. Their own process's events wake them at once.
     #[arg(long, env = "SCHEDULER_OUTBOX_POLL_MS", default_value_t = 200,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub outbox_poll_ms: u64,
+    /// Events the journal keeps for event streams to resume from (`Last-Event-ID`), at most
+    /// (100 to 10,000,000); older ones are trimmed, but never one not yet published to Kafka.
+    #[arg(long, env = "SCHEDULER_EVENT_RETENTION_EVENTS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=10_000_000))]
+    pub event_retention_events: u64,
+    /// Longest the journal keeps an event, in seconds (60 to 2,592,000, 30 days).
+    #[arg(long, env = "SCHEDULER_EVENT_RETENTION_SECONDS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(60..=2_592_000))]
+    pub event_retention_seconds: u64,
     /// Serve Prometheus metrics at `GET /metrics` and keep them (`false`: no registry, no
     /// endpoint, nothing observed).
     #[arg(long, env = "SCHEDULER_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -306,6 +316,16 @@ impl Config {
             misfire_threshold: chrono::Duration::seconds(i64::from(self.misfire_threshold_seconds)),
             max_catch_up: self.max_catch_up as usize,
             ..Limits::default()
+        }
+    }
+
+    /// How much of the event journal is kept.
+    pub fn retention(&self) -> crate::jobs::ports::Retention {
+        crate::jobs::ports::Retention {
+            events: self.event_retention_events,
+            age: chrono::Duration::seconds(
+                i64::try_from(self.event_retention_seconds).unwrap_or(i64::MAX),
+            ),
         }
     }
 

@@ -1,25 +1,32 @@
-//! The outbox relay: publishes stored events to a durable sink, at least once, in order per job.
+//! The relay: moves stored events into the journal where the store needs it (MongoDB),
+//! publishes the journal to a durable sink (Kafka) at least once and in order, and trims the
+//! journal to its retention window.
 //!
-//! Every change is stored with its event (see `jobs::ports`). The relay reads pending events in store
-//! order, hands them to the [`Publisher`], and removes from the outbox only those the sink
-//! acknowledged. A sink outage fails no API call: events wait in the store and go out when the
-//! sink is back. If the process dies between publishing and marking, the events go out again
-//! with the same ids (CloudEvents `ce_id`), so consumers can drop the copies.
+//! Every change is stored with its events (see `jobs::ports`). The relay publishes the
+//! journal's events after its cursor (`PUBLISHED`) to the [`Publisher`] and moves the cursor
+//! past those the sink acknowledged, up to the first it refused; the rest go again next round,
+//! so a sink outage fails no API call and loses nothing, and if the process dies between
+//! publishing and moving the cursor the events go out again with the same ids (CloudEvents
+//! `ce_id`), so consumers can drop the copies. Trimming never passes the cursor: an event
+//! waits in the journal, whatever the retention, until it is published.
 //!
 //! One relay runs at a time per store: each process's relay takes the store's relay lease
-//! before reading, and renews it while it works. The others wait and take over when it lapses.
-//! The relay is woken by its own process's writes, and looks every `poll` for events written by
-//! other processes.
+//! before sequencing or publishing, and renews it while it works; the others wait and take
+//! over when it lapses. It is woken by its own process's writes, and looks every `poll` for
+//! events written by other processes. With nothing to sequence or publish (the embedded store
+//! without Kafka) it only trims, every `trim_every`, and takes no lease.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use chrono::Utc;
-use tokio::sync::Notify;
+use tokio::{sync::Notify, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    domain::{Event, JobId},
-    jobs::ports::{JobStore, Lease, Publisher, StoreError},
+    jobs::ports::{JobStore, Journaled, Lease, PUBLISHED, Publisher, Retention, StoreError},
     runtime::{Backoff, Outage},
 };
 
@@ -36,6 +43,13 @@ pub struct RelaySettings {
     pub first_backoff: Duration,
     /// Longest wait between attempts while the sink or the store fails.
     pub max_backoff: Duration,
+    /// How much of the journal is kept.
+    pub retention: Retention,
+    /// How often the journal is trimmed.
+    pub trim_every: Duration,
+    /// Whether stored events need the relay to give them their places in the journal (the
+    /// MongoDB store).
+    pub sequences: bool,
 }
 
 impl Default for RelaySettings {
@@ -46,16 +60,29 @@ impl Default for RelaySettings {
             lease: Duration::from_secs(10),
             first_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            retention: Retention {
+                events: 10_000,
+                age: chrono::Duration::hours(1),
+            },
+            trim_every: Duration::from_secs(10),
+            sequences: false,
         }
     }
 }
 
+/// The durable sink a relay publishes to, set once the sink is ready (Kafka's topics exist):
+/// until then events wait in the journal.
+pub type SinkSlot = Arc<OnceLock<Arc<dyn Publisher>>>;
+
 /// One process's relay.
 pub struct Relay {
     store: Arc<dyn JobStore>,
-    publisher: Arc<dyn Publisher>,
+    /// The durable sink, when one is configured.
+    sink: Option<SinkSlot>,
     /// Notified whenever this process stores an event.
     wake: Arc<Notify>,
+    /// Notified when it journaled events, for this process's event feed.
+    journaled: Arc<Notify>,
     /// Unique per process: who holds the relay lease.
     owner: String,
     settings: RelaySettings,
@@ -67,6 +94,8 @@ enum Round {
     NotLeader,
     /// Nothing was pending.
     Idle,
+    /// Some events were journaled; more may be pending.
+    Busy,
     /// Some events went out; more may be pending.
     Published,
     /// The sink refused some events; they stay pending.
@@ -74,17 +103,20 @@ enum Round {
 }
 
 impl Relay {
-    /// A relay from `store` to `publisher`, woken by `wake` when this process stores events.
+    /// A relay of `store`'s events to the sink in `sink` (when one is configured), woken by
+    /// `wake` when this process stores events; it notifies `journaled` when it journaled some.
     pub fn new(
         store: Arc<dyn JobStore>,
-        publisher: Arc<dyn Publisher>,
+        sink: Option<SinkSlot>,
         wake: Arc<Notify>,
+        journaled: Arc<Notify>,
         settings: RelaySettings,
     ) -> Self {
         Self {
             store,
-            publisher,
+            sink,
             wake,
+            journaled,
             owner: format!("relay-{}", uuid::Uuid::new_v4()),
             settings,
         }
@@ -95,19 +127,34 @@ impl Relay {
     pub async fn run(self, shutdown: CancellationToken) {
         let backoff = || Backoff::new(self.settings.first_backoff, self.settings.max_backoff);
         let mut sink = Outage::new(
-            "cannot publish events; they wait in the outbox and are retried",
+            "cannot publish events; they wait in the journal and are retried",
             "publishing events again",
             backoff(),
         );
         let mut store = Outage::new(
-            "the outbox relay cannot reach the job store; retrying",
-            "the outbox relay reaches the job store again",
+            "the relay cannot reach the job store; retrying",
+            "the relay reaches the job store again",
             backoff(),
         );
         let mut leader = false;
         let mut held_until = None;
+        let mut published = None;
+        let mut trimmed = Instant::now();
+        // While the sink fails, it is tried again when its backoff says; journaling goes on.
+        let mut publish_at = Instant::now();
+        let leads = self.sink.is_some() || self.settings.sequences;
         while !shutdown.is_cancelled() {
-            let wait = match self.round(&mut held_until).await {
+            if trimmed.elapsed() >= self.settings.trim_every {
+                trimmed = Instant::now();
+                self.trim(published).await;
+            }
+            let round = if leads {
+                let publish = Instant::now() >= publish_at;
+                self.round(&mut held_until, &mut published, publish).await
+            } else {
+                Ok(Round::Idle)
+            };
+            let wait = match round {
                 Ok(round) => {
                     store.recovered();
                     let is_leader = !matches!(round, Round::NotLeader);
@@ -116,15 +163,17 @@ impl Relay {
                         leader = is_leader;
                     }
                     match round {
-                        Round::SinkFailed(error) => sink.failed(&error),
+                        Round::SinkFailed(error) => {
+                            publish_at = Instant::now() + sink.failed(&error);
+                            self.settings.poll
+                        }
+                        Round::Busy => Duration::ZERO,
                         Round::Published => {
                             sink.recovered();
                             Duration::ZERO
                         }
-                        Round::Idle => {
-                            sink.recovered();
-                            self.settings.poll
-                        }
+                        Round::Idle if leads => self.settings.poll,
+                        Round::Idle => self.settings.trim_every,
                         Round::NotLeader => self.settings.poll,
                     }
                 }
@@ -133,11 +182,11 @@ impl Relay {
             if wait.is_zero() {
                 continue;
             }
-            // While failing, the backoff decides when to try again, not this process's writes.
-            let failing = sink.is_failing() || store.is_failing();
+            // While the store fails, the backoff decides when to try again, not this
+            // process's writes.
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = self.wake.notified(), if !failing => {}
+                () = self.wake.notified(), if !store.is_failing() && leads => {}
                 () = shutdown.cancelled() => {}
             }
         }
@@ -155,85 +204,148 @@ impl Relay {
     }
 
     /// Takes or renews the lease (renewing only once half of it has passed, so a busy relay
-    /// does not write to the store for every batch), publishes one batch and marks what the
-    /// sink acknowledged.
+    /// does not write to the store for every batch), journals one batch of stored events,
+    /// publishes one batch of the journal and moves the cursor past what the sink
+    /// acknowledged. `published` is where the cursor stands, read once per lease.
     async fn round(
         &self,
         held_until: &mut Option<chrono::DateTime<Utc>>,
+        published: &mut Option<u64>,
+        publish: bool,
     ) -> Result<Round, StoreError> {
         let now = Utc::now();
         let lease = chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
         if held_until.is_none_or(|until| until - now < lease / 2) {
-            *held_until = None;
-            let until = now + lease;
             let taken = Lease {
                 owner: self.owner.clone(),
-                until,
+                until: now + lease,
             };
-            if !self.store.take_relay_lease(&taken, now).await? {
+            let held = self.store.take_relay_lease(&taken, now).await?;
+            if held_until.is_none() || !held {
+                // Another relay may have moved the cursor while this one did not hold it.
+                *published = None;
+            }
+            *held_until = held.then_some(taken.until);
+            if !held {
                 return Ok(Round::NotLeader);
             }
-            *held_until = Some(until);
         }
-        let events = self.store.pending_events(self.settings.batch_size).await?;
+        let mut busy = false;
+        if self.settings.sequences {
+            let journaled = self.store.sequence_events(self.settings.batch_size).await?;
+            if journaled > 0 {
+                self.journaled.notify_one();
+                busy = true;
+            }
+        }
+        let idle = if busy { Round::Busy } else { Round::Idle };
+        let Some(publisher) = self.sink.as_ref().and_then(|slot| slot.get()) else {
+            return Ok(idle);
+        };
+        if !publish {
+            return Ok(idle);
+        }
+        let after = match *published {
+            Some(after) => after,
+            None => self.store.cursor(PUBLISHED).await?,
+        };
+        *published = Some(after);
+        let events = self
+            .store
+            .read_journal(after, None, self.settings.batch_size)
+            .await?;
         if events.is_empty() {
-            return Ok(Round::Idle);
+            return Ok(idle);
         }
-        let results = self.publisher.publish(&events).await;
-        let (delivered, failure) = acknowledged(&events, results);
-        self.store.mark_delivered(&delivered).await?;
+        let batch: Vec<_> = events.iter().map(|j| j.event.clone()).collect();
+        let results = publisher.publish(&batch).await;
+        let (through, failure) = acknowledged(&events, results);
+        if let Some(through) = through {
+            self.store.set_cursor(PUBLISHED, through).await?;
+            *published = Some(through);
+        }
         Ok(match failure {
             Some(error) => Round::SinkFailed(error),
             None => Round::Published,
         })
     }
-}
 
-/// The events that may be marked delivered: acknowledged, and with no earlier event of the
-/// same job unacknowledged (that one goes out again first, then these again, in order).
-fn acknowledged(
-    events: &[Event],
-    results: Vec<anyhow::Result<()>>,
-) -> (Vec<(JobId, uuid::Uuid)>, Option<anyhow::Error>) {
-    let mut blocked: HashSet<JobId> = HashSet::new();
-    let mut delivered = Vec::with_capacity(events.len());
-    let mut failure = None;
-    for (event, result) in events.iter().zip(results) {
-        let job = event.job.id;
-        match result {
-            Ok(()) if !blocked.contains(&job) => delivered.push((job, event.id)),
-            Ok(()) => {}
-            Err(error) => {
-                blocked.insert(job);
-                failure.get_or_insert(error);
-            }
+    /// Drops what the retention no longer keeps, but nothing the relay has yet to publish. A
+    /// failure is logged and the next trim tries again.
+    async fn trim(&self, published: Option<u64>) {
+        let floor = match (&self.sink, published) {
+            (None, _) => u64::MAX,
+            (Some(_), Some(published)) => published,
+            // Not leading: the leader's cursor, as stored.
+            (Some(_), None) => match self.store.cursor(PUBLISHED).await {
+                Ok(published) => published,
+                Err(error) => {
+                    tracing::debug!(error = ?error, "the journal could not be trimmed");
+                    return;
+                }
+            },
+        };
+        match self
+            .store
+            .trim_journal(self.settings.retention, floor, Utc::now())
+            .await
+        {
+            Ok(0) => {}
+            Ok(dropped) => tracing::debug!(dropped, "journal trimmed"),
+            Err(error) => tracing::debug!(error = ?error, "the journal could not be trimmed"),
         }
     }
-    (delivered, failure)
+}
+
+/// The place up to which every event of `events` (in journal order) was acknowledged, if any
+/// was, and the first refusal.
+fn acknowledged(
+    events: &[Journaled],
+    results: Vec<anyhow::Result<()>>,
+) -> (Option<u64>, Option<anyhow::Error>) {
+    let mut through = None;
+    for (journaled, result) in events.iter().zip(results) {
+        match result {
+            Ok(()) => through = Some(journaled.seq),
+            Err(error) => return (through, Some(error)),
+        }
+    }
+    (through, None)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{EventKind, Job, JobInput};
-
-    fn event_of(job: &Job) -> Event {
-        Event::new(EventKind::Updated, job.clone(), None)
-    }
+    use crate::domain::{Event, EventKind, Job, JobInput};
 
     #[test]
-    fn a_failed_event_holds_back_the_later_events_of_its_job_only() {
+    fn the_cursor_stops_before_the_first_event_the_sink_refused() {
         let input: JobInput = serde_json::from_value(serde_json::json!({
             "name": "report", "jobType": "SMS", "jobData": {},
             "schedule": {"runAt": "2030-01-01T00:00:00Z"}
         }))
         .unwrap();
-        let a = Job::new(input.clone().parse().unwrap(), Utc::now());
-        let b = Job::new(input.parse().unwrap(), Utc::now());
-        let events = vec![event_of(&a), event_of(&b), event_of(&a), event_of(&b)];
-        let results = vec![Err(anyhow::anyhow!("timed out")), Ok(()), Ok(()), Ok(())];
-        let (delivered, failure) = acknowledged(&events, results);
-        assert_eq!(delivered, vec![(b.id, events[1].id), (b.id, events[3].id)]);
+        let job = Job::new(input.parse().unwrap(), Utc::now());
+        let events: Vec<Journaled> = (5..9)
+            .map(|seq| Journaled {
+                seq,
+                event: Event::new(EventKind::Updated, job.clone(), None),
+            })
+            .collect();
+        let ok = || Ok(());
+        let (through, failure) = acknowledged(
+            &events,
+            vec![ok(), ok(), Err(anyhow::anyhow!("timed out")), ok()],
+        );
+        assert_eq!(through, Some(6));
         assert!(failure.is_some());
+        let (through, failure) = acknowledged(
+            &events,
+            vec![Err(anyhow::anyhow!("down")), ok(), ok(), ok()],
+        );
+        assert_eq!(through, None, "nothing before the first refusal");
+        assert!(failure.is_some());
+        let (through, failure) = acknowledged(&events, vec![ok(), ok(), ok(), ok()]);
+        assert_eq!((through, failure.is_none()), (Some(8), true));
     }
 }

@@ -240,7 +240,7 @@ impl Scheduler {
         }
         let claimed = claims.len();
         let now = Utc::now();
-        let mut events = Vec::with_capacity(claimed);
+        let mut before = Vec::with_capacity(claimed);
         let mut fires = Vec::new();
         let steps: Vec<ClaimedStep> = claims
             .into_iter()
@@ -251,14 +251,13 @@ impl Scheduler {
                     step = step.traced(telemetry::traceparent_of(&span));
                     fires.push((job.id, span));
                 }
-                let step_events = step.events();
-                let stored = self.events.outbox(&step_events).to_vec();
-                events.push((job, step_events));
+                let events = step.events();
+                before.push(job);
                 ClaimedStep {
                     token,
                     job: step.job,
                     finished: step.finished,
-                    events: stored,
+                    events,
                 }
             })
             .collect();
@@ -281,14 +280,12 @@ impl Scheduler {
         for step in steps.iter().filter(|step| written.contains(&step.job.id)) {
             self.hints.offer(step.job.id, step.job.due_at());
         }
-        let events = events
-            .into_iter()
-            .filter(|(job, _)| written.contains(&job.id))
-            .flat_map(|(job, events)| {
-                self.metrics.stored(&job, &events, origin);
-                events
-            });
-        self.events.stored(events).await;
+        for (job, step) in before.iter().zip(&steps) {
+            if written.contains(&job.id) {
+                self.metrics.stored(job, &step.events, origin);
+                self.events.stored(&step.events);
+            }
+        }
         Ok(())
     }
 }

@@ -10,13 +10,13 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::{
-    convert::{list_filter, optional_job_id, page_request},
+    convert::{gap, list_filter, optional_job_id, page_request},
     pb,
 };
 use crate::{
     auth::Caller,
     domain::{Audit, JobId, JobInput, RunId, RunResult, ScheduleInput},
-    events::{EventBus, Watched},
+    events::{EventStreams, Watched},
     jobs::{Error, JobChange, JobReplacement, Jobs, if_match, preview},
     telemetry::current_traceparent,
     throttle::{Client, StreamLimit},
@@ -25,7 +25,7 @@ use crate::{
 /// The `JobsService` implementation.
 pub(crate) struct JobsGrpc {
     jobs: Jobs,
-    bus: EventBus,
+    events: EventStreams,
     /// Ends open watch streams when the service shuts down.
     shutdown: CancellationToken,
     /// The bound on open event streams, shared with SSE.
@@ -35,13 +35,13 @@ pub(crate) struct JobsGrpc {
 impl JobsGrpc {
     pub(crate) fn new(
         jobs: Jobs,
-        bus: EventBus,
+        events: EventStreams,
         shutdown: CancellationToken,
         streams: StreamLimit,
     ) -> Self {
         Self {
             jobs,
-            bus,
+            events,
             shutdown,
             streams,
         }
@@ -232,14 +232,20 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let client = Client::of(request.extensions());
-        let pb::WatchEventsRequest { job_id } = request.into_inner();
+        let pb::WatchEventsRequest { job_id, since } = request.into_inner();
         let only = optional_job_id(job_id)?;
         let permit = self.streams.acquire(client)?;
-        let watch = permit.hold(self.bus.watch(only, self.shutdown.clone()));
+        let watch = self
+            .events
+            .open(only, since, self.shutdown.clone())
+            .await
+            .map_err(Error::from)?;
+        let watch = permit.hold(watch);
         let stream = async_stream::stream! {
             for await watched in watch {
                 match watched {
-                    Watched::Event(event) => yield Ok(pb::Event::from(event.as_ref())),
+                    Watched::Event(journaled) => yield Ok(pb::Event::from(journaled.as_ref())),
+                    Watched::Gap { after, resumes_after } => yield Ok(gap(after, resumes_after)),
                     Watched::Lagged(missed) => {
                         // Tell the watcher rather than go on with a gap it cannot see.
                         yield Err(Status::data_loss(format!(

@@ -19,7 +19,7 @@ use axum::Router;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use self::jobs::JobsGrpc;
-use crate::{events::EventBus, jobs::Jobs, throttle::StreamLimit};
+use crate::{events::EventStreams, jobs::Jobs, throttle::StreamLimit};
 
 /// The gRPC services as an axum router without a fallback, to merge into the REST router.
 /// A call that takes longer than `timeout` (or its `grpc-timeout`) to answer ends with
@@ -28,7 +28,7 @@ use crate::{events::EventBus, jobs::Jobs, throttle::StreamLimit};
 /// watches end once health has turned NOT_SERVING at shutdown ([`health`]).
 pub async fn router(
     jobs: Jobs,
-    bus: EventBus,
+    events: EventStreams,
     shutdown: tokio_util::sync::CancellationToken,
     streams: StreamLimit,
     max_message_bytes: usize,
@@ -36,7 +36,7 @@ pub async fn router(
 ) -> anyhow::Result<Router> {
     let service = pb::jobs_service_server::JobsServiceServer::new(JobsGrpc::new(
         jobs,
-        bus,
+        events,
         shutdown.clone(),
         streams,
     ))

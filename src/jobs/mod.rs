@@ -223,11 +223,7 @@ impl Jobs {
         let event = Event::new(EventKind::Created, job.clone(), None).attributed(by);
         let stored = self
             .store
-            .insert(
-                &job,
-                key.as_ref(),
-                self.events.outbox(std::slice::from_ref(&event)),
-            )
+            .insert(&job, key.as_ref(), std::slice::from_ref(&event))
             .await;
         match (stored, &key) {
             (Ok(()), _) => {}
@@ -241,7 +237,7 @@ impl Jobs {
             (Err(e), _) => return Err(e.into()),
         }
         self.hints.offer(job.id, job.due_at());
-        self.events.stored([event]).await;
+        self.events.stored([&event]);
         Ok(Created {
             job,
             replayed: false,
@@ -312,17 +308,12 @@ impl Jobs {
             let event = Event::new(EventKind::Updated, next.clone(), None).attributed(by);
             match self
                 .store
-                .update(
-                    &next,
-                    current.version,
-                    &[],
-                    self.events.outbox(std::slice::from_ref(&event)),
-                )
+                .update(&next, current.version, &[], std::slice::from_ref(&event))
                 .await
             {
                 Ok(()) => {
                     self.hints.offer(next.id, next.due_at());
-                    self.events.stored([event]).await;
+                    self.events.stored([&event]);
                     return Ok(next);
                 }
                 Err(StoreError::VersionConflict) if if_match.is_none() => continue,
@@ -358,15 +349,11 @@ impl Jobs {
             let event = Event::new(EventKind::Deleted, job, None).attributed(by);
             match self
                 .store
-                .delete(
-                    id,
-                    version,
-                    self.events.outbox(std::slice::from_ref(&event)),
-                )
+                .delete(id, version, std::slice::from_ref(&event))
                 .await
             {
                 Ok(()) => {
-                    self.events.stored([event]).await;
+                    self.events.stored([&event]);
                     return Ok(());
                 }
                 Err(StoreError::VersionConflict) => continue,
@@ -532,16 +519,11 @@ impl Jobs {
     ) -> Result<Job, StoreError> {
         let events = step.events();
         self.store
-            .update(
-                &step.job,
-                before.version,
-                &step.finished,
-                self.events.outbox(&events),
-            )
+            .update(&step.job, before.version, &step.finished, &events)
             .await?;
         self.metrics.stored(before, &events, origin);
         self.hints.offer(step.job.id, step.job.due_at());
-        self.events.stored(events).await;
+        self.events.stored(&events);
         Ok(step.job)
     }
 

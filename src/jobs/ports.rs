@@ -1,6 +1,6 @@
-//! The ports the use cases own: the job store (with its outbox), the live event sink, and the
-//! durable event publisher. Adapters implement them in `store`, `events` and `kafka`; which ones
-//! run is chosen once, in `app`.
+//! The ports the use cases own: the job store (with its event journal) and the durable event
+//! publisher. Adapters implement them in `store` and `kafka`; which ones run is chosen once,
+//! in `app`.
 //!
 //! The store is shaped for a document store as much as for SQL: every write touches one job and
 //! its runs, conditional writes compare `version`, and the scheduler's claim is one atomic
@@ -12,15 +12,17 @@
 //! A job's open runs live in the job itself; the ledger of finished runs (results, timeouts,
 //! skipped, missed and cancelled fires) is appended by the same write and bounded per job.
 //!
-//! The outbox: every write takes the events describing it (`outbox`, empty when no durable sink
-//! is configured), and stores them in the same atomic write as the change (the same transaction
-//! in SQLite, the same document in MongoDB). The relay reads pending events in order per job,
-//! publishes them and then marks them delivered; it holds the store's relay lease so that one
-//! process relays at a time.
+//! The journal: every write takes the events describing it and stores them in the same atomic
+//! write as the change (the same transaction in SQLite, the same document in MongoDB). Stored
+//! events get a place in one order that every process sharing the store sees alike (`seq`,
+//! from 1, without holes): the embedded store gives it in the write itself, MongoDB when the
+//! holder of the relay lease moves a document's pending events into its journal collection
+//! ([`JobStore::sequence_events`]). The journal is what event streams resume from and what
+//! the relay publishes to Kafka (tracking how far it got with a named cursor); it is trimmed
+//! to a retention window, never past what the relay has yet to publish.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 use super::listing::{JobFilter, PageRequest, Weight};
 use crate::domain::{Event, Job, JobId, JobStatus, Run};
@@ -99,7 +101,7 @@ pub struct Claimed {
 }
 
 /// What the scheduler stores for a claimed job: the job as its step left it, the runs it
-/// finished (appended to the ledger) and the events that describe it (for the outbox).
+/// finished (appended to the ledger) and the events that describe it (for the journal).
 #[derive(Debug, Clone)]
 pub struct ClaimedStep {
     /// The fencing token of the claim the step was settled under.
@@ -108,12 +110,50 @@ pub struct ClaimedStep {
     pub job: Job,
     /// Runs the step finished, for the ledger.
     pub finished: Vec<Run>,
-    /// Events to store in the outbox with the step; empty when no durable sink is configured.
+    /// Events to store with the step.
     pub events: Vec<Event>,
 }
 
+/// An event in the journal, at its place in the order every process shares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Journaled {
+    /// Its place: from 1, one more than the event journaled before it.
+    pub seq: u64,
+    /// The event.
+    pub event: Event,
+}
+
+impl Weight for Journaled {
+    fn weight(&self) -> usize {
+        self.event.weight()
+    }
+}
+
+/// The ends of the journal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalBounds {
+    /// The oldest event kept (those before it were trimmed); `head + 1` when none is kept.
+    pub first: u64,
+    /// The newest event's place; 0 before the first event.
+    pub head: u64,
+}
+
+/// How much of the journal is kept: an event goes once it is more than `events` behind the
+/// newest or older than `age`, whichever comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Events kept at most.
+    pub events: u64,
+    /// Longest an event is kept.
+    pub age: chrono::Duration,
+}
+
+/// The cursor of the relay's publishing to Kafka: the journal's place up to which every event
+/// was published. The census counts the events after it as pending.
+pub const PUBLISHED: &str = "kafka";
+
 /// A count of what a store holds, for the metrics' gauges. Each part is one cheap query on
-/// an index (a count per status, a range of the due-time index, the outbox), never a scan of
+/// an index (a count per status, a range of the due-time index, the pending events), never a scan of
 /// every job's document.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Census {
@@ -123,7 +163,8 @@ pub struct Census {
     pub due: u64,
     /// The earliest due time among those.
     pub oldest_due: Option<DateTime<Utc>>,
-    /// Events in the outbox, not yet delivered.
+    /// Events stored and not yet delivered: not yet journaled (MongoDB), or journaled after
+    /// the [`PUBLISHED`] cursor, while there is one.
     pub outbox_pending: u64,
     /// When the oldest of those was stored (its event's time).
     pub oldest_event: Option<DateTime<Utc>>,
@@ -138,12 +179,13 @@ pub trait JobStore: Send + Sync + 'static {
     /// Succeeds when the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Stores a new job. With an idempotency key, fails with `DuplicateKey` if the key is taken.
+    /// Stores a new job and the events describing its creation. With an idempotency key,
+    /// fails with `DuplicateKey` if the key is taken.
     async fn insert(
         &self,
         job: &Job,
         idempotency: Option<&IdempotencyKey>,
-        outbox: &[Event],
+        events: &[Event],
     ) -> Result<(), StoreError>;
 
     /// The job created under this idempotency key, and the key's stored fingerprint.
@@ -161,23 +203,24 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Result<(Vec<Job>, u64), StoreError>;
 
     /// Replaces the job if its stored version is `expected_version` (else `VersionConflict`;
-    /// `NotFound` if it is gone), clears any lease on it, and appends `finished` to its run
-    /// ledger (dropping the oldest records beyond the history bound), in one atomic write.
+    /// `NotFound` if it is gone), clears any lease on it, appends `finished` to its run
+    /// ledger (dropping the oldest records beyond the history bound) and stores `events`, in
+    /// one atomic write.
     async fn update(
         &self,
         job: &Job,
         expected_version: u64,
         finished: &[Run],
-        outbox: &[Event],
+        events: &[Event],
     ) -> Result<(), StoreError>;
 
     /// Deletes the job and its runs if its stored version is `expected_version` (else
-    /// `VersionConflict`; `NotFound` if it is gone).
+    /// `VersionConflict`; `NotFound` if it is gone), storing `events`.
     async fn delete(
         &self,
         id: JobId,
         expected_version: u64,
-        outbox: &[Event],
+        events: &[Event],
     ) -> Result<(), StoreError>;
 
     /// The scheduler's look-ahead read: up to `limit` jobs that may become claimable by
@@ -240,26 +283,45 @@ pub trait JobStore: Send + Sync + 'static {
     async fn take_relay_lease(&self, lease: &Lease, now: DateTime<Utc>)
     -> Result<bool, StoreError>;
 
-    /// Up to about `limit` undelivered events, oldest first; one job's events are always in
-    /// the order their changes were made.
-    async fn pending_events(&self, limit: usize) -> Result<Vec<Event>, StoreError>;
+    /// Gives up to about `limit` stored events that have no place in the journal yet their
+    /// places, oldest first and one job's in the order of its changes; how many. Only the
+    /// holder of the relay lease calls it. A store that journals every event in the write
+    /// that stores it has nothing to do.
+    async fn sequence_events(&self, limit: usize) -> Result<usize, StoreError>;
 
-    /// Removes delivered events from the outbox. Unknown ids are ignored.
-    async fn mark_delivered(&self, events: &[(JobId, Uuid)]) -> Result<(), StoreError>;
+    /// Up to `limit` journaled events after place `after`, of every job or of `job` only, in
+    /// order; fewer when they pass a page's byte budget (at least one).
+    async fn read_journal(
+        &self,
+        after: u64,
+        job: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<Journaled>, StoreError>;
 
-    /// Counts jobs per status, the jobs due at `now` that nobody holds and the pending outbox
+    /// The journal's ends.
+    async fn journal_bounds(&self) -> Result<JournalBounds, StoreError>;
+
+    /// Drops the events `retention` no longer keeps at `now`, but none after place `floor`;
+    /// how many went.
+    async fn trim_journal(
+        &self,
+        retention: Retention,
+        floor: u64,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+
+    /// Where the cursor `name` stands in the journal; 0 when it was never set.
+    async fn cursor(&self, name: &str) -> Result<u64, StoreError>;
+
+    /// Moves the cursor `name` to `seq`.
+    async fn set_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError>;
+
+    /// Counts jobs per status, the jobs due at `now` that nobody holds and the pending
     /// events, from indexes only: cheap with a million jobs stored.
     async fn census(&self, now: DateTime<Utc>) -> Result<Census, StoreError>;
 }
 
-/// Where events go live, once their change is stored (the in-process bus).
-#[async_trait]
-pub trait EventSink: Send + Sync + 'static {
-    /// Hands on one event; a sink with no listeners drops it.
-    async fn publish(&self, event: Event);
-}
-
-/// A durable event sink (the Kafka producer), fed by the outbox relay.
+/// A durable event sink (the Kafka producer), fed by the relay from the journal.
 #[async_trait]
 pub trait Publisher: Send + Sync + 'static {
     /// Publishes the events, in the given order per job, and says for each whether the sink

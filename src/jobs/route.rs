@@ -1,55 +1,39 @@
-//! Where the use cases and the scheduler hand their events on.
+//! What happens once a change and its events are stored: who is told.
 
 use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use super::ports::EventSink;
 use crate::domain::{Event, EventKind};
 
-/// An event always goes to the live sink once its change is stored. When a durable sink
-/// (Kafka) is configured, the event is also stored in the outbox with the change itself, and
-/// the relay is woken to publish it.
-#[derive(Clone)]
+/// Every event is stored with its change, in the journal (see `ports`); once it is, this
+/// process's event feed and relay are woken to read it, and a run fired wakes whoever waits
+/// for runs.
+#[derive(Clone, Default)]
 pub struct EventRoute {
-    live: Arc<dyn EventSink>,
-    /// Wakes the outbox relay; `None` when no durable sink is configured.
-    relay: Option<Arc<Notify>>,
+    /// Wakes the feed that hands journaled events to this process's event streams.
+    feed: Arc<Notify>,
+    /// Wakes the relay, which journals (MongoDB) and publishes (Kafka) stored events.
+    relay: Arc<Notify>,
 }
 
 impl EventRoute {
-    /// Events go to `live` only.
-    pub fn live_only(live: Arc<dyn EventSink>) -> Self {
-        Self { live, relay: None }
+    /// Stored events wake `feed` and `relay`.
+    pub fn new(feed: Arc<Notify>, relay: Arc<Notify>) -> Self {
+        Self { feed, relay }
     }
 
-    /// Events go to `live`, and through the outbox to the relay that `relay` wakes.
-    pub fn with_outbox(live: Arc<dyn EventSink>, relay: Arc<Notify>) -> Self {
-        Self {
-            live,
-            relay: Some(relay),
-        }
-    }
-
-    /// What to store in the outbox with the change `events` describe: all of them, or none
-    /// when no durable sink is configured.
-    pub fn outbox<'a>(&self, events: &'a [Event]) -> &'a [Event] {
-        if self.relay.is_some() { events } else { &[] }
-    }
-
-    /// Whether events are stored in the outbox.
-    pub fn uses_outbox(&self) -> bool {
-        self.relay.is_some()
-    }
-
-    /// Hands on events whose changes (and outbox entries) are stored.
-    pub async fn stored(&self, events: impl IntoIterator<Item = Event>) {
-        if let Some(relay) = &self.relay {
-            relay.notify_one();
-        }
+    /// Tells that events whose changes are stored with them: one INFO line per fire and end
+    /// of a run, and a wake for the feed and the relay.
+    pub fn stored<'a>(&self, events: impl IntoIterator<Item = &'a Event>) {
+        let mut any = false;
         for event in events {
-            log_run(&event);
-            self.live.publish(event).await;
+            any = true;
+            log_run(event);
+        }
+        if any {
+            self.relay.notify_one();
+            self.feed.notify_one();
         }
     }
 }

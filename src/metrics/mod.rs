@@ -94,13 +94,17 @@ pub enum StoreOperation {
     RecordSteps,
     RunHistory,
     TakeRelayLease,
-    PendingEvents,
-    MarkDelivered,
+    SequenceEvents,
+    ReadJournal,
+    JournalBounds,
+    TrimJournal,
+    Cursor,
+    SetCursor,
     Census,
 }
 
 impl StoreOperation {
-    const ALL: [Self; 15] = [
+    const ALL: [Self; 19] = [
         Self::Ping,
         Self::Insert,
         Self::FindByIdempotencyKey,
@@ -113,8 +117,12 @@ impl StoreOperation {
         Self::RecordSteps,
         Self::RunHistory,
         Self::TakeRelayLease,
-        Self::PendingEvents,
-        Self::MarkDelivered,
+        Self::SequenceEvents,
+        Self::ReadJournal,
+        Self::JournalBounds,
+        Self::TrimJournal,
+        Self::Cursor,
+        Self::SetCursor,
         Self::Census,
     ];
 
@@ -133,8 +141,12 @@ impl StoreOperation {
             Self::RecordSteps => "record_steps",
             Self::RunHistory => "run_history",
             Self::TakeRelayLease => "take_relay_lease",
-            Self::PendingEvents => "pending_events",
-            Self::MarkDelivered => "mark_delivered",
+            Self::SequenceEvents => "sequence_events",
+            Self::ReadJournal => "read_journal",
+            Self::JournalBounds => "journal_bounds",
+            Self::TrimJournal => "trim_journal",
+            Self::Cursor => "cursor",
+            Self::SetCursor => "set_cursor",
             Self::Census => "census",
         }
     }
@@ -203,7 +215,7 @@ struct Instruments {
     http: HistogramVec,
     rpc: HistogramVec,
     /// By [`StoreOperation::ALL`] index.
-    store: [Histogram; 15],
+    store: [Histogram; 19],
 }
 
 fn status_index(status: RunStatus) -> usize {

@@ -172,7 +172,7 @@ fn bad_request(path: &str, takes_job: bool) -> Option<Error> {
         }
         "/api/v1/events" => serde_json::from_value::<EventParams>(json!({"jobId": "not-an-id"}))
             .ok()?
-            .parse()
+            .parse(None)
             .err(),
         _ => Some(Error::from(JobId::parse("not-an-id").err()?)),
     }

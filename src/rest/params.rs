@@ -3,7 +3,7 @@
 
 use axum::{
     extract::FromRequestParts,
-    http::{HeaderMap, header, request::Parts},
+    http::{HeaderMap, HeaderValue, header, request::Parts},
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -139,18 +139,55 @@ pub(crate) struct EventParams {
     /// Only events of this job (its 24-hex-digit id).
     #[param(pattern = r"^[0-9a-fA-F]{24}$")]
     job_id: Option<String>,
+    /// Resume after this event: the `id` of the last event received (a place in the journal,
+    /// from 0). The `Last-Event-ID` header, which an `EventSource` sends when it reconnects,
+    /// takes precedence. Without either, the stream starts with the next event.
+    #[param(pattern = r"^[0-9]{1,19}$")]
+    since: Option<String>,
 }
 
 impl EventParams {
-    /// The one job whose events are asked for, if any.
-    pub(crate) fn parse(self) -> Result<Option<JobId>, Error> {
+    /// The one job whose events are asked for, if any, and the cursor to resume after: the
+    /// `Last-Event-ID` header's, else `since`'s.
+    pub(crate) fn parse(
+        self,
+        last_event_id: Option<&HeaderValue>,
+    ) -> Result<(Option<JobId>, Option<u64>), Error> {
+        let mut errors = Errors::new();
         // Named as the query names it, not as a path's `id`.
-        let parse = |raw: &str| {
-            JobId::parse_text(raw).ok_or_else(|| Error::invalid("jobId", JOB_ID_EXPECTED))
+        let only = match self.job_id.as_deref().map(JobId::parse_text) {
+            Some(None) => {
+                errors.push("jobId", JOB_ID_EXPECTED);
+                None
+            }
+            Some(found) => found,
+            None => None,
         };
-        self.job_id.as_deref().map(parse).transpose()
+        let cursor = |field: &str, raw: Option<&str>, errors: &mut Errors| match raw {
+            None => None,
+            Some(raw) => {
+                let digits = raw.bytes().all(|b| b.is_ascii_digit());
+                let parsed = raw.parse::<u64>().ok().filter(|_| digits);
+                if parsed.is_none() {
+                    errors.push(field, CURSOR_EXPECTED);
+                }
+                parsed
+            }
+        };
+        let since = match last_event_id {
+            Some(header) => {
+                let text = header.to_str().ok().or(Some(""));
+                cursor("Last-Event-ID", text, &mut errors)
+            }
+            None => cursor("since", self.since.as_deref(), &mut errors),
+        };
+        errors.finish(|| Some((only, since))).map_err(Error::from)
     }
 }
+
+/// What a cursor must be.
+const CURSOR_EXPECTED: &str =
+    "must be the id of an event received: a whole number from 0 to 18446744073709551615";
 
 /// A schedule to preview: one of `cron` (with `timezone`), `intervalSeconds` (with `startAt`)
 /// or `runAt`; `count` fire times (1 to 100, default 10) after `from` (default now). Its

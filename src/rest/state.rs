@@ -4,7 +4,7 @@ use std::{ops::Deref, sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{events::EventBus, jobs::Jobs, metrics::Metrics, throttle::StreamLimit};
+use crate::{events::EventStreams, jobs::Jobs, metrics::Metrics, throttle::StreamLimit};
 
 /// The handlers' shared state. The router clones it for every request, so it is one shared
 /// allocation: a clone is one reference count, not one per part (a cancellation token's clone
@@ -31,8 +31,8 @@ impl Deref for AppState {
 pub struct Shared {
     /// The use cases.
     pub jobs: Jobs,
-    /// Live events for the SSE stream.
-    pub bus: EventBus,
+    /// The events for the SSE stream: the journal, then live.
+    pub events: EventStreams,
     /// Ends open event streams when the service shuts down.
     pub shutdown: CancellationToken,
     /// The bound on open event streams, shared with the gRPC watch.

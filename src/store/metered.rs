@@ -11,13 +11,15 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::{
     domain::{Event, Job, JobId, Run},
     jobs::{
         listing::{JobFilter, PageRequest},
-        ports::{Census, Claimed, ClaimedStep, Due, IdempotencyKey, JobStore, Lease, StoreError},
+        ports::{
+            Census, Claimed, ClaimedStep, Due, IdempotencyKey, JobStore, JournalBounds, Journaled,
+            Lease, Retention, StoreError,
+        },
     },
     metrics::{Metrics, StoreOperation},
 };
@@ -52,9 +54,9 @@ impl JobStore for MeteredStore {
         &self,
         job: &Job,
         idempotency: Option<&IdempotencyKey>,
-        outbox: &[Event],
+        events: &[Event],
     ) -> Result<(), StoreError> {
-        let call = self.inner.insert(job, idempotency, outbox);
+        let call = self.inner.insert(job, idempotency, events);
         self.timed(StoreOperation::Insert, call).await
     }
 
@@ -84,9 +86,9 @@ impl JobStore for MeteredStore {
         job: &Job,
         expected_version: u64,
         finished: &[Run],
-        outbox: &[Event],
+        events: &[Event],
     ) -> Result<(), StoreError> {
-        let call = self.inner.update(job, expected_version, finished, outbox);
+        let call = self.inner.update(job, expected_version, finished, events);
         self.timed(StoreOperation::Update, call).await
     }
 
@@ -94,9 +96,9 @@ impl JobStore for MeteredStore {
         &self,
         id: JobId,
         expected_version: u64,
-        outbox: &[Event],
+        events: &[Event],
     ) -> Result<(), StoreError> {
-        let call = self.inner.delete(id, expected_version, outbox);
+        let call = self.inner.delete(id, expected_version, events);
         self.timed(StoreOperation::Delete, call).await
     }
 
@@ -142,14 +144,44 @@ impl JobStore for MeteredStore {
         self.timed(StoreOperation::TakeRelayLease, call).await
     }
 
-    async fn pending_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let call = self.inner.pending_events(limit);
-        self.timed(StoreOperation::PendingEvents, call).await
+    async fn sequence_events(&self, limit: usize) -> Result<usize, StoreError> {
+        let call = self.inner.sequence_events(limit);
+        self.timed(StoreOperation::SequenceEvents, call).await
     }
 
-    async fn mark_delivered(&self, events: &[(JobId, Uuid)]) -> Result<(), StoreError> {
-        let call = self.inner.mark_delivered(events);
-        self.timed(StoreOperation::MarkDelivered, call).await
+    async fn read_journal(
+        &self,
+        after: u64,
+        job: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<Journaled>, StoreError> {
+        let call = self.inner.read_journal(after, job, limit);
+        self.timed(StoreOperation::ReadJournal, call).await
+    }
+
+    async fn journal_bounds(&self) -> Result<JournalBounds, StoreError> {
+        let call = self.inner.journal_bounds();
+        self.timed(StoreOperation::JournalBounds, call).await
+    }
+
+    async fn trim_journal(
+        &self,
+        retention: Retention,
+        floor: u64,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let call = self.inner.trim_journal(retention, floor, now);
+        self.timed(StoreOperation::TrimJournal, call).await
+    }
+
+    async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
+        self.timed(StoreOperation::Cursor, self.inner.cursor(name))
+            .await
+    }
+
+    async fn set_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError> {
+        let call = self.inner.set_cursor(name, seq);
+        self.timed(StoreOperation::SetCursor, call).await
     }
 
     async fn census(&self, now: DateTime<Utc>) -> Result<Census, StoreError> {

@@ -376,7 +376,7 @@ async fn each_token_and_role_gets_exactly_what_its_row_says_on_both_protocols() 
         for protocol in ["REST", "gRPC"] {
             let row = format!("{name} ({protocol} {call:?})");
             let id = target(&app).await;
-            app.published();
+            app.published().await;
             let before = state(&app, &id).await;
             if protocol == "REST" {
                 let (status, challenge, body) = rest_call(&app, call, &id, auth.as_deref()).await;
@@ -431,7 +431,7 @@ async fn each_token_and_role_gets_exactly_what_its_row_says_on_both_protocols() 
                     state(&app, &id).await,
                     before,
                 );
-                let published = app.published();
+                let published = app.published().await;
                 failures.expect(
                     &row,
                     published.is_empty(),

@@ -149,6 +149,7 @@ async fn a_watch_of_a_malformed_job_id_names_the_job_id_field() {
     let refused = client
         .watch_events(pb::WatchEventsRequest {
             job_id: "not-an-id".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

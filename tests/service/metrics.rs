@@ -22,12 +22,14 @@ use scheduler::{
     grpc::pb,
     jobs::{
         JobFilter, PageRequest,
-        ports::{Census, Claimed, ClaimedStep, Due, IdempotencyKey, JobStore, Lease, StoreError},
+        ports::{
+            Census, Claimed, ClaimedStep, Due, IdempotencyKey, JobStore, JournalBounds, Journaled,
+            Lease, Retention, StoreError,
+        },
     },
     store::sqlite::SqliteStore,
 };
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use crate::support::{
     TestApp, email_job, id_of, in_millis,
@@ -293,11 +295,33 @@ impl JobStore for RacedStore {
     ) -> Result<bool, StoreError> {
         self.inner.take_relay_lease(lease, now).await
     }
-    async fn pending_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
-        self.inner.pending_events(limit).await
+    async fn sequence_events(&self, limit: usize) -> Result<usize, StoreError> {
+        self.inner.sequence_events(limit).await
     }
-    async fn mark_delivered(&self, events: &[(JobId, Uuid)]) -> Result<(), StoreError> {
-        self.inner.mark_delivered(events).await
+    async fn read_journal(
+        &self,
+        after: u64,
+        job: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<Journaled>, StoreError> {
+        self.inner.read_journal(after, job, limit).await
+    }
+    async fn journal_bounds(&self) -> Result<JournalBounds, StoreError> {
+        self.inner.journal_bounds().await
+    }
+    async fn trim_journal(
+        &self,
+        retention: Retention,
+        floor: u64,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.inner.trim_journal(retention, floor, now).await
+    }
+    async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
+        self.inner.cursor(name).await
+    }
+    async fn set_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError> {
+        self.inner.set_cursor(name, seq).await
     }
     async fn census(&self, now: DateTime<Utc>) -> Result<Census, StoreError> {
         self.inner.census(now).await

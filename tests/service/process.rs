@@ -11,13 +11,15 @@ use scheduler::{
     domain::{Event, Job, JobId, Run},
     jobs::{
         JobFilter, PageRequest,
-        ports::{Census, Claimed, ClaimedStep, Due, IdempotencyKey, JobStore, Lease, StoreError},
+        ports::{
+            Census, Claimed, ClaimedStep, Due, IdempotencyKey, JobStore, JournalBounds, Journaled,
+            Lease, Retention, StoreError,
+        },
     },
     store::sqlite::SqliteStore,
 };
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::support::{
     Failures, Service, at, email_job, eventually, id_of, in_millis, job_from,
@@ -198,11 +200,33 @@ impl JobStore for PanickingStore {
     ) -> Result<bool, StoreError> {
         self.0.take_relay_lease(lease, now).await
     }
-    async fn pending_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
-        self.0.pending_events(limit).await
+    async fn sequence_events(&self, limit: usize) -> Result<usize, StoreError> {
+        self.0.sequence_events(limit).await
     }
-    async fn mark_delivered(&self, events: &[(JobId, Uuid)]) -> Result<(), StoreError> {
-        self.0.mark_delivered(events).await
+    async fn read_journal(
+        &self,
+        after: u64,
+        job: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<Journaled>, StoreError> {
+        self.0.read_journal(after, job, limit).await
+    }
+    async fn journal_bounds(&self) -> Result<JournalBounds, StoreError> {
+        self.0.journal_bounds().await
+    }
+    async fn trim_journal(
+        &self,
+        retention: Retention,
+        floor: u64,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.0.trim_journal(retention, floor, now).await
+    }
+    async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
+        self.0.cursor(name).await
+    }
+    async fn set_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError> {
+        self.0.set_cursor(name, seq).await
     }
     async fn census(&self, now: DateTime<Utc>) -> Result<Census, StoreError> {
         self.0.census(now).await

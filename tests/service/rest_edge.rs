@@ -19,7 +19,7 @@ async fn a_patch_that_changes_nothing_stores_nothing_and_tells_no_one() {
         ))
         .await;
     let id = id_of(&job);
-    app.published();
+    app.published().await;
     for patch in [
         json!({}),
         json!({"name": "still"}),
@@ -30,7 +30,7 @@ async fn a_patch_that_changes_nothing_stores_nothing_and_tells_no_one() {
         assert_eq!(response.headers()["etag"], "\"1\"", "{patch}");
     }
     assert_eq!(app.get_job(&id).await["version"], 1);
-    let published = app.published();
+    let published = app.published().await;
     assert!(
         published.iter().all(|e| e.kind != EventKind::Updated),
         "{published:?}"

@@ -14,8 +14,8 @@ use scheduler::{
         JobFilter, Page, PageRequest,
         listing::{MAX_CLAIM_BYTES, MAX_PAGE_BYTES},
         ports::{
-            Census, Claim, ClaimedStep, DEFAULT_RUN_HISTORY, Due, IdempotencyKey, JobStore, Lease,
-            StoreError,
+            Census, Claim, ClaimedStep, DEFAULT_RUN_HISTORY, Due, IdempotencyKey, JobStore,
+            Journaled, Lease, PUBLISHED, Retention, StoreError,
         },
     },
     store::sqlite::SqliteStore,
@@ -119,7 +119,7 @@ fn settle(claim: &Claim, now: DateTime<Utc>) -> ClaimedStep {
     }
 }
 
-/// The same step with its events, as stored when events go through the outbox.
+/// The same step with its events, as the scheduler stores it.
 fn settle_with_events(claim: &Claim, now: DateTime<Utc>) -> ClaimedStep {
     let step = claim.job.settle(now, &Limits::default(), 0.5);
     ClaimedStep {
@@ -175,7 +175,9 @@ conformance!(
     deleting_removes_the_job_and_its_runs,
     every_write_stores_its_event_atomically_and_in_order,
     a_refused_write_stores_no_event,
-    the_outbox_survives_a_reopen_and_keeps_order_across_partial_delivery,
+    the_journal_survives_a_reopen_keeps_each_jobs_order_and_gives_each_place_once,
+    the_journal_reads_one_jobs_events_alone_and_a_page_within_its_byte_bound,
+    the_journal_is_trimmed_by_count_and_age_but_never_past_the_floor,
     one_relay_holds_the_outbox_lease_at_a_time,
 );
 
@@ -649,7 +651,8 @@ async fn a_superseded_claimer_writes_nothing_and_stores_no_event(backend: Backen
     );
     assert_eq!(a.get(fired.id).await.unwrap(), Some(step_b.job.clone()));
     assert_eq!(a.run_history(fired.id).await.unwrap(), step_b.finished);
-    assert_eq!(a.pending_events(100).await.unwrap(), step_b.events);
+    let events: Vec<Event> = journal(&a, 0).await.into_iter().map(|j| j.event).collect();
+    assert_eq!(events, step_b.events);
 }
 
 async fn the_census_counts_jobs_by_status_the_due_backlog_and_the_outbox(backend: Backend) {
@@ -670,6 +673,9 @@ async fn the_census_counts_jobs_by_status_the_due_backlog_and_the_outbox(backend
     assert_eq!(census.jobs, vec![(JobStatus::Scheduled, 3)]);
     assert_eq!(census.due, 2);
     assert_eq!(census.oldest_due, early.due_at());
+    // Waiting for a publisher once one has a cursor: the event, journaled or not.
+    store.set_cursor(PUBLISHED, 0).await.unwrap();
+    let census = store.census(now).await.unwrap();
     assert_eq!(census.outbox_pending, 1);
     assert_eq!(census.oldest_event, Some(created.time));
 
@@ -684,10 +690,10 @@ async fn the_census_counts_jobs_by_status_the_due_backlog_and_the_outbox(backend
         store.record_steps(&held, &[step]).await.unwrap(),
         vec![early.id]
     );
-    store
-        .mark_delivered(&[(early.id, created.id)])
-        .await
-        .unwrap();
+    // Published: the cursor passes the event.
+    let journaled = journal(&store, 0).await;
+    assert_eq!(journaled[0].event, created);
+    store.set_cursor(PUBLISHED, journaled[0].seq).await.unwrap();
     let census = store.census(now).await.unwrap();
     assert_eq!(
         census.jobs,
@@ -1162,21 +1168,40 @@ async fn deleting_removes_the_job_and_its_runs(backend: Backend) {
             .unwrap()
             .is_empty()
     );
-    assert_eq!(store.pending_events(100).await.unwrap(), vec![deleted]);
+    let events: Vec<Event> = journal(&store, 0)
+        .await
+        .into_iter()
+        .map(|j| j.event)
+        .collect();
+    assert_eq!(events, vec![deleted]);
 }
 
 fn event(kind: EventKind, job: &Job) -> Event {
     Event::new(kind, job.clone(), None)
 }
 
-/// The pending events' (job, kind, version) in the order the store gives them.
+/// Every event the journal holds after `after`, once the store has journaled every event it
+/// holds pending (as the relay does on MongoDB), in journal order.
+async fn journal(store: &Arc<dyn JobStore>, after: u64) -> Vec<Journaled> {
+    while store.sequence_events(1000).await.unwrap() > 0 {}
+    let mut events = Vec::new();
+    let mut read_up_to = after;
+    loop {
+        let page = store.read_journal(read_up_to, None, 1000).await.unwrap();
+        let Some(last) = page.last() else {
+            return events;
+        };
+        read_up_to = last.seq;
+        events.extend(page);
+    }
+}
+
+/// The journaled events' (job, kind, version), in journal order.
 async fn pending(store: &Arc<dyn JobStore>) -> Vec<(JobId, EventKind, u64)> {
-    store
-        .pending_events(1000)
+    journal(store, 0)
         .await
-        .unwrap()
         .into_iter()
-        .map(|e| (e.job.id, e.kind, e.job.version))
+        .map(|j| (j.event.job.id, j.event.kind, j.event.job.version))
         .collect()
 }
 
@@ -1240,7 +1265,14 @@ async fn every_write_stores_its_event_atomically_and_in_order(backend: Backend) 
         .await
         .unwrap();
     assert_eq!((listed.len(), total), (0, 0));
-    let events = store.pending_events(100).await.unwrap();
+    let journaled = journal(&store, 0).await;
+    let places: Vec<u64> = journaled.iter().map(|j| j.seq).collect();
+    assert_eq!(
+        places,
+        [1, 2, 3, 4, 5, 6],
+        "one place each, in order, from 1"
+    );
+    let events: Vec<Event> = journaled.into_iter().map(|j| j.event).collect();
     assert_eq!(events[0], created, "an event reads back exactly as stored");
     assert_eq!(events[2], fire.events[0], "with its run");
     assert_eq!(events[3..5], cancel_events[..]);
@@ -1259,27 +1291,19 @@ async fn every_write_stores_its_event_atomically_and_in_order(backend: Backend) 
             (job.id, EventKind::Deleted, 4),
         ]
     );
-    let ids: Vec<_> = events.iter().map(|e| (e.job.id, e.id)).collect();
-    store.mark_delivered(&ids[..2]).await.unwrap();
-    assert_eq!(
-        pending(&store).await,
-        vec![
-            (job.id, EventKind::Run, 3),
-            (job.id, EventKind::Finished, 4),
-            (job.id, EventKind::Cancelled, 4),
-            (job.id, EventKind::Deleted, 4),
-        ]
-    );
-    store.mark_delivered(&ids).await.unwrap();
-    assert_eq!(pending(&store).await, vec![]);
-    // Marking again, or marking unknown events, changes nothing.
-    store.mark_delivered(&ids).await.unwrap();
-    store
-        .mark_delivered(&[(job.id, uuid::Uuid::new_v4())])
-        .await
-        .unwrap();
+    let bounds = store.journal_bounds().await.unwrap();
+    assert_eq!((bounds.first, bounds.head), (1, 6));
+    // A cursor is where it was moved, and reading after it gives what follows.
+    assert_eq!(store.cursor(PUBLISHED).await.unwrap(), 0, "never moved");
+    store.set_cursor(PUBLISHED, 2).await.unwrap();
+    assert_eq!(store.cursor(PUBLISHED).await.unwrap(), 2);
+    let rest: Vec<u64> = journal(&store, 2).await.iter().map(|j| j.seq).collect();
+    assert_eq!(rest, [3, 4, 5, 6]);
+    assert_eq!(store.census(now).await.unwrap().outbox_pending, 4);
+    store.set_cursor(PUBLISHED, 6).await.unwrap();
+    assert_eq!(store.census(now).await.unwrap().outbox_pending, 0);
     assert_eq!(store.get(job.id).await.unwrap(), None);
-    assert_eq!(pending(&store).await, vec![]);
+    assert!(journal(&store, 6).await.is_empty());
 }
 
 async fn a_refused_write_stores_no_event(backend: Backend) {
@@ -1351,7 +1375,9 @@ async fn a_refused_write_stores_no_event(backend: Backend) {
     assert_eq!(kinds, expected);
 }
 
-async fn the_outbox_survives_a_reopen_and_keeps_order_across_partial_delivery(backend: Backend) {
+async fn the_journal_survives_a_reopen_keeps_each_jobs_order_and_gives_each_place_once(
+    backend: Backend,
+) {
     let store = backend.open().await;
     let now = truncate(Utc::now());
     let jobs: Vec<Job> = (0..5)
@@ -1363,9 +1389,11 @@ async fn the_outbox_survives_a_reopen_and_keeps_order_across_partial_delivery(ba
             .await
             .unwrap();
     }
-    // Interleaved changes: each job gets versions 2..=4.
+    // Interleaved changes, journaled a few at a time (where the store journals later): each
+    // job gets versions 2..=4.
     let mut current = jobs.clone();
     for _ in 0..3 {
+        store.sequence_events(2).await.unwrap();
         for job in current.iter_mut() {
             let mut next = job.clone();
             next.touch(now);
@@ -1376,17 +1404,8 @@ async fn the_outbox_survives_a_reopen_and_keeps_order_across_partial_delivery(ba
             *job = next;
         }
     }
-    // Deliver only the first event of each job, then add one more per job.
-    let first: Vec<_> = store
-        .pending_events(1000)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == EventKind::Created)
-        .map(|e| (e.job.id, e.id))
-        .collect();
-    assert_eq!(first.len(), 5);
-    store.mark_delivered(&first).await.unwrap();
+    // Reopened, as a restarted process.
+    let store = backend.open().await;
     for job in current.iter_mut() {
         let mut next = job.clone();
         next.touch(now);
@@ -1396,16 +1415,155 @@ async fn the_outbox_survives_a_reopen_and_keeps_order_across_partial_delivery(ba
             .unwrap();
         *job = next;
     }
-    let store = backend.open().await;
+    let journaled = journal(&store, 0).await;
+    let places: Vec<u64> = journaled.iter().map(|j| j.seq).collect();
+    assert_eq!(
+        places,
+        (1..=25).collect::<Vec<_>>(),
+        "every place once, none skipped"
+    );
     let mut versions: HashMap<_, Vec<u64>> = HashMap::new();
-    for (id, kind, version) in pending(&store).await {
-        assert_eq!(kind, EventKind::Updated);
-        versions.entry(id).or_default().push(version);
+    for j in &journaled {
+        versions
+            .entry(j.event.job.id)
+            .or_default()
+            .push(j.event.job.version);
     }
     assert_eq!(versions.len(), 5);
     for (id, seen) in versions {
-        assert_eq!(seen, vec![2, 3, 4, 5], "events of {id} out of order");
+        assert_eq!(seen, vec![1, 2, 3, 4, 5], "events of {id} out of order");
     }
+    // Journaling again finds nothing pending.
+    assert_eq!(store.sequence_events(1000).await.unwrap(), 0);
+    assert_eq!(journal(&store, 0).await.len(), 25);
+}
+
+async fn the_journal_reads_one_jobs_events_alone_and_a_page_within_its_byte_bound(
+    backend: Backend,
+) {
+    let store = backend.open().await;
+    let now = truncate(Utc::now());
+    // Jobs of about 60 KiB each: a page of their events passes the byte budget.
+    let big = |name: &str| {
+        job_from(json!({
+            "name": name, "jobType": "SMS", "jobData": {"Note": "x".repeat(60 * 1024)},
+            "schedule": {"runAt": scheduler::domain::format_time(now + Duration::hours(1))}
+        }))
+    };
+    let (mine, other) = (big("mine"), big("other"));
+    for _ in 0..20 {
+        for job in [&mine, &other] {
+            store
+                .insert(
+                    &job_due("filler", now),
+                    None,
+                    &[event(EventKind::Created, job)],
+                )
+                .await
+                .unwrap();
+        }
+    }
+    journal(&store, 0).await;
+    let page = store.read_journal(0, None, 1000).await.unwrap();
+    let bytes: usize = page.iter().map(|j| j.event.job.job_data.size()).sum();
+    assert!(
+        !page.is_empty() && page.len() < 40 && bytes <= MAX_PAGE_BYTES + 61 * 1024,
+        "a page of {} events holding {bytes} bytes",
+        page.len()
+    );
+    let first: Vec<u64> = page.iter().map(|j| j.seq).collect();
+    assert_eq!(first, (1..=page.len() as u64).collect::<Vec<_>>());
+    let mut only = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store
+            .read_journal(after, Some(mine.id), 1000)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        only.extend(page);
+    }
+    assert_eq!(only.len(), 20);
+    assert!(only.iter().all(|j| j.event.job.id == mine.id));
+    assert!(only.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(only[0].seq, 1);
+}
+
+async fn the_journal_is_trimmed_by_count_and_age_but_never_past_the_floor(backend: Backend) {
+    let store = backend.open().await;
+    let now = truncate(Utc::now());
+    let job = job_due("trimmed", now + Duration::hours(1));
+    store.insert(&job, None, &[]).await.unwrap();
+    // Ten events an hour old, then ten new ones.
+    let mut current = job.clone();
+    for i in 0..20 {
+        let mut next = current.clone();
+        next.touch(now);
+        let mut updated = event(EventKind::Updated, &next);
+        if i < 10 {
+            updated.time = now - Duration::hours(1);
+        }
+        store
+            .update(&next, current.version, &[], &[updated])
+            .await
+            .unwrap();
+        current = next;
+    }
+    journal(&store, 0).await;
+    let keep = |events: u64, minutes: i64| Retention {
+        events,
+        age: Duration::minutes(minutes),
+    };
+    // Nothing beyond either bound: nothing goes.
+    let dropped = store
+        .trim_journal(keep(100, 120), u64::MAX, now)
+        .await
+        .unwrap();
+    assert_eq!(dropped, 0);
+    // By count: the newest 15 stay.
+    assert_eq!(
+        store
+            .trim_journal(keep(15, 120), u64::MAX, now)
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(store.journal_bounds().await.unwrap().first, 6);
+    // By age, but not past the floor: the events up to 8 go, the old ones after it stay.
+    assert_eq!(store.trim_journal(keep(100, 30), 8, now).await.unwrap(), 3);
+    assert_eq!(store.journal_bounds().await.unwrap().first, 9);
+    // By age alone: the old ones go.
+    assert_eq!(
+        store
+            .trim_journal(keep(100, 30), u64::MAX, now)
+            .await
+            .unwrap(),
+        2
+    );
+    let bounds = store.journal_bounds().await.unwrap();
+    assert_eq!((bounds.first, bounds.head), (11, 20));
+    // However much is trimmed, a place is never given again: the head stays where it was,
+    // and the next event follows it.
+    store
+        .trim_journal(keep(100, 0), u64::MAX, now + Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(store.journal_bounds().await.unwrap().head, 20);
+    let mut next = current.clone();
+    next.touch(now);
+    store
+        .update(
+            &next,
+            current.version,
+            &[],
+            &[event(EventKind::Updated, &next)],
+        )
+        .await
+        .unwrap();
+    let last = journal(&store, 20).await;
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].seq, 21);
 }
 
 async fn one_relay_holds_the_outbox_lease_at_a_time(backend: Backend) {

@@ -11,7 +11,7 @@ use scheduler::{
         Audit, Event, EventKind, Job, JobId, JobInput, MisfirePolicy, OverlapPolicy, PendingRetry,
         RetryPolicy, Run, RunStatus,
     },
-    jobs::ports::{IdempotencyKey, JobStore, Lease},
+    jobs::ports::{IdempotencyKey, JobStore, Lease, PUBLISHED},
     store::sqlite::SqliteStore,
 };
 use serde_json::json;
@@ -71,6 +71,8 @@ fn run(job: &Job, due: &str, attempt: u32, status: RunStatus) -> Run {
 /// - an interval job whose ledger holds a succeeded and a missed run (recorded by an actor for
 ///   a reason, as an operation records it), with its finished event;
 /// - a deleted job (with its deletion event waiting in the outbox);
+/// - the first two events journaled (MongoDB journals later than it stores: the others wait
+///   in their documents), and the publishing cursor past the first;
 /// - the outbox relay's lease.
 async fn write_one_of_each(store: Arc<dyn JobStore>) {
     let email = job(
@@ -132,6 +134,8 @@ async fn write_one_of_each(store: Arc<dyn JobStore>) {
         .insert(&cron, None, &[event(2, EventKind::Run, &cron, Some(open))])
         .await
         .unwrap();
+    store.sequence_events(100).await.unwrap();
+    store.set_cursor(PUBLISHED, 1).await.unwrap();
 
     let interval = job(
         "65a1b2c3d4e5f60718293a03",
@@ -236,7 +240,8 @@ async fn the_embedded_store_writes_its_golden_schema_and_rows() {
     for (table, order) in [
         ("jobs", "id"),
         ("ledger", "seq"),
-        ("outbox", "seq"),
+        ("events", "seq"),
+        ("cursors", "name"),
         ("leases", "name"),
     ] {
         writeln!(text, "\n# {table}").unwrap();
@@ -319,7 +324,7 @@ async fn the_mongodb_store_writes_its_golden_documents() {
     write_one_of_each(Arc::new(store)).await;
 
     let mut text = String::new();
-    for collection in ["jobs", "leases"] {
+    for collection in ["jobs", "events", "cursors", "leases"] {
         writeln!(text, "# {collection}").unwrap();
         let mut cursor = db
             .collection::<Document>(collection)

@@ -11,12 +11,12 @@ use serde_json::Value;
 use super::pb;
 use crate::{
     domain::{
-        Event, FieldError, Invalid, JOB_ID_EXPECTED, Job, JobId, JobInput, JobStatus, JobType,
+        FieldError, Invalid, JOB_ID_EXPECTED, Job, JobId, JobInput, JobStatus, JobType,
         MisfirePolicy, OverlapPolicy, PolicyInput, Preview, Run, RunId, RunResult, RunStatus,
         ScheduleFields, ScheduleInput, data::exact_integers, field::Errors, format_time,
         from_timestamp,
     },
-    jobs::{JobFilter, JobReplacement, Page, PageRequest},
+    jobs::{JobFilter, JobReplacement, Page, PageRequest, ports::Journaled},
 };
 
 /// A time as a protobuf timestamp.
@@ -412,8 +412,9 @@ impl From<&Run> for pb::Run {
     }
 }
 
-impl From<&Event> for pb::Event {
-    fn from(event: &Event) -> Self {
+impl From<&Journaled> for pb::Event {
+    fn from(journaled: &Journaled) -> Self {
+        let event = &journaled.event;
         Self {
             id: event.id.to_string(),
             r#type: event.kind.ce_type().to_owned(),
@@ -423,7 +424,23 @@ impl From<&Event> for pb::Event {
             run: event.run.as_ref().map(pb::Run::from),
             actor: event.actor.clone().unwrap_or_default(),
             reason: event.reason.clone().unwrap_or_default(),
+            seq: journaled.seq,
+            gap: None,
         }
+    }
+}
+
+/// The message that tells a watcher the events after `after` up to `resumes_after` are no
+/// longer kept.
+pub(crate) fn gap(after: u64, resumes_after: u64) -> pb::Event {
+    pb::Event {
+        r#type: "gap".to_owned(),
+        seq: resumes_after,
+        gap: Some(pb::EventGap {
+            after,
+            resumes_after,
+        }),
+        ..pb::Event::default()
     }
 }
 

@@ -13,11 +13,12 @@
 //!   size) whose every statement filters on version, lease owner and fencing token, so a run
 //!   is never written twice or by a replica whose claim was superseded.
 //!
-//! The outbox lives in the job document too: a write that stores an event pushes it onto the
-//! document's `outbox` array (and sets `outboxAt`, the time of its oldest pending event, which
-//! the relay's index sorts on) in the same update that changes the job. A deleted job whose
-//! deletion event is not yet delivered stays as a tombstone (`deleted: true`, invisible to every
-//! read) until the relay has published that event, then goes.
+//! A write's events go in the job document too: it pushes them onto the document's `outbox`
+//! array (and sets `outboxAt`, the time of its oldest pending event, which the sequencer's
+//! index sorts on) in the same update that changes the job, and the holder of the relay lease
+//! later moves them into the journal ([`journal`]). A deleted job whose deletion event is not
+//! yet journaled stays as a tombstone (`deleted: true`, invisible to every read) until it is,
+//! then goes.
 //!
 //! Open runs live in the job's fields (`openRuns`); finished runs are appended to `runs` with
 //! `$push` and `$slice`, so the ledger keeps the newest `history` records. A claim increments
@@ -28,6 +29,7 @@
 mod adopt;
 mod census;
 mod document;
+mod journal;
 mod queries;
 mod schedule;
 
@@ -41,10 +43,9 @@ use mongodb::{
     error::{ErrorKind, WriteFailure},
     options::{ClientOptions, IndexOptions},
 };
-use uuid::Uuid;
 
 use self::{
-    document::{bson_time, decode_job, decode_outbox, decode_runs, job_update, new_job},
+    document::{bson_time, decode_job, decode_runs, job_update, new_job},
     queries::{filter_document, is_tombstone, ledger_update, live, outbox_update, without_runs},
 };
 use super::{RELAY_LEASE, history_bound};
@@ -55,7 +56,7 @@ use crate::{
         listing::{ByteBudget, JobFilter, PageRequest},
         ports::{
             Census, Claimed, ClaimedStep, DEFAULT_RUN_HISTORY, Due, IdempotencyKey, JobStore,
-            Lease, StoreError,
+            JournalBounds, Journaled, Lease, PUBLISHED, Retention, StoreError,
         },
     },
 };
@@ -170,7 +171,7 @@ impl MongoStore {
             index(doc! { "name": 1 }, Some(named("name"))),
             // The metrics' count per status, covered (tombstones left out by the index too).
             index(doc! { "status": 1, "deleted": 1 }, Some(named("status"))),
-            // The relay's scan for pending events.
+            // The sequencer's scan for pending events.
             index(
                 doc! { "outboxAt": 1 },
                 Some(
@@ -193,7 +194,7 @@ impl MongoStore {
             ),
         ];
         self.jobs.create_indexes(models).await.map_err(map_err)?;
-        Ok(())
+        self.create_journal_indexes().await
     }
 
     /// The live job document `id`, with `projection` (and the tombstone flag), or none.
@@ -295,9 +296,9 @@ impl JobStore for MongoStore {
         &self,
         job: &Job,
         idempotency: Option<&IdempotencyKey>,
-        outbox: &[Event],
+        events: &[Event],
     ) -> Result<(), StoreError> {
-        let document = new_job(job, idempotency, outbox)?;
+        let document = new_job(job, idempotency, events)?;
         self.jobs.insert_one(document).await.map_err(map_err)?;
         Ok(())
     }
@@ -363,12 +364,12 @@ impl JobStore for MongoStore {
         job: &Job,
         expected_version: u64,
         finished: &[Run],
-        outbox: &[Event],
+        events: &[Event],
     ) -> Result<(), StoreError> {
         let id = job.id.object_id();
         let mut update = job_update(job)?;
         ledger_update(&mut update, finished, self.history)?;
-        outbox_update(&mut update, outbox)?;
+        outbox_update(&mut update, events)?;
         let matched = self
             .jobs
             .update_one(
@@ -388,11 +389,11 @@ impl JobStore for MongoStore {
         &self,
         id: JobId,
         expected_version: u64,
-        outbox: &[Event],
+        events: &[Event],
     ) -> Result<(), StoreError> {
         let filter = live(doc! { "_id": id.object_id(), "version": expected_version as i64 });
-        let matched = if !outbox.is_empty() {
-            // A tombstone holds the deletion event until the relay has published it.
+        let matched = if !events.is_empty() {
+            // A tombstone holds the deletion event until it is journaled.
             let mut update = doc! {
                 "$set": {
                     "deleted": true,
@@ -403,7 +404,7 @@ impl JobStore for MongoStore {
                 },
                 "$unset": { "idempotencyKey": "", "idempotencyFingerprint": "" },
             };
-            outbox_update(&mut update, outbox)?;
+            outbox_update(&mut update, events)?;
             self.jobs
                 .update_one(filter, update)
                 .await
@@ -478,54 +479,51 @@ impl JobStore for MongoStore {
         }
     }
 
-    async fn pending_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let documents = all(self
-            .jobs
-            .find(doc! { "outboxAt": { "$exists": true } })
-            // Ties (events stored in the same millisecond) go by job id, so every pass over
-            // the same pending events publishes them in the same order. Only documents with
-            // pending events are sorted: the sparse index finds them.
-            .sort(doc! { "outboxAt": 1, "_id": 1 })
-            .limit(limit.max(1) as i64)
-            .projection(doc! { "outbox": 1 }))
-        .await?;
-        Ok(documents.iter().flat_map(decode_outbox).collect())
+    async fn sequence_events(&self, limit: usize) -> Result<usize, StoreError> {
+        self.sequence(limit).await
     }
 
-    async fn mark_delivered(&self, events: &[(JobId, Uuid)]) -> Result<(), StoreError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let mut jobs: Vec<ObjectId> = events.iter().map(|(job, _)| job.object_id()).collect();
-        jobs.sort();
-        jobs.dedup();
-        let ids: Vec<String> = events.iter().map(|(_, id)| id.to_string()).collect();
-        self.jobs
-            .update_many(
-                doc! { "_id": { "$in": &jobs } },
-                doc! { "$pull": { "outbox": { "id": { "$in": &ids } } } },
-            )
-            .await
-            .map_err(map_err)?;
-        // Each a single-document conditional write: an event pushed meanwhile keeps its job's
-        // outboxAt set and its tombstone in place.
-        self.jobs
-            .update_many(
-                doc! { "_id": { "$in": &jobs }, "outbox": { "$size": 0 } },
-                doc! { "$unset": { "outboxAt": "" } },
-            )
-            .await
-            .map_err(map_err)?;
-        self.jobs
-            .delete_many(
-                doc! { "_id": { "$in": &jobs }, "deleted": true, "outbox": { "$size": 0 } },
-            )
-            .await
-            .map_err(map_err)?;
-        Ok(())
+    async fn read_journal(
+        &self,
+        after: u64,
+        job: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<Journaled>, StoreError> {
+        self.journal_after(after, job, limit).await
+    }
+
+    async fn journal_bounds(&self) -> Result<JournalBounds, StoreError> {
+        self.journal_ends().await
+    }
+
+    async fn trim_journal(
+        &self,
+        retention: Retention,
+        floor: u64,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.trim(retention, floor, now).await
+    }
+
+    async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
+        Ok(self.cursor_at(name).await?.unwrap_or(0))
+    }
+
+    async fn set_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError> {
+        self.move_cursor(name, seq).await
     }
 
     async fn census(&self, now: DateTime<Utc>) -> Result<Census, StoreError> {
-        census::count(&self.jobs, now).await.map_err(map_err)
+        let mut census = census::count(&self.jobs, now).await.map_err(map_err)?;
+        // Journaled events wait only for a publisher, and only once one has a cursor.
+        if let Some(after) = self.cursor_at(PUBLISHED).await? {
+            let (journaled, first) = self.journaled_since(after).await?;
+            census.outbox_pending += journaled;
+            census.oldest_event = match (census.oldest_event, first) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(census)
     }
 }

@@ -114,6 +114,24 @@ UPDATE jobs SET ledger_runs = (SELECT COUNT(*) FROM ledger WHERE ledger.job_id =
         what: "the status index",
         apply: |conn| conn.execute_batch("CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);"),
     },
+    Migration {
+        // The outbox becomes the journal: every event is written to it, and kept for the
+        // retention window. Its rows so far are the events still to publish, which a
+        // publishing cursor at 0 finds first. `AUTOINCREMENT` already keeps a place from ever
+        // being given twice, even after the rows before it were trimmed.
+        what: "the event journal, its cursors and the index of one job's events",
+        apply: |conn| {
+            conn.execute_batch(
+                "ALTER TABLE outbox RENAME TO events;
+ALTER TABLE events ADD COLUMN time INTEGER;
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
+CREATE TABLE IF NOT EXISTS cursors (
+    name TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+);",
+            )
+        },
+    },
 ];
 
 /// Whether the jobs table has `column` (added by a step that older files may lack).
@@ -189,6 +207,39 @@ mod tests {
         assert!(columns(&conn, "jobs").contains(&"fence".to_owned()));
         migrate(&mut conn).unwrap();
         assert_eq!(version(&conn), latest());
+    }
+
+    #[test]
+    fn the_outbox_becomes_the_journal_keeping_its_rows_and_never_giving_a_place_twice() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let tx = conn.transaction().unwrap();
+        for migration in &MIGRATIONS[..7] {
+            (migration.apply)(&tx).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 7).unwrap();
+        // Two events delivered (deleted), one pending.
+        tx.execute_batch(
+            "INSERT INTO outbox (event_id, job_id, doc) VALUES ('e1', 'a', '{}'), ('e2', 'a', '{}'),
+                 ('e3', 'b', '{}');
+             DELETE FROM outbox WHERE seq < 3;",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        migrate(&mut conn).unwrap();
+        let kept: Vec<(i64, String, Option<i64>)> = conn
+            .prepare("SELECT seq, event_id, time FROM events")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(kept, [(3, "e3".to_owned(), None)]);
+        conn.execute_batch("DELETE FROM events; INSERT INTO events (event_id, job_id, doc) VALUES ('e4', 'b', '{}');")
+            .unwrap();
+        let next: i64 = conn
+            .query_row("SELECT seq FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(next, 4, "a place is never given twice");
     }
 
     #[test]

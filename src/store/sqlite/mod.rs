@@ -12,10 +12,11 @@
 //! connections of their own ([`writer`]).
 //!
 //! Apart: the row mapping ([`rows`]), one job's writes inside a transaction ([`writes`]), the
-//! schema ([`migrations`]), the census for the metrics ([`census`]) and the connections
-//! ([`writer`]).
+//! event journal's queries ([`journal`]), the schema ([`migrations`]), the census for the
+//! metrics ([`census`]) and the connections ([`writer`]).
 
 mod census;
+mod journal;
 mod migrations;
 mod rows;
 mod writer;
@@ -31,10 +32,9 @@ use anyhow::{Context, anyhow};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
-use uuid::Uuid;
 
 use self::{
-    rows::{JobRow, event_of, filter_clause, job_of, map_err, run_of, sql_int},
+    rows::{JobRow, filter_clause, job_of, map_err, run_of, sql_int},
     writer::Connections,
     writes::{append_events, append_runs, insert_row, replace_job, why_not_written},
 };
@@ -45,7 +45,7 @@ use crate::{
         listing::{ByteBudget, JobFilter, MAX_CLAIM_BYTES, PageRequest},
         ports::{
             Census, Claim, Claimed, ClaimedStep, DEFAULT_RUN_HISTORY, Due, IdempotencyKey,
-            JobStore, Lease, StoreError,
+            JobStore, JournalBounds, Journaled, Lease, Retention, StoreError,
         },
     },
 };
@@ -216,11 +216,11 @@ impl JobStore for SqliteStore {
         &self,
         job: &Job,
         idempotency: Option<&IdempotencyKey>,
-        outbox: &[Event],
+        events: &[Event],
     ) -> Result<(), StoreError> {
         let row = JobRow::of(job)?;
         let idempotency = idempotency.cloned();
-        let events = outbox.to_vec();
+        let events = events.to_vec();
         self.write(move |tx| {
             insert_row(tx, &row, idempotency.as_ref())?;
             append_events(tx, &events)
@@ -306,11 +306,11 @@ impl JobStore for SqliteStore {
         job: &Job,
         expected_version: u64,
         finished: &[Run],
-        outbox: &[Event],
+        events: &[Event],
     ) -> Result<(), StoreError> {
         let job = job.clone();
         let finished = finished.to_vec();
-        let events = outbox.to_vec();
+        let events = events.to_vec();
         let history = self.history;
         self.write(move |tx| {
             let Some(length) = replace_job(tx, &job, expected_version, None, finished.len())?
@@ -327,9 +327,9 @@ impl JobStore for SqliteStore {
         &self,
         id: JobId,
         expected_version: u64,
-        outbox: &[Event],
+        events: &[Event],
     ) -> Result<(), StoreError> {
-        let events = outbox.to_vec();
+        let events = events.to_vec();
         self.write(move |tx| {
             let deleted = tx
                 .execute(
@@ -500,32 +500,49 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn pending_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
-        self.with(move |conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT event_id, doc FROM outbox ORDER BY seq LIMIT ?1")
-                .map_err(map_err)?;
-            collect(
-                &mut stmt,
-                &[&i64::try_from(limit).unwrap_or(i64::MAX)],
-                event_of,
-            )
-        })
-        .await
+    async fn sequence_events(&self, _limit: usize) -> Result<usize, StoreError> {
+        // Every event got its place in the write that stored it.
+        Ok(0)
     }
 
-    async fn mark_delivered(&self, events: &[(JobId, Uuid)]) -> Result<(), StoreError> {
-        let ids: Vec<String> = events.iter().map(|(_, id)| id.to_string()).collect();
-        self.write(move |tx| {
-            let mut stmt = tx
-                .prepare_cached("DELETE FROM outbox WHERE event_id = ?1")
-                .map_err(map_err)?;
-            for id in &ids {
-                stmt.execute([id]).map_err(map_err)?;
-            }
-            Ok(())
-        })
-        .await
+    async fn read_journal(
+        &self,
+        after: u64,
+        job: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<Journaled>, StoreError> {
+        self.with(move |conn| journal::read(conn, after, job, limit))
+            .await
+    }
+
+    async fn journal_bounds(&self) -> Result<JournalBounds, StoreError> {
+        self.with(|conn| journal::bounds(conn).map_err(map_err))
+            .await
+    }
+
+    async fn trim_journal(
+        &self,
+        retention: Retention,
+        floor: u64,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        // Where the cut falls is read first, so a trim with nothing to drop writes nothing.
+        let cut = self
+            .with(move |conn| journal::cut(conn, retention, floor, now))
+            .await?;
+        let Some(cut) = cut else { return Ok(0) };
+        self.write(move |tx| journal::drop_through(tx, cut)).await
+    }
+
+    async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
+        let name = name.to_owned();
+        self.with(move |conn| journal::cursor(conn, &name)).await
+    }
+
+    async fn set_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.write(move |tx| journal::set_cursor(tx, &name, seq))
+            .await
     }
 
     async fn census(&self, now: DateTime<Utc>) -> Result<Census, StoreError> {

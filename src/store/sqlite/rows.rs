@@ -6,7 +6,10 @@ use rusqlite::{Row, ToSql};
 
 use crate::{
     domain::{Event, Job, Run},
-    jobs::{listing::JobFilter, ports::StoreError},
+    jobs::{
+        listing::JobFilter,
+        ports::{Journaled, StoreError},
+    },
     store::{
         json::{EventJson, JobJson, RunJson, from_text, to_text},
         or_skip, prefix_end,
@@ -53,7 +56,7 @@ pub(super) fn run_doc(run: &Run) -> Result<String, StoreError> {
     to_text(&RunJson::from(run))
 }
 
-/// The document text of an event, for the outbox.
+/// The document text of an event, for the journal.
 pub(super) fn event_doc(event: &Event) -> Result<String, StoreError> {
     to_text(&EventJson::from(event))
 }
@@ -71,10 +74,21 @@ pub(super) fn run_of(row: &Row<'_>) -> rusqlite::Result<Option<Run>> {
     Ok(or_skip("run", &id, from_text::<RunJson, Run>(&doc)))
 }
 
-/// The event of an outbox row `(event_id, doc)`; `None` (logged) when malformed.
+/// The event of a journal row `(event_id, doc)`; `None` (logged) when malformed.
 pub(super) fn event_of(row: &Row<'_>) -> rusqlite::Result<Option<Event>> {
     let (id, doc): (String, String) = (row.get(0)?, row.get(1)?);
     Ok(or_skip("event", &id, from_text::<EventJson, Event>(&doc)))
+}
+
+/// The journaled event of a row `(seq, event_id, doc)`; `None` (logged) when malformed.
+pub(super) fn journaled_of(row: &Row<'_>) -> rusqlite::Result<Option<Journaled>> {
+    let (seq, id, doc): (i64, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+    Ok(
+        or_skip("event", &id, from_text::<EventJson, Event>(&doc)).map(|event| Journaled {
+            seq: seq.unsigned_abs(),
+            event,
+        }),
+    )
 }
 
 /// The `WHERE` clause of a listing's `filter` on the row's columns (empty for no filter), and

@@ -1,5 +1,6 @@
 //! The embedded store's writes of one job inside the caller's transaction: its row, its
-//! ledger records and its outbox events, each statement prepared once per connection.
+//! ledger records and its events (into the journal), each statement prepared once per
+//! connection.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -123,19 +124,22 @@ pub(super) fn append_runs(
     Ok(())
 }
 
-/// Appends events to the outbox, inside the caller's transaction.
+/// Appends events to the journal, inside the caller's transaction: their places are given
+/// here, and since writers take the database lock one at a time, places follow the order of
+/// the commits, with no hole a reader could see filled later.
 pub(super) fn append_events(tx: &Connection, events: &[Event]) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
     }
     let mut stmt = tx
-        .prepare_cached("INSERT INTO outbox (event_id, job_id, doc) VALUES (?1, ?2, ?3)")
+        .prepare_cached("INSERT INTO events (event_id, job_id, doc, time) VALUES (?1, ?2, ?3, ?4)")
         .map_err(map_err)?;
     for event in events {
         stmt.execute(params![
             event.id.to_string(),
             event.job.id.to_string(),
-            event_doc(event)?
+            event_doc(event)?,
+            event.time.timestamp_millis(),
         ])
         .map_err(map_err)?;
     }

@@ -1,12 +1,11 @@
 //! The real service in this process, on a free loopback port, and a client of it.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::VecDeque, net::SocketAddr, sync::Arc, time::Duration};
 
 use scheduler::{
     app::Application,
     config::Config,
     domain::{Event, EventKind},
-    events::{Subscription, Watched},
     grpc::pb::jobs_service_client::JobsServiceClient,
     jobs::ports::JobStore,
 };
@@ -21,7 +20,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     jobs: scheduler::jobs::Jobs,
     pub http: reqwest::Client,
-    events: Subscription,
+    /// The events stored, read from the store's journal.
+    events: Journal,
     shutdown: CancellationToken,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     /// `https` when the config has TLS files, else `http`.
@@ -55,7 +55,11 @@ impl TestApp {
 
     fn started(app: Application, scheme: &'static str) -> Self {
         let addr = app.local_addr();
-        let events = app.events().subscribe(None);
+        let events = Journal {
+            store: app.store(),
+            read_up_to: 0,
+            unread: VecDeque::new(),
+        };
         let jobs = app.jobs();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(app.run(shutdown.clone()));
@@ -206,25 +210,22 @@ impl TestApp {
             .unwrap_or_else(|_| panic!("no {kind:?} event for job {id}"))
     }
 
-    /// The events published since the last look, without waiting: a call's events are out
-    /// by the time its response is.
-    pub fn published(&mut self) -> Vec<Arc<Event>> {
-        let mut events = Vec::new();
-        while let Some(watched) = self.events.try_recv() {
-            events.push(Self::published_event(watched));
-        }
-        events
+    /// The events stored since the last look, without waiting: a call's events are stored by
+    /// the time its response is.
+    pub async fn published(&mut self) -> Vec<Arc<Event>> {
+        self.events.read().await;
+        self.events.unread.drain(..).collect()
     }
 
-    /// The next event published, waiting for it.
+    /// The next event stored, waiting for it.
     async fn next_published(&mut self) -> Arc<Event> {
-        Self::published_event(self.events.recv().await.expect("the subscription is open"))
-    }
-
-    fn published_event(watched: Watched) -> Arc<Event> {
-        match watched {
-            Watched::Event(event) => event,
-            Watched::Lagged(missed) => panic!("the test fell {missed} events behind"),
+        loop {
+            if let Some(event) = self.events.unread.pop_front() {
+                return event;
+            }
+            if !self.events.read().await {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
     }
 
@@ -247,6 +248,34 @@ impl TestApp {
             .expect("the service stops")
             .unwrap()
             .unwrap();
+    }
+}
+
+/// The store's journal, as the test has read it.
+struct Journal {
+    store: Arc<dyn JobStore>,
+    read_up_to: u64,
+    unread: VecDeque<Arc<Event>>,
+}
+
+impl Journal {
+    /// Reads every event stored after what was read; whether there were any.
+    async fn read(&mut self) -> bool {
+        let mut any = false;
+        loop {
+            let page = self
+                .store
+                .read_journal(self.read_up_to, None, 100)
+                .await
+                .expect("the journal reads");
+            let Some(last) = page.last() else {
+                return any;
+            };
+            self.read_up_to = last.seq;
+            any = true;
+            self.unread
+                .extend(page.into_iter().map(|journaled| Arc::new(journaled.event)));
+        }
     }
 }
 

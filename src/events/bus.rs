@@ -1,26 +1,16 @@
-//! The in-process event bus: the live [`EventSink`] adapter, and the one stream that feeds both
-//! the SSE endpoint and the gRPC watch.
-//!
-//! Each event is held once, behind an `Arc`, however many subscribers have it pending. What a
-//! subscriber may have pending is bounded by count and by bytes ([`BufferLimits`]); one that
-//! falls further behind (a client that stopped reading) is cut off: its pending events are
-//! dropped at once, it is told how many it missed ([`Watched::Lagged`]), and its stream ends.
-//! So a stalled client holds at most its limit, and the memory comes back the moment it is cut
-//! off, not when it leaves. The bus keeps nothing for subscribers that are not connected.
+//! The in-process fan-out of journaled events to this process's watchers, bounded per
+//! subscriber (see `events`).
 
 use std::{
     collections::VecDeque,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
-use async_trait::async_trait;
-use futures::Stream;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::{
-    domain::{Event, JobId},
-    jobs::{listing::Weight, ports::EventSink},
+    domain::JobId,
+    jobs::{listing::Weight, ports::Journaled},
 };
 
 /// How much one subscriber may have pending before it is cut off.
@@ -42,21 +32,36 @@ pub struct EventBus {
 struct Hub {
     limits: BufferLimits,
     subscribers: Mutex<Vec<Arc<Slot>>>,
+    /// Signalled when a subscription is made, so an idle feed starts reading.
+    arrived: Notify,
 }
 
 /// One subscriber's side of the bus.
 struct Slot {
     /// Only this job's events, or every job's.
     only: Option<JobId>,
+    /// Where the feed had read up to before the first event it handed on after this slot was
+    /// made, whether the slot wanted that event or not. The feed hands on every event after it
+    /// in order, so what a subscriber may have missed lies before it.
+    first_prev: Mutex<Option<u64>>,
     pending: Mutex<Pending>,
     /// Signalled on every event queued and when the subscriber is cut off.
     ready: Notify,
 }
 
+/// An event the feed handed on, and where the feed had read up to before the first event it
+/// handed on to this subscriber: every event after that place reaches the subscriber (if it
+/// wants it) in order, so one that has read up to there misses nothing by taking this next.
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    pub(crate) journaled: Arc<Journaled>,
+    pub(crate) prev: u64,
+}
+
 /// What a subscriber has not read yet.
 #[derive(Default)]
 struct Pending {
-    events: VecDeque<(Arc<Event>, usize)>,
+    events: VecDeque<(Live, usize)>,
     bytes: usize,
     /// Events it missed; nonzero once it was cut off.
     missed: u64,
@@ -67,10 +72,26 @@ struct Pending {
 /// What a watcher receives.
 #[derive(Debug, Clone)]
 pub enum Watched {
-    /// The next event it asked for.
-    Event(Arc<Event>),
-    /// It fell this many events behind and was cut off; it should read the state again. Always
-    /// the last item of a subscription.
+    /// The next event it asked for, at its place in the journal.
+    Event(Arc<Journaled>),
+    /// The events after `after` up to `resumes_after` are no longer kept (its cursor is older
+    /// than the retention window, or not of this journal): it should read the state again
+    /// from the listing and the ledger. Events go on from `resumes_after`.
+    Gap {
+        /// The cursor the watcher came with.
+        after: u64,
+        /// Where the events go on from.
+        resumes_after: u64,
+    },
+    /// It fell this many events behind and was cut off; it should reconnect from its last
+    /// event. Always the last item of a subscription.
+    Lagged(u64),
+}
+
+/// What a subscription receives from the bus.
+#[derive(Debug, Clone)]
+pub(crate) enum Received {
+    Live(Live),
     Lagged(u64),
 }
 
@@ -92,6 +113,7 @@ impl EventBus {
             hub: Arc::new(Hub {
                 limits,
                 subscribers: Mutex::new(Vec::new()),
+                arrived: Notify::new(),
             }),
         }
     }
@@ -100,10 +122,12 @@ impl EventBus {
     pub fn subscribe(&self, only: Option<JobId>) -> Subscription {
         let slot = Arc::new(Slot {
             only,
+            first_prev: Mutex::new(None),
             pending: Mutex::new(Pending::default()),
             ready: Notify::new(),
         });
         locked(&self.hub.subscribers).push(slot.clone());
+        self.hub.arrived.notify_one();
         Subscription {
             hub: self.hub.clone(),
             slot,
@@ -115,37 +139,28 @@ impl EventBus {
         locked(&self.hub.subscribers).len()
     }
 
-    /// The events from now on, of job `only` or of every job, until `shutdown` is cancelled
-    /// or the watcher is cut off. Subscribes at once, so nothing published after the call is
-    /// missed.
-    pub fn watch(
-        &self,
-        only: Option<JobId>,
-        shutdown: CancellationToken,
-    ) -> impl Stream<Item = Watched> + Send + use<> {
-        let mut subscription = self.subscribe(only);
-        async_stream::stream! {
-            loop {
-                let received = tokio::select! {
-                    r = subscription.recv() => r,
-                    () = shutdown.cancelled() => break,
-                };
-                match received {
-                    Some(watched) => yield watched,
-                    None => break,
-                }
+    /// Resolves once there is a subscriber (at once if there is one already).
+    pub(crate) async fn someone_listens(&self) {
+        loop {
+            let arrived = self.hub.arrived.notified();
+            if self.subscribers() > 0 {
+                return;
             }
+            arrived.await;
         }
     }
 
-    fn publish_now(&self, event: Event) {
+    /// Hands on a journaled event to every subscriber that wants it; `prev` is the place the
+    /// feed had read up to before it.
+    pub(crate) fn publish(&self, journaled: Journaled, prev: u64) {
         // What the event holds, about: its texts, the job's data counted whole though the
         // events of one job share it.
-        let size = event.weight();
-        let event = Arc::new(event);
+        let size = journaled.weight();
+        let journaled = Arc::new(journaled);
         let limits = self.hub.limits;
         for slot in locked(&self.hub.subscribers).iter() {
-            if slot.only.is_some_and(|id| id != event.job.id) {
+            let prev = *locked(&slot.first_prev).get_or_insert(prev);
+            if slot.only.is_some_and(|id| id != journaled.event.job.id) {
                 continue;
             }
             let mut pending = locked(&slot.pending);
@@ -159,7 +174,11 @@ impl EventBus {
                 pending.events = VecDeque::new();
                 pending.bytes = 0;
             } else {
-                pending.events.push_back((event.clone(), size));
+                let live = Live {
+                    journaled: journaled.clone(),
+                    prev,
+                };
+                pending.events.push_back((live, size));
                 pending.bytes += size;
             }
             drop(pending);
@@ -170,7 +189,7 @@ impl EventBus {
 
 impl Subscription {
     /// The next event, waiting for one; `Lagged` once it was cut off, then `None`.
-    pub async fn recv(&mut self) -> Option<Watched> {
+    pub(crate) async fn recv(&mut self) -> Option<Received> {
         loop {
             if let Some(next) = self.try_next() {
                 return next;
@@ -180,16 +199,19 @@ impl Subscription {
     }
 
     /// The next event without waiting: `None` when none is pending.
-    pub fn try_recv(&mut self) -> Option<Watched> {
-        self.try_next().flatten()
+    pub fn try_recv(&mut self) -> Option<Arc<Journaled>> {
+        match self.try_next().flatten() {
+            Some(Received::Live(live)) => Some(live.journaled),
+            _ => None,
+        }
     }
 
     /// `Some(next)` when there is an answer now (`Some(None)`: the subscription has ended).
-    fn try_next(&mut self) -> Option<Option<Watched>> {
+    fn try_next(&mut self) -> Option<Option<Received>> {
         let mut pending = locked(&self.slot.pending);
-        if let Some((event, size)) = pending.events.pop_front() {
+        if let Some((live, size)) = pending.events.pop_front() {
             pending.bytes -= size;
-            return Some(Some(Watched::Event(event)));
+            return Some(Some(Received::Live(live)));
         }
         if pending.missed == 0 {
             return None;
@@ -198,7 +220,7 @@ impl Subscription {
             return Some(None);
         }
         pending.told = true;
-        Some(Some(Watched::Lagged(pending.missed)))
+        Some(Some(Received::Lagged(pending.missed)))
     }
 }
 
@@ -208,20 +230,10 @@ impl Drop for Subscription {
     }
 }
 
-#[async_trait]
-impl EventSink for EventBus {
-    async fn publish(&self, event: Event) {
-        // No subscribers is not an error: the bus keeps nothing.
-        self.publish_now(event);
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use futures::StreamExt;
-
     use super::*;
-    use crate::domain::{EventKind, Job, JobInput};
+    use crate::domain::{Event, EventKind, Job, JobInput};
 
     fn job(data_bytes: usize) -> Job {
         let input: JobInput = serde_json::from_value(serde_json::json!({
@@ -236,39 +248,38 @@ mod tests {
         BufferLimits { events, bytes }
     }
 
-    async fn publish(bus: &EventBus, job: &Job) {
-        bus.publish(Event::new(EventKind::Updated, job.clone(), None))
-            .await;
+    /// Publishes an event of `job` at place `seq`, the feed having read up to `seq - 1`.
+    fn publish(bus: &EventBus, job: &Job, seq: u64) {
+        let event = Event::new(EventKind::Updated, job.clone(), None);
+        bus.publish(Journaled { seq, event }, seq - 1);
+    }
+
+    fn seq_of(received: Option<Received>) -> Option<u64> {
+        match received {
+            Some(Received::Live(live)) => Some(live.journaled.seq),
+            _ => None,
+        }
     }
 
     #[tokio::test]
-    async fn a_watch_sees_its_job_only_is_cut_off_when_behind_and_ends_at_shutdown() {
+    async fn a_subscription_sees_its_job_only_and_is_cut_off_when_behind() {
         let bus = EventBus::new(limits(2, usize::MAX));
-        let shutdown = CancellationToken::new();
         let (mine, other) = (job(1), job(1));
-        let watch = bus.watch(Some(mine.id), shutdown.clone());
-        futures::pin_mut!(watch);
-        publish(&bus, &other).await;
-        publish(&bus, &mine).await;
-        let Some(Watched::Event(event)) = watch.next().await else {
-            panic!("no event")
-        };
-        assert_eq!(event.job.id, mine.id);
-        for _ in 0..4 {
-            publish(&bus, &mine).await;
+        let mut subscription = bus.subscribe(Some(mine.id));
+        publish(&bus, &other, 1);
+        publish(&bus, &mine, 2);
+        assert_eq!(seq_of(subscription.recv().await), Some(2));
+        for seq in 3..7 {
+            publish(&bus, &mine, seq);
         }
         assert!(
-            matches!(watch.next().await, Some(Watched::Lagged(4))),
+            matches!(subscription.recv().await, Some(Received::Lagged(4))),
             "two held, the third cut it off, the fourth counted"
         );
-        assert!(watch.next().await.is_none(), "a cut-off watch ends");
-
-        let watch = bus.watch(None, shutdown.clone());
-        futures::pin_mut!(watch);
-        publish(&bus, &other).await;
-        shutdown.cancel();
-        let rest: Vec<_> = watch.collect().await;
-        assert!(rest.len() <= 1, "the watch ended");
+        assert!(
+            subscription.recv().await.is_none(),
+            "a cut-off subscription ends"
+        );
     }
 
     #[tokio::test]
@@ -278,12 +289,12 @@ mod tests {
         let mut stalled = bus.subscribe(None);
         let mut reading = bus.subscribe(None);
         let mut held = Vec::new();
-        for _ in 0..3 {
-            publish(&bus, &big).await;
-            let Some(Watched::Event(event)) = reading.recv().await else {
+        for seq in 1..4 {
+            publish(&bus, &big, seq);
+            let Some(Received::Live(live)) = reading.recv().await else {
                 panic!("the reader reads")
             };
-            held.push(event);
+            held.push(live.journaled);
         }
         // One event, shared: the stalled subscriber, the reader's copies and this test hold
         // the same allocation.
@@ -291,17 +302,13 @@ mod tests {
             Arc::strong_count(&held[0]) == 2,
             "held by the stalled one and by the test"
         );
-        publish(&bus, &big).await;
-        let event = reading.recv().await;
-        assert!(
-            matches!(event, Some(Watched::Event(_))),
-            "the reader goes on"
-        );
+        publish(&bus, &big, 4);
+        assert_eq!(seq_of(reading.recv().await), Some(4), "the reader goes on");
         assert!(
             held.iter().all(|event| Arc::strong_count(event) == 1),
             "the stalled subscriber was cut off and let go of every event"
         );
-        assert!(matches!(stalled.recv().await, Some(Watched::Lagged(4))));
+        assert!(matches!(stalled.recv().await, Some(Received::Lagged(4))));
         assert!(stalled.recv().await.is_none());
         drop(stalled);
         assert_eq!(bus.subscribers(), 1);
