@@ -316,7 +316,52 @@ fn acknowledged(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Event, EventKind, Job, JobInput};
+    use crate::{
+        domain::{Event, EventKind, Job, JobInput},
+        store::sqlite::SqliteStore,
+    };
+
+    #[tokio::test]
+    async fn the_relay_trims_the_journal_on_its_own_schedule_to_the_retention() {
+        let store: Arc<dyn JobStore> = Arc::new(SqliteStore::in_memory().unwrap());
+        let input: JobInput = serde_json::from_value(serde_json::json!({
+            "name": "trimmed", "jobType": "SMS", "jobData": {},
+            "schedule": {"runAt": "2030-01-01T00:00:00Z"}
+        }))
+        .unwrap();
+        for _ in 0..5 {
+            let job = Job::new(input.clone().parse().unwrap(), Utc::now());
+            let created = Event::new(EventKind::Created, job.clone(), None);
+            store.insert(&job, None, &[created]).await.unwrap();
+        }
+        let relay = Relay::new(
+            store.clone(),
+            None,
+            Arc::new(Notify::new()),
+            Arc::new(Notify::new()),
+            RelaySettings {
+                retention: Retention {
+                    events: 2,
+                    age: chrono::Duration::hours(1),
+                },
+                trim_every: Duration::from_millis(20),
+                ..RelaySettings::default()
+            },
+        );
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(relay.run(shutdown.clone()));
+        let mut bounds = store.journal_bounds().await.unwrap();
+        for _ in 0..200 {
+            if bounds.first == 4 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            bounds = store.journal_bounds().await.unwrap();
+        }
+        shutdown.cancel();
+        running.await.unwrap();
+        assert_eq!((bounds.first, bounds.head), (4, 5), "the newest two kept");
+    }
 
     #[test]
     fn the_cursor_stops_before_the_first_event_the_sink_refused() {

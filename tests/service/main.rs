@@ -31,6 +31,7 @@ mod rest_edge;
 mod shutdown;
 mod store;
 mod stored_format;
+mod streams;
 mod support;
 mod tls;
 mod traces;

@@ -101,6 +101,16 @@ fn a_setting_out_of_its_range_stops_start_up_with_a_line_naming_it() {
         ),
         ("--max-body-bytes", "SCHEDULER_MAX_BODY_BYTES", "0"),
         ("--batch-size", "SCHEDULER_BATCH_SIZE", "0"),
+        (
+            "--event-retention-events",
+            "SCHEDULER_EVENT_RETENTION_EVENTS",
+            "0",
+        ),
+        (
+            "--event-retention-seconds",
+            "SCHEDULER_EVENT_RETENTION_SECONDS",
+            "5",
+        ),
     ] {
         for (how, mut command) in [
             ("flag", scheduler_command(&[flag, value])),

@@ -74,6 +74,11 @@ impl TestApp {
         }
     }
 
+    /// The store the service uses, for what a test does behind its back.
+    pub fn store(&self) -> Arc<dyn JobStore> {
+        self.events.store.clone()
+    }
+
     /// The use cases, for set-ups faster than HTTP.
     pub fn jobs(&self) -> &scheduler::jobs::Jobs {
         &self.jobs

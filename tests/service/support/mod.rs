@@ -1,6 +1,6 @@
 //! What the tests share, one copy of each: the service in process ([`app`]) and as a child
 //! process ([`process`]), certificates made for TLS ([`certs`]), MongoDB, Kafka, etcd and Jaeger servers and clients ([`mongo`], [`kafka`], [`etcd`], [`jaeger`]), request
-//! bodies and values ([`bodies`]), Prometheus scrapes and promtool ([`scrape`]), waiting ([`wait`]), free ports ([`net`]), golden files
+//! bodies and values ([`bodies`]), Prometheus scrapes and promtool ([`scrape`]), an event-stream client ([`sse`]), waiting ([`wait`]), free ports ([`net`]), golden files
 //! ([`golden`]) and table tests that report every failing row ([`table`]).
 
 pub mod app;
@@ -14,6 +14,7 @@ pub mod mongo;
 pub mod net;
 pub mod process;
 pub mod scrape;
+pub mod sse;
 pub mod table;
 pub mod tokens;
 pub mod wait;
@@ -26,6 +27,7 @@ pub use self::{
     mongo::{PrivateMongo, database_name, mongo_config, mongo_store},
     net::free_port,
     process::Service,
+    sse::EventClient,
     table::Failures,
     wait::{eventually, in_millis},
 };
