@@ -37,6 +37,7 @@ use crate::{
     },
     throttle::RateLimit,
     tls::Tls,
+    webhook::WebhookCaller,
 };
 
 /// The service, bound and ready to run.
@@ -57,6 +58,8 @@ pub struct Application {
     relay: Relay,
     /// Hands journaled events to this process's event streams.
     feed: Feed,
+    /// Calls jobs' webhooks, when some host may be called.
+    webhooks: Option<WebhookCaller>,
     /// The Kafka side, when brokers are configured.
     kafka: Option<KafkaParts>,
     /// Access control, for its background refresh of a JWKS URL.
@@ -196,12 +199,25 @@ impl Application {
         let feed = Feed::new(store.clone(), bus.clone(), feed_wake, poll);
         let streams_of_events = EventStreams::new(store.clone(), bus.clone());
         let kept_store = store.clone();
+        let webhook_hosts = config.webhook_hosts()?;
         let mut jobs = Jobs::new(store.clone(), events.clone(), hints.clone())
             .with_limits(config.limits())
-            .with_metrics(metrics.clone());
+            .with_metrics(metrics.clone())
+            .with_webhook_hosts(webhook_hosts.clone());
         if let Some(kafka) = &kafka {
             jobs = jobs.with_sink(Arc::new(kafka.publisher.clone()));
         }
+        // Webhooks are called only when some host may be.
+        let webhooks = if webhook_hosts.is_empty() {
+            None
+        } else {
+            tracing::info!(hosts = %config.webhook_allowed_hosts, "webhooks: on, to the allowed hosts only");
+            Some(WebhookCaller::new(
+                jobs.clone(),
+                Duration::from_secs(config.webhook_timeout_seconds),
+                webhook_hosts,
+            )?)
+        };
         let internal_shutdown = CancellationToken::new();
         let scheduler = Scheduler::new(
             store,
@@ -271,6 +287,7 @@ impl Application {
             streams: streams_of_events.clone(),
             relay,
             feed,
+            webhooks,
             kafka,
             auth,
             grace: Duration::from_secs(config.shutdown_grace_seconds),
@@ -330,6 +347,13 @@ impl Application {
             feed.run(stop).await;
             Ok(())
         });
+        if let Some(webhooks) = self.webhooks {
+            let stop = internal.clone();
+            tasks.spawn("webhooks", async move {
+                webhooks.run(stop).await;
+                Ok(())
+            });
+        }
         if let Some(kafka) = self.kafka {
             tasks.spawn(
                 "kafka",

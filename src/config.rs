@@ -281,6 +281,16 @@ pub struct Config {
     #[arg(long, env = "SCHEDULER_EVENT_RETENTION_SECONDS", default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(60..=2_592_000))]
     pub event_retention_seconds: u64,
+    /// Hosts a job's webhook may call, comma-separated: `host` (any port), `host:port`, or
+    /// `*.domain` (any host under it). Empty (the default): no webhook is called, and a job
+    /// naming one is refused.
+    #[arg(long, env = "SCHEDULER_WEBHOOK_ALLOWED_HOSTS", default_value = "")]
+    pub webhook_allowed_hosts: String,
+    /// Longest a webhook call may take to answer, in seconds (1 to 300); then the attempt
+    /// failed.
+    #[arg(long, env = "SCHEDULER_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub webhook_timeout_seconds: u64,
     /// Serve Prometheus metrics at `GET /metrics` and keep them (`false`: no registry, no
     /// endpoint, nothing observed).
     #[arg(long, env = "SCHEDULER_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -310,13 +320,26 @@ fn replicas() -> clap::builder::RangedI64ValueParser<i32> {
 }
 
 impl Config {
-    /// The engine's bounds.
+    /// The engine's bounds and defaults: a run goes to Kafka when brokers are configured,
+    /// else to pulling workers, unless its job says otherwise or has a webhook.
     pub fn limits(&self) -> Limits {
+        let default_delivery = match self.kafka_settings() {
+            Some(_) => crate::domain::Delivery::Kafka,
+            None => crate::domain::Delivery::Pull,
+        };
         Limits {
             misfire_threshold: chrono::Duration::seconds(i64::from(self.misfire_threshold_seconds)),
             max_catch_up: self.max_catch_up as usize,
+            default_delivery,
             ..Limits::default()
         }
+    }
+
+    /// The hosts webhooks may call; an error naming the setting when an entry is not a host.
+    pub fn webhook_hosts(&self) -> anyhow::Result<crate::jobs::webhooks::AllowedHosts> {
+        crate::jobs::webhooks::AllowedHosts::parse(&self.webhook_allowed_hosts).map_err(|why| {
+            anyhow::anyhow!("--webhook-allowed-hosts (SCHEDULER_WEBHOOK_ALLOWED_HOSTS): {why}")
+        })
     }
 
     /// How much of the event journal is kept.
@@ -376,7 +399,8 @@ impl Config {
     }
 
     /// The settings a test uses: loopback, a free port, an in-memory store, and no
-    /// registration in etcd unless the test asks (whatever `ETCD_ENDPOINTS` says).
+    /// registration in etcd nor Kafka unless the test asks (whatever `ETCD_ENDPOINTS` and
+    /// `KAFKA_BROKERS` say).
     pub fn for_tests() -> Self {
         Self::parse_from([
             "scheduler",
@@ -387,6 +411,8 @@ impl Config {
             "--store",
             "memory",
             "--etcd-endpoints",
+            "",
+            "--kafka-brokers",
             "",
         ])
     }

@@ -8,11 +8,14 @@
 //! - [`domain`]: the core, a leaf: jobs, schedules (cron in a time zone, with DST rules), runs,
 //!   every transition as a pure function, and raw input parsed into them.
 //! - [`jobs`]: the use cases, the one layer both transports call, and the ports they own
-//!   (the job store, the live event sink, the durable publisher).
+//!   (the job store with its event journal, the durable publisher).
 //! - [`scheduler`]: the loop that claims due jobs and stores each one's step.
-//! - [`outbox`]: the relay that publishes stored events through the publisher port.
+//! - [`outbox`]: the relay that journals stored events (MongoDB), publishes the journal
+//!   through the publisher port and trims it.
 //! - [`store`]: the store adapters (embedded SQLite, MongoDB).
-//! - [`events`]: the in-process event bus and the watch that feeds SSE and the gRPC stream.
+//! - [`events`]: the event streams: the journal's feed into the in-process bus, and the
+//!   resumable watch that feeds SSE and the gRPC stream.
+//! - [`webhook`]: the caller of jobs' webhooks, signed per the Standard Webhooks spec.
 //! - [`kafka`]: the Kafka adapters: the publisher, the result consumer, the message format.
 //! - [`rest`] and [`grpc`]: the two transports, thin and mirrored.
 //! - [`metrics`]: the Prometheus registry and every instrument in it, served at `/metrics`;
@@ -51,3 +54,4 @@ pub mod store;
 pub mod telemetry;
 pub mod throttle;
 pub mod tls;
+pub mod webhook;

@@ -14,7 +14,8 @@ use axum::http::Method;
 pub enum Role {
     /// Reads jobs, runs, previews and the event streams.
     Viewer,
-    /// Also pauses, resumes, triggers and cancels jobs, and reports runs' results.
+    /// Also pauses, resumes, triggers and cancels jobs, takes runs to do, and reports runs'
+    /// results.
     Operator,
     /// Also creates, changes and deletes jobs.
     Admin,
@@ -72,6 +73,8 @@ pub enum Operation {
     ListRuns,
     /// `POST /api/v1/jobs/{id}/runs/{runId}/result`, `ReportRunResult`.
     ReportResult,
+    /// `POST /api/v1/runs:claim`, `ClaimRuns`: a worker takes runs to do.
+    ClaimRuns,
     /// `GET /api/v1/schedule/preview`, `PreviewSchedule`.
     PreviewSchedule,
     /// `GET /api/v1/events` (SSE), `WatchEvents`.
@@ -96,7 +99,8 @@ impl Operation {
             | Self::ResumeJob
             | Self::TriggerJob
             | Self::CancelJob
-            | Self::ReportResult => Role::Operator,
+            | Self::ReportResult
+            | Self::ClaimRuns => Role::Operator,
             Self::CreateJob | Self::UpdateJob | Self::DeleteJob | Self::Unclassified => Role::Admin,
         }
     }
@@ -143,6 +147,7 @@ const GRPC: &[(&str, Operation)] = &[
     ("TriggerJob", Operation::TriggerJob),
     ("CancelJob", Operation::CancelJob),
     ("PreviewSchedule", Operation::PreviewSchedule),
+    ("ClaimRuns", Operation::ClaimRuns),
 ];
 
 /// The gRPC job service's path prefix.
@@ -167,6 +172,7 @@ const REST: &[(Method, &str, Operation)] = &[
     ),
     (Method::GET, "/schedule/preview", Operation::PreviewSchedule),
     (Method::GET, "/events", Operation::WatchEvents),
+    (Method::POST, "/runs:claim", Operation::ClaimRuns),
 ];
 
 /// The REST prefix.
@@ -286,6 +292,16 @@ mod tests {
                 Method::POST,
                 "/proto.JobsService/DeleteJob",
                 Access::Needs(Operation::DeleteJob),
+            ),
+            (
+                Method::POST,
+                "/api/v1/runs:claim",
+                Access::Needs(Operation::ClaimRuns),
+            ),
+            (
+                Method::POST,
+                "/proto.JobsService/ClaimRuns",
+                Access::Needs(Operation::ClaimRuns),
             ),
             (
                 Method::GET,

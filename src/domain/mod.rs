@@ -15,11 +15,13 @@
 //! - [`event`]: what happened to a job;
 //! - [`audit`]: who asked for a change, and why;
 //! - [`data`]: a job's data, held as compact shared text;
+//! - [`delivery`]: where runs go (a webhook, Kafka, pulling workers) and a worker's hold on one;
 //! - [`input`]: raw input parsed into a [`JobSpec`], with every [`FieldError`] at once
 //!   ([`field`]).
 
 pub mod audit;
 pub mod data;
+pub mod delivery;
 pub mod event;
 pub mod field;
 pub mod ids;
@@ -33,6 +35,7 @@ pub mod time;
 pub use self::{
     audit::Audit,
     data::JobData,
+    delivery::{Delivery, RunLease, Webhook, WebhookInput},
     event::{Event, EventKind},
     field::{FieldError, Invalid},
     ids::{JOB_ID_EXPECTED, JobId, RunId},

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{
+    delivery::{Delivery, RunLease},
     field::{Errors, Invalid},
     ids::{JobId, RunId},
     policy::RunStatus,
@@ -43,6 +44,11 @@ pub struct Run {
     /// The W3C `traceparent` of the fire (or the request) that made the run, while tracing
     /// is on: a result that carries no trace of its own links to it.
     pub trace: Option<String>,
+    /// How the run reaches its executor, decided when it fired; `None` for runs fired before
+    /// there was a choice (they went to Kafka and the event streams).
+    pub delivery: Option<Delivery>,
+    /// While open: the hold a worker (or the webhook caller) has on it, if any.
+    pub lease: Option<RunLease>,
 }
 
 impl Run {
@@ -67,7 +73,29 @@ impl Run {
             actor: None,
             reason: None,
             trace: None,
+            delivery: None,
+            lease: None,
         }
+    }
+
+    /// Whether a worker (or the webhook caller) of `delivery` may take the open run at `now`:
+    /// it goes that way, and nobody holds it.
+    pub fn offered(&self, delivery: Delivery, now: DateTime<Utc>) -> bool {
+        self.status == RunStatus::Running
+            && self.delivery == Some(delivery)
+            && self.lease.as_ref().is_none_or(|lease| lease.until <= now)
+    }
+
+    /// When the open run is first offered to the workers of `delivery`: now if nobody holds
+    /// it, when the hold lapses if someone does; `None` if it does not go that way.
+    pub fn offered_at(&self, delivery: Delivery) -> Option<DateTime<Utc>> {
+        if self.status != RunStatus::Running || self.delivery != Some(delivery) {
+            return None;
+        }
+        Some(match &self.lease {
+            Some(lease) => lease.until,
+            None => self.fired_at.unwrap_or(self.scheduled_for),
+        })
     }
 }
 

@@ -5,7 +5,8 @@
 //!   type other than `application/grpc` (as the gRPC HTTP/2 protocol asks), 505 for HTTP/1.1
 //!   (gRPC needs HTTP/2), both as problem documents.
 //! - `grpc-timeout` is honoured: a call ends with DEADLINE_EXCEEDED at the earlier of the
-//!   client's deadline and the server's request timeout (for a stream, until its first answer).
+//!   client's deadline and the server's request timeout (for a stream, until its first answer;
+//!   for `ClaimRuns`, which may wait up to a minute for runs, that minute more).
 //! - The codes of tonic's codec errors follow the contract, which never answers INTERNAL for a
 //!   client's mistake: a request message that does not decode is INVALID_ARGUMENT, and one
 //!   larger than the limit RESOURCE_EXHAUSTED (tonic says INTERNAL and OUT_OF_RANGE).
@@ -53,6 +54,11 @@ pub(crate) async fn edge(
         )
         .into_response();
     }
+    let timeout = if request.uri().path().ends_with("/ClaimRuns") {
+        timeout + Duration::from_secs(crate::jobs::claims::MAX_WAIT_SECONDS.unsigned_abs())
+    } else {
+        timeout
+    };
     let deadline = match request.headers().get("grpc-timeout") {
         None => timeout,
         Some(value) => match value.to_str().ok().and_then(grpc_timeout) {

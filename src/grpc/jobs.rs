@@ -15,9 +15,9 @@ use super::{
 };
 use crate::{
     auth::Caller,
-    domain::{Audit, JobId, JobInput, RunId, RunResult, ScheduleInput},
+    domain::{Audit, Delivery, JobId, JobInput, JobType, RunId, RunResult, ScheduleInput},
     events::{EventStreams, Watched},
-    jobs::{Error, JobChange, JobReplacement, Jobs, if_match, preview},
+    jobs::{ClaimRequest, Error, JobChange, JobReplacement, Jobs, if_match, preview},
     telemetry::current_traceparent,
     throttle::{Client, StreamLimit},
 };
@@ -223,6 +223,35 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
             request.into_inner().try_into()?;
         let preview = preview(schedule, count, from).await?;
         Ok(Response::new(pb::PreviewScheduleResponse::from(&preview)))
+    }
+
+    async fn claim_runs(
+        &self,
+        request: Request<pb::ClaimRunsRequest>,
+    ) -> Result<Response<pb::ClaimRunsResponse>, Status> {
+        let holder = audit(&request).actor;
+        let pb::ClaimRunsRequest {
+            job_types,
+            max,
+            wait_seconds,
+            lease_seconds,
+        } = request.into_inner();
+        let job_types = job_types
+            .into_iter()
+            .map(|code| {
+                JobType::from_code(code).ok_or_else(|| {
+                    Error::invalid("job_types", "must be JOB_TYPE_EMAIL or JOB_TYPE_SMS")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let claim = ClaimRequest::parse(job_types, max, wait_seconds, lease_seconds)?;
+        let taken = self
+            .jobs
+            .claim_runs(Delivery::Pull, &claim, holder.as_deref(), &self.shutdown)
+            .await?;
+        Ok(Response::new(pb::ClaimRunsResponse {
+            runs: taken.iter().map(pb::ClaimedRun::from).collect(),
+        }))
     }
 
     type WatchEventsStream = EventStream;

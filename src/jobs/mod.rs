@@ -10,14 +10,18 @@
 //! - [`route`]: where events go once their change is stored;
 //! - [`change`]: the changes an update can make, and `If-Match`;
 //! - [`listing`]: filters, page requests and pages;
+//! - [`claims`]: runs taken by pulling workers and the webhook caller;
+//! - [`webhooks`]: the hosts a webhook may call;
 //! - [`error`]: what a use case fails with.
 
 pub mod change;
+pub mod claims;
 pub mod error;
 pub mod hints;
 pub mod listing;
 pub mod ports;
 pub mod route;
+pub mod webhooks;
 
 use std::{sync::Arc, time::Duration};
 
@@ -27,20 +31,21 @@ use self::hints::DueHints;
 use self::ports::{IdempotencyKey, JobStore, Publisher, StoreError};
 pub use self::{
     change::{IfMatch, JobChange, JobReplacement, if_match},
+    claims::{ClaimRequest, ClaimedRun},
     error::{Error, Missing},
     listing::{JobFilter, Page, PageRequest},
     route::EventRoute,
 };
 use crate::domain::{
-    Audit, Event, EventKind, Job, JobId, JobInput, Limits, MAX_PREVIEW, NotClosed, Preview, Run,
-    RunId, RunResult, ScheduleInput, Step, field::Errors, name_of, parse_time,
+    Audit, Event, EventKind, Job, JobId, JobInput, JobSpec, Limits, MAX_PREVIEW, NotClosed,
+    Preview, Run, RunId, RunResult, ScheduleInput, Step, field::Errors, name_of, parse_time,
 };
 use crate::metrics::{Metrics, runs::Origin};
 
 /// Most fires recorded for one due time of one job.
 const MAX_ATTEMPTS_PER_DUE_TIME: u32 = 100;
 /// How often a read-modify-write is retried when a concurrent writer won the race.
-const WRITE_ATTEMPTS: usize = 8;
+pub(crate) const WRITE_ATTEMPTS: usize = 8;
 
 /// Longest the evaluation of a new cron expression may take. Every next fire is one search,
 /// but refusing an expression that never matches searches to the year 5000 (tens of
@@ -149,6 +154,8 @@ pub struct Jobs {
     limits: Limits,
     /// Where stored fires and ledger records are counted.
     metrics: Metrics,
+    /// The hosts a job's webhook may call.
+    webhooks: webhooks::AllowedHosts,
 }
 
 /// A result as it was applied: the run it closed, and whether the run was already closed
@@ -172,7 +179,27 @@ impl Jobs {
             sink: None,
             limits: Limits::default(),
             metrics: Metrics::off(),
+            webhooks: webhooks::AllowedHosts::default(),
         }
+    }
+
+    /// The same use cases, letting webhooks call `hosts`.
+    pub fn with_webhook_hosts(mut self, hosts: webhooks::AllowedHosts) -> Self {
+        self.webhooks = hosts;
+        self
+    }
+
+    /// The hosts a webhook may call.
+    pub fn webhook_hosts(&self) -> &webhooks::AllowedHosts {
+        &self.webhooks
+    }
+
+    /// A spec whose webhook (if any) may be called.
+    fn callable(&self, spec: JobSpec) -> Result<JobSpec, Error> {
+        if let Some(webhook) = &spec.webhook {
+            self.webhooks.check(webhook)?;
+        }
+        Ok(spec)
     }
 
     /// The same use cases, counting what they store into `metrics`.
@@ -202,6 +229,7 @@ impl Jobs {
         by: &Audit,
     ) -> Result<Created, Error> {
         let spec = evaluate(input.schedule.cron.is_some(), move || Ok(input.parse()?)).await?;
+        let spec = self.callable(spec)?;
         let key = match idempotency_key {
             Some(key) => {
                 check_idempotency_key(&key)?;
@@ -297,6 +325,8 @@ impl Jobs {
             if spec == before {
                 return Ok(current);
             }
+            // A webhook it keeps is checked again: the allow-list may have changed since.
+            let spec = self.callable(spec)?;
             let mut next = current.with_spec(spec, Utc::now());
             next.updated_by.clone_from(&by.actor);
             next.trace.clone_from(&by.trace);
@@ -542,7 +572,7 @@ impl Jobs {
 }
 
 /// A read-modify-write that lost the race every time: the job is busy; try again.
-fn kept_changing(while_: &str) -> Error {
+pub(crate) fn kept_changing(while_: &str) -> Error {
     Error::Unavailable(anyhow::anyhow!("the job kept changing while {while_}"))
 }
 

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::listing::{JobFilter, PageRequest, Weight};
-use crate::domain::{Event, Job, JobId, JobStatus, Run};
+use crate::domain::{Delivery, Event, Job, JobId, JobStatus, JobType, Run};
 
 /// What a store operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -274,6 +274,18 @@ pub trait JobStore: Send + Sync + 'static {
         lease: &Lease,
         steps: &[ClaimedStep],
     ) -> Result<Vec<JobId>, StoreError>;
+
+    /// Up to `limit` jobs that have an open run going by `delivery` which nobody holds at
+    /// `now`, of `job_types` (any type when empty), earliest offered first, within a claim's
+    /// byte budget (at least one): what a pulling worker or the webhook caller may take, found
+    /// from an index.
+    async fn offered(
+        &self,
+        delivery: Delivery,
+        now: DateTime<Utc>,
+        job_types: &[JobType],
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError>;
 
     /// The job's finished runs, as recorded (at most the history bound), oldest first.
     async fn run_history(&self, job: JobId) -> Result<Vec<Run>, StoreError>;

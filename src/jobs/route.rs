@@ -15,25 +15,41 @@ pub struct EventRoute {
     feed: Arc<Notify>,
     /// Wakes the relay, which journals (MongoDB) and publishes (Kafka) stored events.
     relay: Arc<Notify>,
+    /// Wakes every claim waiting for runs when this process fires one.
+    fired: Arc<Notify>,
 }
 
 impl EventRoute {
     /// Stored events wake `feed` and `relay`.
     pub fn new(feed: Arc<Notify>, relay: Arc<Notify>) -> Self {
-        Self { feed, relay }
+        Self {
+            feed,
+            relay,
+            fired: Arc::default(),
+        }
+    }
+
+    /// Resolves once this process stores the fire of a run after the call (it listens from
+    /// the call on, not from its first poll).
+    pub fn runs_fired(&self) -> tokio::sync::futures::OwnedNotified {
+        self.fired.clone().notified_owned()
     }
 
     /// Tells that events whose changes are stored with them: one INFO line per fire and end
     /// of a run, and a wake for the feed and the relay.
     pub fn stored<'a>(&self, events: impl IntoIterator<Item = &'a Event>) {
-        let mut any = false;
+        let (mut any, mut fired) = (false, false);
         for event in events {
             any = true;
+            fired |= event.kind == EventKind::Run;
             log_run(event);
         }
         if any {
             self.relay.notify_one();
             self.feed.notify_one();
+        }
+        if fired {
+            self.fired.notify_waiters();
         }
     }
 }

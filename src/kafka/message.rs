@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::domain::{
-    Event, EventKind, Invalid, JobId, JobStatus, RunId, RunResult, RunStatus, ScheduleInput,
-    format_time,
+    Delivery, Event, EventKind, Invalid, JobId, JobStatus, RunId, RunResult, RunStatus,
+    ScheduleInput, format_time,
 };
 
 use super::Topics;
@@ -30,6 +30,17 @@ pub fn topic_of(kind: EventKind, topics: &Topics) -> &str {
         | EventKind::Resumed
         | EventKind::Cancelled => &topics.update.name,
     }
+}
+
+/// Whether an event goes to Kafka: every event but the fire of a run that goes by webhook or
+/// to pulling workers, which Kafka's executors must not act on too.
+pub fn for_kafka(event: &Event) -> bool {
+    let elsewhere = event
+        .run
+        .as_ref()
+        .and_then(|run| run.delivery)
+        .is_some_and(|delivery| delivery != Delivery::Kafka);
+    !(event.kind == EventKind::Run && elsewhere)
 }
 
 /// The message key: the job id, so one job's messages stay in one partition, in order.
@@ -226,6 +237,8 @@ mod tests {
             run_timeout_seconds: 300,
             misfire_policy: MisfirePolicy::FireOnce,
             overlap_policy: OverlapPolicy::Skip,
+            delivery: None,
+            webhook: None,
         };
         let mut job = crate::domain::Job::new(spec, chrono::Utc::now());
         job.created_by = created_by.map(str::to_owned);

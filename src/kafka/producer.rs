@@ -1,4 +1,4 @@
-//! The outbox's Kafka publisher: an idempotent producer.
+//! The relay's Kafka publisher: an idempotent producer.
 //!
 //! `enable.idempotence` with `acks=all` means a retried send is written once and in order per
 //! partition; events are keyed by job id, so one job's events keep their order. `publish`
@@ -69,6 +69,9 @@ impl KafkaPublisher {
     }
 
     async fn send(&self, event: &Event) -> anyhow::Result<()> {
+        if !message::for_kafka(event) {
+            return Ok(());
+        }
         let topic = message::topic_of(event.kind, &self.settings.topics);
         let key = message::key_of(event);
         let span = telemetry::is_on().then(|| send_span(event, topic, &key));

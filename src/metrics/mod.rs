@@ -92,6 +92,7 @@ pub enum StoreOperation {
     DueWithin,
     Claim,
     RecordSteps,
+    Offered,
     RunHistory,
     TakeRelayLease,
     SequenceEvents,
@@ -104,7 +105,7 @@ pub enum StoreOperation {
 }
 
 impl StoreOperation {
-    const ALL: [Self; 19] = [
+    const ALL: [Self; 20] = [
         Self::Ping,
         Self::Insert,
         Self::FindByIdempotencyKey,
@@ -115,6 +116,7 @@ impl StoreOperation {
         Self::DueWithin,
         Self::Claim,
         Self::RecordSteps,
+        Self::Offered,
         Self::RunHistory,
         Self::TakeRelayLease,
         Self::SequenceEvents,
@@ -139,6 +141,7 @@ impl StoreOperation {
             Self::DueWithin => "due_within",
             Self::Claim => "claim",
             Self::RecordSteps => "record_steps",
+            Self::Offered => "offered",
             Self::RunHistory => "run_history",
             Self::TakeRelayLease => "take_relay_lease",
             Self::SequenceEvents => "sequence_events",
@@ -215,7 +218,7 @@ struct Instruments {
     http: HistogramVec,
     rpc: HistogramVec,
     /// By [`StoreOperation::ALL`] index.
-    store: [Histogram; 19],
+    store: [Histogram; 20],
 }
 
 fn status_index(status: RunStatus) -> usize {

@@ -11,10 +11,11 @@ mod health;
 mod jobs;
 mod params;
 pub(crate) mod problem;
+mod runs;
 mod schemas;
 mod security;
 mod state;
-mod views;
+pub(crate) mod views;
 
 use axum::{
     Router,
@@ -42,8 +43,8 @@ use self::{examples::Examples, security::Security};
     paths(
         jobs::create, jobs::list, jobs::get, jobs::update, jobs::delete,
         jobs::pause, jobs::resume, jobs::trigger, jobs::cancel, jobs::preview,
-        jobs::list_runs, jobs::report_result, events::events, health::healthz, health::readyz,
-        health::metrics
+        jobs::list_runs, jobs::report_result, runs::claim, events::events, health::healthz,
+        health::readyz, health::metrics
     ),
     components(schemas(
         schemas::NewJob, schemas::EmailJobInput, schemas::SmsJobInput, schemas::EmailJobData,
@@ -54,6 +55,8 @@ use self::{examples::Examples, security::Security};
         crate::domain::OverlapPolicy, views::PreviewView, views::FireTimeView,
         views::JobView, views::ScheduleView, views::JobPage, views::RunView, views::RunPage,
         views::ResultInput, views::ResultStatus, views::OperationInput, views::EventView,
+        views::WebhookView, crate::domain::WebhookInput, crate::domain::Delivery,
+        runs::ClaimInput, runs::ClaimedRuns, runs::ClaimedRunView,
         schemas::EventMessage, problem::Problem
     )),
     modifiers(&Security, &Examples),
@@ -88,7 +91,9 @@ pub fn router(state: AppState, settings: &RestSettings) -> Router {
                 .layer(HandleErrorLayer::new(problem::timed_out))
                 .layer(TimeoutLayer::new(settings.request_timeout)),
         )
-        .route("/events", get(events::events));
+        // Long-lived: a stream, and a claim that waits up to a minute for runs.
+        .route("/events", get(events::events))
+        .route("/runs:claim", post(runs::claim));
     let mut root = Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(health::healthz))

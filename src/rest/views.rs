@@ -6,8 +6,8 @@ use utoipa::ToSchema;
 
 use crate::{
     domain::{
-        Event, Job, JobData, JobStatus, JobType, MisfirePolicy, OverlapPolicy, Preview,
-        RetryPolicy, Run, RunStatus, Schedule, ScheduleFields, format_time,
+        Delivery, Event, Job, JobData, JobStatus, JobType, MisfirePolicy, OverlapPolicy, Preview,
+        RetryPolicy, Run, RunStatus, Schedule, ScheduleFields, Webhook, format_time,
     },
     jobs::Page,
 };
@@ -29,6 +29,13 @@ pub(crate) struct JobView {
     run_timeout_seconds: u32,
     misfire_policy: MisfirePolicy,
     overlap_policy: OverlapPolicy,
+    /// Where its runs go, when the job chose; absent: its webhook if it has one, else Kafka
+    /// when brokers are configured, else pulling workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    delivery: Option<Delivery>,
+    /// Where its runs are POSTed; header values and the secret are never shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    webhook: Option<WebhookView>,
     /// The next fire (regular or retry); null when nothing is due. While paused, where the
     /// schedule stands.
     schedule_time: Option<String>,
@@ -44,6 +51,29 @@ pub(crate) struct JobView {
     /// operation); absent without access control.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     updated_by: Option<String>,
+}
+
+/// A job's webhook as the API shows it: what was written, but header values and the secret,
+/// which may be credentials.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WebhookView {
+    #[schema(example = "https://hooks.example.com/scheduler")]
+    url: String,
+    /// The names of the headers each call carries.
+    header_names: Vec<String>,
+    /// Whether calls are signed (the job has a secret).
+    signed: bool,
+}
+
+impl From<&Webhook> for WebhookView {
+    fn from(webhook: &Webhook) -> Self {
+        Self {
+            url: webhook.url.clone(),
+            header_names: webhook.headers.keys().cloned().collect(),
+            signed: webhook.secret.is_some(),
+        }
+    }
 }
 
 /// When the job fires: the fields of its kind only.
@@ -96,6 +126,8 @@ impl From<&Job> for JobView {
             run_timeout_seconds: job.run_timeout_seconds,
             misfire_policy: job.misfire_policy,
             overlap_policy: job.overlap_policy,
+            delivery: job.delivery,
+            webhook: job.webhook.as_ref().map(WebhookView::from),
             schedule_time: job.next_fire().map(format_time),
             status: job.status,
             created_at: format_time(job.created_at),
@@ -129,6 +161,14 @@ pub(crate) struct RunView {
     /// Why, as that caller said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// How it reaches its executor: `webhook`, `kafka` or `pull`; absent for runs fired
+    /// before there was a choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    delivery: Option<Delivery>,
+    /// While open and held by a worker (or the webhook caller): when the hold lapses and the
+    /// run is offered again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lease_until: Option<String>,
 }
 
 impl From<&Run> for RunView {
@@ -145,6 +185,12 @@ impl From<&Run> for RunView {
             output: run.output.clone(),
             actor: run.actor.clone(),
             reason: run.reason.clone(),
+            delivery: run.delivery,
+            lease_until: run
+                .lease
+                .as_ref()
+                .filter(|_| run.status == RunStatus::Running)
+                .map(|lease| format_time(lease.until)),
         }
     }
 }

@@ -11,13 +11,15 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::names::{
-    StoredEventKind, StoredJobStatus, StoredJobType, StoredMisfirePolicy, StoredOverlapPolicy,
-    StoredRunStatus,
+    StoredDelivery, StoredEventKind, StoredJobStatus, StoredJobType, StoredMisfirePolicy,
+    StoredOverlapPolicy, StoredRunStatus,
 };
+use std::collections::BTreeMap;
+
 use crate::{
     domain::{
         DEFAULT_RUN_TIMEOUT_SECONDS, Event, Job, JobData, JobId, PendingRetry, RetryPolicy, Run,
-        RunId, Schedule, ScheduleFields,
+        RunId, RunLease, Schedule, ScheduleFields, Webhook,
     },
     jobs::ports::StoreError,
 };
@@ -40,6 +42,11 @@ pub(crate) struct JobJson {
     misfire_policy: StoredMisfirePolicy,
     #[serde(default)]
     overlap_policy: StoredOverlapPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    delivery: Option<StoredDelivery>,
+    /// The secret included: the stores hold it, only views leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    webhook: Option<WebhookJson>,
     schedule_time: Option<DateTime<Utc>>,
     status: StoredJobStatus,
     created_at: DateTime<Utc>,
@@ -73,6 +80,73 @@ fn first_attempt() -> u32 {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+/// A stored webhook.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WebhookJson {
+    pub(crate) url: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) secret: Option<String>,
+}
+
+impl From<&Webhook> for WebhookJson {
+    fn from(webhook: &Webhook) -> Self {
+        let Webhook {
+            url,
+            headers,
+            secret,
+        } = webhook;
+        Self {
+            url: url.clone(),
+            headers: headers.clone(),
+            secret: secret.clone(),
+        }
+    }
+}
+
+impl From<WebhookJson> for Webhook {
+    fn from(stored: WebhookJson) -> Self {
+        let WebhookJson {
+            url,
+            headers,
+            secret,
+        } = stored;
+        Self {
+            url,
+            headers,
+            secret,
+        }
+    }
+}
+
+/// A worker's hold on a stored open run.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RunLeaseJson {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) holder: Option<String>,
+    pub(crate) until: DateTime<Utc>,
+}
+
+impl From<&RunLease> for RunLeaseJson {
+    fn from(lease: &RunLease) -> Self {
+        let RunLease { holder, until } = lease;
+        Self {
+            holder: holder.clone(),
+            until: *until,
+        }
+    }
+}
+
+impl From<RunLeaseJson> for RunLease {
+    fn from(stored: RunLeaseJson) -> Self {
+        let RunLeaseJson { holder, until } = stored;
+        Self { holder, until }
+    }
 }
 
 /// A stored schedule: the fields of its kind only.
@@ -138,6 +212,10 @@ pub(crate) struct RunJson {
     reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     trace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    delivery: Option<StoredDelivery>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lease: Option<RunLeaseJson>,
 }
 
 /// A stored event.
@@ -210,6 +288,8 @@ impl From<&Job> for JobJson {
             run_timeout_seconds,
             misfire_policy,
             overlap_policy,
+            delivery,
+            webhook,
             schedule_time,
             status,
             created_at,
@@ -237,6 +317,8 @@ impl From<&Job> for JobJson {
             run_timeout_seconds: *run_timeout_seconds,
             misfire_policy: (*misfire_policy).into(),
             overlap_policy: (*overlap_policy).into(),
+            delivery: delivery.map(Into::into),
+            webhook: webhook.as_ref().map(WebhookJson::from),
             schedule_time: *schedule_time,
             status: (*status).into(),
             created_at: *created_at,
@@ -275,6 +357,8 @@ impl TryFrom<JobJson> for Job {
             run_timeout_seconds,
             misfire_policy,
             overlap_policy,
+            delivery,
+            webhook,
             schedule_time,
             status,
             created_at,
@@ -302,6 +386,8 @@ impl TryFrom<JobJson> for Job {
             run_timeout_seconds,
             misfire_policy: misfire_policy.into(),
             overlap_policy: overlap_policy.into(),
+            delivery: delivery.map(Into::into),
+            webhook: webhook.map(Into::into),
             schedule_time,
             status: status.into(),
             created_at,
@@ -343,6 +429,8 @@ impl From<&Run> for RunJson {
             actor,
             reason,
             trace,
+            delivery,
+            lease,
         } = run;
         Self {
             run_id: run_id.to_string(),
@@ -357,6 +445,8 @@ impl From<&Run> for RunJson {
             actor: actor.clone(),
             reason: reason.clone(),
             trace: trace.clone(),
+            delivery: delivery.map(Into::into),
+            lease: lease.as_ref().map(RunLeaseJson::from),
         }
     }
 }
@@ -378,6 +468,8 @@ impl TryFrom<RunJson> for Run {
             actor,
             reason,
             trace,
+            delivery,
+            lease,
         } = stored;
         Ok(Self {
             run_id: RunId::parse(&run_id).map_err(|_| format!("bad run id {run_id:?}"))?,
@@ -392,6 +484,8 @@ impl TryFrom<RunJson> for Run {
             actor,
             reason,
             trace,
+            delivery: delivery.map(Into::into),
+            lease: lease.map(Into::into),
         })
     }
 }

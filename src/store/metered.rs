@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    domain::{Event, Job, JobId, Run},
+    domain::{Delivery, Event, Job, JobId, JobType, Run},
     jobs::{
         listing::{JobFilter, PageRequest},
         ports::{
@@ -128,6 +128,17 @@ impl JobStore for MeteredStore {
     ) -> Result<Vec<JobId>, StoreError> {
         let call = self.inner.record_steps(lease, steps);
         self.timed(StoreOperation::RecordSteps, call).await
+    }
+
+    async fn offered(
+        &self,
+        delivery: Delivery,
+        now: DateTime<Utc>,
+        job_types: &[JobType],
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        let call = self.inner.offered(delivery, now, job_types, limit);
+        self.timed(StoreOperation::Offered, call).await
     }
 
     async fn run_history(&self, job: JobId) -> Result<Vec<Run>, StoreError> {

@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{EventKind, JobStatus, JobType, MisfirePolicy, OverlapPolicy, RunStatus};
+use crate::domain::{
+    Delivery, EventKind, JobStatus, JobType, MisfirePolicy, OverlapPolicy, RunStatus,
+};
 
 /// A stored enum: its variants, each with the name written for it.
 macro_rules! stored_names {
@@ -81,6 +83,11 @@ stored_names! {
 stored_names! {
     /// An overlap policy, in both stores.
     StoredOverlapPolicy for OverlapPolicy { Skip = "SKIP", Allow = "ALLOW" }
+}
+
+stored_names! {
+    /// Where runs go, in both stores.
+    StoredDelivery for Delivery { Webhook = "webhook", Kafka = "kafka", Pull = "pull" }
 }
 
 stored_names! {

@@ -745,6 +745,8 @@ fn every_event_type_matches_its_golden_message() {
             run_timeout_seconds: 300,
             misfire_policy: MisfirePolicy::FireOnce,
             overlap_policy: OverlapPolicy::Skip,
+            delivery: None,
+            webhook: None,
             schedule_time: schedule_time.map(at),
             status,
             created_at: at("2030-01-01T08:00:00.125Z"),
@@ -773,6 +775,8 @@ fn every_event_type_matches_its_golden_message() {
             actor: None,
             reason: None,
             trace: None,
+            delivery: None,
+            lease: None,
         }
     };
     let due = Some("2030-01-07T09:00:00Z");

@@ -24,6 +24,7 @@ mod metrics;
 mod mongo;
 mod openapi;
 mod process;
+mod pull;
 mod readme;
 mod replicas;
 mod rest;

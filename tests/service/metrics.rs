@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use scheduler::{
     config::Config,
-    domain::{Event, Job, JobId, Run},
+    domain::{Delivery, Event, Job, JobId, JobType, Run},
     grpc::pb,
     jobs::{
         JobFilter, PageRequest,
@@ -294,6 +294,15 @@ impl JobStore for RacedStore {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         self.inner.take_relay_lease(lease, now).await
+    }
+    async fn offered(
+        &self,
+        delivery: Delivery,
+        now: DateTime<Utc>,
+        job_types: &[JobType],
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.inner.offered(delivery, now, job_types, limit).await
     }
     async fn sequence_events(&self, limit: usize) -> Result<usize, StoreError> {
         self.inner.sequence_events(limit).await

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use scheduler::{
     app::Application,
     config::Config,
-    domain::{Event, Job, JobId, Run},
+    domain::{Delivery, Event, Job, JobId, JobType, Run},
     jobs::{
         JobFilter, PageRequest,
         ports::{
@@ -209,6 +209,15 @@ impl JobStore for PanickingStore {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         self.0.take_relay_lease(lease, now).await
+    }
+    async fn offered(
+        &self,
+        delivery: Delivery,
+        now: DateTime<Utc>,
+        job_types: &[JobType],
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.0.offered(delivery, now, job_types, limit).await
     }
     async fn sequence_events(&self, limit: usize) -> Result<usize, StoreError> {
         self.0.sequence_events(limit).await

@@ -91,6 +91,8 @@ fn finished_run(job: &Job, scheduled_for: DateTime<Utc>, status: RunStatus) -> R
         actor: None,
         reason: None,
         trace: None,
+        delivery: None,
+        lease: None,
     }
 }
 

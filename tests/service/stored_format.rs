@@ -61,6 +61,8 @@ fn run(job: &Job, due: &str, attempt: u32, status: RunStatus) -> Run {
         actor: None,
         reason: None,
         trace: None,
+        delivery: None,
+        lease: None,
     }
 }
 

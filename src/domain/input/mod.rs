@@ -18,6 +18,7 @@ use validator::{Validate, ValidateEmail, ValidationError, ValidationErrors};
 pub use self::schedule::ScheduleInput;
 use crate::domain::{
     data::JobData,
+    delivery::{Delivery, Webhook, WebhookInput},
     field::{Errors, FieldError, Invalid},
     policy::{
         DEFAULT_RUN_TIMEOUT_SECONDS, JobType, MAX_ATTEMPTS, MAX_BACKOFF_SECONDS,
@@ -79,6 +80,17 @@ pub struct JobInput {
     /// When due while the previous run is open: `SKIP` (default) or `ALLOW`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlap_policy: Option<OverlapPolicy>,
+    /// Where runs go: `webhook`, `kafka` or `pull`. By default the job's webhook when it has
+    /// one, else Kafka when brokers are configured, else pulling workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
+    /// Where each run is POSTed, signed per the Standard Webhooks spec.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "json::optional_object"
+    )]
+    pub webhook: Option<WebhookInput>,
 }
 
 /// Retries: `maxAttempts` 1 to 100 (default 1), `backoffSeconds` 0 to 3600 (default 10).
@@ -163,6 +175,10 @@ pub struct JobSpec {
     pub misfire_policy: MisfirePolicy,
     /// What it does when due while a run is open.
     pub overlap_policy: OverlapPolicy,
+    /// Where its runs go, when it chose.
+    pub delivery: Option<Delivery>,
+    /// Where its runs are POSTed, when they go by webhook.
+    pub webhook: Option<Webhook>,
 }
 
 impl JobSpec {
@@ -196,6 +212,8 @@ impl From<&JobSpec> for JobInput {
             run_timeout_seconds: Some(i64::from(spec.run_timeout_seconds)),
             misfire_policy: Some(spec.misfire_policy),
             overlap_policy: Some(spec.overlap_policy),
+            delivery: spec.delivery,
+            webhook: spec.webhook.as_ref().map(WebhookInput::from),
         }
     }
 }
@@ -224,6 +242,13 @@ impl JobInput {
             None => errors.take(self.schedule.parse()),
         };
         let policy = errors.take(parse_policy(self.retry.as_ref(), self.run_timeout_seconds));
+        let webhook = match self.webhook {
+            Some(webhook) => errors.take(webhook.parse()).map(Some),
+            None => Some(None),
+        };
+        if self.delivery == Some(Delivery::Webhook) && matches!(webhook, Some(None)) {
+            errors.push("webhook", "is required when delivery is webhook");
+        }
         errors.finish(|| {
             let (retry, run_timeout_seconds) = policy?;
             Some(JobSpec {
@@ -236,6 +261,8 @@ impl JobInput {
                 run_timeout_seconds,
                 misfire_policy: self.misfire_policy.unwrap_or_default(),
                 overlap_policy: self.overlap_policy.unwrap_or_default(),
+                delivery: self.delivery,
+                webhook: webhook?,
             })
         })
     }

@@ -28,6 +28,8 @@ pub(crate) fn job(schedule: Schedule, now: &str) -> Job {
             run_timeout_seconds: 300,
             misfire_policy: MisfirePolicy::FireOnce,
             overlap_policy: OverlapPolicy::Skip,
+            delivery: None,
+            webhook: None,
         },
         at(now),
     )

@@ -13,6 +13,7 @@ use chrono::{DateTime, Duration, Utc};
 use super::{Job, PendingRetry};
 use crate::domain::{
     audit::Audit,
+    delivery::Delivery,
     event::{Event, EventKind},
     ids::RunId,
     policy::{JobStatus, MisfirePolicy, OverlapPolicy, RunStatus, name_of},
@@ -20,7 +21,7 @@ use crate::domain::{
     time::truncate,
 };
 
-/// Bounds of the engine, from the configuration.
+/// Bounds and defaults of the engine, from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// A due time older than this when the scheduler gets to it counts as missed (downtime),
@@ -30,6 +31,9 @@ pub struct Limits {
     pub max_catch_up: usize,
     /// Most runs of one job open at once (`ALLOW` overlap); a fire beyond is `SKIPPED`.
     pub max_open_runs: usize,
+    /// Where a run goes when its job chose no way and has no webhook: Kafka when brokers are
+    /// configured, else pulling workers.
+    pub default_delivery: Delivery,
 }
 
 impl Default for Limits {
@@ -38,6 +42,7 @@ impl Default for Limits {
             misfire_threshold: Duration::seconds(60),
             max_catch_up: 100,
             max_open_runs: 100,
+            default_delivery: Delivery::Pull,
         }
     }
 }
@@ -138,14 +143,27 @@ impl Step {
             .collect()
     }
 
-    pub(super) fn fire(&mut self, scheduled_for: DateTime<Utc>, attempt: u32, now: DateTime<Utc>) {
-        let run = Run::running(
+    /// Fires attempt `attempt` of the job's fire due at `scheduled_for`, going the job's way
+    /// (`default` when it chose none and has no webhook).
+    pub(super) fn fire(
+        &mut self,
+        scheduled_for: DateTime<Utc>,
+        attempt: u32,
+        now: DateTime<Utc>,
+        default: Delivery,
+    ) {
+        let mut run = Run::running(
             self.job.run_id(scheduled_for, attempt),
             self.job.id,
             scheduled_for,
             attempt,
             truncate(now),
         );
+        run.delivery = Some(Delivery::of(
+            self.job.delivery,
+            self.job.webhook.is_some(),
+            default,
+        ));
         self.job.open_runs.push(run.clone());
         self.happened.push((EventKind::Run, Some(run)));
     }
@@ -172,6 +190,8 @@ impl Step {
             actor: None,
             reason: None,
             trace: None,
+            delivery: None,
+            lease: None,
         };
         self.finish(run);
     }
@@ -247,7 +267,12 @@ impl Job {
             // Retries whose backoff has passed.
             let due = step.job.retries.partition_point(|r| r.due <= now);
             for retry in step.job.retries.drain(..due).collect::<Vec<_>>() {
-                step.fire(retry.scheduled_for, retry.attempt, now);
+                step.fire(
+                    retry.scheduled_for,
+                    retry.attempt,
+                    now,
+                    limits.default_delivery,
+                );
             }
             // Regular fires.
             if let Some(first) = step.job.schedule_time.filter(|t| *t <= now) {
@@ -360,7 +385,7 @@ impl Job {
                     now,
                 );
             } else {
-                step.fire(t, attempt_of(t), now);
+                step.fire(t, attempt_of(t), now, limits.default_delivery);
             }
         }
     }

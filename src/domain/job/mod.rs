@@ -1,14 +1,16 @@
 //! The job: its fields, its schedule's place, its open runs and waiting retries; and how it
 //! moves ([`lifecycle`]: fires, timeouts, retries, misfires, overlaps; [`operations`]: pause,
-//! resume, trigger, cancel and a run's result).
+//! resume, trigger, cancel and a run's result; [`leases`]: workers' holds on open runs).
 
 #[cfg(test)]
 mod fixtures;
+pub mod leases;
 pub mod lifecycle;
 pub mod operations;
 
 use super::{
     data::JobData,
+    delivery::{Delivery, Webhook},
     ids::{JobId, RunId},
     input::JobSpec,
     policy::{JobStatus, JobType, MisfirePolicy, OverlapPolicy, RetryPolicy, RunStatus},
@@ -52,6 +54,10 @@ pub struct Job {
     pub misfire_policy: MisfirePolicy,
     /// What it does when due while its previous run is open.
     pub overlap_policy: OverlapPolicy,
+    /// Where its runs go, when it chose; else by [`Delivery::of`].
+    pub delivery: Option<Delivery>,
+    /// Where its runs are POSTed, when they go by webhook.
+    pub webhook: Option<Webhook>,
     /// The schedule's next regular fire: where the schedule stands, kept while paused; `None`
     /// once a one-shot has fired or the job is cancelled.
     pub schedule_time: Option<DateTime<Utc>>,
@@ -104,6 +110,8 @@ impl Job {
             run_timeout_seconds: spec.run_timeout_seconds,
             misfire_policy: spec.misfire_policy,
             overlap_policy: spec.overlap_policy,
+            delivery: spec.delivery,
+            webhook: spec.webhook,
             status: JobStatus::Scheduled,
             created_at: now,
             updated_at: now,
@@ -130,6 +138,8 @@ impl Job {
             run_timeout_seconds: self.run_timeout_seconds,
             misfire_policy: self.misfire_policy,
             overlap_policy: self.overlap_policy,
+            delivery: self.delivery,
+            webhook: self.webhook.clone(),
         }
     }
 
@@ -158,6 +168,8 @@ impl Job {
         next.run_timeout_seconds = spec.run_timeout_seconds;
         next.misfire_policy = spec.misfire_policy;
         next.overlap_policy = spec.overlap_policy;
+        next.delivery = spec.delivery;
+        next.webhook = spec.webhook;
         next.touch(now);
         next
     }
@@ -220,6 +232,15 @@ impl Job {
     /// Looks up a run among the open ones.
     pub fn open_run(&self, run_id: RunId) -> Option<&Run> {
         self.open_runs.iter().find(|r| r.run_id == run_id)
+    }
+
+    /// When one of its open runs is first offered to the workers of `delivery` (see
+    /// [`Run::offered_at`]): what the stores index, so a claim finds such jobs directly.
+    pub fn offered_at(&self, delivery: Delivery) -> Option<DateTime<Utc>> {
+        self.open_runs
+            .iter()
+            .filter_map(|run| run.offered_at(delivery))
+            .min()
     }
 
     /// The id of attempt `attempt` of its fire due at `scheduled_for`, under its current

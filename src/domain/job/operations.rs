@@ -53,6 +53,7 @@ impl Job {
             .ok_or(NotClosed::NotOpen(run_id))?;
         let mut step = Step::new(self);
         let mut run = step.job.open_runs.remove(position);
+        run.lease = None;
         run.status = result.status;
         run.finished_at = Some(truncate(now));
         run.error = result.error.clone();
@@ -122,7 +123,7 @@ impl Job {
             ));
         }
         let mut step = Step::new(self);
-        step.fire(at, 1, now);
+        step.fire(at, 1, now, limits.default_delivery);
         Ok(step.done(now, None))
     }
 

@@ -16,7 +16,7 @@ use crate::{
         ScheduleFields, ScheduleInput, data::exact_integers, field::Errors, format_time,
         from_timestamp,
     },
-    jobs::{JobFilter, JobReplacement, Page, PageRequest, ports::Journaled},
+    jobs::{ClaimedRun, JobFilter, JobReplacement, Page, PageRequest, ports::Journaled},
 };
 
 /// A time as a protobuf timestamp.
@@ -211,6 +211,8 @@ impl TryFrom<pb::CreateJobRequest> for JobInput {
             run_timeout_seconds: None,
             misfire_policy: None,
             overlap_policy: None,
+            delivery: None,
+            webhook: None,
         };
         policy.lay_over(&mut input);
         Ok(input)
@@ -426,6 +428,21 @@ impl From<&Journaled> for pb::Event {
             reason: event.reason.clone().unwrap_or_default(),
             seq: journaled.seq,
             gap: None,
+        }
+    }
+}
+
+impl From<&ClaimedRun> for pb::ClaimedRun {
+    fn from(claimed: &ClaimedRun) -> Self {
+        let ClaimedRun { run, job } = claimed;
+        Self {
+            job_id: job.id.to_string(),
+            run_id: run.run_id.to_string(),
+            attempt: i32::try_from(run.attempt).unwrap_or(i32::MAX),
+            scheduled_for: Some(timestamp(run.scheduled_for)),
+            job_type: job.job_type.code(),
+            job_data: job.job_data.text().to_owned(),
+            lease_until: run.lease.as_ref().map(|lease| timestamp(lease.until)),
         }
     }
 }

@@ -131,6 +131,8 @@ fn job_of(older: &Document) -> Result<Job, String> {
         run_timeout_seconds: DEFAULT_RUN_TIMEOUT_SECONDS,
         misfire_policy: MisfirePolicy::default(),
         overlap_policy: OverlapPolicy::default(),
+        delivery: None,
+        webhook: None,
     };
     // As the older service made it, with its id, times and status; nothing due unless below.
     let mut job = Job::new(spec, created_at);

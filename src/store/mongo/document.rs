@@ -16,14 +16,14 @@ use serde_json::{Map, Value};
 
 use crate::{
     domain::{
-        DEFAULT_RUN_TIMEOUT_SECONDS, Event, Job, JobData, JobId, JobStatus, JobType, PendingRetry,
-        RetryPolicy, Run, RunId, Schedule, ScheduleFields,
+        DEFAULT_RUN_TIMEOUT_SECONDS, Delivery, Event, Job, JobData, JobId, JobStatus, JobType,
+        PendingRetry, RetryPolicy, Run, RunId, RunLease, Schedule, ScheduleFields, Webhook,
     },
     jobs::ports::{IdempotencyKey, StoreError},
     store::{
         from_millis,
         json::{EventJson, from_text, to_text},
-        names::{StoredMisfirePolicy, StoredOverlapPolicy, StoredRunStatus},
+        names::{StoredDelivery, StoredMisfirePolicy, StoredOverlapPolicy, StoredRunStatus},
         or_skip,
     },
 };
@@ -62,6 +62,11 @@ struct JobDoc {
     misfire_policy: StoredMisfirePolicy,
     #[serde(default)]
     overlap_policy: StoredOverlapPolicy,
+    /// Null when the job chose no way: `$set` then clears what an earlier write set.
+    #[serde(default)]
+    delivery: Option<StoredDelivery>,
+    #[serde(default)]
+    webhook: Option<WebhookDoc>,
     schedule_time: Option<bson::DateTime>,
     status: i32,
     created_at: bson::DateTime,
@@ -78,6 +83,13 @@ struct JobDoc {
     reschedules: i64,
     /// When the scheduler must next look at the job (`Job::due_at`): what the claim queries.
     due_at: Option<bson::DateTime>,
+    /// When an open run is first offered to pulling workers (`Job::offered_at`): what their
+    /// claim queries.
+    #[serde(default)]
+    pull_at: Option<bson::DateTime>,
+    /// The same for the webhook caller.
+    #[serde(default)]
+    hook_at: Option<bson::DateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     created_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -139,6 +151,69 @@ struct PendingRetryDoc {
     attempt: i32,
 }
 
+/// A webhook in a job document: its headers as name and value pairs (a header name may hold a
+/// dot, which a field name should not).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WebhookDoc {
+    url: String,
+    #[serde(default)]
+    headers: Vec<HeaderDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct HeaderDoc {
+    name: String,
+    value: String,
+}
+
+impl From<&Webhook> for WebhookDoc {
+    fn from(webhook: &Webhook) -> Self {
+        let Webhook {
+            url,
+            headers,
+            secret,
+        } = webhook;
+        Self {
+            url: url.clone(),
+            headers: headers
+                .iter()
+                .map(|(name, value)| HeaderDoc {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            secret: secret.clone(),
+        }
+    }
+}
+
+impl From<WebhookDoc> for Webhook {
+    fn from(stored: WebhookDoc) -> Self {
+        let WebhookDoc {
+            url,
+            headers,
+            secret,
+        } = stored;
+        Self {
+            url,
+            headers: headers.into_iter().map(|h| (h.name, h.value)).collect(),
+            secret,
+        }
+    }
+}
+
+/// A worker's hold on an open run.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RunLeaseDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    holder: Option<String>,
+    until: bson::DateTime,
+}
+
 /// A run in a job document: open (`openRuns`) or in the ledger (`runs`).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -157,6 +232,10 @@ struct RunDoc {
     reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     trace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    delivery: Option<StoredDelivery>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lease: Option<RunLeaseDoc>,
 }
 
 /// A bounded count (attempts, seconds of a policy) as an `Int32`.
@@ -216,6 +295,8 @@ impl JobDoc {
             run_timeout_seconds,
             misfire_policy,
             overlap_policy,
+            delivery,
+            webhook,
             schedule_time,
             status,
             created_at,
@@ -240,6 +321,8 @@ impl JobDoc {
             run_timeout_seconds: i64::from(*run_timeout_seconds),
             misfire_policy: (*misfire_policy).into(),
             overlap_policy: (*overlap_policy).into(),
+            delivery: delivery.map(Into::into),
+            webhook: webhook.as_ref().map(WebhookDoc::from),
             schedule_time: schedule_time.map(bson_time),
             status: status.code(),
             created_at: bson_time(*created_at),
@@ -257,6 +340,8 @@ impl JobDoc {
             next_attempt: small(*next_attempt),
             reschedules: i64::from(*reschedules),
             due_at: job.due_at().map(bson_time),
+            pull_at: job.offered_at(Delivery::Pull).map(bson_time),
+            hook_at: job.offered_at(Delivery::Webhook).map(bson_time),
             created_by: created_by.clone(),
             updated_by: updated_by.clone(),
             trace: trace.clone(),
@@ -275,6 +360,8 @@ impl JobDoc {
             run_timeout_seconds,
             misfire_policy,
             overlap_policy,
+            delivery,
+            webhook,
             schedule_time,
             status,
             created_at,
@@ -285,6 +372,8 @@ impl JobDoc {
             next_attempt,
             reschedules,
             due_at: _,
+            pull_at: _,
+            hook_at: _,
             created_by,
             updated_by,
             trace,
@@ -307,6 +396,8 @@ impl JobDoc {
             run_timeout_seconds: u32::try_from(run_timeout_seconds)?,
             misfire_policy: misfire_policy.into(),
             overlap_policy: overlap_policy.into(),
+            delivery: delivery.map(Into::into),
+            webhook: webhook.map(Into::into),
             schedule_time: schedule_time.map(chrono_time),
             status: JobStatus::from_code(status)
                 .ok_or_else(|| anyhow!("unknown status {status}"))?,
@@ -351,6 +442,8 @@ impl From<&Run> for RunDoc {
             actor,
             reason,
             trace,
+            delivery,
+            lease,
         } = run;
         Self {
             run_id: run_id.to_string(),
@@ -364,6 +457,11 @@ impl From<&Run> for RunDoc {
             actor: actor.clone(),
             reason: reason.clone(),
             trace: trace.clone(),
+            delivery: delivery.map(Into::into),
+            lease: lease.as_ref().map(|lease| RunLeaseDoc {
+                holder: lease.holder.clone(),
+                until: bson_time(lease.until),
+            }),
         }
     }
 }
@@ -383,6 +481,8 @@ impl RunDoc {
             actor,
             reason,
             trace,
+            delivery,
+            lease,
         } = self;
         Ok(Run {
             run_id: RunId::parse(&run_id)?,
@@ -397,6 +497,11 @@ impl RunDoc {
             actor,
             reason,
             trace,
+            delivery: delivery.map(Into::into),
+            lease: lease.map(|lease| RunLease {
+                holder: lease.holder,
+                until: chrono_time(lease.until),
+            }),
         })
     }
 }

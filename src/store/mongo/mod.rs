@@ -51,7 +51,7 @@ use self::{
 use super::{RELAY_LEASE, history_bound};
 use crate::runtime::Backoff;
 use crate::{
-    domain::{Event, Job, JobId, Run},
+    domain::{Delivery, Event, Job, JobId, JobType, Run},
     jobs::{
         listing::{ByteBudget, JobFilter, PageRequest},
         ports::{
@@ -155,6 +155,9 @@ impl MongoStore {
         let models = vec![
             // The due-job query and the claim: jobs by the time they next need the scheduler.
             index(doc! { "dueAt": 1 }, Some(named("dueAt"))),
+            // What pulling workers and the webhook caller may take.
+            index(doc! { "pullAt": 1 }, Some(named("pullAt"))),
+            index(doc! { "hookAt": 1 }, Some(named("hookAt"))),
             // When the next lease lapses.
             index(
                 doc! { "leaseUntil": 1 },
@@ -398,6 +401,8 @@ impl JobStore for MongoStore {
                 "$set": {
                     "deleted": true,
                     "dueAt": Bson::Null,
+                    "pullAt": Bson::Null,
+                    "hookAt": Bson::Null,
                     "leaseOwner": Bson::Null,
                     "leaseUntil": Bson::Null,
                     "runs": [],
@@ -446,6 +451,43 @@ impl JobStore for MongoStore {
         steps: &[ClaimedStep],
     ) -> Result<Vec<JobId>, StoreError> {
         self.write_steps(lease, steps).await
+    }
+
+    async fn offered(
+        &self,
+        delivery: Delivery,
+        now: DateTime<Utc>,
+        job_types: &[JobType],
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        let field = match delivery {
+            Delivery::Pull => "pullAt",
+            Delivery::Webhook => "hookAt",
+            // Kafka's runs are published, never taken.
+            Delivery::Kafka => return Ok(Vec::new()),
+        };
+        let mut filter = doc! { field: { "$lte": bson_time(now) } };
+        if !job_types.is_empty() {
+            let codes: Vec<i32> = job_types.iter().map(|t| t.code()).collect();
+            filter.insert("jobType", doc! { "$in": codes });
+        }
+        let mut cursor = self
+            .jobs
+            .find(live(filter))
+            .sort(doc! { field: 1 })
+            .limit(i64::try_from(limit.max(1)).unwrap_or(i64::MAX))
+            .projection(without_runs())
+            .await
+            .map_err(map_err)?;
+        let (mut jobs, mut budget) = (Vec::new(), ByteBudget::claim());
+        while let Some(document) = cursor.try_next().await.map_err(map_err)? {
+            if let Some(job) = decode_job(document)
+                && !budget.push(&mut jobs, job)
+            {
+                break;
+            }
+        }
+        Ok(jobs)
     }
 
     async fn run_history(&self, job: JobId) -> Result<Vec<Run>, StoreError> {

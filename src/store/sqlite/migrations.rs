@@ -132,6 +132,20 @@ CREATE TABLE IF NOT EXISTS cursors (
             )
         },
     },
+    Migration {
+        // When a job's open run is first offered to pulling workers, and to the webhook
+        // caller: what their claims look up, from an index each. Rows written before have
+        // no such runs.
+        what: "the times open runs are offered to workers and to the webhook caller",
+        apply: |conn| {
+            conn.execute_batch(
+                "ALTER TABLE jobs ADD COLUMN pull_at INTEGER;
+ALTER TABLE jobs ADD COLUMN hook_at INTEGER;
+CREATE INDEX IF NOT EXISTS jobs_pull_at ON jobs(pull_at) WHERE pull_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_hook_at ON jobs(hook_at) WHERE hook_at IS NOT NULL;",
+            )
+        },
+    },
 ];
 
 /// Whether the jobs table has `column` (added by a step that older files may lack).

@@ -40,7 +40,7 @@ use self::{
 };
 use super::{RELAY_LEASE, earliest_due_first, from_millis, history_bound};
 use crate::{
-    domain::{Event, Job, JobId, Run},
+    domain::{Delivery, Event, Job, JobId, JobType, Run},
     jobs::{
         listing::{ByteBudget, JobFilter, MAX_CLAIM_BYTES, PageRequest},
         ports::{
@@ -79,6 +79,17 @@ const CLAIM_IDS: &str = "UPDATE jobs SET lease_owner = ?1, lease_until = ?2, fen
 /// Those of `?1` still claimable at `?2`, by their ids.
 const STILL_CLAIMABLE: &str = "SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(?1))
      AND due_at <= ?2 AND (lease_until IS NULL OR lease_until < ?2)";
+
+/// The jobs with a run offered to pulling workers at `?1`, of the types in `?2` (a JSON array;
+/// NULL for any), earliest first, from the `pull_at` index.
+const OFFERED_PULL: &str = "SELECT id, doc FROM jobs WHERE pull_at <= ?1
+     AND (?2 IS NULL OR job_type IN (SELECT value FROM json_each(?2)))
+     ORDER BY pull_at LIMIT ?3";
+
+/// The same for the webhook caller, from the `hook_at` index.
+const OFFERED_HOOK: &str = "SELECT id, doc FROM jobs WHERE hook_at <= ?1
+     AND (?2 IS NULL OR job_type IN (SELECT value FROM json_each(?2)))
+     ORDER BY hook_at LIMIT ?3";
 
 /// Read connections of a store in a file: the API's gets, the relay and the scheduler's
 /// window read seldom wait for one another on two, and each one more is memory held (the
@@ -456,6 +467,41 @@ impl JobStore for SqliteStore {
         .await
     }
 
+    async fn offered(
+        &self,
+        delivery: Delivery,
+        now: DateTime<Utc>,
+        job_types: &[JobType],
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        let types = (!job_types.is_empty()).then(|| {
+            let codes: Vec<i32> = job_types.iter().map(|t| t.code()).collect();
+            serde_json::Value::from(codes).to_string()
+        });
+        let now = now.timestamp_millis();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(move |conn| {
+            let query = match delivery {
+                Delivery::Pull => OFFERED_PULL,
+                Delivery::Webhook => OFFERED_HOOK,
+                // Kafka's runs are published, never taken.
+                Delivery::Kafka => return Ok(Vec::new()),
+            };
+            let mut stmt = conn.prepare_cached(query).map_err(map_err)?;
+            let mut rows = stmt.query(params![now, types, limit]).map_err(map_err)?;
+            let (mut jobs, mut budget) = (Vec::new(), ByteBudget::claim());
+            while let Some(row) = rows.next().map_err(map_err)? {
+                if let Some(job) = job_of(row).map_err(map_err)?
+                    && !budget.push(&mut jobs, job)
+                {
+                    break;
+                }
+            }
+            Ok(jobs)
+        })
+        .await
+    }
+
     async fn run_history(&self, job: JobId) -> Result<Vec<Run>, StoreError> {
         let history = self.history as i64;
         self.with(move |conn| {
@@ -562,7 +608,13 @@ mod tests {
     fn the_schedulers_queries_read_an_index_not_the_jobs() {
         let store = SqliteStore::in_memory().unwrap();
         let conn = writer::lock(store.conns.reader());
-        for query in [DUE_WITHIN, CLAIM_IDS, STILL_CLAIMABLE] {
+        for query in [
+            DUE_WITHIN,
+            CLAIM_IDS,
+            STILL_CLAIMABLE,
+            OFFERED_PULL,
+            OFFERED_HOOK,
+        ] {
             // The plan of the query with its parameters unbound (NULL).
             let mut statement = conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {query}"))

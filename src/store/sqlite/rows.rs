@@ -5,7 +5,7 @@
 use rusqlite::{Row, ToSql};
 
 use crate::{
-    domain::{Event, Job, Run},
+    domain::{Delivery, Event, Job, Run},
     jobs::{
         listing::JobFilter,
         ports::{Journaled, StoreError},
@@ -27,6 +27,10 @@ pub(super) struct JobRow {
     pub(super) job_type: i32,
     /// `Job::due_at`, in milliseconds: what the claim queries.
     pub(super) due_at: Option<i64>,
+    /// `Job::offered_at` for pulling workers, in milliseconds: what their claim queries.
+    pub(super) pull_at: Option<i64>,
+    /// `Job::offered_at` for the webhook caller, in milliseconds.
+    pub(super) hook_at: Option<i64>,
     pub(super) created_at: i64,
     pub(super) version: i64,
 }
@@ -40,6 +44,10 @@ impl JobRow {
             status: job.status.code(),
             job_type: job.job_type.code(),
             due_at: job.due_at().map(|t| t.timestamp_millis()),
+            pull_at: job.offered_at(Delivery::Pull).map(|t| t.timestamp_millis()),
+            hook_at: job
+                .offered_at(Delivery::Webhook)
+                .map(|t| t.timestamp_millis()),
             created_at: job.created_at.timestamp_millis(),
             version: sql_int(job.version),
         })

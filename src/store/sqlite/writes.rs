@@ -18,8 +18,8 @@ pub(super) fn insert_row(
 ) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT INTO jobs (id, doc, name, status, job_type, due_at, created_at, version,
-             idempotency_key, idempotency_fingerprint)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             idempotency_key, idempotency_fingerprint, pull_at, hook_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -33,6 +33,8 @@ pub(super) fn insert_row(
             row.version,
             idempotency.map(|k| k.key.as_str()),
             idempotency.map(|k| k.fingerprint.as_str()),
+            row.pull_at,
+            row.hook_at,
         ])
     })
     .map_err(map_err)?;
@@ -53,7 +55,7 @@ pub(super) fn replace_job(
     tx.prepare_cached(
         "UPDATE jobs SET doc = ?1, name = ?2, status = ?3, job_type = ?4, due_at = ?5,
              version = ?6, lease_owner = NULL, lease_until = NULL,
-             ledger_runs = ledger_runs + ?11
+             ledger_runs = ledger_runs + ?11, pull_at = ?12, hook_at = ?13
          WHERE id = ?7 AND version = ?8 AND (?9 IS NULL OR (lease_owner = ?9 AND fence = ?10))
          RETURNING ledger_runs",
     )
@@ -71,6 +73,8 @@ pub(super) fn replace_job(
                 claim.map(|(owner, _)| owner),
                 claim.map(|(_, token)| sql_int(token)),
                 finished as i64,
+                row.pull_at,
+                row.hook_at,
             ],
             |r| r.get(0),
         )

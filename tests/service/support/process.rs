@@ -69,8 +69,9 @@ impl Service {
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(flags)
             .env("RUST_LOG", "warn")
-            // Registered in etcd, and traced, only when a test asks.
+            // Registered in etcd, publishing to Kafka, and traced, only when a test asks.
             .env_remove("ETCD_ENDPOINTS")
+            .env_remove("KAFKA_BROKERS")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
