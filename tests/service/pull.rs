@@ -205,24 +205,21 @@ async fn a_malformed_claim_is_a_400_naming_its_field_and_takes_nothing() {
     ];
     let mut failures = Failures::new();
     for (body, field) in rows {
+        let row = body.to_string();
         let response = http
             .post(format!("{base}/api/v1/runs:claim"))
             .json(&body)
             .send()
             .await
             .unwrap();
-        failures.expect_eq(&body.to_string(), response.status().as_u16(), 400);
+        failures.expect_eq(&row, response.status().as_u16(), 400);
         let problem: Value = response.json().await.unwrap_or_default();
         let named = problem["errors"]
             .as_array()
             .into_iter()
             .flatten()
             .any(|e| e["field"].as_str().is_some_and(|f| f.starts_with(field)));
-        failures.expect(
-            &body.to_string(),
-            named,
-            format!("{field} not named: {problem}"),
-        );
+        failures.expect(&row, named, format!("{field} not named: {problem}"));
     }
     let text = http
         .post(format!("{base}/api/v1/runs:claim"))
