@@ -43,7 +43,7 @@ const CONCURRENCY: usize = 32;
 /// fires).
 const CLAIM_WAIT: Duration = Duration::from_secs(5);
 /// How much longer than a call's timeout a run taken for it is held.
-const HOLD_MARGIN: Duration = Duration::from_secs(30);
+const HOLD_MARGIN: Duration = Duration::from_secs(5);
 /// Most bytes of an answer read.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 

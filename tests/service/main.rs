@@ -36,3 +36,4 @@ mod streams;
 mod support;
 mod tls;
 mod traces;
+mod webhooks;
