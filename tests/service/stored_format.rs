@@ -8,8 +8,8 @@ use std::{fmt::Write, sync::Arc};
 use bson::{Bson, Document};
 use scheduler::{
     domain::{
-        Audit, Event, EventKind, Job, JobId, JobInput, MisfirePolicy, OverlapPolicy, PendingRetry,
-        RetryPolicy, Run, RunStatus,
+        Audit, Delivery, Event, EventKind, Job, JobId, JobInput, MisfirePolicy, OverlapPolicy,
+        PendingRetry, RetryPolicy, Run, RunLease, RunStatus, Webhook,
     },
     jobs::ports::{IdempotencyKey, JobStore, Lease, PUBLISHED},
     store::sqlite::SqliteStore,
@@ -68,7 +68,8 @@ fn run(job: &Job, due: &str, attempt: u32, status: RunStatus) -> Run {
 
 /// Writes one of each kind of thing a store keeps, at fixed times with fixed ids:
 /// - a one-shot EMAIL job under an idempotency key, with its creation event, then claimed;
-/// - a cron job with every policy away from its default, an open run and a waiting retry;
+/// - a cron job with every policy away from its default, a webhook it is delivered by, an open
+///   run held by a worker and a waiting retry;
 /// - a cron job created by a named actor;
 /// - an interval job whose ledger holds a succeeded and a missed run (recorded by an actor for
 ///   a reason, as an operation records it), with its finished event;
@@ -121,7 +122,18 @@ async fn write_one_of_each(store: Arc<dyn JobStore>) {
             OverlapPolicy::Allow
         )
     );
-    let open = run(&cron, "2030-01-06T08:00:00Z", 1, RunStatus::Running);
+    cron.delivery = Some(Delivery::Webhook);
+    cron.webhook = Some(Webhook {
+        url: "https://hooks.example.com/in?team=ops".into(),
+        headers: [("X-Team".to_owned(), "ops".to_owned())].into(),
+        secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+    });
+    let mut open = run(&cron, "2030-01-06T08:00:00Z", 1, RunStatus::Running);
+    open.delivery = Some(Delivery::Webhook);
+    open.lease = Some(RunLease {
+        holder: Some("worker-7".into()),
+        until: at("2030-01-06T08:01:00Z"),
+    });
     cron.open_runs.push(open.clone());
     cron.retries.push(PendingRetry {
         due: at("2030-01-06T08:05:00Z"),
