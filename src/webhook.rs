@@ -32,7 +32,11 @@ use crate::{
         Delivery, RunResult, RunStatus, Webhook,
         run::{MAX_ERROR_BYTES, MAX_OUTPUT_BYTES},
     },
-    jobs::{ClaimRequest, ClaimedRun, Error, Jobs, webhooks::AllowedHosts},
+    jobs::{
+        Error, Jobs,
+        claims::{ClaimRequest, ClaimedRun},
+        webhooks::AllowedHosts,
+    },
     rest::views::{JobView, RunView},
     runtime::{Backoff, Outage},
 };

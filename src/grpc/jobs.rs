@@ -17,7 +17,7 @@ use crate::{
     auth::Caller,
     domain::{Audit, Delivery, JobId, JobInput, JobType, RunId, RunResult, ScheduleInput},
     events::{EventStreams, Watched},
-    jobs::{ClaimRequest, Error, JobChange, JobReplacement, Jobs, if_match, preview},
+    jobs::{Error, JobChange, JobReplacement, Jobs, claims::ClaimRequest, if_match, preview},
     telemetry::current_traceparent,
     throttle::{Client, StreamLimit},
 };

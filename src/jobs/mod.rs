@@ -10,6 +10,8 @@
 //! - [`route`]: where events go once their change is stored;
 //! - [`change`]: the changes an update can make, and `If-Match`;
 //! - [`listing`]: filters, page requests and pages;
+//! - [`preview`]: schedules' next fire times, and evaluating a new cron expression off the
+//!   request threads;
 //! - [`claims`]: runs taken by pulling workers and the webhook caller;
 //! - [`webhooks`]: the hosts a webhook may call;
 //! - [`error`]: what a use case fails with.
@@ -20,25 +22,28 @@ pub mod error;
 pub mod hints;
 pub mod listing;
 pub mod ports;
+mod preview;
 pub mod route;
 pub mod webhooks;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
 use self::hints::DueHints;
 use self::ports::{IdempotencyKey, JobStore, Publisher, StoreError};
+use self::preview::evaluate;
+pub(crate) use self::preview::preview_now;
 pub use self::{
     change::{IfMatch, JobChange, JobReplacement, if_match},
-    claims::{ClaimRequest, ClaimedRun},
     error::{Error, Missing},
     listing::{JobFilter, Page, PageRequest},
+    preview::preview,
     route::EventRoute,
 };
 use crate::domain::{
-    Audit, Event, EventKind, Job, JobId, JobInput, JobSpec, Limits, MAX_PREVIEW, NotClosed,
-    Preview, Run, RunId, RunResult, ScheduleInput, Step, field::Errors, name_of, parse_time,
+    Audit, Event, EventKind, Job, JobId, JobInput, JobSpec, Limits, NotClosed, Run, RunId,
+    RunResult, Step, name_of,
 };
 use crate::metrics::{Metrics, runs::Origin};
 
@@ -46,50 +51,6 @@ use crate::metrics::{Metrics, runs::Origin};
 const MAX_ATTEMPTS_PER_DUE_TIME: u32 = 100;
 /// How often a read-modify-write is retried when a concurrent writer won the race.
 pub(crate) const WRITE_ATTEMPTS: usize = 8;
-
-/// Longest the evaluation of a new cron expression may take. Every next fire is one search,
-/// but refusing an expression that never matches searches to the year 5000 (tens of
-/// milliseconds), so a new cron is evaluated on the blocking pool, never on the threads that
-/// serve requests, and a call whose evaluation takes longer than this is refused.
-const EVALUATION_DEADLINE: Duration = Duration::from_secs(2);
-
-/// Runs `work`, which evaluates a new cron expression when `cron` is true, off the request
-/// threads and within [`EVALUATION_DEADLINE`]; anything else runs at once.
-async fn evaluate<T: Send + 'static>(
-    cron: bool,
-    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    if !cron {
-        return work();
-    }
-    match tokio::time::timeout(EVALUATION_DEADLINE, tokio::task::spawn_blocking(work)).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(failed)) => Err(Error::Internal(anyhow::anyhow!(
-            "evaluating a schedule failed: {failed}"
-        ))),
-        Err(_) => Err(Error::from(crate::domain::Invalid::field(
-            "schedule.cron",
-            format!(
-                "takes longer than {} s to evaluate",
-                EVALUATION_DEADLINE.as_secs()
-            ),
-        ))),
-    }
-}
-
-/// The next fire times of a schedule as a client gives it: `count` (1 to 100, default 10)
-/// after `from` (RFC 3339, default now). A cron expression is evaluated off the request
-/// threads.
-pub async fn preview(
-    schedule: ScheduleInput,
-    count: Option<i64>,
-    from: Option<String>,
-) -> Result<Preview, Error> {
-    evaluate(schedule.cron.is_some(), move || {
-        preview_now(&schedule, count, from.as_deref())
-    })
-    .await
-}
 
 /// The refusal of a schedule change whose due time has had every attempt it may have.
 pub(crate) fn fired_too_often() -> Error {
@@ -101,34 +62,6 @@ pub(crate) fn fired_too_often() -> Error {
 /// The refusal of a result for a run that finished as `status`, another result.
 pub(crate) fn finished_otherwise(status: crate::domain::RunStatus) -> Error {
     Error::Conflict(format!("the run already finished as {}", name_of(&status)))
-}
-
-/// The preview of `schedule` now, on the calling thread (the OpenAPI examples take its
-/// refusals).
-pub(crate) fn preview_now(
-    schedule: &ScheduleInput,
-    count: Option<i64>,
-    from: Option<&str>,
-) -> Result<Preview, Error> {
-    let mut errors = Errors::new();
-    let count = count.unwrap_or(10);
-    let count = usize::try_from(count)
-        .ok()
-        .filter(|n| (1..=MAX_PREVIEW).contains(n));
-    if count.is_none() {
-        errors.push("count", format!("must be between 1 and {MAX_PREVIEW}"));
-    }
-    let from = match from.map(parse_time) {
-        Some(Err(message)) => {
-            errors.push("from", message);
-            None
-        }
-        Some(Ok(from)) => Some(from),
-        None => Some(Utc::now()),
-    };
-    let schedule = errors.take(schedule.parse());
-    let preview = errors.finish(|| Some(Preview::new(schedule?, from?, count?)))?;
-    Ok(preview)
 }
 
 /// Outcome of a create: the job, and whether it was created earlier under the same

@@ -174,9 +174,11 @@ impl EventParams {
                 parsed
             }
         };
-        let since = match last_event_id {
+        // An empty Last-Event-ID is none (what a client that has seen no event yet sends).
+        let header = last_event_id.filter(|h| !h.as_bytes().trim_ascii().is_empty());
+        let since = match header {
             Some(header) => {
-                let text = header.to_str().ok().or(Some(""));
+                let text = header.to_str().ok().or(Some("?"));
                 cursor("Last-Event-ID", text, &mut errors)
             }
             None => cursor("since", self.since.as_deref(), &mut errors),

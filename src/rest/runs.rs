@@ -11,7 +11,10 @@ use super::{
 use crate::{
     auth::Caller,
     domain::{Delivery, JobData, JobType, format_time, input::json},
-    jobs::{ClaimRequest, ClaimedRun, Error},
+    jobs::{
+        Error,
+        claims::{ClaimRequest, ClaimedRun},
+    },
 };
 
 /// What a worker asks for; every field is optional.
@@ -49,6 +52,8 @@ pub(crate) struct ClaimedRuns {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ClaimedRunView {
     job_id: String,
+    /// The job's name, for the worker's logs.
+    job_name: String,
     run_id: String,
     /// 1 for the first attempt, 2 and up for retries.
     attempt: u32,
@@ -66,6 +71,7 @@ impl From<&ClaimedRun> for ClaimedRunView {
         let ClaimedRun { run, job } = claimed;
         Self {
             job_id: job.id.to_string(),
+            job_name: job.name.clone(),
             run_id: run.run_id.to_string(),
             attempt: run.attempt,
             scheduled_for: format_time(run.scheduled_for),

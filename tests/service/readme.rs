@@ -19,10 +19,11 @@ fn block(marker: &str) -> String {
         .split_once(&format!("<!-- {marker} -->"))
         .unwrap_or_else(|| panic!("the README marks a block {marker}"))
         .1;
+    let after = after.trim_start();
     let block = after
-        .trim_start()
         .strip_prefix("```sh\n")
-        .expect("a sh block follows the marker");
+        .or_else(|| after.strip_prefix("```python\n"))
+        .expect("a sh or python block follows the marker");
     block
         .split_once("\n```")
         .expect("the block ends")
@@ -187,21 +188,130 @@ async fn stop(mut executor: tokio::process::Child) -> String {
 }
 
 #[tokio::test]
-async fn the_stream_executor_of_the_readme_does_a_run() {
+async fn the_pulling_worker_of_the_readme_does_a_run() {
+    needs(&["curl", "jq"]);
     let data = tempfile::tempdir().unwrap();
     let service = Service::start(data.path()).await;
-    let script = block("executor:stream").replace(
+    let script = block("executor:pull").replace(
         "localhost:8080",
         service.url("").trim_start_matches("http://"),
     );
     let executor = background(&script);
-    // The stream offers only what fires while it is open: a job due in two seconds leaves the
-    // executor's curl that long to connect.
-    a_job_is_done_by_the_executor(&service, "done from the stream", 2_000).await;
+    a_job_is_done_by_the_executor(&service, "done by a pulling worker", 0).await;
     let printed = stop(executor).await;
     assert!(
-        printed.contains("sending done from the stream"),
+        printed.contains("sending done by a pulling worker"),
         "{printed}"
+    );
+}
+
+#[tokio::test]
+async fn the_webhook_receiver_of_the_readme_does_a_run() {
+    needs(&["python3"]);
+    let data = tempfile::tempdir().unwrap();
+    let port = crate::support::free_port();
+    let receiver = data.path().join("receiver.py");
+    std::fs::write(
+        &receiver,
+        block("executor:webhook").replace("9000", &port.to_string()),
+    )
+    .unwrap();
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let executor = background(&format!(
+        "WEBHOOK_SECRET={secret} exec python3 {}",
+        receiver.display()
+    ));
+    let host = format!("127.0.0.1:{port}");
+    eventually("the receiver to listen", || async {
+        tokio::net::TcpStream::connect(&host).await.ok().map(|_| ())
+    })
+    .await;
+    let service = Service::start_with(
+        data.path(),
+        &["--webhook-allowed-hosts".into(), host.clone()],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let mut body = email_job("done by a webhook", &in_millis(0));
+    body["webhook"] = serde_json::json!({"url": format!("http://{host}/"), "secret": secret});
+    let id = id_of(&service.create_job(&body).await);
+    let url = service.url(&format!("/api/v1/jobs/{id}"));
+    eventually("the receiver to finish the run", || {
+        let request = http.get(&url).send();
+        async move {
+            let job: Value = request.await.ok()?.json().await.ok()?;
+            (job["status"] == "SUCCEEDED").then_some(())
+        }
+    })
+    .await;
+    // A call it cannot verify is refused: the receiver checks the signature.
+    let forged = http
+        .post(format!("http://{host}/"))
+        .header("webhook-id", "x")
+        .header("webhook-timestamp", "1")
+        .header("webhook-signature", "v1,AAAA")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    let printed = stop(executor).await;
+    assert!(printed.contains("sending done by a webhook"), "{printed}");
+}
+
+#[tokio::test]
+async fn the_event_follower_of_the_readme_resumes_after_its_last_event() {
+    needs(&["curl", "jq"]);
+    let data = tempfile::tempdir().unwrap();
+    let service = Service::start(data.path()).await;
+    let work = tempfile::tempdir().unwrap();
+    let script = format!(
+        "cd {} && {}",
+        work.path().display(),
+        block("executor:stream").replace(
+            "localhost:8080",
+            service.url("").trim_start_matches("http://"),
+        )
+    );
+    let far = || in_millis(3_600_000);
+    let follower = background(&script);
+    let first = service.create_job(&email_job("seen live", &far())).await;
+    let last = work.path().join("last-event-id");
+    eventually("the follower to see the first event", || {
+        let text = std::fs::read_to_string(&last).unwrap_or_default();
+        async move { (text.trim() == "1").then_some(()) }
+    })
+    .await;
+    let printed = stop(follower).await;
+    assert!(
+        printed.contains("scheduler.job.created seen live"),
+        "{printed}"
+    );
+    // While it is away, another job and a change of the first.
+    service
+        .create_job(&email_job("made while away", &far()))
+        .await;
+    let http = reqwest::Client::new();
+    let paused = http
+        .post(service.url(&format!("/api/v1/jobs/{}/pause", id_of(&first))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paused.status(), 200);
+    let follower = background(&script);
+    eventually("the follower to catch up", || {
+        let text = std::fs::read_to_string(&last).unwrap_or_default();
+        async move { (text.trim() == "3").then_some(()) }
+    })
+    .await;
+    let printed = stop(follower).await;
+    assert_eq!(
+        printed.lines().collect::<Vec<_>>(),
+        [
+            "scheduler.job.created made while away",
+            "scheduler.job.paused seen live"
+        ],
+        "the missed events, in order, and nothing it had seen"
     );
 }
 

@@ -16,7 +16,7 @@ use crate::{
         ScheduleFields, ScheduleInput, data::exact_integers, field::Errors, format_time,
         from_timestamp,
     },
-    jobs::{ClaimedRun, JobFilter, JobReplacement, Page, PageRequest, ports::Journaled},
+    jobs::{JobFilter, JobReplacement, Page, PageRequest, claims::ClaimedRun, ports::Journaled},
 };
 
 /// A time as a protobuf timestamp.
@@ -443,6 +443,7 @@ impl From<&ClaimedRun> for pb::ClaimedRun {
             job_type: job.job_type.code(),
             job_data: job.job_data.text().to_owned(),
             lease_until: run.lease.as_ref().map(|lease| timestamp(lease.until)),
+            job_name: job.name.clone(),
         }
     }
 }

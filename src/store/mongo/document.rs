@@ -17,12 +17,13 @@ use serde_json::{Map, Value};
 use crate::{
     domain::{
         DEFAULT_RUN_TIMEOUT_SECONDS, Delivery, Event, Job, JobData, JobId, JobStatus, JobType,
-        PendingRetry, RetryPolicy, Run, RunId, RunLease, Schedule, ScheduleFields, Webhook,
+        PendingRetry, RetryPolicy, Run, RunId, RunLease, Schedule, ScheduleFields,
     },
     jobs::ports::{IdempotencyKey, StoreError},
     store::{
         from_millis,
         json::{EventJson, from_text, to_text},
+        mongo::webhook::{RunLeaseDoc, WebhookDoc},
         names::{StoredDelivery, StoredMisfirePolicy, StoredOverlapPolicy, StoredRunStatus},
         or_skip,
     },
@@ -149,69 +150,6 @@ struct PendingRetryDoc {
     due: bson::DateTime,
     scheduled_for: bson::DateTime,
     attempt: i32,
-}
-
-/// A webhook in a job document: its headers as name and value pairs (a header name may hold a
-/// dot, which a field name should not).
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WebhookDoc {
-    url: String,
-    #[serde(default)]
-    headers: Vec<HeaderDoc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    secret: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct HeaderDoc {
-    name: String,
-    value: String,
-}
-
-impl From<&Webhook> for WebhookDoc {
-    fn from(webhook: &Webhook) -> Self {
-        let Webhook {
-            url,
-            headers,
-            secret,
-        } = webhook;
-        Self {
-            url: url.clone(),
-            headers: headers
-                .iter()
-                .map(|(name, value)| HeaderDoc {
-                    name: name.clone(),
-                    value: value.clone(),
-                })
-                .collect(),
-            secret: secret.clone(),
-        }
-    }
-}
-
-impl From<WebhookDoc> for Webhook {
-    fn from(stored: WebhookDoc) -> Self {
-        let WebhookDoc {
-            url,
-            headers,
-            secret,
-        } = stored;
-        Self {
-            url,
-            headers: headers.into_iter().map(|h| (h.name, h.value)).collect(),
-            secret,
-        }
-    }
-}
-
-/// A worker's hold on an open run.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RunLeaseDoc {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    holder: Option<String>,
-    until: bson::DateTime,
 }
 
 /// A run in a job document: open (`openRuns`) or in the ledger (`runs`).

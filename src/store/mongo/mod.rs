@@ -32,6 +32,7 @@ mod document;
 mod journal;
 mod queries;
 mod schedule;
+mod webhook;
 
 use anyhow::anyhow;
 use async_trait::async_trait;

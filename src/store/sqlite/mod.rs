@@ -12,12 +12,15 @@
 //! connections of their own ([`writer`]).
 //!
 //! Apart: the row mapping ([`rows`]), one job's writes inside a transaction ([`writes`]), the
-//! event journal's queries ([`journal`]), the schema ([`migrations`]), the census for the
-//! metrics ([`census`]) and the connections ([`writer`]).
+//! scheduler's queries ([`claims`]), the event journal's ([`journal`]), what workers may take
+//! ([`offers`]), the schema ([`migrations`]), the census for the metrics ([`census`]) and the
+//! connections ([`writer`]).
 
 mod census;
+mod claims;
 mod journal;
 mod migrations;
+mod offers;
 mod rows;
 mod writer;
 mod writes;
@@ -34,6 +37,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
 use self::{
+    claims::{CLAIM_IDS, DUE_WITHIN, STILL_CLAIMABLE},
     rows::{JobRow, filter_clause, job_of, map_err, run_of, sql_int},
     writer::Connections,
     writes::{append_events, append_runs, insert_row, replace_job, why_not_written},
@@ -53,43 +57,6 @@ use crate::{
 /// Prepared statements kept per connection: more than the store's distinct statements (about
 /// twenty, and one per listing filter shape), so the hot ones are never parsed again.
 const STATEMENT_CACHE: usize = 64;
-
-/// The scheduler's window read: the jobs that may be claimable by `?1`, from the due-time
-/// index, earliest due first (a lapsing lease is read from the row the index found).
-const DUE_WITHIN: &str = "SELECT id, due_at, lease_until FROM jobs
-     WHERE due_at IS NOT NULL AND due_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1)
-     ORDER BY due_at LIMIT ?2";
-
-/// The claim by ids: leases those of `?3` (a JSON array) due at `?4` that nobody holds,
-/// earliest due first while the documents before each take less than `?5` bytes (the first
-/// is always taken), found by their ids.
-const CLAIM_IDS: &str = "UPDATE jobs SET lease_owner = ?1, lease_until = ?2, fence = fence + 1
-     WHERE id IN (
-         SELECT id FROM (
-             SELECT id, SUM(octet_length(doc)) OVER (
-                 ORDER BY due_at ROWS UNBOUNDED PRECEDING
-             ) - octet_length(doc) AS before
-             FROM jobs
-             WHERE id IN (SELECT value FROM json_each(?3))
-               AND due_at <= ?4
-               AND (lease_until IS NULL OR lease_until < ?4))
-         WHERE before < ?5)
-     RETURNING id, doc, fence";
-
-/// Those of `?1` still claimable at `?2`, by their ids.
-const STILL_CLAIMABLE: &str = "SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(?1))
-     AND due_at <= ?2 AND (lease_until IS NULL OR lease_until < ?2)";
-
-/// The jobs with a run offered to pulling workers at `?1`, of the types in `?2` (a JSON array;
-/// NULL for any), earliest first, from the `pull_at` index.
-const OFFERED_PULL: &str = "SELECT id, doc FROM jobs WHERE pull_at <= ?1
-     AND (?2 IS NULL OR job_type IN (SELECT value FROM json_each(?2)))
-     ORDER BY pull_at LIMIT ?3";
-
-/// The same for the webhook caller, from the `hook_at` index.
-const OFFERED_HOOK: &str = "SELECT id, doc FROM jobs WHERE hook_at <= ?1
-     AND (?2 IS NULL OR job_type IN (SELECT value FROM json_each(?2)))
-     ORDER BY hook_at LIMIT ?3";
 
 /// Read connections of a store in a file: the API's gets, the relay and the scheduler's
 /// window read seldom wait for one another on two, and each one more is memory held (the
@@ -474,32 +441,9 @@ impl JobStore for SqliteStore {
         job_types: &[JobType],
         limit: usize,
     ) -> Result<Vec<Job>, StoreError> {
-        let types = (!job_types.is_empty()).then(|| {
-            let codes: Vec<i32> = job_types.iter().map(|t| t.code()).collect();
-            serde_json::Value::from(codes).to_string()
-        });
-        let now = now.timestamp_millis();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(move |conn| {
-            let query = match delivery {
-                Delivery::Pull => OFFERED_PULL,
-                Delivery::Webhook => OFFERED_HOOK,
-                // Kafka's runs are published, never taken.
-                Delivery::Kafka => return Ok(Vec::new()),
-            };
-            let mut stmt = conn.prepare_cached(query).map_err(map_err)?;
-            let mut rows = stmt.query(params![now, types, limit]).map_err(map_err)?;
-            let (mut jobs, mut budget) = (Vec::new(), ByteBudget::claim());
-            while let Some(row) = rows.next().map_err(map_err)? {
-                if let Some(job) = job_of(row).map_err(map_err)?
-                    && !budget.push(&mut jobs, job)
-                {
-                    break;
-                }
-            }
-            Ok(jobs)
-        })
-        .await
+        let job_types = job_types.to_vec();
+        self.with(move |conn| offers::offered(conn, delivery, now, &job_types, limit))
+            .await
     }
 
     async fn run_history(&self, job: JobId) -> Result<Vec<Run>, StoreError> {
@@ -612,8 +556,8 @@ mod tests {
             DUE_WITHIN,
             CLAIM_IDS,
             STILL_CLAIMABLE,
-            OFFERED_PULL,
-            OFFERED_HOOK,
+            offers::OFFERED_PULL,
+            offers::OFFERED_HOOK,
         ] {
             // The plan of the query with its parameters unbound (NULL).
             let mut statement = conn
