@@ -203,7 +203,8 @@ impl Application {
         let mut jobs = Jobs::new(store.clone(), events.clone(), hints.clone())
             .with_limits(config.limits())
             .with_metrics(metrics.clone())
-            .with_webhook_hosts(webhook_hosts.clone());
+            .with_webhook_hosts(webhook_hosts.clone())
+            .with_claim_wait_cap(Duration::from_secs(config.claim_max_wait_seconds));
         if let Some(kafka) = &kafka {
             jobs = jobs.with_sink(Arc::new(kafka.publisher.clone()));
         }

@@ -281,6 +281,12 @@ pub struct Config {
     #[arg(long, env = "SCHEDULER_EVENT_RETENTION_SECONDS", default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(60..=2_592_000))]
     pub event_retention_seconds: u64,
+    /// Longest a worker's claim (`POST /api/v1/runs:claim`, `ClaimRuns`) waits for runs, in
+    /// seconds (0 to 60), whatever its `waitSeconds` asks: keep it below what proxies in front
+    /// of the service allow a request to hang.
+    #[arg(long, env = "SCHEDULER_CLAIM_MAX_WAIT_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(0..=60))]
+    pub claim_max_wait_seconds: u64,
     /// Hosts a job's webhook may call, comma-separated: `host` (any port), `host:port`, or
     /// `*.domain` (any host under it). Empty (the default): no webhook is called, and a job
     /// naming one is refused.

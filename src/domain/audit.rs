@@ -35,12 +35,9 @@ impl Audit {
         self
     }
 
-    /// A change by `actor` for a reason the caller gave: trimmed, empty is none, at most
-    /// [`MAX_REASON_CHARS`] characters.
+    /// A change by `actor` for a reason the caller gave: at most [`MAX_REASON_CHARS`]
+    /// characters as given (the document's `maxLength`), then trimmed; empty is none.
     pub fn with_reason(actor: Option<String>, reason: Option<String>) -> Result<Self, Invalid> {
-        let reason = reason
-            .map(|r| r.trim().to_owned())
-            .filter(|r| !r.is_empty());
         if reason
             .as_ref()
             .is_some_and(|r| r.chars().count() > MAX_REASON_CHARS)
@@ -50,6 +47,9 @@ impl Audit {
                 format!("must be at most {MAX_REASON_CHARS} characters"),
             ));
         }
+        let reason = reason
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty());
         Ok(Self {
             actor,
             reason,
@@ -73,5 +73,9 @@ mod tests {
         let long = "é".repeat(MAX_REASON_CHARS + 1);
         assert!(Audit::with_reason(None, Some(long)).is_err());
         assert!(Audit::with_reason(None, Some("é".repeat(MAX_REASON_CHARS))).is_ok());
+        // The bound is on the reason as sent, as the document's `maxLength` says: blanks
+        // around it count.
+        let padded = format!("\n{}\u{85}", "x".repeat(MAX_REASON_CHARS - 1));
+        assert!(Audit::with_reason(None, Some(padded)).is_err());
     }
 }

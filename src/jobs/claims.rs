@@ -88,7 +88,8 @@ pub struct ClaimedRun {
 
 impl Jobs {
     /// Takes up to `request.max` runs offered to `delivery`, held by `holder`; waits up to
-    /// `request.wait` when none is offered, or until `shutdown`. An empty list when none came.
+    /// `request.wait` (at most the configured cap) when none is offered, or until `shutdown`.
+    /// An empty list when none came.
     pub async fn claim_runs(
         &self,
         delivery: Delivery,
@@ -96,7 +97,7 @@ impl Jobs {
         holder: Option<&str>,
         shutdown: &CancellationToken,
     ) -> Result<Vec<ClaimedRun>, Error> {
-        let deadline = tokio::time::Instant::now() + request.wait;
+        let deadline = tokio::time::Instant::now() + request.wait.min(self.claim_wait_cap);
         loop {
             // Registered before looking, so a fire in between is not missed.
             let fired = self.events.runs_fired();

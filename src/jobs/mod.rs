@@ -89,6 +89,8 @@ pub struct Jobs {
     metrics: Metrics,
     /// The hosts a job's webhook may call.
     webhooks: webhooks::AllowedHosts,
+    /// Longest a claim waits for runs, whatever it asks.
+    claim_wait_cap: std::time::Duration,
 }
 
 /// A result as it was applied: the run it closed, and whether the run was already closed
@@ -113,7 +115,14 @@ impl Jobs {
             limits: Limits::default(),
             metrics: Metrics::off(),
             webhooks: webhooks::AllowedHosts::default(),
+            claim_wait_cap: std::time::Duration::from_secs(claims::MAX_WAIT_SECONDS.unsigned_abs()),
         }
+    }
+
+    /// The same use cases, letting a claim wait for runs at most `cap`.
+    pub fn with_claim_wait_cap(mut self, cap: std::time::Duration) -> Self {
+        self.claim_wait_cap = cap;
+        self
     }
 
     /// The same use cases, letting webhooks call `hosts`.

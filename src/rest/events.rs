@@ -10,7 +10,7 @@ use axum::{
 use futures::{Stream, StreamExt};
 
 use super::{
-    params::EventParams,
+    params::{EventParams, LastEventId},
     problem::{ApiQuery, PROBLEM_JSON, Problem, Rejection},
     schemas::EventMessage,
     state::AppState,
@@ -30,11 +30,7 @@ use crate::{events::Watched, jobs::Error, throttle::Client};
 /// open streams (in total or for this client) a new one gets 429 with `Retry-After`.
 #[utoipa::path(
     get, path = "/api/v1/events", tag = "events",
-    params(
-        EventParams,
-        ("Last-Event-ID" = Option<String>, Header,
-            description = "The `id` of the last event received: resume after it (takes precedence over `since`)"),
-    ),
+    params(EventParams, LastEventId),
     responses(
         (status = 200, description = "An endless `text/event-stream` of events",
             content_type = "text/event-stream", body = EventMessage),

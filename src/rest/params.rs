@@ -146,6 +146,20 @@ pub(crate) struct EventParams {
     since: Option<String>,
 }
 
+/// The header an `EventSource` sends when it reconnects (documented here; read by the handler).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub(crate) struct LastEventId {
+    /// The `id` of the last event received: resume after it (takes precedence over `since`);
+    /// empty is none.
+    #[param(
+        rename = "Last-Event-ID",
+        required = false,
+        pattern = r"^([0-9]{1,19})?$"
+    )]
+    _last_event_id: String,
+}
+
 impl EventParams {
     /// The one job whose events are asked for, if any, and the cursor to resume after: the
     /// `Last-Event-ID` header's, else `since`'s.
@@ -174,14 +188,16 @@ impl EventParams {
                 parsed
             }
         };
-        // An empty Last-Event-ID is none (what a client that has seen no event yet sends).
+        // Both are checked; the header, when it is there, wins. An empty Last-Event-ID is none
+        // (what a client that has seen no event yet sends).
+        let since = cursor("since", self.since.as_deref(), &mut errors);
         let header = last_event_id.filter(|h| !h.as_bytes().trim_ascii().is_empty());
         let since = match header {
             Some(header) => {
                 let text = header.to_str().ok().or(Some("?"));
                 cursor("Last-Event-ID", text, &mut errors)
             }
-            None => cursor("since", self.since.as_deref(), &mut errors),
+            None => since,
         };
         errors.finish(|| Some((only, since))).map_err(Error::from)
     }

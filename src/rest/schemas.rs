@@ -370,19 +370,25 @@ impl PartialSchema for EventMessage {
         let kinds = EventKind::ALL
             .iter()
             .map(|kind| kind.ce_type())
-            .chain(["lagged"]);
+            .chain(["gap", "lagged"]);
         ObjectBuilder::new()
             .schema_type(Type::Object)
             .description(Some(
                 "A Server-Sent Event: `event` is the event's type, `data` its JSON (an \
-                 `EventView`). A client that fell too far behind gets a `lagged` event whose \
-                 `data` is `{\"missed\": n}`, and should read the state again.",
+                 `EventView`), `id` its place in the journal. A cursor older than the journal \
+                 keeps gets a `gap` event first, whose `data` is `{\"after\": n, \
+                 \"resumesAfter\": m, \"detail\": ...}`: read the state again. A client that \
+                 fell too far behind gets a `lagged` event whose `data` is `{\"missed\": n}`, \
+                 and should reconnect from its last event's id.",
             ))
             .property(
                 "id",
                 ObjectBuilder::new()
                     .schema_type(Type::String)
-                    .description(Some("The event's id (none on `lagged`).")),
+                    .description(Some(
+                        "The event's place in the journal, to resume after (`Last-Event-ID`); \
+                         none on `lagged`.",
+                    )),
             )
             .property(
                 "event",
@@ -396,7 +402,10 @@ impl PartialSchema for EventMessage {
                 ObjectBuilder::new()
                     .schema_type(Type::String)
                     .content_media_type("application/json")
-                    .description(Some("An `EventView`, or `{\"missed\": n}` on `lagged`.")),
+                    .description(Some(
+                        "An `EventView`; on `gap` `{\"after\", \"resumesAfter\", \"detail\"}`; \
+                         on `lagged` `{\"missed\": n}`.",
+                    )),
             )
             .required("data")
             .into()
