@@ -115,8 +115,9 @@ impl pb::jobs_service_server::JobsService for JobsGrpc {
             status,
             job_type,
             name_prefix,
+            due_before,
         } = request.into_inner();
-        let filter = list_filter(status, job_type, name_prefix)?;
+        let filter = list_filter(status, job_type, name_prefix, due_before)?;
         let page = self.jobs.list(filter, page_request(page, size)?).await?;
         Ok(Response::new(pb::ListJobsResponse::from(page)))
     }

@@ -101,6 +101,9 @@ pub struct JobFilter {
     pub job_type: Option<JobType>,
     /// Names starting with this text (case-sensitive).
     pub name_prefix: Option<String>,
+    /// Only jobs the scheduler must look at by then (`Job::due_at`: the next fire, or an open
+    /// run's deadline); a paused or cancelled job with no open run never is.
+    pub due_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A page of a listing: 1-based page number and page size.

@@ -22,7 +22,7 @@ use crate::{
     auth::Caller,
     domain::{
         JOB_ID_EXPECTED, JobId, JobStatus, JobType, MAX_PREVIEW, RunId, ScheduleInput,
-        field::Errors, input::json::decode_value,
+        field::Errors, input::json::decode_value, parse_time,
     },
     jobs::{Error, IfMatch, JobFilter, PageRequest, if_match},
 };
@@ -97,16 +97,26 @@ pub(crate) struct ListParams {
     job_type: Option<String>,
     /// Only jobs whose name starts with this text.
     name: Option<String>,
+    /// Only jobs the scheduler must look at by this time (RFC 3339): their next fire, or an
+    /// open run's deadline, is at or before it.
+    #[param(value_type = Option<String>, format = DateTime)]
+    due_before: Option<String>,
 }
 
 impl ListParams {
     /// The filter and the page asked for.
     pub(crate) fn parse(self) -> Result<(JobFilter, PageRequest), Error> {
         let page = page_request(self.page.as_deref(), self.size.as_deref())?;
+        let due_before = self
+            .due_before
+            .as_deref()
+            .map(|text| parse_time(text).map_err(|why| Error::invalid("dueBefore", why)))
+            .transpose()?;
         let filter = JobFilter {
             status: parse_name("status", self.status.as_deref())?,
             job_type: parse_name("jobType", self.job_type.as_deref())?,
             name_prefix: self.name,
+            due_before,
         };
         Ok((filter, page))
     }

@@ -272,6 +272,14 @@ fn cases() -> Vec<Case> {
             Some("status"),
         ),
         case(
+            "dueBefore not a time",
+            "GET",
+            "/api/v1/jobs?dueBefore=tomorrow",
+            Value::Null,
+            400,
+            Some("dueBefore"),
+        ),
+        case(
             "bad run id",
             "POST",
             "/api/v1/jobs/{id}/runs/not-a-uuid/result",

@@ -168,6 +168,7 @@ conformance!(
     the_census_counts_jobs_by_status_the_due_backlog_and_the_outbox,
     the_ledger_keeps_the_newest_runs_in_order,
     paging_counts_and_filters_are_exact_at_the_edges,
+    the_due_before_filter_lists_the_jobs_the_scheduler_must_look_at_by_then,
     a_page_of_big_jobs_stops_at_its_byte_bound,
     a_claim_of_big_jobs_stops_at_its_byte_bound_and_the_next_takes_the_rest,
     the_window_read_lists_what_may_be_claimable_by_its_horizon_in_due_order,
@@ -864,6 +865,41 @@ async fn paging_counts_and_filters_are_exact_at_the_edges(backend: Backend) {
         failures.expect_eq(format!("prefix {prefix:?}"), count(filter).await, expected);
     }
     failures.assert_none("name prefixes");
+}
+
+async fn the_due_before_filter_lists_the_jobs_the_scheduler_must_look_at_by_then(backend: Backend) {
+    let store = backend.open().await;
+    let now = truncate(Utc::now());
+    for hours in [1, 2, 3] {
+        let job = job_due(&format!("in {hours} h"), now + Duration::hours(hours));
+        store.insert(&job, None, &[]).await.unwrap();
+    }
+    let mut paused = job_due("paused", now + Duration::hours(1));
+    paused.status = JobStatus::Paused;
+    store.insert(&paused, None, &[]).await.unwrap();
+    let listed = |hours: i64| {
+        let store = store.clone();
+        async move {
+            let filter = JobFilter {
+                due_before: Some(now + Duration::hours(hours)),
+                ..Default::default()
+            };
+            let (jobs, total) = store
+                .list(&filter, PageRequest { page: 1, size: 10 })
+                .await
+                .unwrap();
+            let mut names: Vec<String> = jobs.into_iter().map(|j| j.name).collect();
+            names.sort();
+            (names, total)
+        }
+    };
+    assert_eq!(listed(0).await, (vec![], 0));
+    assert_eq!(
+        listed(2).await,
+        (vec!["in 1 h".to_owned(), "in 2 h".to_owned()], 2),
+        "at or before the time, and never a paused job"
+    );
+    assert_eq!(listed(5).await.1, 3);
 }
 
 async fn a_page_of_big_jobs_stops_at_its_byte_bound(backend: Backend) {

@@ -308,6 +308,7 @@ pub(crate) fn list_filter(
     status: i32,
     job_type: Option<i32>,
     name_prefix: String,
+    due_before: Option<prost_types::Timestamp>,
 ) -> Result<JobFilter, Invalid> {
     let status = match status {
         0 => None,
@@ -315,10 +316,16 @@ pub(crate) fn list_filter(
             Invalid::field("status", format!("{code} is not a known job status"))
         })?),
     };
+    let due_before = due_before
+        .map(|t| {
+            from_timestamp(t.seconds, t.nanos).map_err(|why| Invalid::field("due_before", why))
+        })
+        .transpose()?;
     Ok(JobFilter {
         status,
         job_type: job_type.map(self::job_type).transpose()?,
         name_prefix: Some(name_prefix).filter(|p| !p.is_empty()),
+        due_before,
     })
 }
 

@@ -78,6 +78,9 @@ pub(super) fn regex_literal(text: &str) -> String {
 
 pub(super) fn filter_document(filter: &JobFilter) -> Document {
     let mut query = Document::new();
+    if let Some(due_before) = filter.due_before {
+        query.insert("dueAt", doc! { "$lte": bson_time(due_before) });
+    }
     if let Some(status) = filter.status {
         query.insert("status", status.code());
     }

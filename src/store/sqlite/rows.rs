@@ -122,6 +122,11 @@ pub(super) fn filter_clause(filter: JobFilter) -> (String, Vec<Box<dyn ToSql>>) 
             clauses.push(format!("name < ?{}", values.len()));
         }
     }
+    if let Some(due_before) = filter.due_before {
+        // A range of the due-time index.
+        values.push(Box::new(due_before.timestamp_millis()));
+        clauses.push(format!("due_at <= ?{}", values.len()));
+    }
     if clauses.is_empty() {
         (String::new(), values)
     } else {
