@@ -257,6 +257,7 @@ impl Application {
         // The guard wraps both protocols, so every call, present and future, is decided by
         // the one policy before any handler runs; the rate, inside it, knows the caller.
         let router = rest::router(state, &rest_settings)
+            .merge(crate::ui::router())
             .merge(grpc)
             .layer(axum::middleware::from_fn_with_state(rate.clone(), throttle))
             .layer(axum::middleware::from_fn_with_state(

@@ -16,6 +16,7 @@
 //! - [`events`]: the event streams: the journal's feed into the in-process bus, and the
 //!   resumable watch that feeds SSE and the gRPC stream.
 //! - [`webhook`]: the caller of jobs' webhooks, signed per the Standard Webhooks spec.
+//! - [`ui`]: the web dashboard, its files compiled in, served at `/ui/`.
 //! - [`kafka`]: the Kafka adapters: the publisher, the result consumer, the message format.
 //! - [`rest`] and [`grpc`]: the two transports, thin and mirrored.
 //! - [`metrics`]: the Prometheus registry and every instrument in it, served at `/metrics`;
@@ -54,4 +55,5 @@ pub mod store;
 pub mod telemetry;
 pub mod throttle;
 pub mod tls;
+pub mod ui;
 pub mod webhook;

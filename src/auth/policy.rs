@@ -117,6 +117,10 @@ pub enum Access {
 
 /// Paths (and path prefixes, ending in `/`) anyone may call.
 const OPEN: &[&str] = &[
+    // The dashboard's files (its calls of the API carry the user's token).
+    "/",
+    "/ui",
+    "/ui/",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -188,9 +192,10 @@ pub struct Policy {
 impl Policy {
     /// What a request with this method and path needs.
     pub fn access(&self, method: &Method, path: &str) -> Access {
+        // An entry ending in `/` is a prefix, but `/` itself is the root alone.
         let open = |entry: &&str| match entry.strip_suffix('/') {
-            Some(_) => path.starts_with(entry),
-            None => path == *entry,
+            Some(prefix) if !prefix.is_empty() => path.starts_with(entry),
+            _ => path == *entry,
         };
         if OPEN.iter().any(open) {
             return Access::Open;
@@ -263,6 +268,13 @@ mod tests {
         let policy = Policy::default();
         let cases = [
             (Method::GET, "/healthz", Access::Open),
+            (Method::GET, "/", Access::Open),
+            (Method::GET, "/ui/app.js", Access::Open),
+            (
+                Method::GET,
+                "/api/v1/jobs",
+                Access::Needs(Operation::ListJobs),
+            ),
             (Method::GET, "/readyz", Access::Open),
             (Method::GET, "/metrics", Access::Open),
             (Method::GET, "/api-docs/openapi.json", Access::Open),

@@ -47,6 +47,9 @@ impl Delivery {
     }
 }
 
+/// Longest a worker's claim may wait for runs, in seconds.
+pub const MAX_CLAIM_WAIT_SECONDS: i64 = 60;
+
 /// Most headers a webhook may add to its calls.
 pub const MAX_WEBHOOK_HEADERS: usize = 20;
 /// Longest URL or header value of a webhook, in bytes.

@@ -55,7 +55,8 @@ pub(crate) async fn edge(
         .into_response();
     }
     let timeout = if request.uri().path().ends_with("/ClaimRuns") {
-        timeout + Duration::from_secs(crate::jobs::claims::MAX_WAIT_SECONDS.unsigned_abs())
+        timeout
+            + Duration::from_secs(crate::domain::delivery::MAX_CLAIM_WAIT_SECONDS.unsigned_abs())
     } else {
         timeout
     };

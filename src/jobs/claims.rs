@@ -14,14 +14,14 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Error, Jobs, WRITE_ATTEMPTS, ports::StoreError};
-use crate::domain::{Delivery, Job, JobId, JobType, Run, RunId, field::Errors};
+use crate::domain::{
+    Delivery, Job, JobId, JobType, Run, RunId, delivery::MAX_CLAIM_WAIT_SECONDS, field::Errors,
+};
 
 /// How often a waiting claim looks for runs fired by other processes or whose hold lapsed.
 const LOOK_AGAIN: Duration = Duration::from_millis(500);
 /// Most runs one claim takes.
 pub const MAX_CLAIM: i64 = 100;
-/// Longest a claim waits for runs, in seconds.
-pub const MAX_WAIT_SECONDS: i64 = 60;
 /// Longest hold a claim asks for, in seconds.
 pub const MAX_LEASE_SECONDS: i64 = 3600;
 
@@ -32,7 +32,7 @@ pub struct ClaimRequest {
     pub job_types: Vec<JobType>,
     /// Most runs to take: 1 to [`MAX_CLAIM`].
     pub max: usize,
-    /// How long to wait when none is offered: up to [`MAX_WAIT_SECONDS`].
+    /// How long to wait when none is offered: up to [`MAX_CLAIM_WAIT_SECONDS`].
     pub wait: Duration,
     /// How long each run taken is held: 1 s to [`MAX_LEASE_SECONDS`].
     pub lease: Duration,
@@ -61,7 +61,7 @@ impl ClaimRequest {
             }
         };
         let max = bounded("max", max, 1, (1, MAX_CLAIM));
-        let wait = bounded("waitSeconds", wait_seconds, 0, (0, MAX_WAIT_SECONDS));
+        let wait = bounded("waitSeconds", wait_seconds, 0, (0, MAX_CLAIM_WAIT_SECONDS));
         let lease = bounded("leaseSeconds", lease_seconds, 60, (1, MAX_LEASE_SECONDS));
         let mut job_types = job_types;
         job_types.sort_by_key(|t| t.code());

@@ -115,7 +115,9 @@ impl Jobs {
             limits: Limits::default(),
             metrics: Metrics::off(),
             webhooks: webhooks::AllowedHosts::default(),
-            claim_wait_cap: std::time::Duration::from_secs(claims::MAX_WAIT_SECONDS.unsigned_abs()),
+            claim_wait_cap: std::time::Duration::from_secs(
+                crate::domain::delivery::MAX_CLAIM_WAIT_SECONDS.unsigned_abs(),
+            ),
         }
     }
 
