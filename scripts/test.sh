@@ -12,6 +12,8 @@
 # once per machine; the first builds run beside the lints, the tests get promtool's path in
 # PROMTOOL, and scripts/with-jaeger.sh starts Jaeger for them. The README's quick start runs
 # as a test too, and its executors, with curl, jq and kcat (installed with apt-get when missing).
+# Last, the dashboard is tested in Debian's Chromium with Playwright for Python and axe-core
+# (scripts/ui-test.sh installs them once per machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,3 +64,5 @@ echo "== schemathesis (the REST API against its OpenAPI document)"
 # `cargo test` built the binary (the end-to-end tests run it), with the features the tests
 # unify; building it again alone would rebuild dependencies for nothing.
 SCHEMATHESIS_TEST_AUTH=1 ./scripts/schemathesis.sh target/debug/scheduler
+echo "== the dashboard in Chromium (Playwright, axe-core)"
+./scripts/ui-test.sh target/debug/scheduler

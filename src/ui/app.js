@@ -411,7 +411,7 @@ async function jobPage(id) {
         h("dt", {}, "Next fire"), h("dd", {}, whenText(job.scheduleTime)),
         h("dt", {}, "Type"), h("dd", {}, job.jobType),
         h("dt", {}, "Description"), h("dd", {}, job.description || "—"),
-        h("dt", {}, "Retries"), h("dd", {}, `${job.retry.maxAttempts} attempts, first retry after ${job.retry.backoffSeconds} s`),
+        h("dt", {}, "Retries"), h("dd", {}, `${job.retry.maxAttempts} attempt${job.retry.maxAttempts === 1 ? "" : "s"}, first retry after ${job.retry.backoffSeconds} s`),
         h("dt", {}, "Run timeout"), h("dd", {}, `${job.runTimeoutSeconds} s`),
         h("dt", {}, "Misfire policy"), h("dd", {}, job.misfirePolicy),
         h("dt", {}, "Overlap policy"), h("dd", {}, job.overlapPolicy),
