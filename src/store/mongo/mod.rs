@@ -169,8 +169,16 @@ impl MongoStore {
                         .build(),
                 ),
             ),
-            // Listing, newest first.
+            // Listing, newest first, and filtered by status or by type.
             index(doc! { "createdAt": -1, "_id": -1 }, Some(named("created"))),
+            index(
+                doc! { "status": 1, "createdAt": -1, "_id": -1 },
+                Some(named("statusCreated")),
+            ),
+            index(
+                doc! { "jobType": 1, "createdAt": -1, "_id": -1 },
+                Some(named("typeCreated")),
+            ),
             // The name-prefix filter.
             index(doc! { "name": 1 }, Some(named("name"))),
             // The metrics' count per status, covered (tombstones left out by the index too).
