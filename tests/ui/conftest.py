@@ -3,6 +3,7 @@ by Playwright, axe-core for accessibility. scripts/ui-test.sh installs the tools
 
   SCHEDULER_BIN    the service binary
   CHROMIUM         the browser (Debian's chromium; Playwright's own download is never used)
+  FIREFOX          Debian's firefox-esr, and GECKODRIVER, its WebDriver (from crates.io)
   AXE_JS           axe-core's axe.min.js (from npm)
   UI_SCREENSHOTS   where each page's screenshot is saved
 """
