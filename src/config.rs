@@ -268,7 +268,8 @@ pub struct Config {
     pub event_source: String,
     /// How often the relay (which journals events on MongoDB and publishes them to Kafka) and
     /// the event streams look for events written by other processes on the same store, in
-    /// milliseconds. Their own process's events wake them at once.
+    /// milliseconds; an idle relay backs off from it to once a second. Their own process's
+    /// events wake them at once.
     #[arg(long, env = "SCHEDULER_OUTBOX_POLL_MS", default_value_t = 200,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub outbox_poll_ms: u64,

@@ -12,9 +12,11 @@
 //!
 //! One relay runs at a time per store: each process's relay takes the store's relay lease
 //! before sequencing or publishing, and renews it while it works; the others wait and take
-//! over when it lapses. It is woken by its own process's writes, and looks every `poll` for
-//! events written by other processes. With nothing to sequence or publish (the embedded store
-//! without Kafka) it only trims, every `trim_every`, and takes no lease.
+//! over when it lapses. It is woken by its own process's writes, and looks for events written
+//! by other processes every `poll` while they come, backing off to once a second while none do
+//! (so another replica's event waits at most a second to be journaled and published). With
+//! nothing to sequence or publish (the embedded store without Kafka) it only trims, every
+//! `trim_every`, and takes no lease.
 
 use std::{
     sync::{Arc, OnceLock},
@@ -88,6 +90,9 @@ pub struct Relay {
     settings: RelaySettings,
 }
 
+/// Longest wait between two looks of an idle relay for other processes' events.
+const QUIET_POLL: Duration = Duration::from_secs(1);
+
 /// What one round of the relay did.
 enum Round {
     /// Another process holds the relay lease.
@@ -143,6 +148,8 @@ impl Relay {
         // While the sink fails, it is tried again when its backoff says; journaling goes on.
         let mut publish_at = Instant::now();
         let leads = self.sink.is_some() || self.settings.sequences;
+        // The wait before the next look while nothing comes: `poll`, doubling while idle.
+        let mut quiet = self.settings.poll;
         while !shutdown.is_cancelled() {
             if trimmed.elapsed() >= self.settings.trim_every {
                 trimmed = Instant::now();
@@ -167,14 +174,24 @@ impl Relay {
                             publish_at = Instant::now() + sink.failed(&error);
                             self.settings.poll
                         }
-                        Round::Busy => Duration::ZERO,
-                        Round::Published => {
-                            sink.recovered();
+                        Round::Busy => {
+                            quiet = self.settings.poll;
                             Duration::ZERO
                         }
-                        Round::Idle if leads => self.settings.poll,
-                        Round::Idle => self.settings.trim_every,
-                        Round::NotLeader => self.settings.poll,
+                        Round::Published => {
+                            sink.recovered();
+                            quiet = self.settings.poll;
+                            Duration::ZERO
+                        }
+                        // Nothing to do (or not the leader): look again later each time, up to
+                        // a second, so an idle replica reads the store about once a second.
+                        // This process's writes wake it at once whatever the wait.
+                        Round::Idle | Round::NotLeader if leads => {
+                            let wait = quiet;
+                            quiet = (quiet * 2).min(self.settings.poll.max(QUIET_POLL));
+                            wait
+                        }
+                        Round::Idle | Round::NotLeader => self.settings.trim_every,
                     }
                 }
                 Err(error) => store.failed(&error),
