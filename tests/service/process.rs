@@ -51,14 +51,7 @@ async fn job_created_before_a_sigkill_still_fires_after_restart() {
     })
     .await;
     assert_eq!(job["name"], "survives a crash");
-    let runs: Value = http
-        .get(second.url(&format!("/api/v1/jobs/{id}/runs")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let runs: Value = second.get_json(&format!("/api/v1/jobs/{id}/runs")).await;
     assert_eq!(runs["totalCount"], 1);
     assert_eq!(
         runs["runs"][0]["scheduledFor"], job["schedule"]["runAt"],

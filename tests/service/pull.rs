@@ -157,14 +157,7 @@ async fn a_run_whose_worker_was_killed_is_offered_again_after_its_lease_with_the
     let base = service.url("");
     let (status, runs) = claim(&http, &base, json!({"waitSeconds": 0})).await;
     assert_eq!((status, runs.len()), (200, 0), "held by the killed worker");
-    let job_now: Value = http
-        .get(service.url(&format!("/api/v1/jobs/{id}/runs")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job_now: Value = service.get_json(&format!("/api/v1/jobs/{id}/runs")).await;
     assert_eq!(job_now["runs"][0]["leaseUntil"], run["leaseUntil"]);
     // Then it is offered again, as the same run.
     let (status, again) = claim(&http, &base, json!({"waitSeconds": 20})).await;
@@ -173,14 +166,7 @@ async fn a_run_whose_worker_was_killed_is_offered_again_after_its_lease_with_the
     assert_eq!(again[0]["runId"], run["runId"]);
     assert_eq!(again[0]["attempt"], 1);
     assert_eq!(report(&http, &base, &again[0], "SUCCEEDED").await, 200);
-    let job: Value = http
-        .get(service.url(&format!("/api/v1/jobs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job: Value = service.get_json(&format!("/api/v1/jobs/{id}")).await;
     assert_eq!(job["status"], "SUCCEEDED");
 }
 

@@ -163,14 +163,7 @@ async fn every_run_fires_exactly_once_across_replicas(flags: Vec<String>) {
 
     let mut stored = HashSet::new();
     for id in &ids {
-        let page: Value = http
-            .get(survivor.url(&format!("/api/v1/jobs/{id}/runs")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = survivor.get_json(&format!("/api/v1/jobs/{id}/runs")).await;
         assert_eq!(
             page["totalCount"], 1,
             "job {id} has exactly one run: {page}"

@@ -122,14 +122,7 @@ async fn sigterm_ends_the_process_within_its_grace_whatever_the_clients_hold_ope
     drop((stalled, unread, watch));
 
     let restarted = Service::start(dir.path()).await;
-    let page: serde_json::Value = http
-        .get(restarted.url("/api/v1/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: serde_json::Value = restarted.get_json("/api/v1/jobs").await;
     assert_eq!(
         page["totalCount"], 1,
         "the job acknowledged before SIGTERM is kept"

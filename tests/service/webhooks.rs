@@ -564,14 +564,7 @@ async fn without_kafka_pulling_workers_and_a_webhook_get_every_run_through_a_rep
             }
         })
         .await;
-        let runs: Value = http
-            .get(a.url(&format!("/api/v1/jobs/{id}/runs")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let runs: Value = a.get_json(&format!("/api/v1/jobs/{id}/runs")).await;
         assert_eq!(runs["totalCount"], 1, "job {id} ran once: {runs}");
         let delivery = if *by_webhook { "webhook" } else { "pull" };
         assert_eq!(runs["runs"][0]["delivery"], delivery);

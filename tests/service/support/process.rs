@@ -95,6 +95,16 @@ impl Service {
         format!("{}{path}", self.base)
     }
 
+    /// GETs `path` without credentials; the JSON answer.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        reqwest::get(self.url(path))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// POSTs `body` to `/api/v1/jobs`; the job created (the answer must be 201).
     pub async fn create_job(&self, body: &serde_json::Value) -> serde_json::Value {
         self.create_job_with(body, &[]).await
