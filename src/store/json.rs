@@ -14,7 +14,6 @@ use super::names::{
     StoredDelivery, StoredEventKind, StoredJobStatus, StoredJobType, StoredMisfirePolicy,
     StoredOverlapPolicy, StoredRunStatus,
 };
-use std::collections::BTreeMap;
 
 use crate::{
     domain::{
@@ -82,15 +81,22 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-/// A stored webhook.
+/// A stored webhook, the same in both stores: its headers as name and value pairs, because a
+/// header name may hold a dot, which a MongoDB field name should not.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct WebhookJson {
-    pub(crate) url: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub(crate) headers: BTreeMap<String, String>,
+    url: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    headers: Vec<HeaderJson>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) secret: Option<String>,
+    secret: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct HeaderJson {
+    name: String,
+    value: String,
 }
 
 impl From<&Webhook> for WebhookJson {
@@ -102,7 +108,13 @@ impl From<&Webhook> for WebhookJson {
         } = webhook;
         Self {
             url: url.clone(),
-            headers: headers.clone(),
+            headers: headers
+                .iter()
+                .map(|(name, value)| HeaderJson {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
             secret: secret.clone(),
         }
     }
@@ -117,7 +129,7 @@ impl From<WebhookJson> for Webhook {
         } = stored;
         Self {
             url,
-            headers,
+            headers: headers.into_iter().map(|h| (h.name, h.value)).collect(),
             secret,
         }
     }

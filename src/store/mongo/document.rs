@@ -22,8 +22,8 @@ use crate::{
     jobs::ports::{IdempotencyKey, StoreError},
     store::{
         from_millis,
-        json::{EventJson, from_text, to_text},
-        mongo::webhook::{RunLeaseDoc, WebhookDoc},
+        json::{EventJson, WebhookJson, from_text, to_text},
+        mongo::lease::RunLeaseDoc,
         names::{StoredDelivery, StoredMisfirePolicy, StoredOverlapPolicy, StoredRunStatus},
         or_skip,
     },
@@ -67,7 +67,7 @@ struct JobDoc {
     #[serde(default)]
     delivery: Option<StoredDelivery>,
     #[serde(default)]
-    webhook: Option<WebhookDoc>,
+    webhook: Option<WebhookJson>,
     schedule_time: Option<bson::DateTime>,
     status: i32,
     created_at: bson::DateTime,
@@ -260,7 +260,7 @@ impl JobDoc {
             misfire_policy: (*misfire_policy).into(),
             overlap_policy: (*overlap_policy).into(),
             delivery: delivery.map(Into::into),
-            webhook: webhook.as_ref().map(WebhookDoc::from),
+            webhook: webhook.as_ref().map(WebhookJson::from),
             schedule_time: schedule_time.map(bson_time),
             status: status.code(),
             created_at: bson_time(*created_at),

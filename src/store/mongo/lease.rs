@@ -1,62 +1,7 @@
-//! A job's webhook and a worker's hold on an open run, as their MongoDB documents hold them.
+//! A worker's hold on an open run, as a MongoDB document holds it (its time a BSON date, so that
+//! the scheduler's queries compare it); the job's webhook is stored as `store::json` has it.
 
 use serde::{Deserialize, Serialize};
-
-use crate::domain::Webhook;
-
-/// A webhook in a job document: its headers as name and value pairs (a header name may hold a
-/// dot, which a field name should not).
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct WebhookDoc {
-    url: String,
-    #[serde(default)]
-    headers: Vec<HeaderDoc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    secret: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct HeaderDoc {
-    name: String,
-    value: String,
-}
-
-impl From<&Webhook> for WebhookDoc {
-    fn from(webhook: &Webhook) -> Self {
-        let Webhook {
-            url,
-            headers,
-            secret,
-        } = webhook;
-        Self {
-            url: url.clone(),
-            headers: headers
-                .iter()
-                .map(|(name, value)| HeaderDoc {
-                    name: name.clone(),
-                    value: value.clone(),
-                })
-                .collect(),
-            secret: secret.clone(),
-        }
-    }
-}
-
-impl From<WebhookDoc> for Webhook {
-    fn from(stored: WebhookDoc) -> Self {
-        let WebhookDoc {
-            url,
-            headers,
-            secret,
-        } = stored;
-        Self {
-            url,
-            headers: headers.into_iter().map(|h| (h.name, h.value)).collect(),
-            secret,
-        }
-    }
-}
 
 /// A worker's hold on an open run.
 #[derive(Debug, Serialize, Deserialize)]

@@ -30,9 +30,9 @@ mod adopt;
 mod census;
 mod document;
 mod journal;
+mod lease;
 mod queries;
 mod schedule;
-mod webhook;
 
 use anyhow::anyhow;
 use async_trait::async_trait;
