@@ -790,6 +790,12 @@ async fn binary_memory_mongo(sizes: &[usize], largest: usize, budget: Duration) 
 async fn main() {
     // `cargo bench` passes `--bench`; `-- --quick` makes a smaller run.
     let flag = |name: &str| std::env::args().any(|a| a == name);
+    let value_of = |name: &str| {
+        let args: Vec<String> = std::env::args().collect();
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
     let (quick, kafka_only, engine_only, window, depth) = (
         flag("--quick"),
         flag("--kafka-only"),
@@ -812,11 +818,29 @@ async fn main() {
             eprintln!("--window needs KAFKA_BROKERS (./scripts/bench.sh provides one)");
             std::process::exit(2);
         };
-        window_figures(&brokers, StoreKind::Memory, "memory", 0).await;
-        let stored: &[usize] = if quick { &[10_000] } else { &[10_000, 100_000] };
-        for &n in stored {
-            window_figures(&brokers, StoreKind::Embedded, "embedded", n).await;
-            if std::env::var_os("MONGODB_URI").is_some() {
+        // `--store <name>` measures that store alone; `--stored <n,...>` sets the counts.
+        let only = value_of("--store");
+        let wanted = |name: &str| only.as_deref().is_none_or(|only| only == name);
+        let stored: Vec<usize> = match value_of("--stored") {
+            Some(list) => list
+                .split(',')
+                .map(|n| {
+                    n.trim()
+                        .parse()
+                        .expect("--stored takes counts, e.g. 10000,100000")
+                })
+                .collect(),
+            None if quick => vec![10_000],
+            None => vec![10_000, 100_000],
+        };
+        if wanted("memory") {
+            window_figures(&brokers, StoreKind::Memory, "memory", 0).await;
+        }
+        for &n in &stored {
+            if wanted("embedded") {
+                window_figures(&brokers, StoreKind::Embedded, "embedded", n).await;
+            }
+            if wanted("mongodb") && std::env::var_os("MONGODB_URI").is_some() {
                 window_figures(&brokers, StoreKind::Mongodb, "mongodb", n).await;
             }
         }

@@ -296,9 +296,11 @@ pub trait JobStore: Send + Sync + 'static {
     -> Result<bool, StoreError>;
 
     /// Gives up to about `limit` stored events that have no place in the journal yet their
-    /// places, oldest first and one job's in the order of its changes; how many. Only the
-    /// holder of the relay lease calls it. A store that journals every event in the write
-    /// that stores it has nothing to do.
+    /// places, one job's in the order of its changes; how many. A store may take the events
+    /// this process stored first and the others' (other replicas') within about a second;
+    /// a call when this process stored none since the last takes the oldest of every one.
+    /// Only the holder of the relay lease calls it. A store that journals every event in the
+    /// write that stores it has nothing to do.
     async fn sequence_events(&self, limit: usize) -> Result<usize, StoreError>;
 
     /// Up to `limit` journaled events after place `after`, of every job or of `job` only, in

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use bson::doc;
+use futures::TryStreamExt;
 use scheduler::domain::EventKind;
 use serde_json::json;
 
@@ -242,6 +243,8 @@ async fn a_service_started_before_its_database_serves_503_then_indexes_and_works
         "status",
         "outbox",
         "idempotency",
+        // Created last, on a server without a query planner (this one).
+        "guard",
     ];
     eventually("the indexes", || {
         let jobs = jobs.clone();
@@ -288,4 +291,63 @@ async fn the_due_job_query_uses_its_index_where_the_server_can_explain() {
             assert!(text.contains("explain"), "{text}");
         }
     }
+}
+
+#[tokio::test]
+async fn the_test_server_gets_the_guard_index_that_serves_every_claim_and_step() {
+    // mongo-java-server answers a filter from an index only when the filter names exactly
+    // the index's keys: the claims', steps' and relay's writes name `_id`, `version` and
+    // `fence`, so the store gives such a server that index (a MongoDB serves them by `_id`).
+    let store = mongo_store(&database_name()).await;
+    let db = store.database();
+    let info = db.run_command(doc! { "buildInfo": 1 }).await.unwrap();
+    let indexes: Vec<bson::Document> = db
+        .collection::<bson::Document>("jobs")
+        .list_indexes()
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|model| model.keys)
+        .collect();
+    let guard = doc! { "_id": 1, "version": 1, "fence": 1 };
+    assert_eq!(
+        indexes.contains(&guard),
+        !info.contains_key("gitVersion"),
+        "buildInfo {info}, indexes {indexes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_document_left_with_a_pending_mark_and_no_events_is_cleared_by_the_relay() {
+    // What a pull leaves when the job was written between its read and its write: the events
+    // pulled, `outboxAt` still set. The relay's next look for pending events clears it.
+    let database = database_name();
+    let store = mongo_store(&database).await;
+    let app = TestApp::spawn_with(mongo_config(&database)).await;
+    let job = app
+        .create_job(&email_job("marked", "2030-01-01T00:00:00Z"))
+        .await;
+    let id = bson::oid::ObjectId::parse_str(id_of(&job)).unwrap();
+    let jobs = store.database().collection::<bson::Document>("jobs");
+    jobs.update_one(
+        doc! { "_id": id },
+        doc! { "$set": { "outbox": [], "outboxAt": bson::DateTime::now() } },
+    )
+    .await
+    .unwrap();
+    eventually("the pending mark cleared", || {
+        let jobs = jobs.clone();
+        async move {
+            let document = jobs.find_one(doc! { "_id": id }).await.unwrap().unwrap();
+            (!document.contains_key("outboxAt")).then_some(())
+        }
+    })
+    .await;
+    // The job itself is untouched.
+    let read = app.get_json(&format!("/api/v1/jobs/{}", id_of(&job))).await;
+    assert_eq!(read["name"], "marked");
+    assert_eq!(read["version"], job["version"]);
 }

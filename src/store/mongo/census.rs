@@ -1,5 +1,6 @@
-//! The MongoDB store's census for the metrics: a covered count per status on the status
-//! index, a range of the due-time index, and the documents the sparse outbox index finds.
+//! The MongoDB store's census for the metrics, three aggregations: a covered count per
+//! status on the status index, a range of the due-time index, and the documents the sparse
+//! outbox index finds.
 
 use bson::{Bson, Document, doc};
 use chrono::{DateTime, Utc};
@@ -17,31 +18,53 @@ pub(super) async fn count(
     jobs: &Collection<Document>,
     now: DateTime<Utc>,
 ) -> mongodb::error::Result<Census> {
-    let mut statuses = Vec::new();
-    for status in JobStatus::ALL {
-        let count = jobs
-            .count_documents(live(doc! { "status": status.code() }))
-            .await?;
-        if count > 0 {
-            statuses.push((status, count));
-        }
-    }
-    let now = bson_time(now);
-    let due_filter = doc! {
-        "dueAt": { "$lte": now },
-        "$or": [
-            { "leaseUntil": Bson::Null },
-            { "leaseUntil": { "$lt": now } },
-        ],
-    };
-    let due = jobs.count_documents(due_filter.clone()).await?;
-    let oldest_due = jobs
-        .find_one(due_filter)
-        .sort(doc! { "dueAt": 1 })
-        .projection(doc! { "dueAt": 1 })
+    // One aggregation per figure: the count per status walks the status index alone (the
+    // hint; a server without a planner ignores it), and the due jobs come with the oldest.
+    let counted: Vec<Document> = jobs
+        .aggregate(vec![
+            doc! { "$match": live(Document::new()) },
+            doc! { "$group": { "_id": "$status", "count": { "$sum": 1 } } },
+        ])
+        .hint(mongodb::options::Hint::Name("status".to_owned()))
         .await?
-        .and_then(|d| d.get_datetime("dueAt").ok().copied())
-        .map(chrono_time);
+        .try_collect()
+        .await?;
+    let statuses = JobStatus::ALL
+        .into_iter()
+        .filter_map(|status| {
+            let count = counted
+                .iter()
+                .find(|d| number(d.get("_id")) == Some(i64::from(status.code())))
+                .and_then(|d| number(d.get("count")))?;
+            (count > 0).then_some((status, count.unsigned_abs()))
+        })
+        .collect();
+    let now = bson_time(now);
+    let due: Option<Document> = jobs
+        .aggregate(vec![
+            doc! { "$match": {
+                "dueAt": { "$lte": now },
+                "$or": [
+                    { "leaseUntil": Bson::Null },
+                    { "leaseUntil": { "$lt": now } },
+                ],
+            } },
+            doc! { "$group": {
+                "_id": Bson::Null,
+                "count": { "$sum": 1 },
+                "oldest": { "$min": "$dueAt" },
+            } },
+        ])
+        .await?
+        .try_next()
+        .await?;
+    let (due, oldest_due) = match &due {
+        Some(d) => (
+            number(d.get("count")).unwrap_or(0).unsigned_abs(),
+            d.get_datetime("oldest").ok().copied().map(chrono_time),
+        ),
+        None => (0, None),
+    };
     // Only the documents with pending events, which the sparse outbox index finds.
     let outbox: Option<Document> = jobs
         .aggregate(vec![
@@ -57,10 +80,7 @@ pub(super) async fn count(
         .await?;
     let (outbox_pending, oldest_event) = match &outbox {
         Some(d) => (
-            d.get("pending")
-                .and_then(|n| n.as_i64().or_else(|| n.as_i32().map(i64::from)))
-                .unwrap_or(0)
-                .max(0) as u64,
+            number(d.get("pending")).unwrap_or(0).unsigned_abs(),
             d.get_datetime("oldest").ok().copied().map(chrono_time),
         ),
         None => (0, None),
@@ -72,4 +92,13 @@ pub(super) async fn count(
         outbox_pending,
         oldest_event,
     })
+}
+
+/// A count as the server returns it (32 or 64 bits).
+fn number(value: Option<&Bson>) -> Option<i64> {
+    match value? {
+        Bson::Int32(n) => Some(i64::from(*n)),
+        Bson::Int64(n) => Some(*n),
+        _ => None,
+    }
 }

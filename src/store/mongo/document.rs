@@ -481,6 +481,8 @@ pub(super) fn new_job(
     document.insert("leaseOwner", Bson::Null);
     document.insert("leaseUntil", Bson::Null);
     document.insert("runs", Bson::Array(Vec::new()));
+    // No claim yet: stored from the start so that a claim's guard names a value.
+    document.insert("fence", 0_i64);
     if let Some(key) = idempotency {
         document.insert("idempotencyKey", &key.key);
         document.insert("idempotencyFingerprint", &key.fingerprint);

@@ -13,18 +13,31 @@
 //!
 //! The newest event is never trimmed, so the next place always follows it even after a quiet
 //! spell longer than the retention.
+//!
+//! What it reads, kept to filters on `_id` (served by an index on every MongoDB-wire server):
+//! the jobs this process wrote events to are noted as it writes them ([`Sequencing`]), and a
+//! round reads those by `_id`; the scan for every pending event (other replicas' writes, and
+//! this process's notes that did not fit) runs when nothing is noted, and at least once per
+//! [`SCAN_EVERY`] while something always is. The newest
+//! place is kept between rounds and read again only after another sequencer took a place.
+//! Reading the journal after a place asks for the places that follow it by `_id`, since
+//! places are consecutive.
 
-use std::collections::HashSet;
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use bson::{Bson, Document, doc, oid::ObjectId};
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
 use mongodb::{Collection, IndexModel, options::IndexOptions};
 
 use super::{
     MongoStore, all,
     document::{bson_time, decode_outbox},
     map_err,
+    queries::{guard, is_tombstone},
 };
 use crate::{
     domain::{Event, JobId},
@@ -37,6 +50,100 @@ use crate::{
         or_skip,
     },
 };
+
+/// How often, at the least, the sequencer looks for every pending event while this process
+/// keeps writing its own: how late another replica's event can be journaled then, beyond the
+/// relay's own poll.
+pub(super) const SCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// Most jobs noted as holding this process's events before the next scan takes over.
+const MOST_NOTED: usize = 20_000;
+
+/// What the sequencer keeps between rounds (shared by the store's clones).
+#[derive(Clone, Default)]
+pub(super) struct Sequencing(Arc<Mutex<SequencingState>>);
+
+#[derive(Default)]
+struct SequencingState {
+    /// Jobs this process stored events in since a round last read them.
+    written: HashSet<ObjectId>,
+    /// Some were not noted (too many): the next round scans.
+    overflowed: bool,
+    /// The newest place this process gave, while no other sequencer has given one since
+    /// and every event this process found pending was then journaled once.
+    head: Option<u64>,
+    /// The events of this process's last journal insert, which the relay reads next.
+    recent: Vec<Journaled>,
+    /// When the last scan for every pending event ran.
+    scanned: Option<Instant>,
+}
+
+/// Which pending events a round reads.
+enum Pending {
+    /// Every job with pending events, oldest first.
+    Scan,
+    /// These jobs, which this process wrote events to.
+    Written(Vec<ObjectId>),
+}
+
+impl Sequencing {
+    /// Notes that this process stored events in job `id`.
+    pub(super) fn note(&self, id: ObjectId) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if state.written.len() < MOST_NOTED {
+            state.written.insert(id);
+        } else if !state.written.contains(&id) {
+            state.overflowed = true;
+        }
+    }
+
+    /// What the next round of up to `limit` jobs reads.
+    fn next(&self, limit: usize) -> Pending {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let due = state
+            .scanned
+            .is_none_or(|scanned| scanned.elapsed() >= SCAN_EVERY);
+        if state.overflowed || due || state.written.is_empty() {
+            state.overflowed = false;
+            state.scanned = Some(Instant::now());
+            return Pending::Scan;
+        }
+        let taken: Vec<ObjectId> = state.written.iter().take(limit.max(1)).copied().collect();
+        for id in &taken {
+            state.written.remove(id);
+        }
+        Pending::Written(taken)
+    }
+
+    fn head(&self) -> Option<u64> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).head
+    }
+
+    /// Forgets the newest place (another sequencer may have given the next) and the events
+    /// of the last insert.
+    fn forget(&self) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.head = None;
+        state.recent.clear();
+    }
+
+    /// Keeps what an insert journaled whole, ending at the newest place.
+    fn journaled(&self, recent: Vec<Journaled>) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.head = recent.last().map(|last| last.seq).or(state.head);
+        state.recent = recent;
+    }
+
+    /// The events of the last insert from place `after + 1` on, up to `limit`, if that insert
+    /// holds that place.
+    fn recent_after(&self, after: u64, limit: usize) -> Option<Vec<Journaled>> {
+        let state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let first = state.recent.first()?.seq;
+        let skip = usize::try_from(after.checked_add(1)?.checked_sub(first)?).ok()?;
+        let rest = state.recent.get(skip..).filter(|rest| !rest.is_empty())?;
+        Some(rest.iter().take(limit).cloned().collect())
+    }
+}
 
 /// The indexes of the `events` collection: one journal entry per event, and one job's events
 /// in order.
@@ -130,88 +237,166 @@ impl MongoStore {
         Ok(JournalBounds { first, head })
     }
 
-    /// Journals up to about `limit` pending events: see the module's doc.
-    pub(super) async fn sequence(&self, limit: usize) -> Result<usize, StoreError> {
-        let documents = all(self
-            .jobs
-            .find(doc! { "outboxAt": { "$exists": true } })
+    /// The job documents with pending events a round reads, oldest pending first.
+    async fn pending(&self, limit: usize) -> Result<Vec<Document>, StoreError> {
+        let projection = doc! {
+            "outbox": 1, "outboxAt": 1, "version": 1, "fence": 1, "deleted": 1,
+        };
+        match self.sequencing.next(limit) {
             // Ties (events stored in the same millisecond) go by job id, so every pass over
             // the same pending events journals them in the same order. Only documents with
             // pending events are sorted: the sparse index finds them.
-            .sort(doc! { "outboxAt": 1, "_id": 1 })
-            .limit(i64::try_from(limit.max(1)).unwrap_or(i64::MAX))
-            .projection(doc! { "outbox": 1 }))
-        .await?;
+            Pending::Scan => {
+                all(self
+                    .jobs
+                    .find(doc! { "outboxAt": { "$exists": true } })
+                    .sort(doc! { "outboxAt": 1, "_id": 1 })
+                    .limit(i64::try_from(limit.max(1)).unwrap_or(i64::MAX))
+                    .projection(projection))
+                .await
+            }
+            Pending::Written(ids) => {
+                let mut found = all(self
+                    .jobs
+                    .find(doc! { "_id": { "$in": ids } })
+                    .projection(projection))
+                .await?;
+                found.retain(|document| document.contains_key("outboxAt"));
+                found.sort_by_key(|document| {
+                    (
+                        document.get_datetime("outboxAt").ok().copied(),
+                        document.get_object_id("_id").ok(),
+                    )
+                });
+                Ok(found)
+            }
+        }
+    }
+
+    /// Journals up to about `limit` pending events: see the module's doc.
+    pub(super) async fn sequence(&self, limit: usize) -> Result<usize, StoreError> {
+        let documents = self.pending(limit).await?;
         let pending: Vec<Event> = documents.iter().flat_map(decode_outbox).collect();
         // An entry that cannot be read is skipped by `decode_outbox`; its id still goes.
         let mut pulled: Vec<String> = documents.iter().flat_map(outbox_ids).collect();
-        if pending.is_empty() && pulled.is_empty() {
+        if documents.is_empty() {
             return Ok(0);
         }
-        let ids: Vec<String> = pending.iter().map(|e| e.id.to_string()).collect();
-        let journaled: HashSet<String> = all(self
-            .journal()
-            .find(doc! { "eventId": { "$in": &ids } })
-            .projection(doc! { "eventId": 1 }))
-        .await?
-        .iter()
-        .filter_map(|d| d.get_str("eventId").ok().map(str::to_owned))
-        .collect();
+        // Events already journaled by a round that stopped before its pull are looked for
+        // only when this process does not know the newest place: after such a round, or
+        // after another sequencer's. Otherwise the insert's unique event ids would refuse them,
+        // and the next round looks.
+        let head = self.sequencing.head();
+        let journaled: HashSet<String> = if head.is_some() {
+            HashSet::new()
+        } else {
+            let ids: Vec<String> = pending.iter().map(|e| e.id.to_string()).collect();
+            all(self
+                .journal()
+                .find(doc! { "eventId": { "$in": &ids } })
+                .projection(doc! { "eventId": 1 }))
+            .await?
+            .iter()
+            .filter_map(|d| d.get_str("eventId").ok().map(str::to_owned))
+            .collect()
+        };
         let fresh: Vec<&Event> = pending
             .iter()
             .filter(|event| !journaled.contains(&event.id.to_string()))
             .collect();
         if !fresh.is_empty() {
-            let head = self.end(-1).await?.unwrap_or(0);
+            let head = match head {
+                Some(head) => head,
+                None => self.end(-1).await?.unwrap_or(0),
+            };
             let entries = fresh
                 .iter()
                 .enumerate()
                 .map(|(i, event)| entry(head + 1 + i as u64, event))
                 .collect::<Result<Vec<_>, _>>()?;
+            // Until this insert is known to have gone in whole, the newest place is read again.
+            self.sequencing.forget();
             if let Err(error) = self.journal().insert_many(entries).ordered(true).await {
-                // Another sequencer gave these places first: its events and ours wait for
-                // the next round, which numbers on from where it got.
+                // Another sequencer gave these places first, or some of these events were
+                // journaled already: they wait for the next round, which numbers on from
+                // where the journal got and looks for what it holds.
                 return match map_err(error) {
                     StoreError::DuplicateKey => Ok(0),
                     other => Err(other),
                 };
             }
+            self.sequencing.journaled(
+                fresh
+                    .iter()
+                    .enumerate()
+                    .map(|(i, event)| Journaled {
+                        seq: head + 1 + i as u64,
+                        event: (*event).clone(),
+                    })
+                    .collect(),
+            );
         }
-        let mut jobs: Vec<ObjectId> = documents
-            .iter()
-            .filter_map(|d| d.get_object_id("_id").ok())
-            .collect();
-        jobs.sort();
-        jobs.dedup();
         pulled.sort();
         pulled.dedup();
-        self.pull(&jobs, &pulled).await?;
+        if let Err(error) = self.pull(&documents, &pulled).await {
+            self.sequencing.forget();
+            return Err(error);
+        }
         Ok(fresh.len())
     }
 
-    /// Pulls journaled events from their job documents; a document left with none loses its
-    /// `outboxAt`, and a tombstone left with none goes.
-    async fn pull(&self, jobs: &[ObjectId], ids: &[String]) -> Result<(), StoreError> {
-        self.jobs
-            .update_many(
-                doc! { "_id": { "$in": jobs } },
-                doc! { "$pull": { "outbox": { "id": { "$in": ids } } } },
-            )
-            .await
-            .map_err(map_err)?;
-        // Each a single-document conditional write: an event pushed meanwhile keeps its job's
-        // outboxAt set and its tombstone in place.
-        self.jobs
-            .update_many(
-                doc! { "_id": { "$in": jobs }, "outbox": { "$size": 0 } },
-                doc! { "$unset": { "outboxAt": "" } },
-            )
-            .await
-            .map_err(map_err)?;
-        self.jobs
-            .delete_many(doc! { "_id": { "$in": jobs }, "deleted": true, "outbox": { "$size": 0 } })
-            .await
-            .map_err(map_err)?;
+    /// Empties the outboxes of `documents` (as read, their events now journaled); a document
+    /// left with none loses its `outboxAt`, and a tombstone left with none goes. One command
+    /// of writes guarded by what was read (and one of deletes, for tombstones); a document
+    /// written since (an event stored meanwhile moves its version) has the journaled events
+    /// `ids` pulled instead, keeping its `outboxAt` and its tombstone for the next round.
+    async fn pull(&self, documents: &[Document], ids: &[String]) -> Result<(), StoreError> {
+        let (mut empty, mut delete) = (Vec::new(), Vec::new());
+        for document in documents {
+            let Some(filter) = guard(document) else {
+                continue;
+            };
+            if is_tombstone(document) {
+                delete.push(Bson::Document(doc! { "q": filter, "limit": 1 }));
+            } else {
+                empty.push(Bson::Document(doc! {
+                    "q": filter,
+                    "u": { "$set": { "outbox": [] }, "$unset": { "outboxAt": "" } },
+                }));
+            }
+        }
+        let name = self.jobs.name();
+        let mut done = 0;
+        for (command, field, statements) in
+            [("update", "updates", empty), ("delete", "deletes", delete)]
+        {
+            if statements.is_empty() {
+                continue;
+            }
+            let reply = self
+                .db
+                .run_command(doc! { command: name, field: statements, "ordered": false })
+                .await
+                .map_err(map_err)?;
+            done += match reply.get("n") {
+                Some(Bson::Int32(n)) => usize::try_from(*n).unwrap_or(0),
+                Some(Bson::Int64(n)) => usize::try_from(*n).unwrap_or(0),
+                _ => 0,
+            };
+        }
+        if done < documents.len() {
+            let jobs: Vec<ObjectId> = documents
+                .iter()
+                .filter_map(|d| d.get_object_id("_id").ok())
+                .collect();
+            self.jobs
+                .update_many(
+                    doc! { "_id": { "$in": jobs } },
+                    doc! { "$pull": { "outbox": { "id": { "$in": ids } } } },
+                )
+                .await
+                .map_err(map_err)?;
+        }
         Ok(())
     }
 
@@ -221,26 +406,63 @@ impl MongoStore {
         job: Option<JobId>,
         limit: usize,
     ) -> Result<Vec<Journaled>, StoreError> {
-        let mut filter = doc! { "_id": { "$gt": place(after) } };
-        if let Some(job) = job {
-            filter.insert("jobId", job.object_id());
+        let limit = limit.max(1);
+        if job.is_none()
+            && let Some(recent) = self.sequencing.recent_after(after, limit)
+        {
+            let (mut events, mut budget) = (Vec::new(), ByteBudget::page());
+            for journaled in recent {
+                if !budget.push(&mut events, journaled) {
+                    break;
+                }
+            }
+            return Ok(events);
         }
-        let mut cursor = self
-            .journal()
-            .find(filter)
-            .sort(doc! { "_id": 1 })
-            .limit(i64::try_from(limit.max(1)).unwrap_or(i64::MAX))
-            .await
-            .map_err(map_err)?;
+        let documents = match job {
+            // Places are consecutive: the next `limit` are asked for by `_id`. Nothing found
+            // there means nothing follows `after`, or what followed was trimmed: only then
+            // is the journal searched.
+            None => {
+                let first = place(after.saturating_add(1));
+                let places: Vec<i64> = (0..limit as i64).map(|i| first.saturating_add(i)).collect();
+                let found = all(self.journal().find(doc! { "_id": { "$in": places } })).await?;
+                if found.is_empty() {
+                    self.journal_search(doc! { "_id": { "$gt": place(after) } }, limit)
+                        .await?
+                } else {
+                    found
+                }
+            }
+            Some(job) => {
+                let filter = doc! { "_id": { "$gt": place(after) }, "jobId": job.object_id() };
+                self.journal_search(filter, limit).await?
+            }
+        };
+        let mut documents = documents;
+        documents.sort_by_key(seq_of);
         let (mut events, mut budget) = (Vec::new(), ByteBudget::page());
-        while let Some(document) = cursor.try_next().await.map_err(map_err)? {
-            if let Some(journaled) = decode(&document)
+        for document in &documents {
+            if let Some(journaled) = decode(document)
                 && !budget.push(&mut events, journaled)
             {
                 break;
             }
         }
         Ok(events)
+    }
+
+    /// The first `limit` journal entries `filter` matches, in order.
+    async fn journal_search(
+        &self,
+        filter: Document,
+        limit: usize,
+    ) -> Result<Vec<Document>, StoreError> {
+        all(self
+            .journal()
+            .find(filter)
+            .sort(doc! { "_id": 1 })
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX)))
+        .await
     }
 
     pub(super) async fn trim(

@@ -5,13 +5,19 @@
 //! adapter needs no multi-document transactions, which a standalone `mongod` and the
 //! MongoDB-wire servers the tests use do not have:
 //! - a conditional update filters on `version` and sets the job's fields and its run together;
-//! - the claim is one `updateMany` over the candidates' ids that re-checks due time and lease
-//!   expiry per document and marks what it took with a token of its own (`claim`), then one
-//!   read by `_id` of what carries the token: two round trips whatever the batch size, and two
-//!   schedulers can never both hold a job;
+//! - the claim reads the candidates by `_id`, then takes the due and free ones in one
+//!   unordered `update` command whose every statement is guarded by the document as read
+//!   (`_id`, `version`, `fence`, see `queries::guard`) and moves `fence`: two round trips
+//!   whatever the batch size (a third when some were taken meanwhile), and two schedulers can
+//!   never both hold a job;
 //! - a batch of scheduler steps is one unordered `update` command (split only by message
-//!   size) whose every statement filters on version, lease owner and fencing token, so a run
-//!   is never written twice or by a replica whose claim was superseded.
+//!   size) whose every statement filters on `_id`, the version the claim saw and the claim's
+//!   fencing token, so a run is never written twice or by a replica whose claim was
+//!   superseded.
+//!
+//! Every filter of the fire path names `_id`, so even a MongoDB-wire server without a query
+//! planner serves it from an index (with the `guard` index it gets, see `create_indexes`);
+//! only the window read, the listings and the census are ranges.
 //!
 //! A write's events go in the job document too: it pushes them onto the document's `outbox`
 //! array (and sets `outboxAt`, the time of its oldest pending event, which the sequencer's
@@ -80,6 +86,8 @@ pub struct MongoStore {
     leases: Collection<Document>,
     /// Finished runs kept per job.
     history: usize,
+    /// What the event sequencer keeps between rounds.
+    sequencing: journal::Sequencing,
 }
 
 impl MongoStore {
@@ -95,6 +103,7 @@ impl MongoStore {
             leases: db.collection("leases"),
             db,
             history: DEFAULT_RUN_HISTORY,
+            sequencing: journal::Sequencing::default(),
         };
         match store.create_indexes().await {
             Ok(()) => store.adopt().await,
@@ -206,7 +215,37 @@ impl MongoStore {
             ),
         ];
         self.jobs.create_indexes(models).await.map_err(map_err)?;
+        if self.uses_only_exact_key_indexes().await? {
+            // The guard of every claim, step and relay write (`queries::guard`): a MongoDB
+            // serves it from the `_id` index, a server that uses an index only for a filter
+            // naming exactly its keys needs this one, or scans every job per statement.
+            self.jobs
+                .create_index(index(
+                    doc! { "_id": 1, "version": 1, "fence": 1 },
+                    Some(
+                        IndexOptions::builder()
+                            .name("guard".to_owned())
+                            .unique(true)
+                            .build(),
+                    ),
+                ))
+                .await
+                .map_err(map_err)?;
+        }
         self.create_journal_indexes().await
+    }
+
+    /// Whether the server is not a MongoDB but a MongoDB-wire server without a query planner
+    /// (mongo-java-server, which the tests use): one whose `buildInfo` names no `gitVersion`.
+    /// Such a server answers a filter from an index only when the filter names exactly that
+    /// index's keys.
+    async fn uses_only_exact_key_indexes(&self) -> Result<bool, StoreError> {
+        let info = self
+            .db
+            .run_command(doc! { "buildInfo": 1 })
+            .await
+            .map_err(map_err)?;
+        Ok(!info.contains_key("gitVersion"))
     }
 
     /// The live job document `id`, with `projection` (and the tombstone flag), or none.
@@ -312,6 +351,9 @@ impl JobStore for MongoStore {
     ) -> Result<(), StoreError> {
         let document = new_job(job, idempotency, events)?;
         self.jobs.insert_one(document).await.map_err(map_err)?;
+        if !events.is_empty() {
+            self.sequencing.note(job.id.object_id());
+        }
         Ok(())
     }
 
@@ -392,6 +434,9 @@ impl JobStore for MongoStore {
             .map_err(map_err)?
             .matched_count;
         if matched == 1 {
+            if !events.is_empty() {
+                self.sequencing.note(id);
+            }
             return Ok(());
         }
         Err(self.why_not_written(id).await)
@@ -417,6 +462,8 @@ impl JobStore for MongoStore {
                     "runs": [],
                 },
                 "$unset": { "idempotencyKey": "", "idempotencyFingerprint": "" },
+                // A claim or a step guarded by the job as it was no longer matches.
+                "$inc": { "version": 1_i64 },
             };
             outbox_update(&mut update, events)?;
             self.jobs
@@ -432,6 +479,9 @@ impl JobStore for MongoStore {
                 .deleted_count
         };
         if matched == 1 {
+            if !events.is_empty() {
+                self.sequencing.note(id.object_id());
+            }
             return Ok(());
         }
         Err(self.why_not_written(id.object_id()).await)
@@ -456,10 +506,11 @@ impl JobStore for MongoStore {
 
     async fn record_steps(
         &self,
-        lease: &Lease,
+        _lease: &Lease,
         steps: &[ClaimedStep],
     ) -> Result<Vec<JobId>, StoreError> {
-        self.write_steps(lease, steps).await
+        // The claim's fencing token stands for the lease holder: no other name is needed.
+        self.write_steps(steps).await
     }
 
     async fn offered(

@@ -19,6 +19,25 @@ pub(super) fn is_tombstone(document: &Document) -> bool {
     document.get_bool("deleted").unwrap_or(false)
 }
 
+/// The filter that matches `document` only while it is as it was read: its `_id`, `version`
+/// and `fence`. Every write to a job document that a reader could race with changes one of
+/// them: a change of the job or of its runs, and a tombstone, bump `version`; a claim bumps
+/// `fence`. Equality on exactly these three fields is what the guard index serves on servers
+/// that use an index only for a filter naming exactly its keys (see `MongoStore::create_indexes`);
+/// every MongoDB serves it from the `_id` index. A field the document lacks (documents written
+/// before `fence` was stored from the start) is matched as absent. `None` without an `_id`.
+pub(super) fn guard(document: &Document) -> Option<Document> {
+    let id = document.get_object_id("_id").ok()?;
+    let mut filter = doc! { "_id": id };
+    for field in ["version", "fence"] {
+        match document.get(field) {
+            Some(value) => filter.insert(field, value.clone()),
+            None => filter.insert(field, doc! { "$exists": false }),
+        };
+    }
+    Some(filter)
+}
+
 /// The update parts that store `events` in the job document's outbox.
 pub(super) fn outbox_update(update: &mut Document, events: &[Event]) -> Result<(), StoreError> {
     let Some(first) = events.first() else {

@@ -1,17 +1,18 @@
-//! The MongoDB store's scheduler queries: the window read, the claim by ids (one update under
-//! a token of its own, one read of what carries the token) and the batch of steps (unordered
-//! `update` commands split only by message size).
+//! The MongoDB store's scheduler queries: the window read, the claim by ids (one read, one
+//! guarded update command under a token of its own, one read of what carries the token) and
+//! the batch of steps (unordered `update` commands split only by message size). Every filter
+//! but the window read's names `_id` and is served by an index even on servers without a query
+//! planner (see `queries::guard`).
 
 use bson::{Bson, Document, doc, oid::ObjectId};
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
 use uuid::Uuid;
 
 use super::{
     MongoStore, all,
     document::{bson_time, chrono_time, decode_job, fence_of, job_update},
     map_err,
-    queries::{ledger_update, live, outbox_update, without_runs},
+    queries::{guard, is_tombstone, ledger_update, outbox_update, without_runs},
 };
 use crate::{
     domain::JobId,
@@ -28,6 +29,17 @@ const UPDATE_COMMAND_BYTES: usize = 8 * 1024 * 1024;
 
 /// Most update statements in one command (servers take at least 1,000).
 const UPDATE_COMMAND_STATEMENTS: usize = 1_000;
+
+/// Whether a job document read for a claim may be claimed at `now`: live, due, and its lease
+/// free or lapsed.
+fn claimable(document: &Document, now: DateTime<Utc>) -> bool {
+    let now = bson_time(now);
+    let due = document.get_datetime("dueAt").is_ok_and(|due| *due <= now);
+    let free = document
+        .get_datetime("leaseUntil")
+        .map_or(true, |until| *until < now);
+    due && free && !is_tombstone(document)
+}
 
 impl MongoStore {
     /// The window read: the ids and times of jobs that may be claimable by `horizon`.
@@ -65,55 +77,72 @@ impl MongoStore {
             .collect())
     }
 
-    /// The claim by ids: one update under a token, one read of what carries it.
+    /// The claim by ids: one read of the candidates by `_id`, then one `update` command
+    /// taking the free ones under a token of its own, each statement guarded by what was read:
+    /// two round trips whatever the batch size, and a third (a read by `_id` of what carries
+    /// the token) only when another writer took or changed some of them meanwhile.
     pub(super) async fn claim_ids(
         &self,
         lease: &Lease,
         now: DateTime<Utc>,
         ids: &[JobId],
     ) -> Result<Claimed, StoreError> {
-        let now = bson_time(now);
         let ids: Vec<ObjectId> = ids.iter().map(|id| id.object_id()).collect();
-        // One update takes every free candidate under a token of its own (each document's
-        // update is atomic and checks the conditions again, so of two schedulers racing for a
-        // job exactly one gets it); one read by _id returns what it took.
-        let token = Uuid::new_v4().to_string();
-        let taken = self
+        let mut candidates = all(self
             .jobs
-            .update_many(
+            .find(doc! { "_id": { "$in": &ids } })
+            .projection(without_runs()))
+        .await?;
+        candidates.retain(|document| claimable(document, now));
+        // Each statement matches only a document still as it was read (its guard), so of two
+        // schedulers racing for a job exactly one takes it: the first claim moves `fence`.
+        let token = Uuid::new_v4().to_string();
+        let statements: Vec<Document> = candidates
+            .iter()
+            .filter_map(guard)
+            .map(|guard| {
                 doc! {
-                    "_id": { "$in": &ids },
-                    "dueAt": { "$lte": now },
-                    "$or": [
-                        { "leaseUntil": Bson::Null },
-                        { "leaseUntil": { "$lt": now } },
-                    ],
-                },
-                doc! {
-                    "$set": {
-                        "leaseOwner": &lease.owner,
-                        "leaseUntil": bson_time(lease.until),
-                        "claim": &token,
+                    "q": guard,
+                    "u": {
+                        "$set": {
+                            "leaseOwner": &lease.owner,
+                            "leaseUntil": bson_time(lease.until),
+                            "claim": &token,
+                        },
+                        "$inc": { "fence": 1_i64 },
                     },
-                    "$inc": { "fence": 1_i64 },
-                },
-            )
-            .await
-            .map_err(map_err)?
-            .modified_count;
-        if taken == 0 {
+                }
+            })
+            .collect();
+        let asked = statements.len();
+        let matched = if asked == 0 {
+            0
+        } else {
+            self.update_each(statements).await?
+        };
+        if matched == 0 {
             return Ok(Claimed::default());
         }
-        let mut cursor = self
-            .jobs
-            .find(doc! { "_id": { "$in": &ids }, "claim": &token })
-            .sort(doc! { "dueAt": 1 })
-            .projection(without_runs())
-            .await
-            .map_err(map_err)?;
+        let mut taken = if matched == asked && asked == candidates.len() {
+            // Every candidate was taken as read: the claim moved its fence by one.
+            for document in &mut candidates {
+                let fence = fence_of(document) + 1;
+                document.insert("fence", i64::try_from(fence).unwrap_or(i64::MAX));
+            }
+            candidates
+        } else {
+            let mut taken = all(self
+                .jobs
+                .find(doc! { "_id": { "$in": &ids } })
+                .projection(without_runs()))
+            .await?;
+            taken.retain(|document| document.get_str("claim").ok() == Some(token.as_str()));
+            taken
+        };
+        taken.sort_by_key(|document| document.get_datetime("dueAt").ok().copied());
         let (mut claims, mut budget) = (Vec::new(), ByteBudget::claim());
         let mut full = false;
-        while let Some(document) = cursor.try_next().await.map_err(map_err)? {
+        for document in taken {
             let token = fence_of(&document);
             if let Some(job) = decode_job(document)
                 && !budget.push(&mut claims, Claim { job, token })
@@ -122,7 +151,6 @@ impl MongoStore {
                 break;
             }
         }
-        drop(cursor);
         let deferred = if full {
             self.give_back(&ids, &token, &claims).await?
         } else {
@@ -137,12 +165,12 @@ impl MongoStore {
     /// The batch of scheduler steps, in as few commands as its size allows.
     pub(super) async fn write_steps(
         &self,
-        lease: &Lease,
         steps: &[ClaimedStep],
     ) -> Result<Vec<JobId>, StoreError> {
-        // Every step is one conditional update (version, lease owner and fencing token), and
-        // the batch goes in as few `update` commands as its size allows. Each marks what it
-        // wrote with this call's token, read back only when not every step matched.
+        // Every step is one update guarded by the claim (the job's version and the claim's
+        // fencing token), and the batch goes in as few `update` commands as its size allows.
+        // Each marks what it wrote with this call's token, read back only when not every step
+        // matched.
         let mark = Uuid::new_v4().to_string();
         let mut statements = Vec::with_capacity(steps.len());
         for step in steps {
@@ -153,22 +181,39 @@ impl MongoStore {
                 fields.insert("claim", &mark);
             }
             statements.push(doc! {
-                "q": live(doc! {
+                // The claim left `fence` at the step's token and did not move `version`; a
+                // later claim, a change of the job and a tombstone each move one of them.
+                "q": {
                     "_id": step.job.id.object_id(),
                     "version": step.job.version.saturating_sub(1) as i64,
-                    "leaseOwner": &lease.owner,
                     "fence": step.token as i64,
-                }),
+                },
                 "u": update,
             });
         }
         let matched = self.update_each(statements).await?;
-        if matched == steps.len() {
-            return Ok(steps.iter().map(|step| step.job.id).collect());
+        let written = if matched == steps.len() {
+            steps.iter().map(|step| step.job.id).collect()
+        } else {
+            let ids: Vec<ObjectId> = steps.iter().map(|step| step.job.id.object_id()).collect();
+            let mut found = all(self
+                .jobs
+                .find(doc! { "_id": { "$in": &ids } })
+                .projection(doc! { "claim": 1 }))
+            .await?;
+            found.retain(|document| document.get_str("claim").ok() == Some(mark.as_str()));
+            found
+                .iter()
+                .filter_map(|document| document.get_object_id("_id").ok())
+                .map(JobId::from_object_id)
+                .collect::<Vec<_>>()
+        };
+        for step in steps.iter().filter(|step| !step.events.is_empty()) {
+            if written.contains(&step.job.id) {
+                self.sequencing.note(step.job.id.object_id());
+            }
         }
-        let ids: Vec<ObjectId> = steps.iter().map(|step| step.job.id.object_id()).collect();
-        self.ids_matching(doc! { "_id": { "$in": &ids }, "claim": &mark })
-            .await
+        Ok(written)
     }
 
     /// Releases the jobs a claim took (`mine`) but does not return (`kept` are returned):
