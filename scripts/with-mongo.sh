@@ -5,6 +5,8 @@
 # starts mongo-java-server (from Maven Central; needs a JDK 17+ and Maven) on a free loopback
 # port for the command's duration. Either way MONGO_WIRE_SERVER_CLASSPATH is exported, so tests
 # can start private servers of their own (the outage tests stop and restart theirs).
+# MONGO_WIRE_SERVER_HEAP sets the server's Java heap (default 512m; it keeps every document in
+# it, so 100,000 stored jobs need a few GiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +26,7 @@ fi
 
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 log="$(mktemp)"
-java -Xmx512m -cp "$MONGO_WIRE_SERVER_CLASSPATH" MongoWireServer 127.0.0.1 "$port" >"$log" 2>&1 &
+java "-Xmx${MONGO_WIRE_SERVER_HEAP:-512m}" -cp "$MONGO_WIRE_SERVER_CLASSPATH" MongoWireServer 127.0.0.1 "$port" >"$log" 2>&1 &
 mongo_pid=$!
 trap 'kill "$mongo_pid" 2>/dev/null || true; rm -f "$log"' EXIT
 for _ in $(seq 1 150); do

@@ -144,6 +144,7 @@ impl Relay {
         let mut leader = false;
         let mut held_until = None;
         let mut published = None;
+        let mut caught_up = false;
         let mut trimmed = Instant::now();
         // While the sink fails, it is tried again when its backoff says; journaling goes on.
         let mut publish_at = Instant::now();
@@ -157,7 +158,8 @@ impl Relay {
             }
             let round = if leads {
                 let publish = Instant::now() >= publish_at;
-                self.round(&mut held_until, &mut published, publish).await
+                self.round(&mut held_until, &mut published, &mut caught_up, publish)
+                    .await
             } else {
                 Ok(Round::Idle)
             };
@@ -223,11 +225,14 @@ impl Relay {
     /// Takes or renews the lease (renewing only once half of it has passed, so a busy relay
     /// does not write to the store for every batch), journals one batch of stored events,
     /// publishes one batch of the journal and moves the cursor past what the sink
-    /// acknowledged. `published` is where the cursor stands, read once per lease.
+    /// acknowledged. `published` is where the cursor stands, read once per lease;
+    /// `caught_up`, that the last read of the journal after it found nothing: where the relay
+    /// journals the events itself, nothing new can be there until it journals more.
     async fn round(
         &self,
         held_until: &mut Option<chrono::DateTime<Utc>>,
         published: &mut Option<u64>,
+        caught_up: &mut bool,
         publish: bool,
     ) -> Result<Round, StoreError> {
         let now = Utc::now();
@@ -239,8 +244,10 @@ impl Relay {
             };
             let held = self.store.take_relay_lease(&taken, now).await?;
             if held_until.is_none() || !held {
-                // Another relay may have moved the cursor while this one did not hold it.
+                // Another relay may have moved the cursor, or journaled events, while this one
+                // did not hold it.
                 *published = None;
+                *caught_up = false;
             }
             *held_until = held.then_some(taken.until);
             if !held {
@@ -253,13 +260,14 @@ impl Relay {
             if journaled > 0 {
                 self.journaled.notify_one();
                 busy = true;
+                *caught_up = false;
             }
         }
         let idle = if busy { Round::Busy } else { Round::Idle };
         let Some(publisher) = self.sink.as_ref().and_then(|slot| slot.get()) else {
             return Ok(idle);
         };
-        if !publish {
+        if !publish || (self.settings.sequences && *caught_up) {
             return Ok(idle);
         }
         let after = match *published {
@@ -272,6 +280,7 @@ impl Relay {
             .read_journal(after, None, self.settings.batch_size)
             .await?;
         if events.is_empty() {
+            *caught_up = true;
             return Ok(idle);
         }
         let batch: Vec<_> = events.iter().map(|j| j.event.clone()).collect();

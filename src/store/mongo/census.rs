@@ -9,7 +9,7 @@ use mongodb::Collection;
 
 use super::{
     document::{bson_time, chrono_time},
-    queries::live,
+    queries::{count_of, live},
 };
 use crate::{domain::JobStatus, jobs::ports::Census};
 
@@ -34,9 +34,9 @@ pub(super) async fn count(
         .filter_map(|status| {
             let count = counted
                 .iter()
-                .find(|d| number(d.get("_id")) == Some(i64::from(status.code())))
-                .and_then(|d| number(d.get("count")))?;
-            (count > 0).then_some((status, count.unsigned_abs()))
+                .find(|d| count_of(d.get("_id")) == u64::try_from(status.code()).ok())
+                .and_then(|d| count_of(d.get("count")))?;
+            (count > 0).then_some((status, count))
         })
         .collect();
     let now = bson_time(now);
@@ -60,7 +60,7 @@ pub(super) async fn count(
         .await?;
     let (due, oldest_due) = match &due {
         Some(d) => (
-            number(d.get("count")).unwrap_or(0).unsigned_abs(),
+            count_of(d.get("count")).unwrap_or(0),
             d.get_datetime("oldest").ok().copied().map(chrono_time),
         ),
         None => (0, None),
@@ -80,7 +80,7 @@ pub(super) async fn count(
         .await?;
     let (outbox_pending, oldest_event) = match &outbox {
         Some(d) => (
-            number(d.get("pending")).unwrap_or(0).unsigned_abs(),
+            count_of(d.get("pending")).unwrap_or(0),
             d.get_datetime("oldest").ok().copied().map(chrono_time),
         ),
         None => (0, None),
@@ -92,13 +92,4 @@ pub(super) async fn count(
         outbox_pending,
         oldest_event,
     })
-}
-
-/// A count as the server returns it (32 or 64 bits).
-fn number(value: Option<&Bson>) -> Option<i64> {
-    match value? {
-        Bson::Int32(n) => Some(i64::from(*n)),
-        Bson::Int64(n) => Some(*n),
-        _ => None,
-    }
 }

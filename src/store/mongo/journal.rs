@@ -37,7 +37,7 @@ use super::{
     MongoStore, all,
     document::{bson_time, decode_outbox},
     map_err,
-    queries::{guard, is_tombstone},
+    queries::{count_of, guard, is_tombstone},
 };
 use crate::{
     domain::{Event, JobId},
@@ -378,11 +378,8 @@ impl MongoStore {
                 .run_command(doc! { command: name, field: statements, "ordered": false })
                 .await
                 .map_err(map_err)?;
-            done += match reply.get("n") {
-                Some(Bson::Int32(n)) => usize::try_from(*n).unwrap_or(0),
-                Some(Bson::Int64(n)) => usize::try_from(*n).unwrap_or(0),
-                _ => 0,
-            };
+            done +=
+                count_of(reply.get("n")).map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
         }
         if done < documents.len() {
             let jobs: Vec<ObjectId> = documents

@@ -1,6 +1,6 @@
 //! The filter, projection and update documents the MongoDB queries send.
 
-use bson::{Document, doc};
+use bson::{Bson, Document, doc};
 
 use super::document::{bson_time, outbox_entries, run_entries};
 use crate::{
@@ -114,4 +114,13 @@ pub(super) fn filter_document(filter: &JobFilter) -> Document {
         );
     }
     query
+}
+
+/// A count as the server answers it (32 or 64 bits), never negative; none if it is not a number.
+pub(super) fn count_of(value: Option<&Bson>) -> Option<u64> {
+    match value? {
+        Bson::Int32(n) => u64::try_from(*n).ok(),
+        Bson::Int64(n) => u64::try_from(*n).ok(),
+        _ => None,
+    }
 }

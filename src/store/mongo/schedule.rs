@@ -12,7 +12,7 @@ use super::{
     MongoStore, all,
     document::{bson_time, chrono_time, decode_job, fence_of, job_update},
     map_err,
-    queries::{guard, is_tombstone, ledger_update, outbox_update, without_runs},
+    queries::{count_of, guard, is_tombstone, ledger_update, outbox_update, without_runs},
 };
 use crate::{
     domain::JobId,
@@ -278,11 +278,8 @@ impl MongoStore {
                 // keeps its lease until it lapses; the others are written.
                 tracing::error!(?errors, "the store refused some scheduler steps");
             }
-            matched += match reply.get("n") {
-                Some(Bson::Int32(n)) => usize::try_from(*n).unwrap_or(0),
-                Some(Bson::Int64(n)) => usize::try_from(*n).unwrap_or(0),
-                _ => 0,
-            };
+            matched +=
+                count_of(reply.get("n")).map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
         }
         Ok(matched)
     }
