@@ -35,10 +35,12 @@
 mod adopt;
 mod census;
 mod document;
+mod indexes;
 mod journal;
 mod lease;
 mod queries;
 mod schedule;
+mod sequencing;
 
 use anyhow::anyhow;
 use async_trait::async_trait;
@@ -46,9 +48,9 @@ use bson::{Bson, Document, doc, oid::ObjectId};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::{
-    Client, Collection, Database, IndexModel,
+    Client, Collection, Database,
     error::{ErrorKind, WriteFailure},
-    options::{ClientOptions, IndexOptions},
+    options::ClientOptions,
 };
 
 use self::{
@@ -87,7 +89,7 @@ pub struct MongoStore {
     /// Finished runs kept per job.
     history: usize,
     /// What the event sequencer keeps between rounds.
-    sequencing: journal::Sequencing,
+    sequencing: sequencing::Sequencing,
 }
 
 impl MongoStore {
@@ -103,7 +105,7 @@ impl MongoStore {
             leases: db.collection("leases"),
             db,
             history: DEFAULT_RUN_HISTORY,
-            sequencing: journal::Sequencing::default(),
+            sequencing: sequencing::Sequencing::default(),
         };
         match store.create_indexes().await {
             Ok(()) => store.adopt().await,
@@ -154,98 +156,6 @@ impl MongoStore {
     pub fn with_history(mut self, history: usize) -> Self {
         self.history = history_bound(history);
         self
-    }
-
-    /// Creates, idempotently, an index for every query the store makes.
-    async fn create_indexes(&self) -> Result<(), StoreError> {
-        let index = |keys: Document, options: Option<IndexOptions>| {
-            IndexModel::builder().keys(keys).options(options).build()
-        };
-        let named = |name: &str| IndexOptions::builder().name(name.to_owned()).build();
-        let models = vec![
-            // The due-job query and the claim: jobs by the time they next need the scheduler.
-            index(doc! { "dueAt": 1 }, Some(named("dueAt"))),
-            // What pulling workers and the webhook caller may take.
-            index(doc! { "pullAt": 1 }, Some(named("pullAt"))),
-            index(doc! { "hookAt": 1 }, Some(named("hookAt"))),
-            // When the next lease lapses.
-            index(
-                doc! { "leaseUntil": 1 },
-                Some(
-                    IndexOptions::builder()
-                        .name("lease".to_owned())
-                        .sparse(true)
-                        .build(),
-                ),
-            ),
-            // Listing, newest first, and filtered by status or by type.
-            index(doc! { "createdAt": -1, "_id": -1 }, Some(named("created"))),
-            index(
-                doc! { "status": 1, "createdAt": -1, "_id": -1 },
-                Some(named("statusCreated")),
-            ),
-            index(
-                doc! { "jobType": 1, "createdAt": -1, "_id": -1 },
-                Some(named("typeCreated")),
-            ),
-            // The name-prefix filter.
-            index(doc! { "name": 1 }, Some(named("name"))),
-            // The metrics' count per status, covered (tombstones left out by the index too).
-            index(doc! { "status": 1, "deleted": 1 }, Some(named("status"))),
-            // The sequencer's scan for pending events.
-            index(
-                doc! { "outboxAt": 1 },
-                Some(
-                    IndexOptions::builder()
-                        .name("outbox".to_owned())
-                        .sparse(true)
-                        .build(),
-                ),
-            ),
-            // One job per idempotency key.
-            index(
-                doc! { "idempotencyKey": 1 },
-                Some(
-                    IndexOptions::builder()
-                        .name("idempotency".to_owned())
-                        .unique(true)
-                        .sparse(true)
-                        .build(),
-                ),
-            ),
-        ];
-        self.jobs.create_indexes(models).await.map_err(map_err)?;
-        if self.uses_only_exact_key_indexes().await? {
-            // The guard of every claim, step and relay write (`queries::guard`): a MongoDB
-            // serves it from the `_id` index, a server that uses an index only for a filter
-            // naming exactly its keys needs this one, or scans every job per statement.
-            self.jobs
-                .create_index(index(
-                    doc! { "_id": 1, "version": 1, "fence": 1 },
-                    Some(
-                        IndexOptions::builder()
-                            .name("guard".to_owned())
-                            .unique(true)
-                            .build(),
-                    ),
-                ))
-                .await
-                .map_err(map_err)?;
-        }
-        self.create_journal_indexes().await
-    }
-
-    /// Whether the server is not a MongoDB but a MongoDB-wire server without a query planner
-    /// (mongo-java-server, which the tests use): one whose `buildInfo` names no `gitVersion`.
-    /// Such a server answers a filter from an index only when the filter names exactly that
-    /// index's keys.
-    async fn uses_only_exact_key_indexes(&self) -> Result<bool, StoreError> {
-        let info = self
-            .db
-            .run_command(doc! { "buildInfo": 1 })
-            .await
-            .map_err(map_err)?;
-        Ok(!info.contains_key("gitVersion"))
     }
 
     /// The live job document `id`, with `projection` (and the tombstone flag), or none.
