@@ -73,13 +73,7 @@ pub struct Scheduler {
     settings: SchedulerSettings,
     /// Where claims, refused steps, fires and their lag are counted.
     metrics: Metrics,
-    /// The last claim lost most of its jobs to other replicas (or to changes): the next takes
-    /// its batch from a random place among the due hints rather than the earliest.
-    contended: std::sync::atomic::AtomicBool,
 }
-
-/// How many batches' worth of due hints a contended claim may pass over.
-const SPREAD_BATCHES: usize = 4;
 
 /// When the window is read next.
 #[derive(Debug, Clone, Copy)]
@@ -106,7 +100,6 @@ impl Scheduler {
             owner: format!("scheduler-{}", uuid::Uuid::new_v4()),
             settings,
             metrics: Metrics::off(),
-            contended: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -206,21 +199,13 @@ impl Scheduler {
     /// again at once: the batch was full, or due jobs were given back for the claim's byte
     /// budget (and hinted again).
     async fn fire_hinted(&self) -> Result<bool, StoreError> {
-        use std::sync::atomic::Ordering::Relaxed;
         let now = Utc::now();
-        let skip = if self.contended.load(Relaxed) {
-            rand::random_range(0..=self.settings.batch_size * SPREAD_BATCHES)
-        } else {
-            0
-        };
-        let ids = self.hints.take_due(now, self.settings.batch_size, skip);
+        let ids = self.hints.take_due(now, self.settings.batch_size);
         if ids.is_empty() {
             return Ok(false);
         }
         let lease = self.lease(now)?;
         let Claimed { claims, deferred } = self.store.claim(&lease, now, &ids).await?;
-        let lost = ids.len().saturating_sub(claims.len() + deferred.len());
-        self.contended.store(lost * 2 > ids.len(), Relaxed);
         for job in &deferred {
             self.hints.offer(*job, Some(now));
         }

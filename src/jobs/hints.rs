@@ -70,37 +70,20 @@ impl DueHints {
         window.horizon = Some(horizon);
     }
 
-    /// Removes and returns up to `limit` jobs hinted due at `now`, earliest first, each once,
-    /// after passing over up to `skip` of the earliest (left in place, and never so many that
-    /// fewer than `limit` would be taken when more are due). Replicas behind on one backlog
-    /// skip different numbers, so they try different jobs instead of all claiming the same
-    /// earliest ones, of which each would get a third.
-    pub fn take_due(&self, now: DateTime<Utc>, limit: usize, skip: usize) -> Vec<JobId> {
+    /// Removes and returns up to `limit` jobs hinted due at `now`, earliest first, each once.
+    pub fn take_due(&self, now: DateTime<Utc>, limit: usize) -> Vec<JobId> {
         let mut window = self.lock();
-        let available = window
-            .due
-            .iter()
-            .take_while(|(at, _)| *at <= now)
-            .take(skip.saturating_add(limit))
-            .count();
-        let skip = skip.min(available.saturating_sub(limit));
-        let (mut chosen, mut taken) = (Vec::new(), Vec::new());
-        for hint in window
-            .due
-            .iter()
-            .take_while(|(at, _)| *at <= now)
-            .skip(skip)
-        {
-            if taken.len() >= limit {
-                break;
+        let mut taken = Vec::new();
+        while taken.len() < limit {
+            match window.due.first() {
+                Some((at, _)) if *at <= now => {}
+                _ => break,
             }
-            chosen.push(*hint);
-            if !taken.contains(&hint.1) {
-                taken.push(hint.1);
+            if let Some((_, job)) = window.due.pop_first()
+                && !taken.contains(&job)
+            {
+                taken.push(job);
             }
-        }
-        for hint in &chosen {
-            window.due.remove(hint);
         }
         taken
     }
@@ -162,12 +145,9 @@ mod tests {
         hints.read(&found, now + Duration::seconds(5));
         hints.offer(id(3), Some(now));
         assert_eq!(hints.earliest(), Some(now - Duration::seconds(1)));
-        assert_eq!(hints.take_due(now, 10, 0), vec![id(1), id(3)]);
-        assert!(hints.take_due(now, 10, 0).is_empty());
-        assert_eq!(
-            hints.take_due(now + Duration::seconds(2), 10, 0),
-            vec![id(2)]
-        );
+        assert_eq!(hints.take_due(now, 10), vec![id(1), id(3)]);
+        assert!(hints.take_due(now, 10).is_empty());
+        assert_eq!(hints.take_due(now + Duration::seconds(2), 10), vec![id(2)]);
         assert!(hints.is_empty());
     }
 
@@ -191,25 +171,8 @@ mod tests {
         hints.offer(id(1), Some(now - Duration::seconds(1)));
         hints.offer(id(2), Some(now));
         hints.offer(id(3), Some(now));
-        assert_eq!(hints.take_due(now, 2, 0), vec![id(1), id(2)]);
-        assert_eq!(hints.take_due(now, 2, 0), vec![id(3)]);
-    }
-
-    #[test]
-    fn a_skip_passes_over_the_earliest_but_never_takes_fewer_than_are_due() {
-        let hints = DueHints::new();
-        let now = Utc::now();
-        for n in 1..=6 {
-            hints.offer(id(n), Some(now - Duration::seconds(10 - i64::from(n))));
-        }
-        hints.offer(id(7), Some(now + Duration::seconds(1)));
-        // Six due: skipping two of them leaves the two earliest in place.
-        assert_eq!(hints.take_due(now, 2, 2), vec![id(3), id(4)]);
-        // Four due: a skip of ten would leave fewer than the batch, so it shrinks to two.
-        assert_eq!(hints.take_due(now, 2, 10), vec![id(5), id(6)]);
-        assert_eq!(hints.take_due(now, 5, 3), vec![id(1), id(2)]);
-        assert_eq!(hints.take_due(now, 5, 3), Vec::<JobId>::new());
-        assert_eq!(hints.len(), 1, "the hint not yet due stays");
+        assert_eq!(hints.take_due(now, 2), vec![id(1), id(2)]);
+        assert_eq!(hints.take_due(now, 2), vec![id(3)]);
     }
 
     #[tokio::test]
