@@ -33,7 +33,7 @@ use super::{
     MongoStore, all,
     document::{bson_time, decode_outbox},
     map_err,
-    queries::{count_of, guard, is_tombstone},
+    queries::{guard, is_tombstone},
     sequencing::Pending,
 };
 use crate::{
@@ -260,30 +260,16 @@ impl MongoStore {
                 continue;
             };
             if is_tombstone(document) {
-                delete.push(Bson::Document(doc! { "q": filter, "limit": 1 }));
+                delete.push(doc! { "q": filter, "limit": 1 });
             } else {
-                empty.push(Bson::Document(doc! {
+                empty.push(doc! {
                     "q": filter,
                     "u": { "$set": { "outbox": [] }, "$unset": { "outboxAt": "" } },
-                }));
+                });
             }
         }
-        let name = self.jobs.name();
-        let mut done = 0;
-        for (command, field, statements) in
-            [("update", "updates", empty), ("delete", "deletes", delete)]
-        {
-            if statements.is_empty() {
-                continue;
-            }
-            let reply = self
-                .db
-                .run_command(doc! { command: name, field: statements, "ordered": false })
-                .await
-                .map_err(map_err)?;
-            done +=
-                count_of(reply.get("n")).map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
-        }
+        // No statements, no command.
+        let done = self.update_each(empty).await? + self.delete_each(delete).await?;
         if done < documents.len() {
             let jobs: Vec<ObjectId> = documents
                 .iter()

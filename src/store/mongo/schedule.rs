@@ -23,12 +23,12 @@ use crate::{
     store::earliest_due_first,
 };
 
-/// Most bytes of update statements sent in one command: well under the server's 16 MiB
+/// Most bytes of write statements sent in one command: well under the server's 16 MiB
 /// document limit.
-const UPDATE_COMMAND_BYTES: usize = 8 * 1024 * 1024;
+const WRITE_COMMAND_BYTES: usize = 8 * 1024 * 1024;
 
-/// Most update statements in one command (servers take at least 1,000).
-const UPDATE_COMMAND_STATEMENTS: usize = 1_000;
+/// Most write statements in one command (servers take at least 1,000).
+const WRITE_COMMAND_STATEMENTS: usize = 1_000;
 
 /// Whether a job document read for a claim may be claimed at `now`: live, due, and its lease
 /// free or lapsed.
@@ -115,11 +115,7 @@ impl MongoStore {
             })
             .collect();
         let asked = statements.len();
-        let matched = if asked == 0 {
-            0
-        } else {
-            self.update_each(statements).await?
-        };
+        let matched = self.update_each(statements).await?;
         if matched == 0 {
             return Ok(Claimed::default());
         }
@@ -196,17 +192,7 @@ impl MongoStore {
             steps.iter().map(|step| step.job.id).collect()
         } else {
             let ids: Vec<ObjectId> = steps.iter().map(|step| step.job.id.object_id()).collect();
-            let mut found = all(self
-                .jobs
-                .find(doc! { "_id": { "$in": &ids } })
-                .projection(doc! { "claim": 1 }))
-            .await?;
-            found.retain(|document| document.get_str("claim").ok() == Some(mark.as_str()));
-            found
-                .iter()
-                .filter_map(|document| document.get_object_id("_id").ok())
-                .map(JobId::from_object_id)
-                .collect::<Vec<_>>()
+            self.ids_marked(&ids, &mark).await?
         };
         for step in steps.iter().filter(|step| !step.events.is_empty()) {
             if written.contains(&step.job.id) {
@@ -225,11 +211,16 @@ impl MongoStore {
         kept: &[Claim],
     ) -> Result<Vec<JobId>, StoreError> {
         let kept: Vec<ObjectId> = kept.iter().map(|claim| claim.job.id.object_id()).collect();
-        let rest = doc! { "_id": { "$in": ids, "$nin": &kept }, "claim": token };
-        let given = self.ids_matching(rest.clone()).await?;
+        let rest: Vec<ObjectId> = ids
+            .iter()
+            .filter(|id| !kept.contains(id))
+            .copied()
+            .collect();
+        let given = self.ids_marked(&rest, token).await?;
+        let given_ids: Vec<ObjectId> = given.iter().map(|id| id.object_id()).collect();
         self.jobs
             .update_many(
-                rest,
+                doc! { "_id": { "$in": given_ids }, "claim": token },
                 doc! { "$set": { "leaseOwner": Bson::Null, "leaseUntil": Bson::Null } },
             )
             .await
@@ -237,11 +228,17 @@ impl MongoStore {
         Ok(given)
     }
 
-    /// The ids of the jobs `filter` matches, read from the documents' `_id` alone.
-    async fn ids_matching(&self, filter: Document) -> Result<Vec<JobId>, StoreError> {
-        let found = all(self.jobs.find(filter).projection(doc! { "_id": 1 })).await?;
+    /// Which of the jobs `ids` carry `mark` in `claim`: read by `_id` alone (which every
+    /// MongoDB-wire server answers from its `_id` index) and compared here.
+    async fn ids_marked(&self, ids: &[ObjectId], mark: &str) -> Result<Vec<JobId>, StoreError> {
+        let found = all(self
+            .jobs
+            .find(doc! { "_id": { "$in": ids } })
+            .projection(doc! { "claim": 1 }))
+        .await?;
         Ok(found
             .iter()
+            .filter(|document| document.get_str("claim").ok() == Some(mark))
             .filter_map(|document| document.get_object_id("_id").ok())
             .map(JobId::from_object_id)
             .collect())
@@ -249,8 +246,25 @@ impl MongoStore {
 
     /// Runs update statements (`q`, `u`), unordered, in as few `update` commands as the
     /// server's message size allows; returns how many matched a document.
-    async fn update_each(&self, statements: Vec<Document>) -> Result<usize, StoreError> {
-        let mut matched = 0;
+    pub(super) async fn update_each(&self, statements: Vec<Document>) -> Result<usize, StoreError> {
+        self.write_each("update", "updates", statements).await
+    }
+
+    /// Runs delete statements (`q`, `limit`) as [`Self::update_each`] runs updates; returns how
+    /// many documents went.
+    pub(super) async fn delete_each(&self, statements: Vec<Document>) -> Result<usize, StoreError> {
+        self.write_each("delete", "deletes", statements).await
+    }
+
+    /// Runs `statements` of the write `command` (their array named `field`), unordered, in as
+    /// few commands as the server's message size allows; returns the replies' `n`.
+    async fn write_each(
+        &self,
+        command: &str,
+        field: &str,
+        statements: Vec<Document>,
+    ) -> Result<usize, StoreError> {
+        let mut done = 0;
         let mut batch = Vec::new();
         let mut bytes = 0;
         let mut statements = statements.into_iter().peekable();
@@ -258,7 +272,7 @@ impl MongoStore {
             bytes += statement.to_vec().map(|b| b.len()).unwrap_or(0);
             batch.push(Bson::Document(statement));
             let next_fits = statements.peek().is_some_and(|_| {
-                bytes < UPDATE_COMMAND_BYTES && batch.len() < UPDATE_COMMAND_STATEMENTS
+                bytes < WRITE_COMMAND_BYTES && batch.len() < WRITE_COMMAND_STATEMENTS
             });
             if next_fits {
                 continue;
@@ -266,21 +280,22 @@ impl MongoStore {
             let reply = self
                 .db
                 .run_command(doc! {
-                    "update": self.jobs.name(),
-                    "updates": std::mem::take(&mut batch),
+                    command: self.jobs.name(),
+                    field: std::mem::take(&mut batch),
                     "ordered": false,
                 })
                 .await
                 .map_err(map_err)?;
             bytes = 0;
             if let Ok(errors) = reply.get_array("writeErrors") {
-                // A step that cannot be written (a document grown past the server's limit)
-                // keeps its lease until it lapses; the others are written.
-                tracing::error!(?errors, "the store refused some scheduler steps");
+                // A write that cannot be made (a document grown past the server's limit) is
+                // left: a step keeps its lease until it lapses, an outbox its events for the
+                // next round. The others are made.
+                tracing::error!(?errors, command, "the store refused some writes");
             }
-            matched +=
+            done +=
                 count_of(reply.get("n")).map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
         }
-        Ok(matched)
+        Ok(done)
     }
 }
