@@ -24,7 +24,7 @@ use crate::{
     grpc,
     jobs::{EventRoute, Jobs, hints::DueHints, ports::JobStore},
     kafka::{KafkaSettings, consumer::ResultConsumer, producer::KafkaPublisher},
-    metrics::{BuildInfo, Metrics, requests::ObserveLayer},
+    metrics::{BuildInfo, Metrics, requests::ObserveLayer, scrape::Recount},
     outbox::{Relay, RelaySettings, SinkSlot},
     rest::{self, AppState, RestSettings, Shared},
     runtime::{Backoff, Outage, Supervisor},
@@ -74,8 +74,6 @@ pub struct Application {
     rate: Option<Arc<RateLimit>>,
     /// The registration in etcd, when endpoints are configured.
     registrar: Option<Registrar>,
-    /// The store's gauges, counted on an interval, when metrics are on.
-    counting: Option<Counting>,
 }
 
 /// What runs beside the server when Kafka is configured.
@@ -124,10 +122,11 @@ impl Application {
         } else {
             store
         };
-        let counting = metrics.is_on().then(|| Counting {
-            store: store.clone(),
-            metrics: metrics.clone(),
-            every: Duration::from_millis(config.metrics_refresh_ms),
+        let recount = metrics.is_on().then(|| {
+            Arc::new(Counting::new(
+                store.clone(),
+                Duration::from_millis(config.metrics_refresh_ms),
+            )) as Arc<dyn Recount>
         });
         let serve = config.serve_settings()?;
         let streams = config.stream_limit();
@@ -240,6 +239,7 @@ impl Application {
             shutdown: internal_shutdown.clone(),
             streams: streams.clone(),
             metrics: metrics.clone(),
+            recount,
         });
         let rest_settings = RestSettings {
             max_body_bytes: config.max_body_bytes,
@@ -297,7 +297,6 @@ impl Application {
             serve,
             rate,
             registrar,
-            counting,
         })
     }
 
@@ -378,13 +377,6 @@ impl Application {
         // Deregistered as soon as shutdown starts, so clients stop picking this replica.
         if let Some(registrar) = self.registrar {
             tasks.spawn("etcd-registration", registrar.run(internal.clone()));
-        }
-        if let Some(counting) = self.counting {
-            let stop = internal.clone();
-            tasks.spawn("metrics-census", async move {
-                counting.run(stop).await;
-                Ok(())
-            });
         }
         if let Some(rate) = self.rate {
             let stop = internal.clone();

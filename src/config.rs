@@ -302,8 +302,9 @@ pub struct Config {
     /// endpoint, nothing observed).
     #[arg(long, env = "SCHEDULER_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub metrics: bool,
-    /// How often the gauges of what the store holds (jobs per status, the due backlog, the
-    /// outbox) are counted from it, in milliseconds.
+    /// How old the gauges of what the store holds (jobs per status, the due backlog, the
+    /// outbox) may be, in milliseconds: a scrape counts them again when the last count is
+    /// older.
     #[arg(long, env = "SCHEDULER_METRICS_REFRESH_MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub metrics_refresh_ms: u64,

@@ -18,6 +18,7 @@
 
 pub mod requests;
 pub mod runs;
+pub mod scrape;
 
 use std::{sync::Arc, time::Duration};
 

@@ -53,6 +53,9 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "The metrics, in the Prometheus text exposition format (version 0.0.4)", body = String, content_type = "text/plain")))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    if let Some(recount) = &state.recount {
+        recount.recount(&state.metrics).await;
+    }
     let text = state.metrics.render();
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }

@@ -4,7 +4,12 @@ use std::{ops::Deref, sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{events::EventStreams, jobs::Jobs, metrics::Metrics, throttle::StreamLimit};
+use crate::{
+    events::EventStreams,
+    jobs::Jobs,
+    metrics::{Metrics, scrape::Recount},
+    throttle::StreamLimit,
+};
 
 /// The handlers' shared state. The router clones it for every request, so it is one shared
 /// allocation: a clone is one reference count, not one per part (a cancellation token's clone
@@ -39,6 +44,8 @@ pub struct Shared {
     pub streams: StreamLimit,
     /// What `GET /metrics` renders; off, there is no such route.
     pub metrics: Metrics,
+    /// What a scrape refreshes first (the store's gauges), when metrics are on.
+    pub recount: Option<Arc<dyn Recount>>,
 }
 
 /// REST limits.

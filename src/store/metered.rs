@@ -1,7 +1,7 @@
 //! The store as the metrics see it: [`MeteredStore`] times every operation of the store it
 //! wraps (`scheduler_store_operation_duration_seconds`), and [`Counting`] refreshes the
 //! gauges of what the store holds from its `census` (jobs per status, the due backlog, the
-//! outbox), every so often rather than on every scrape.
+//! outbox) when a scrape asks, at most once per refresh interval.
 //!
 //! It decides nothing and changes nothing: every call goes to the wrapped store as it came.
 
@@ -10,7 +10,6 @@ use std::{future::Future, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     domain::{Delivery, Event, Job, JobId, JobType, Run},
@@ -21,7 +20,7 @@ use crate::{
             Lease, Retention, StoreError,
         },
     },
-    metrics::{Metrics, StoreOperation},
+    metrics::{Metrics, StoreOperation, scrape::Recount},
 };
 
 /// A store whose every operation is timed.
@@ -201,43 +200,59 @@ impl JobStore for MeteredStore {
     }
 }
 
-/// Counts what a store holds into the gauges, on an interval.
+/// Counts what a store holds into the gauges when a scrape asks, at most once per `every`:
+/// an idle replica nobody scrapes counts nothing, and scrapes however frequent cost at most
+/// one census per interval.
 pub struct Counting {
-    /// The store counted.
-    pub store: Arc<dyn JobStore>,
-    /// Whose gauges are set.
-    pub metrics: Metrics,
-    /// How often.
-    pub every: Duration,
+    store: Arc<dyn JobStore>,
+    every: Duration,
+    /// When the last count started. Held across a count, so scrapes that arrive together
+    /// wait for one count and all render it.
+    last: tokio::sync::Mutex<Option<Instant>>,
 }
 
+/// The longest a scrape waits for the census; a slower count keeps the last values.
+const MOST_WAIT: Duration = Duration::from_secs(5);
+
 impl Counting {
-    /// Counts every `every` until `shutdown`. A failed count keeps the last values and is
-    /// logged at DEBUG: the scheduler's own outage log already tells of an unreachable store.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let mut ticks = tokio::time::interval(self.every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                () = shutdown.cancelled() => return,
+    /// Counts `store`, at most once per `every`.
+    pub fn new(store: Arc<dyn JobStore>, every: Duration) -> Self {
+        Self {
+            store,
+            every,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+#[async_trait]
+impl Recount for Counting {
+    /// A failed or slow count keeps the last values and is logged at DEBUG: the scheduler's
+    /// own outage log already tells of an unreachable store.
+    async fn recount(&self, metrics: &Metrics) {
+        let mut last = self.last.lock().await;
+        if last.is_some_and(|at| at.elapsed() < self.every) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let now = Utc::now();
+        match tokio::time::timeout(MOST_WAIT, self.store.census(now)).await {
+            Ok(Ok(census)) => {
+                let age = |at: Option<DateTime<Utc>>| {
+                    at.and_then(|at| (now - at).to_std().ok())
+                        .unwrap_or_default()
+                };
+                metrics.jobs_counted(&census.jobs);
+                metrics.due_counted(census.due, age(census.oldest_due));
+                metrics.outbox_counted(census.outbox_pending, age(census.oldest_event));
             }
-            let now = Utc::now();
-            match self.store.census(now).await {
-                Ok(census) => {
-                    let age = |at: Option<DateTime<Utc>>| {
-                        at.and_then(|at| (now - at).to_std().ok())
-                            .unwrap_or_default()
-                    };
-                    self.metrics.jobs_counted(&census.jobs);
-                    self.metrics.due_counted(census.due, age(census.oldest_due));
-                    self.metrics
-                        .outbox_counted(census.outbox_pending, age(census.oldest_event));
-                }
-                Err(error) => {
-                    tracing::debug!(error = ?error, "the store could not be counted for the metrics")
-                }
+            Ok(Err(error)) => {
+                tracing::debug!(error = ?error, "the store could not be counted for the metrics");
             }
+            Err(_) => tracing::debug!(
+                waited = ?MOST_WAIT,
+                "the store's census took too long; the metrics keep the last count"
+            ),
         }
     }
 }

@@ -370,6 +370,47 @@ async fn a_step_the_store_refused_after_its_claim_counts_as_a_conflict_and_not_a
     app.stop().await;
 }
 
+/// The store's gauges are counted when a scrape asks for them and at most once per
+/// `--metrics-refresh-ms`: an idle replica nobody scrapes counts nothing, and scrapes that
+/// arrive together share one count.
+#[tokio::test]
+async fn the_store_is_counted_only_when_scraped_and_once_for_scrapes_at_once() {
+    let mut config = Config::for_tests();
+    config.metrics_refresh_ms = 1000;
+    let app = TestApp::spawn_with(config).await;
+    // Longer than the refresh: an interval would have counted by now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let scrapes = futures::future::join_all((0..8).map(|_| Scrape::of(&app))).await;
+    for scrape in &scrapes {
+        assert_eq!(
+            scrape.value(
+                "scheduler_store_operation_duration_seconds_count",
+                &[("operation", "census")]
+            ),
+            1.0,
+            "one count, made for the first scrape and shared by the rest:\n{}",
+            scrape.text
+        );
+        assert_eq!(
+            scrape.value("scheduler_jobs", &[("status", "SCHEDULED")]),
+            0.0
+        );
+    }
+    app.create_job(&email_job("counted", &in_millis(600_000)))
+        .await;
+    let counted = scrape_until(&app, "the new job counted at a later scrape", |s| {
+        s.value("scheduler_jobs", &[("status", "SCHEDULED")]) == 1.0
+    })
+    .await;
+    assert!(
+        counted.value(
+            "scheduler_store_operation_duration_seconds_count",
+            &[("operation", "census")]
+        ) >= 2.0
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn with_metrics_off_nothing_is_served_at_metrics() {
     let mut config = Config::for_tests();
