@@ -182,6 +182,7 @@ conformance!(
     the_journal_reads_one_jobs_events_alone_and_a_page_within_its_byte_bound,
     the_journal_is_trimmed_by_count_and_age_but_never_past_the_floor,
     one_relay_holds_the_outbox_lease_at_a_time,
+    a_jobs_events_keep_their_order_when_another_replica_writes_it_between_rounds,
 );
 
 async fn stored_job_reads_back_equal_and_survives_a_reopen(backend: Backend) {
@@ -1474,6 +1475,82 @@ async fn the_journal_survives_a_reopen_keeps_each_jobs_order_and_gives_each_plac
     // Journaling again finds nothing pending.
     assert_eq!(store.sequence_events(1000).await.unwrap(), 0);
     assert_eq!(journal(&store, 0).await.len(), 25);
+}
+
+/// Two processes on one store: `here` creates a job and fires another (its claim found no
+/// pending event), and `there` changes both before `here` journals. Every event is journaled
+/// once, each job's in the order written, and nothing is left pending (on MongoDB, `here`
+/// journals its own writes from what it wrote, and its emptying of their outboxes must not
+/// drop what `there` added).
+async fn a_jobs_events_keep_their_order_when_another_replica_writes_it_between_rounds(
+    backend: Backend,
+) {
+    let here = backend.open().await;
+    let there = backend.open().await;
+    let now = truncate(Utc::now());
+    let fired = job_due("fired here", now);
+    here.insert(&fired, None, &[event(EventKind::Created, &fired)])
+        .await
+        .unwrap();
+    // Journaled: the claim below finds no pending event.
+    assert_eq!(pending(&here).await.len(), 1);
+
+    let created = job_due("created here", now + Duration::hours(1));
+    here.insert(&created, None, &[event(EventKind::Created, &created)])
+        .await
+        .unwrap();
+    let lease = lease("here", now + Duration::seconds(30));
+    let claimed = here.claim_due(&lease, now, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let step = settle_with_events(&claimed[0], now);
+    assert!(!step.events.is_empty());
+    let stepped = step.job.clone();
+    assert_eq!(
+        here.record_steps(&lease, &[step]).await.unwrap(),
+        vec![fired.id]
+    );
+    for job in [&created, &stepped] {
+        let mut changed = job.clone();
+        changed.touch(now);
+        there
+            .update(
+                &changed,
+                job.version,
+                &[],
+                &[event(EventKind::Updated, &changed)],
+            )
+            .await
+            .unwrap();
+    }
+
+    let journaled = journal(&here, 0).await;
+    let places: Vec<u64> = journaled.iter().map(|j| j.seq).collect();
+    assert_eq!(places, (1..=places.len() as u64).collect::<Vec<_>>());
+    let mut versions: HashMap<JobId, Vec<u64>> = HashMap::new();
+    for j in &journaled {
+        versions
+            .entry(j.event.job.id)
+            .or_default()
+            .push(j.event.job.version);
+    }
+    assert_eq!(versions[&created.id], vec![1, 2], "{journaled:?}");
+    let fired_versions = &versions[&fired.id];
+    assert_eq!(fired_versions.first(), Some(&1), "{journaled:?}");
+    assert_eq!(
+        fired_versions.last(),
+        Some(&(stepped.version + 1)),
+        "the change made there comes last: {journaled:?}"
+    );
+    assert!(
+        fired_versions.windows(2).all(|pair| pair[0] <= pair[1]),
+        "{journaled:?}"
+    );
+    let ids: std::collections::HashSet<_> = journaled.iter().map(|j| j.event.id).collect();
+    assert_eq!(ids.len(), journaled.len(), "an event journaled twice");
+    // Nothing is left pending, seen from either process.
+    assert_eq!(here.sequence_events(1000).await.unwrap(), 0);
+    assert_eq!(there.sequence_events(1000).await.unwrap(), 0);
+    assert_eq!(journal(&there, 0).await.len(), journaled.len());
 }
 
 async fn the_journal_reads_one_jobs_events_alone_and_a_page_within_its_byte_bound(

@@ -16,7 +16,8 @@
 //!
 //! What it reads, kept to filters on `_id` (served by an index on every MongoDB-wire server):
 //! the jobs this process wrote events to are noted as it writes them (`sequencing`), and a
-//! round reads those by `_id`; the scan for every pending event (other replicas' writes, and
+//! round reads those by `_id`, or not at all when the write knew the whole outbox it left (a
+//! new job, or a step whose claim found no pending event); the scan for every pending event (other replicas' writes, and
 //! this process's notes that did not fit) runs when nothing is noted, and at least once per
 //! `sequencing::SCAN_EVERY` while something always is. The newest
 //! place is kept between rounds and read again only after another sequencer took a place.
@@ -158,13 +159,18 @@ impl MongoStore {
                     .projection(projection))
                 .await
             }
-            Pending::Written(ids) => {
-                let mut found = all(self
-                    .jobs
-                    .find(doc! { "_id": { "$in": ids } })
-                    .projection(projection))
-                .await?;
+            Pending::Written { read, known } => {
+                let mut found = if read.is_empty() {
+                    Vec::new()
+                } else {
+                    all(self
+                        .jobs
+                        .find(doc! { "_id": { "$in": read } })
+                        .projection(projection))
+                    .await?
+                };
                 found.retain(|document| document.contains_key("outboxAt"));
+                found.extend(known);
                 found.sort_by_key(|document| {
                     (
                         document.get_datetime("outboxAt").ok().copied(),
@@ -223,6 +229,12 @@ impl MongoStore {
                 // Another sequencer gave these places first, or some of these events were
                 // journaled already: they wait for the next round, which numbers on from
                 // where the journal got and looks for what it holds.
+                // Those jobs are read by `_id` in the next round.
+                self.sequencing.again(
+                    documents
+                        .iter()
+                        .filter_map(|document| document.get_object_id("_id").ok()),
+                );
                 return match map_err(error) {
                     StoreError::DuplicateKey => Ok(0),
                     other => Err(other),

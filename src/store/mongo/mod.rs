@@ -56,6 +56,7 @@ use mongodb::{
 use self::{
     document::{bson_time, decode_job, decode_runs, job_update, new_job},
     queries::{filter_document, is_tombstone, ledger_update, live, outbox_update, without_runs},
+    sequencing::as_written,
 };
 use super::{RELAY_LEASE, history_bound};
 use crate::runtime::Backoff;
@@ -260,9 +261,20 @@ impl JobStore for MongoStore {
         events: &[Event],
     ) -> Result<(), StoreError> {
         let document = new_job(job, idempotency, events)?;
+        // A new document holds only these events: the relay need not read them back.
+        let written = match (document.get("outbox"), document.get("outboxAt")) {
+            (Some(outbox), Some(at)) => Some(as_written(
+                job.id.object_id(),
+                job.version,
+                0,
+                outbox.clone(),
+                at.clone(),
+            )),
+            _ => None,
+        };
         self.jobs.insert_one(document).await.map_err(map_err)?;
-        if !events.is_empty() {
-            self.sequencing.note(job.id.object_id());
+        if let Some(written) = written {
+            self.sequencing.note_known(written);
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ use super::{
     document::{bson_time, chrono_time, decode_job, fence_of, job_update},
     map_err,
     queries::{count_of, guard, is_tombstone, ledger_update, outbox_update, without_runs},
+    sequencing::as_written,
 };
 use crate::{
     domain::JobId,
@@ -136,6 +137,15 @@ impl MongoStore {
             taken
         };
         taken.sort_by_key(|document| document.get_datetime("dueAt").ok().copied());
+        // A step of a claim that found no pending event knows the whole outbox it leaves.
+        for document in &taken {
+            let pending = document
+                .get_array("outbox")
+                .is_ok_and(|outbox| !outbox.is_empty());
+            if let (false, Ok(id)) = (pending, document.get_object_id("_id")) {
+                self.sequencing.claimed_clean(id, fence_of(document));
+            }
+        }
         let (mut claims, mut budget) = (Vec::new(), ByteBudget::claim());
         let mut full = false;
         for document in taken {
@@ -169,10 +179,15 @@ impl MongoStore {
         // matched.
         let mark = Uuid::new_v4().to_string();
         let mut statements = Vec::with_capacity(steps.len());
+        let mut known = Vec::new();
         for step in steps {
             let mut update = job_update(&step.job)?;
             ledger_update(&mut update, &step.finished, self.history)?;
             outbox_update(&mut update, &step.events)?;
+            let id = step.job.id.object_id();
+            if !step.events.is_empty() && self.sequencing.was_clean(id, step.token) {
+                known.push(known_after(id, step, &update));
+            }
             if let Ok(fields) = update.get_document_mut("$set") {
                 fields.insert("claim", &mark);
             }
@@ -194,9 +209,16 @@ impl MongoStore {
             let ids: Vec<ObjectId> = steps.iter().map(|step| step.job.id.object_id()).collect();
             self.ids_marked(&ids, &mark).await?
         };
+        let mut known = known.into_iter().flatten().peekable();
         for step in steps.iter().filter(|step| !step.events.is_empty()) {
+            let id = step.job.id.object_id();
+            let as_written =
+                known.next_if(|document| document.get_object_id("_id").ok() == Some(id));
             if written.contains(&step.job.id) {
-                self.sequencing.note(step.job.id.object_id());
+                match as_written {
+                    Some(document) => self.sequencing.note_known(document),
+                    None => self.sequencing.note(id),
+                }
             }
         }
         Ok(written)
@@ -298,4 +320,23 @@ impl MongoStore {
         }
         Ok(done)
     }
+}
+
+/// What `step` leaves pending in its job document when its claim found none: its events, as
+/// `update` (the step's update) stores them. `None` if the update holds no outbox.
+fn known_after(id: ObjectId, step: &ClaimedStep, update: &Document) -> Option<Document> {
+    let outbox = update
+        .get_document("$push")
+        .ok()?
+        .get_document("outbox")
+        .ok()?
+        .get("$each")?;
+    let at = update.get_document("$min").ok()?.get("outboxAt")?;
+    Some(as_written(
+        id,
+        step.job.version,
+        step.token,
+        outbox.clone(),
+        at.clone(),
+    ))
 }

@@ -1,15 +1,24 @@
 //! What the MongoDB store's event sequencer keeps between rounds, shared by the store's
-//! clones: the jobs this process wrote events to (read by `_id` in the next round), when it
-//! last looked for every pending event, the newest place it gave and the events it journaled
-//! last (which the relay reads next). See `journal` for how a round uses them.
+//! clones: the jobs this process wrote events to (read by `_id` in the next round), and of
+//! those, the ones whose whole outbox this process knows as its write left it (used as they
+//! are, with no read); when it last looked for every pending event, the newest place it gave
+//! and the events it journaled last (which the relay reads next). See `journal` for how a
+//! round uses them.
+//!
+//! A write knows the whole outbox it leaves when the document held no pending event before
+//! it: a new document, or a step whose claim read the document with an empty outbox (every
+//! write that adds an event moves `version` or `fence`, which the step's guard names, so none
+//! came between). What is known is the document's `_id`, `version`, `fence`, `outbox` and
+//! `outboxAt` as the write left them; the round's emptying of the outbox is guarded by them,
+//! so a document written again since gets only the journaled events pulled.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use bson::oid::ObjectId;
+use bson::{Bson, Document, doc, oid::ObjectId};
 
 use crate::jobs::ports::Journaled;
 
@@ -21,6 +30,13 @@ pub(super) const SCAN_EVERY: Duration = Duration::from_secs(1);
 /// Most jobs noted as holding this process's events before the next scan takes over.
 const MOST_NOTED: usize = 20_000;
 
+/// Most bytes of known outboxes kept; past that, a write is noted by its id alone.
+const MOST_KNOWN_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most claims remembered as having read an empty outbox; past that they are forgotten (a
+/// claim whose step never comes, given back or outlived, is remembered until then).
+const MOST_CLEAN_CLAIMS: usize = 100_000;
+
 /// What the sequencer keeps between rounds (shared by the store's clones).
 #[derive(Clone, Default)]
 pub(super) struct Sequencing(Arc<Mutex<SequencingState>>);
@@ -29,6 +45,14 @@ pub(super) struct Sequencing(Arc<Mutex<SequencingState>>);
 struct SequencingState {
     /// Jobs this process stored events in since a round last read them.
     written: HashSet<ObjectId>,
+    /// Of `written`, the documents whose pending events this process knows whole, as its
+    /// write left them (`_id`, `version`, `fence`, `outbox`, `outboxAt`), with their bytes.
+    known: HashMap<ObjectId, (Document, usize)>,
+    /// The bytes of `known`'s outboxes.
+    known_bytes: usize,
+    /// Jobs this process claimed whose document held no pending event, with the claim's
+    /// fencing token.
+    clean: HashMap<ObjectId, u64>,
     /// Some were not noted (too many): the next round scans.
     overflowed: bool,
     /// The newest place this process gave, while no other sequencer has given one since
@@ -44,19 +68,106 @@ struct SequencingState {
 pub(super) enum Pending {
     /// Every job with pending events, oldest first.
     Scan,
-    /// These jobs, which this process wrote events to.
-    Written(Vec<ObjectId>),
+    /// Jobs this process wrote events to: those to read by `_id`, and the documents known
+    /// as its writes left them.
+    Written {
+        /// Read by `_id`.
+        read: Vec<ObjectId>,
+        /// Used as they are.
+        known: Vec<Document>,
+    },
+}
+
+/// What a write left pending in the job document `id`: its guard fields and its outbox, as a
+/// round would read them. `outbox` and `outbox_at` are the values the write stored.
+pub(super) fn as_written(
+    id: ObjectId,
+    version: u64,
+    fence: u64,
+    outbox: Bson,
+    outbox_at: Bson,
+) -> Document {
+    doc! {
+        "_id": id,
+        "version": i64::try_from(version).unwrap_or(i64::MAX),
+        "fence": i64::try_from(fence).unwrap_or(i64::MAX),
+        "outbox": outbox,
+        "outboxAt": outbox_at,
+    }
+}
+
+impl SequencingState {
+    fn note(&mut self, id: ObjectId) {
+        if self.written.len() < MOST_NOTED {
+            self.written.insert(id);
+        } else if !self.written.contains(&id) {
+            self.overflowed = true;
+        }
+    }
+
+    /// Forgets what is known of job `id`'s outbox: it is read.
+    fn unknow(&mut self, id: &ObjectId) {
+        self.take_known(id);
+    }
+
+    /// Takes what is known of job `id`'s outbox.
+    fn take_known(&mut self, id: &ObjectId) -> Option<Document> {
+        let (document, bytes) = self.known.remove(id)?;
+        self.known_bytes = self.known_bytes.saturating_sub(bytes);
+        Some(document)
+    }
 }
 
 impl Sequencing {
-    /// Notes that this process stored events in job `id`.
+    /// Notes that this process stored events in job `id`, not knowing what else its outbox
+    /// holds: the next round reads it.
     pub(super) fn note(&self, id: ObjectId) {
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if state.written.len() < MOST_NOTED {
-            state.written.insert(id);
-        } else if !state.written.contains(&id) {
-            state.overflowed = true;
+        state.note(id);
+        state.unknow(&id);
+    }
+
+    /// Notes that this process's write left `document` (see [`as_written`]) holding these
+    /// pending events and no others. A job already noted since the last round is read instead:
+    /// its outbox may hold the events of both writes.
+    pub(super) fn note_known(&self, document: Document) {
+        let Ok(id) = document.get_object_id("_id") else {
+            return;
+        };
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if state.written.contains(&id) {
+            state.unknow(&id);
+            return;
         }
+        state.note(id);
+        let bytes = document.get_array("outbox").map_or(0, |outbox| {
+            outbox
+                .iter()
+                .filter_map(Bson::as_document)
+                .map(|entry| entry.get_str("event").map_or(0, str::len) + 64)
+                .sum()
+        });
+        if state.written.contains(&id) && state.known_bytes + bytes <= MOST_KNOWN_BYTES {
+            state.known_bytes += bytes;
+            state.known.insert(id, (document, bytes));
+        }
+    }
+
+    /// Notes that this process claimed job `id` under `token` from a document with no
+    /// pending events.
+    pub(super) fn claimed_clean(&self, id: ObjectId, token: u64) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if state.clean.len() >= MOST_CLEAN_CLAIMS {
+            state.clean.clear();
+        }
+        state.clean.insert(id, token);
+    }
+
+    /// Whether this process's claim of job `id` under `token` read a document with no pending
+    /// events; asked once per claim, by its step.
+    pub(super) fn was_clean(&self, id: ObjectId, token: u64) -> bool {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.clean.remove(&id) == Some(token)
     }
 
     /// What the next round of up to `limit` jobs reads.
@@ -68,13 +179,28 @@ impl Sequencing {
         if state.overflowed || due || state.written.is_empty() {
             state.overflowed = false;
             state.scanned = Some(Instant::now());
+            // The scan may journal what is known; those jobs are read by `_id` instead.
+            state.known.clear();
+            state.known_bytes = 0;
             return Pending::Scan;
         }
         let taken: Vec<ObjectId> = state.written.iter().take(limit.max(1)).copied().collect();
-        for id in &taken {
-            state.written.remove(id);
+        let (mut read, mut known) = (Vec::new(), Vec::new());
+        for id in taken {
+            state.written.remove(&id);
+            match state.take_known(&id) {
+                Some(document) => known.push(document),
+                None => read.push(id),
+            }
         }
-        Pending::Written(taken)
+        Pending::Written { read, known }
+    }
+
+    /// Notes `ids` again, to be read by `_id` in the next round (a round that could not finish).
+    pub(super) fn again(&self, ids: impl IntoIterator<Item = ObjectId>) {
+        for id in ids {
+            self.note(id);
+        }
     }
 
     pub(super) fn head(&self) -> Option<u64> {
