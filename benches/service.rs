@@ -1104,9 +1104,20 @@ async fn read_runs(
     count: usize,
     deadline: Instant,
 ) -> (Vec<f64>, Vec<String>) {
+    let (lags, ids, _) = read_runs_due(reader, count, deadline).await;
+    (lags, ids)
+}
+
+/// As [`read_runs`], with each run's due time too.
+async fn read_runs_due(
+    reader: &rdkafka::consumer::StreamConsumer,
+    count: usize,
+    deadline: Instant,
+) -> (Vec<f64>, Vec<String>, Vec<DateTime<Utc>>) {
     use rdkafka::Message;
     let mut lags = Vec::with_capacity(count);
     let mut ids = Vec::with_capacity(count);
+    let mut due = Vec::with_capacity(count);
     while lags.len() < count && Instant::now() < deadline {
         let Ok(Ok(message)) = tokio::time::timeout_at(deadline.into(), reader.recv()).await else {
             break;
@@ -1117,8 +1128,9 @@ async fn read_runs(
         let produced = message.timestamp().to_millis().unwrap();
         lags.push((produced - scheduled.timestamp_millis()) as f64);
         ids.push(value["Id"].as_str().unwrap().to_owned());
+        due.push(scheduled);
     }
-    (lags, ids)
+    (lags, ids, due)
 }
 
 /// How many store operations the service at `addr` has made so far, and the seconds they
@@ -1186,6 +1198,10 @@ fn operations_line(
 async fn window_figures(brokers: &str, store: StoreKind, label: &str, stored: usize) {
     let data = tempfile::tempdir().unwrap();
     let mut config = config_for(store, &data);
+    // The store's gauges are counted when `/metrics` is scraped; this bench scrapes only to
+    // read the operation counts, so it counts them once (the first scrape, whose census is
+    // timed below) and not again in the middle of the fires, as a Prometheus scrape could.
+    config.metrics_refresh_ms = 3_600_000;
     let prefix = use_fresh_topics(&mut config, brokers);
     let settings = config.kafka_settings().unwrap();
     scheduler::kafka::ensure_topics(&settings).await.unwrap();
@@ -1213,6 +1229,12 @@ async fn window_figures(brokers: &str, store: StoreKind, label: &str, stored: us
         operations_line(&before, &after, 10.0),
         filled.as_secs_f64()
     );
+    if let Some((1.0, seconds)) = before.get("census") {
+        println!(
+            "{label:<34} one census (a scrape's count of the gauges) took {:.1} ms",
+            seconds * 1e3
+        );
+    }
 
     let reader = run_reader(brokers, &settings.topics.run.name, &format!("{prefix}-r"));
     for (count, spread) in [(500, true), (10_000, false)] {
@@ -1228,8 +1250,21 @@ async fn window_figures(brokers: &str, store: StoreKind, label: &str, stored: us
         tokio::time::sleep(settle).await;
         let before = store_operations(addr).await;
         let wait = Duration::from_secs(60).max(Duration::from_millis(10) * count as u32);
-        let (lags, ids) = read_runs(&reader, count, Instant::now() + wait).await;
+        let (lags, ids, dues) = read_runs_due(&reader, count, Instant::now() + wait).await;
         let all_in = Utc::now() - due;
+        // Where in the second the slowest fires were due: a tail at its start is a cold path,
+        // one spread through it is the store's pauses.
+        let mut slowest: Vec<(f64, i64)> = lags
+            .iter()
+            .zip(&dues)
+            .map(|(lag, at)| (*lag, (*at - due).num_milliseconds()))
+            .collect();
+        slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let slowest: Vec<String> = slowest
+            .iter()
+            .take(8)
+            .map(|(lag, at)| format!("{lag:.0} ms at +{at} ms"))
+            .collect();
         // Let the relay finish marking the last events delivered before counting.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let after = store_operations(addr).await;
@@ -1253,6 +1288,13 @@ async fn window_figures(brokers: &str, store: StoreKind, label: &str, stored: us
             format!("{label} {count} due"),
             operations_line(&before, &after, fired.max(1) as f64)
         );
+        if spread {
+            println!(
+                "{:<34} slowest fires (lag, when due in the second): {}",
+                format!("{label} {count} due"),
+                slowest.join(", ")
+            );
+        }
         if overran {
             println!(
                 "{label}: note: creating the jobs took past their due time, so the lag includes that overrun"

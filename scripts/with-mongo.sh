@@ -6,7 +6,8 @@
 # port for the command's duration. Either way MONGO_WIRE_SERVER_CLASSPATH is exported, so tests
 # can start private servers of their own (the outage tests stop and restart theirs).
 # MONGO_WIRE_SERVER_HEAP sets the server's Java heap (default 512m; it keeps every document in
-# it, so 100,000 stored jobs need a few GiB).
+# it, so 100,000 stored jobs need a few GiB); MONGO_WIRE_SERVER_JAVA_OPTS adds JVM options (the
+# benchmarks choose its garbage collector with it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +27,8 @@ fi
 
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 log="$(mktemp)"
-java "-Xmx${MONGO_WIRE_SERVER_HEAP:-512m}" -cp "$MONGO_WIRE_SERVER_CLASSPATH" MongoWireServer 127.0.0.1 "$port" >"$log" 2>&1 &
+# shellcheck disable=SC2086 # the options are words
+java "-Xmx${MONGO_WIRE_SERVER_HEAP:-512m}" ${MONGO_WIRE_SERVER_JAVA_OPTS:-} -cp "$MONGO_WIRE_SERVER_CLASSPATH" MongoWireServer 127.0.0.1 "$port" >"$log" 2>&1 &
 mongo_pid=$!
 trap 'kill "$mongo_pid" 2>/dev/null || true; rm -f "$log"' EXIT
 for _ in $(seq 1 150); do
