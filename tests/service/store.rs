@@ -1219,6 +1219,29 @@ fn event(kind: EventKind, job: &Job) -> Event {
     Event::new(kind, job.clone(), None)
 }
 
+/// The job versions the journal's events carry, by job, in journal order.
+fn versions_by_job(journaled: &[Journaled]) -> HashMap<JobId, Vec<u64>> {
+    let mut versions: HashMap<JobId, Vec<u64>> = HashMap::new();
+    for j in journaled {
+        versions
+            .entry(j.event.job.id)
+            .or_default()
+            .push(j.event.job.version);
+    }
+    versions
+}
+
+/// Changes `job` through `store` as an API update does, with its event; returns the new job.
+async fn touched(store: &Arc<dyn JobStore>, job: &Job, now: DateTime<Utc>) -> Job {
+    let mut next = job.clone();
+    next.touch(now);
+    store
+        .update(&next, job.version, &[], &[event(EventKind::Updated, &next)])
+        .await
+        .unwrap();
+    next
+}
+
 /// Every event the journal holds after `after`, once the store has journaled every event it
 /// holds pending (as the relay does on MongoDB), in journal order.
 async fn journal(store: &Arc<dyn JobStore>, after: u64) -> Vec<Journaled> {
@@ -1434,25 +1457,13 @@ async fn the_journal_survives_a_reopen_keeps_each_jobs_order_and_gives_each_plac
     for _ in 0..3 {
         store.sequence_events(2).await.unwrap();
         for job in current.iter_mut() {
-            let mut next = job.clone();
-            next.touch(now);
-            store
-                .update(&next, job.version, &[], &[event(EventKind::Updated, &next)])
-                .await
-                .unwrap();
-            *job = next;
+            *job = touched(&store, job, now).await;
         }
     }
     // Reopened, as a restarted process.
     let store = backend.open().await;
     for job in current.iter_mut() {
-        let mut next = job.clone();
-        next.touch(now);
-        store
-            .update(&next, job.version, &[], &[event(EventKind::Updated, &next)])
-            .await
-            .unwrap();
-        *job = next;
+        *job = touched(&store, job, now).await;
     }
     let journaled = journal(&store, 0).await;
     let places: Vec<u64> = journaled.iter().map(|j| j.seq).collect();
@@ -1461,13 +1472,7 @@ async fn the_journal_survives_a_reopen_keeps_each_jobs_order_and_gives_each_plac
         (1..=25).collect::<Vec<_>>(),
         "every place once, none skipped"
     );
-    let mut versions: HashMap<_, Vec<u64>> = HashMap::new();
-    for j in &journaled {
-        versions
-            .entry(j.event.job.id)
-            .or_default()
-            .push(j.event.job.version);
-    }
+    let versions = versions_by_job(&journaled);
     assert_eq!(versions.len(), 5);
     for (id, seen) in versions {
         assert_eq!(seen, vec![1, 2, 3, 4, 5], "events of {id} out of order");
@@ -1510,29 +1515,13 @@ async fn a_jobs_events_keep_their_order_when_another_replica_writes_it_between_r
         vec![fired.id]
     );
     for job in [&created, &stepped] {
-        let mut changed = job.clone();
-        changed.touch(now);
-        there
-            .update(
-                &changed,
-                job.version,
-                &[],
-                &[event(EventKind::Updated, &changed)],
-            )
-            .await
-            .unwrap();
+        touched(&there, job, now).await;
     }
 
     let journaled = journal(&here, 0).await;
     let places: Vec<u64> = journaled.iter().map(|j| j.seq).collect();
     assert_eq!(places, (1..=places.len() as u64).collect::<Vec<_>>());
-    let mut versions: HashMap<JobId, Vec<u64>> = HashMap::new();
-    for j in &journaled {
-        versions
-            .entry(j.event.job.id)
-            .or_default()
-            .push(j.event.job.version);
-    }
+    let versions = versions_by_job(&journaled);
     assert_eq!(versions[&created.id], vec![1, 2], "{journaled:?}");
     let fired_versions = &versions[&fired.id];
     assert_eq!(fired_versions.first(), Some(&1), "{journaled:?}");
@@ -1665,17 +1654,7 @@ async fn the_journal_is_trimmed_by_count_and_age_but_never_past_the_floor(backen
         .await
         .unwrap();
     assert_eq!(store.journal_bounds().await.unwrap().head, 20);
-    let mut next = current.clone();
-    next.touch(now);
-    store
-        .update(
-            &next,
-            current.version,
-            &[],
-            &[event(EventKind::Updated, &next)],
-        )
-        .await
-        .unwrap();
+    touched(&store, &current, now).await;
     let last = journal(&store, 20).await;
     assert_eq!(last.len(), 1);
     assert_eq!(last[0].seq, 21);
