@@ -1134,7 +1134,7 @@ async fn read_runs_due(
 }
 
 /// How many store operations the service at `addr` has made so far, and the seconds they
-/// took, by operation, from its `/metrics`.
+/// took, by operation, from its `/metrics`; and its Kafka sends (`kafka_send`).
 async fn store_operations(
     addr: std::net::SocketAddr,
 ) -> std::collections::BTreeMap<String, (f64, f64)> {
@@ -1146,6 +1146,22 @@ async fn store_operations(
         .unwrap();
     let series = "scheduler_store_operation_duration_seconds_";
     let mut operations = std::collections::BTreeMap::new();
+    // Beside them, the Kafka sends (each message, from the producer to the acknowledgement).
+    for (kind, index) in [("count", 0), ("sum", 1)] {
+        let name = format!("scheduler_kafka_publish_duration_seconds_{kind} ");
+        if let Some(value) = text
+            .lines()
+            .find_map(|line| line.strip_prefix(name.as_str()))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+        {
+            let entry: &mut (f64, f64) = operations.entry("kafka_send".to_owned()).or_default();
+            if index == 0 {
+                entry.0 = value;
+            } else {
+                entry.1 = value;
+            }
+        }
+    }
     for line in text.lines() {
         let Some(rest) = line.strip_prefix(series) else {
             continue;
@@ -1290,8 +1306,9 @@ async fn window_figures(brokers: &str, store: StoreKind, label: &str, stored: us
         );
         if spread {
             println!(
-                "{:<34} slowest fires (lag, when due in the second): {}",
+                "{:<34} slowest fires (lag, when due in the second from {}): {}",
                 format!("{label} {count} due"),
+                due.format("%H:%M:%S%.3f"),
                 slowest.join(", ")
             );
         }
