@@ -17,10 +17,10 @@
 //! What it reads, kept to filters on `_id` (served by an index on every MongoDB-wire server):
 //! the jobs this process wrote events to are noted as it writes them (`sequencing`), and a
 //! round reads those by `_id`, or not at all when the write knew the whole outbox it left (a
-//! new job, or a step whose claim found no pending event); the scan for every pending event (other replicas' writes, and
-//! this process's notes that did not fit) runs when nothing is noted, and at least once per
-//! `sequencing::SCAN_EVERY` while something always is. The newest
-//! place is kept between rounds and read again only after another sequencer took a place.
+//! new job, or a step whose claim found no pending event); the scan for every pending event
+//! (other replicas' writes, and this process's notes that did not fit) runs when nothing is
+//! noted, and at least once per `sequencing::SCAN_EVERY` while something always is. The
+//! newest place is kept between rounds and read again only after another sequencer took one.
 //! Reading the journal after a place asks for the places that follow it by `_id`, since
 //! places are consecutive.
 
@@ -227,9 +227,8 @@ impl MongoStore {
             self.sequencing.forget();
             if let Err(error) = self.journal().insert_many(entries).ordered(true).await {
                 // Another sequencer gave these places first, or some of these events were
-                // journaled already: they wait for the next round, which numbers on from
-                // where the journal got and looks for what it holds.
-                // Those jobs are read by `_id` in the next round.
+                // journaled already: they wait for the next round, which reads their jobs by
+                // `_id`, numbers on from where the journal got and looks for what it holds.
                 self.sequencing.again(
                     documents
                         .iter()

@@ -105,12 +105,7 @@ impl SequencingState {
         }
     }
 
-    /// Forgets what is known of job `id`'s outbox: it is read.
-    fn unknow(&mut self, id: &ObjectId) {
-        self.take_known(id);
-    }
-
-    /// Takes what is known of job `id`'s outbox.
+    /// Takes what is known of job `id`'s outbox (or forgets it: the job is read).
     fn take_known(&mut self, id: &ObjectId) -> Option<Document> {
         let (document, bytes) = self.known.remove(id)?;
         self.known_bytes = self.known_bytes.saturating_sub(bytes);
@@ -124,7 +119,7 @@ impl Sequencing {
     pub(super) fn note(&self, id: ObjectId) {
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
         state.note(id);
-        state.unknow(&id);
+        state.take_known(&id);
     }
 
     /// Notes that this process's write left `document` (see [`as_written`]) holding these
@@ -136,7 +131,7 @@ impl Sequencing {
         };
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if state.written.contains(&id) {
-            state.unknow(&id);
+            state.take_known(&id);
             return;
         }
         state.note(id);
