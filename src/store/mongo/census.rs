@@ -58,13 +58,7 @@ pub(super) async fn count(
         .await?
         .try_next()
         .await?;
-    let (due, oldest_due) = match &due {
-        Some(d) => (
-            count_of(d.get("count")).unwrap_or(0),
-            d.get_datetime("oldest").ok().copied().map(chrono_time),
-        ),
-        None => (0, None),
-    };
+    let (due, oldest_due) = count_and_oldest(due.as_ref(), "count");
     // Only the documents with pending events, which the sparse outbox index finds.
     let outbox: Option<Document> = jobs
         .aggregate(vec![
@@ -78,18 +72,22 @@ pub(super) async fn count(
         .await?
         .try_next()
         .await?;
-    let (outbox_pending, oldest_event) = match &outbox {
-        Some(d) => (
-            count_of(d.get("pending")).unwrap_or(0),
-            d.get_datetime("oldest").ok().copied().map(chrono_time),
-        ),
-        None => (0, None),
-    };
+    let (outbox_pending, oldest_event) = count_and_oldest(outbox.as_ref(), "pending");
     Ok(Census {
         jobs: statuses,
         due,
         oldest_due,
         outbox_pending,
         oldest_event,
+    })
+}
+
+/// The count in `field` and the time in `oldest` of a group's result; none when nothing matched.
+fn count_and_oldest(group: Option<&Document>, field: &str) -> (u64, Option<DateTime<Utc>>) {
+    group.map_or((0, None), |d| {
+        (
+            count_of(d.get(field)).unwrap_or(0),
+            d.get_datetime("oldest").ok().copied().map(chrono_time),
+        )
     })
 }

@@ -14,6 +14,12 @@ impl MongoStore {
             IndexModel::builder().keys(keys).options(options).build()
         };
         let named = |name: &str| IndexOptions::builder().name(name.to_owned()).build();
+        let sparse = |name: &str| {
+            IndexOptions::builder()
+                .name(name.to_owned())
+                .sparse(true)
+                .build()
+        };
         let models = vec![
             // The due-job query and the claim: jobs by the time they next need the scheduler.
             index(doc! { "dueAt": 1 }, Some(named("dueAt"))),
@@ -21,15 +27,7 @@ impl MongoStore {
             index(doc! { "pullAt": 1 }, Some(named("pullAt"))),
             index(doc! { "hookAt": 1 }, Some(named("hookAt"))),
             // When the next lease lapses.
-            index(
-                doc! { "leaseUntil": 1 },
-                Some(
-                    IndexOptions::builder()
-                        .name("lease".to_owned())
-                        .sparse(true)
-                        .build(),
-                ),
-            ),
+            index(doc! { "leaseUntil": 1 }, Some(sparse("lease"))),
             // Listing, newest first, and filtered by status or by type.
             index(doc! { "createdAt": -1, "_id": -1 }, Some(named("created"))),
             index(
@@ -45,15 +43,7 @@ impl MongoStore {
             // The metrics' count per status, covered (tombstones left out by the index too).
             index(doc! { "status": 1, "deleted": 1 }, Some(named("status"))),
             // The sequencer's scan for pending events.
-            index(
-                doc! { "outboxAt": 1 },
-                Some(
-                    IndexOptions::builder()
-                        .name("outbox".to_owned())
-                        .sparse(true)
-                        .build(),
-                ),
-            ),
+            index(doc! { "outboxAt": 1 }, Some(sparse("outbox"))),
             // One job per idempotency key.
             index(
                 doc! { "idempotencyKey": 1 },
