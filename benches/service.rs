@@ -1206,6 +1206,39 @@ fn operations_line(
     format!("{:.3} ({})", total / per, parts.join(", "))
 }
 
+/// The database round trips idle replicas make per second, each counted by a proxy between
+/// it and the server (`support::wire`), by command: first one alone (holding the relay
+/// lease), then a second beside it (which does not). They run only for this count: the
+/// proxy's hop would add to every figure measured after it.
+async fn idle_round_trips(config: &Config, label: &str) {
+    let uri = config
+        .mongodb_uri
+        .as_deref()
+        .expect("MONGODB_URI names the server");
+    let shutdown = CancellationToken::new();
+    let (mut tasks, mut counters) = (Vec::new(), Vec::new());
+    for replica in ["leading the relay", "beside it"] {
+        counters.push(support::wire::WireCounter::start(uri).await);
+        let counter = counters.last().unwrap();
+        let mut proxied = config.clone();
+        proxied.mongodb_uri = Some(counter.uri());
+        let app = Application::build(proxied).await.unwrap();
+        tasks.push(tokio::spawn(app.run(shutdown.clone())));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let before = counter.counts();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let after = counter.counts();
+        println!(
+            "{label:<34} idle database round trips per second, {replica}: {}",
+            support::wire::round_trips_line(&before, &after, 20.0)
+        );
+    }
+    shutdown.cancel();
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    }
+}
+
 /// The fire path with `stored` future jobs in the store, through Kafka: the store operations
 /// an idle replica makes per second; the lag from due time to the run message's broker
 /// timestamp of 500 jobs due across one second, with the store operations per fire; and how
@@ -1229,11 +1262,14 @@ async fn window_figures(brokers: &str, store: StoreKind, label: &str, stored: us
         }
     }
     let filled = filled.elapsed();
+    let label = format!("{label} {stored} stored");
+    if store == StoreKind::Mongodb {
+        idle_round_trips(&config, &label).await;
+    }
     let app = Application::build(config).await.unwrap();
     let (addr, jobs) = (app.local_addr(), app.jobs());
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(app.run(shutdown.clone()));
-    let label = format!("{label} {stored} stored");
 
     // Idle: what the replica asks the store in ten quiet seconds.
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -1,11 +1,13 @@
 //! What the benchmarks share: driving a call from concurrent tasks and reading percentiles,
-//! comparing two services' REST throughput ([`compare`]), and reading a running process
-//! ([`process`]).
+//! comparing two services' REST throughput ([`compare`]), reading a running process
+//! ([`process`]), and counting what a service asks its MongoDB-wire server ([`wire`]).
 
 #[allow(dead_code)] // only the benchmarks that compare two services use it
 pub mod compare;
 #[allow(dead_code)] // each benchmark reads what it needs of a process
 pub mod process;
+#[allow(dead_code)] // only the benchmarks that count database round trips use it
+pub mod wire;
 
 use std::{
     sync::Arc,
