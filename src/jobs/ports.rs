@@ -298,7 +298,9 @@ pub trait JobStore: Send + Sync + 'static {
     /// Gives up to about `limit` stored events that have no place in the journal yet their
     /// places, one job's in the order of its changes; how many. A store may take the events
     /// this process stored first and the others' (other replicas') within about a second;
-    /// a call when this process stored none since the last takes the oldest of every one.
+    /// a call when this process stored none since the last takes the oldest of every one, or,
+    /// when a window read ([`due_within`](Self::due_within)) since the last call looked at
+    /// every pending event, the oldest of those it found (the others come in a later call).
     /// Only the holder of the relay lease calls it. A store that journals every event in the
     /// write that stores it has nothing to do.
     async fn sequence_events(&self, limit: usize) -> Result<usize, StoreError>;

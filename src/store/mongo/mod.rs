@@ -492,15 +492,18 @@ impl JobStore for MongoStore {
             )
             .upsert(true)
             .await;
-        match result {
-            Ok(_) => Ok(true),
+        let held = match result {
+            Ok(_) => true,
             // The lease document exists and another owner holds it: the upsert's insert of the
             // same _id is refused.
             Err(e) => match map_err(e) {
-                StoreError::DuplicateKey => Ok(false),
-                other => Err(other),
+                StoreError::DuplicateKey => false,
+                other => return Err(other),
             },
-        }
+        };
+        self.sequencing
+            .relay_lease(held.then_some(lease.until).filter(|until| *until > now));
+        Ok(held)
     }
 
     async fn sequence_events(&self, limit: usize) -> Result<usize, StoreError> {

@@ -5,6 +5,14 @@
 //! and the events it journaled last (which the relay reads next). See `journal` for how a
 //! round uses them.
 //!
+//! Every pending event is looked for either by a scan of its own or, while this process holds
+//! the relay lease, by the scheduler's window read, whose query then also finds every job with
+//! pending events (`schedule::window`): a round
+//! that follows such a read by less than [`SCAN_EVERY`] reads the jobs it found by `_id` and
+//! scans nothing, so an idle replica's one query a second serves the scheduler and the relay.
+//! Each read is used by one round at most; a round with no fresh read scans as before. Another
+//! replica's event stored just after a read is found by the next read or scan.
+//!
 //! A write knows the whole outbox it leaves when the document held no pending event before
 //! it: a new document, or a step whose claim read the document with an empty outbox (every
 //! write that adds an event moves `version` or `fence`, which the step's guard names, so none
@@ -60,8 +68,13 @@ struct SequencingState {
     head: Option<u64>,
     /// The events of this process's last journal insert, which the relay reads next.
     recent: Vec<Journaled>,
-    /// When the last scan for every pending event ran.
+    /// When the last scan for every pending event ran (or a window read looked at them all).
     scanned: Option<Instant>,
+    /// What the last window read found pending, when it looked at every pending event since
+    /// the last round: when, and each job's oldest pending time and id.
+    look: Option<(Instant, Vec<(bson::DateTime, ObjectId)>)>,
+    /// Until when this process holds the relay lease, as its last take of it said.
+    relay_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Which pending events a round reads.
@@ -103,6 +116,21 @@ impl SequencingState {
         } else if !self.written.contains(&id) {
             self.overflowed = true;
         }
+    }
+
+    /// Takes up to `limit` of the jobs this process wrote: those to read by `_id`, and the
+    /// documents known as its writes left them.
+    fn take_written(&mut self, limit: usize) -> (Vec<ObjectId>, Vec<Document>) {
+        let taken: Vec<ObjectId> = self.written.iter().take(limit).copied().collect();
+        let (mut read, mut known) = (Vec::new(), Vec::new());
+        for id in taken {
+            self.written.remove(&id);
+            match self.take_known(&id) {
+                Some(document) => known.push(document),
+                None => read.push(id),
+            }
+        }
+        (read, known)
     }
 
     /// Takes what is known of job `id`'s outbox (or forgets it: the job is read).
@@ -165,9 +193,52 @@ impl Sequencing {
         state.clean.remove(&id) == Some(token)
     }
 
+    /// Notes until when this process holds the relay lease (`None`: it does not).
+    pub(super) fn relay_lease(&self, until: Option<chrono::DateTime<chrono::Utc>>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).relay_until = until;
+    }
+
+    /// Whether this process holds the relay lease at `now`, and so runs the rounds a window
+    /// read's look would serve.
+    pub(super) fn leads(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        let state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.relay_until.is_some_and(|until| until > now)
+    }
+
+    /// Keeps what a window read found pending: `(outboxAt, _id)` of every job that had
+    /// pending events when it ran. The next round reads those jobs by `_id` instead of
+    /// scanning, if the read is less than [`SCAN_EVERY`] old by then.
+    pub(super) fn looked(&self, pending: Vec<(bson::DateTime, ObjectId)>) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.look = Some((Instant::now(), pending));
+    }
+
     /// What the next round of up to `limit` jobs reads.
     pub(super) fn next(&self, limit: usize) -> Pending {
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let look = state
+            .look
+            .take()
+            .filter(|(at, _)| at.elapsed() < SCAN_EVERY);
+        if let Some((at, mut pending)) = look.filter(|_| !state.overflowed) {
+            // The window read looked at every pending event since the last round: the jobs
+            // it found, oldest first, and this process's writes since (which it may not have
+            // seen). Past `limit`, the next round scans for the rest.
+            state.scanned = Some(at);
+            pending.sort();
+            let mut read: Vec<ObjectId> = pending
+                .into_iter()
+                .map(|(_, id)| id)
+                .filter(|id| !state.written.contains(id))
+                .collect();
+            if read.len() > limit.max(1) {
+                read.truncate(limit.max(1));
+                state.overflowed = true;
+            }
+            let (more, known) = state.take_written(limit.max(1) - read.len());
+            read.extend(more);
+            return Pending::Written { read, known };
+        }
         let due = state
             .scanned
             .is_none_or(|scanned| scanned.elapsed() >= SCAN_EVERY);
@@ -179,15 +250,7 @@ impl Sequencing {
             state.known_bytes = 0;
             return Pending::Scan;
         }
-        let taken: Vec<ObjectId> = state.written.iter().take(limit.max(1)).copied().collect();
-        let (mut read, mut known) = (Vec::new(), Vec::new());
-        for id in taken {
-            state.written.remove(&id);
-            match state.take_known(&id) {
-                Some(document) => known.push(document),
-                None => read.push(id),
-            }
-        }
+        let (read, known) = state.take_written(limit.max(1));
         Pending::Written { read, known }
     }
 
