@@ -12,11 +12,13 @@
 //!
 //! One relay runs at a time per store: each process's relay takes the store's relay lease
 //! before sequencing or publishing, and renews it while it works; the others wait and take
-//! over when it lapses. It is woken by its own process's writes, and looks for events written
-//! by other processes every `poll` while they come, backing off to once a second while none do
-//! (so another replica's event waits at most a second to be journaled and published). With
+//! over when it lapses (trying it every half lease, and, at most every `poll`, when their own
+//! process stores an event). It is woken by its own process's writes, and looks for events
+//! written by other processes every `poll` while they come, backing off to once a second while
+//! none do (so another replica's event waits at most a second to be journaled and published;
+//! on MongoDB the look is usually the one the scheduler's window read made). With
 //! nothing to sequence or publish (the embedded store without Kafka) it only trims, every
-//! `trim_every`, and takes no lease.
+//! `trim_every`, and takes no lease; otherwise only the lease holder trims.
 
 use std::{
     sync::{Arc, OnceLock},
@@ -151,8 +153,11 @@ impl Relay {
         let leads = self.sink.is_some() || self.settings.sequences;
         // The wait before the next look while nothing comes: `poll`, doubling while idle.
         let mut quiet = self.settings.poll;
+        // Before this instant, this process's writes do not cut a wait short.
+        let mut wake_from = Instant::now();
         while !shutdown.is_cancelled() {
-            if trimmed.elapsed() >= self.settings.trim_every {
+            // Where relays take turns, the one holding the lease trims for all.
+            if trimmed.elapsed() >= self.settings.trim_every && (leader || !leads) {
                 trimmed = Instant::now();
                 self.trim(published).await;
             }
@@ -185,13 +190,20 @@ impl Relay {
                             quiet = self.settings.poll;
                             Duration::ZERO
                         }
-                        // Nothing to do (or not the leader): look again later each time, up to
-                        // a second, so an idle replica reads the store about once a second.
-                        // This process's writes wake it at once whatever the wait.
-                        Round::Idle | Round::NotLeader if leads => {
+                        // Nothing to do: look again later each time, up to a second. This
+                        // process's writes wake it at once whatever the wait.
+                        Round::Idle if leads => {
                             let wait = quiet;
                             quiet = (quiet * 2).min(self.settings.poll.max(QUIET_POLL));
                             wait
+                        }
+                        // Another process leads: its lease is tried again when half of a
+                        // lease has passed (a dead leader's lapses by then or at the next
+                        // try), or, when this process stores an event, once `poll` has passed.
+                        Round::NotLeader if leads => {
+                            quiet = self.settings.poll;
+                            wake_from = Instant::now() + self.settings.poll;
+                            (self.settings.lease / 2).max(self.settings.poll)
                         }
                         Round::Idle | Round::NotLeader => self.settings.trim_every,
                     }
@@ -205,7 +217,10 @@ impl Relay {
             // process's writes.
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = self.wake.notified(), if !store.is_failing() && leads => {}
+                () = async {
+                    tokio::time::sleep_until(wake_from).await;
+                    self.wake.notified().await;
+                }, if !store.is_failing() && leads => {}
                 () = shutdown.cancelled() => {}
             }
         }
@@ -302,7 +317,7 @@ impl Relay {
         let floor = match (&self.sink, published) {
             (None, _) => u64::MAX,
             (Some(_), Some(published)) => published,
-            // Not leading: the leader's cursor, as stored.
+            // The cursor not read yet under this lease: as stored.
             (Some(_), None) => match self.store.cursor(PUBLISHED).await {
                 Ok(published) => published,
                 Err(error) => {

@@ -20,6 +20,7 @@ use crate::support::{
         producer,
     },
     matches_golden,
+    scrape::Scrape,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -463,6 +464,63 @@ async fn two_replicas_on_one_store_publish_every_event_once_through_one_relay() 
     for app in apps {
         app.stop().await;
     }
+}
+
+/// Idle, neither replica asks the store for the relay lease more than once per half lease (the
+/// leader renewing it, the other trying it), and when the leader stops, the other takes over
+/// and publishes what it stores next.
+#[tokio::test]
+async fn idle_replicas_ask_for_the_relay_lease_once_per_half_lease_and_one_takes_over_at_a_stop() {
+    let brokers = brokers();
+    let topics = TestTopics::new();
+    topics.ensure(&brokers).await;
+    let data = tempfile::tempdir().unwrap();
+    // The relay's lease is the scheduler's, at most 10 s.
+    let replica = || {
+        let mut config = topics.embedded_config(&brokers, data.path());
+        config.lease_seconds = 10;
+        config
+    };
+    let first = TestApp::spawn_with(replica()).await;
+    let second = TestApp::spawn_with(replica()).await;
+    let lease_asks = |scrape: &Scrape| {
+        scrape.value(
+            "scheduler_store_operation_duration_seconds_count",
+            &[("operation", "take_relay_lease")],
+        )
+    };
+    // Both relays have made their first round.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = [Scrape::of(&first).await, Scrape::of(&second).await];
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = [Scrape::of(&first).await, Scrape::of(&second).await];
+    for (replica, (before, after)) in before.iter().zip(&after).enumerate() {
+        let asked = lease_asks(after) - lease_asks(before);
+        // The lease is 10 s: in 6 s, at most two asks (one every 5 s) whatever the phase.
+        assert!(
+            asked <= 2.0,
+            "replica {replica} asked for the relay lease {asked} times in 6 idle seconds"
+        );
+    }
+
+    let reader = Reader::new(&brokers, &[topics.create()]);
+    first.stop().await;
+    let job = second
+        .create_job(&email_job("after the stop", &in_millis(3_600_000)))
+        .await;
+    let id = id_of(&job);
+    let messages = reader
+        .until(WAIT, |seen| {
+            events_per_job(seen)
+                .get(&id)
+                .is_some_and(|events| !events.is_empty())
+        })
+        .await;
+    assert_eq!(
+        events_per_job(&messages)[&id],
+        vec![("created".to_owned(), 1)]
+    );
+    second.stop().await;
 }
 
 #[tokio::test]
