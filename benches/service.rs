@@ -1223,6 +1223,7 @@ async fn idle_round_trips(config: &Config, label: &str) {
         let mut proxied = config.clone();
         proxied.mongodb_uri = Some(counter.uri());
         let app = Application::build(proxied).await.unwrap();
+        let jobs = app.jobs();
         tasks.push(tokio::spawn(app.run(shutdown.clone())));
         tokio::time::sleep(Duration::from_secs(2)).await;
         let before = counter.counts();
@@ -1232,11 +1233,66 @@ async fn idle_round_trips(config: &Config, label: &str) {
             "{label:<34} idle database round trips per second, {replica}: {}",
             support::wire::round_trips_line(&before, &after, 20.0)
         );
+        if counters.len() == 1 {
+            calls_round_trips(&jobs, counter, label).await;
+        }
     }
     shutdown.cancel();
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
     }
+}
+
+/// The database round trips of a create (with the relay's journaling of its event) and of a
+/// get, on the replica behind `counter`, 2,000 of each at 16 in flight; the creates are due in
+/// an hour, so nothing fires meanwhile.
+async fn calls_round_trips(
+    jobs: &scheduler::jobs::Jobs,
+    counter: &support::wire::WireCounter,
+    label: &str,
+) {
+    const CALLS: usize = 2_000;
+    let created = Arc::new(std::sync::Mutex::new(Vec::with_capacity(CALLS)));
+    let before = counter.counts();
+    let (from, made) = (jobs.clone(), created.clone());
+    let due = (Utc::now() + chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    drive(CALLS, move |i| {
+        let (jobs, made) = (from.clone(), made.clone());
+        let input: JobInput =
+            serde_json::from_value(email_job(&format!("counted {i}"), &due)).unwrap();
+        async move {
+            let job = jobs
+                .create(input, None, &Default::default())
+                .await
+                .unwrap()
+                .job;
+            made.lock().unwrap().push(job.id);
+        }
+    })
+    .await;
+    // The relay's journaling of the last events, and a window read or two, count too.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = counter.counts();
+    println!(
+        "{label:<34} database round trips per create, 16 in flight: {}",
+        support::wire::round_trips_line(&before, &after, CALLS as f64)
+    );
+    let ids: Vec<scheduler::domain::JobId> = created.lock().unwrap().clone();
+    let before = counter.counts();
+    let from = jobs.clone();
+    drive(CALLS, move |i| {
+        let (jobs, id) = (from.clone(), ids[i]);
+        async move {
+            jobs.get(id).await.unwrap();
+        }
+    })
+    .await;
+    let after = counter.counts();
+    println!(
+        "{label:<34} database round trips per get, 16 in flight: {}",
+        support::wire::round_trips_line(&before, &after, CALLS as f64)
+    );
 }
 
 /// The fire path with `stored` future jobs in the store, through Kafka: the store operations
