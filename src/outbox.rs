@@ -18,7 +18,8 @@
 //! none do (so another replica's event waits at most a second to be journaled and published;
 //! on MongoDB the look is usually the one the scheduler's window read made). With
 //! nothing to sequence or publish (the embedded store without Kafka) it only trims, every
-//! `trim_every`, and takes no lease; otherwise only the lease holder trims.
+//! `trim_every`, and takes no lease; otherwise only the lease holder trims, every
+//! `trim_every` while events come and every sixth while none do.
 
 use std::{
     sync::{Arc, OnceLock},
@@ -95,6 +96,10 @@ pub struct Relay {
 /// Longest wait between two looks of an idle relay for other processes' events.
 const QUIET_POLL: Duration = Duration::from_secs(1);
 
+/// How many `trim_every`s apart a relay that moved no event trims (a minute by default):
+/// only events aging out can be dropped then, and the retention's age is an hour by default.
+const QUIET_TRIM: u32 = 6;
+
 /// What one round of the relay did.
 enum Round {
     /// Another process holds the relay lease.
@@ -148,6 +153,8 @@ impl Relay {
         let mut published = None;
         let mut caught_up = false;
         let mut trimmed = Instant::now();
+        // Whether this relay journaled or published an event since its last trim.
+        let mut moved = false;
         // While the sink fails, it is tried again when its backoff says; journaling goes on.
         let mut publish_at = Instant::now();
         let leads = self.sink.is_some() || self.settings.sequences;
@@ -156,9 +163,17 @@ impl Relay {
         // Before this instant, this process's writes do not cut a wait short.
         let mut wake_from = Instant::now();
         while !shutdown.is_cancelled() {
-            // Where relays take turns, the one holding the lease trims for all.
-            if trimmed.elapsed() >= self.settings.trim_every && (leader || !leads) {
+            // Where relays take turns, the one holding the lease trims for all; while it has
+            // moved no event since its last trim, only events aging out can be dropped, so it
+            // trims less often.
+            let trim_every = if moved || !leads {
+                self.settings.trim_every
+            } else {
+                self.settings.trim_every * QUIET_TRIM
+            };
+            if trimmed.elapsed() >= trim_every && (leader || !leads) {
                 trimmed = Instant::now();
+                moved = false;
                 self.trim(published).await;
             }
             let round = if leads {
@@ -183,10 +198,12 @@ impl Relay {
                         }
                         Round::Busy => {
                             quiet = self.settings.poll;
+                            moved = true;
                             Duration::ZERO
                         }
                         Round::Published => {
                             sink.recovered();
+                            moved = true;
                             quiet = self.settings.poll;
                             Duration::ZERO
                         }

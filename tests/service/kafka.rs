@@ -467,7 +467,8 @@ async fn two_replicas_on_one_store_publish_every_event_once_through_one_relay() 
 }
 
 /// Idle, neither replica asks the store for the relay lease more than once per half lease (the
-/// leader renewing it, the other trying it), and when the leader stops, the other takes over
+/// leader renewing it, the other trying it), and neither trims the journal (the other never,
+/// the leader once a minute while no event comes); when the leader stops, the other takes over
 /// and publishes what it stores next.
 #[tokio::test]
 async fn idle_replicas_ask_for_the_relay_lease_once_per_half_lease_and_one_takes_over_at_a_stop() {
@@ -489,18 +490,26 @@ async fn idle_replicas_ask_for_the_relay_lease_once_per_half_lease_and_one_takes
             &[("operation", "take_relay_lease")],
         )
     };
+    let trims = |scrape: &Scrape| {
+        scrape.value(
+            "scheduler_store_operation_duration_seconds_count",
+            &[("operation", "trim_journal")],
+        )
+    };
     // Both relays have made their first round.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = [Scrape::of(&first).await, Scrape::of(&second).await];
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Past the 10 s a trim came every before.
+    tokio::time::sleep(Duration::from_secs(11)).await;
     let after = [Scrape::of(&first).await, Scrape::of(&second).await];
     for (replica, (before, after)) in before.iter().zip(&after).enumerate() {
         let asked = lease_asks(after) - lease_asks(before);
-        // The lease is 10 s: in 6 s, at most two asks (one every 5 s) whatever the phase.
+        // The lease is 10 s: in 11 s, at most three asks (one every 5 s) whatever the phase.
         assert!(
-            asked <= 2.0,
-            "replica {replica} asked for the relay lease {asked} times in 6 idle seconds"
+            asked <= 3.0,
+            "replica {replica} asked for the relay lease {asked} times in 11 idle seconds"
         );
+        assert_eq!(trims(after), 0.0, "replica {replica} trimmed while idle");
     }
 
     let reader = Reader::new(&brokers, &[topics.create()]);
