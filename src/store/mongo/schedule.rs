@@ -97,6 +97,7 @@ impl MongoStore {
         }
         // The lease is left to `window_of`: a test server reads every document either way,
         // and evaluates a nested `$or` for each of them.
+        let began = std::time::Instant::now();
         let mut found = all(read(doc! {
             "$or": [{ "dueAt": { "$lte": horizon } }, { "outboxAt": { "$exists": true } }],
         }))
@@ -107,6 +108,7 @@ impl MongoStore {
             found = all(read(due)).await?;
         } else {
             self.sequencing.looked(
+                began,
                 found
                     .iter()
                     .filter_map(|document| {

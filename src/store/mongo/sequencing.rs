@@ -7,11 +7,11 @@
 //!
 //! Every pending event is looked for either by a scan of its own or, while this process holds
 //! the relay lease, by the scheduler's window read, whose query then also finds every job with
-//! pending events (`schedule::window`): a round
-//! that follows such a read by less than [`SCAN_EVERY`] reads the jobs it found by `_id` and
-//! scans nothing, so an idle replica's one query a second serves the scheduler and the relay.
-//! Each read is used by one round at most; a round with no fresh read scans as before. Another
-//! replica's event stored just after a read is found by the next read or scan.
+//! pending events (`schedule::window`): a round that follows such a read by less than
+//! [`SCAN_EVERY`] reads the jobs it found by `_id` and scans nothing, so an idle replica's one
+//! query a second serves the scheduler and the relay. Each read is used by one round at most; a
+//! round with no fresh read scans as before. Another replica's event stored just after a read is
+//! found by the next read or scan.
 //!
 //! A write knows the whole outbox it leaves when the document held no pending event before
 //! it: a new document, or a step whose claim read the document with an empty outbox (every
@@ -205,12 +205,12 @@ impl Sequencing {
         state.relay_until.is_some_and(|until| until > now)
     }
 
-    /// Keeps what a window read found pending: `(outboxAt, _id)` of every job that had
-    /// pending events when it ran. The next round reads those jobs by `_id` instead of
+    /// Keeps what a window read that began `at` found pending: `(outboxAt, _id)` of every job
+    /// that had pending events then. The next round reads those jobs by `_id` instead of
     /// scanning, if the read is less than [`SCAN_EVERY`] old by then.
-    pub(super) fn looked(&self, pending: Vec<(bson::DateTime, ObjectId)>) {
+    pub(super) fn looked(&self, at: Instant, pending: Vec<(bson::DateTime, ObjectId)>) {
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        state.look = Some((Instant::now(), pending));
+        state.look = Some((at, pending));
     }
 
     /// What the next round of up to `limit` jobs reads.
