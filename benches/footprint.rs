@@ -8,8 +8,12 @@
 //! - on the embedded store, the resident memory each open HTTP/1.1 keep-alive connection,
 //!   HTTP/2 (gRPC) connection and event stream adds, 500 of each held open at once.
 //!
+//! - on MongoDB, the database CPU per create and per get of ours against the older service's
+//!   store work (one insert, one read by `_id`) on the same server, alternating five times.
+//!
 //! Run with `./scripts/with-mongo.sh cargo bench --bench footprint` (`-- --quick`: 10 s idle
-//! windows and fewer calls). It prints figures and asserts nothing about speed.
+//! windows and fewer calls; `-- --against-older`: only that last comparison). It prints
+//! figures and asserts nothing about speed.
 
 use std::{
     sync::{
@@ -28,9 +32,10 @@ use tokio::{
 
 mod support;
 use support::{
-    drive_with,
+    drive_paced,
     process::{Binary, cpu_seconds, find_process, raise_open_file_limit, status_kib},
     quantile,
+    wire::{WireCounter, round_trips_line},
 };
 
 /// The `jobData` of every job created here: an email, as the EMAIL type requires.
@@ -57,6 +62,8 @@ fn rest_job(name: &str) -> Value {
 struct Service {
     binary: Binary,
     database: Option<u32>,
+    /// The proxy it reaches its database through, counting round trips, if any.
+    wire: Option<Arc<WireCounter>>,
 }
 
 impl Service {
@@ -68,7 +75,11 @@ impl Service {
             .args(["--max-event-streams-per-client", "1000"])
             .args(flags);
         let binary = Binary::start(command).await;
-        Service { binary, database }
+        Service {
+            binary,
+            database,
+            wire: None,
+        }
     }
 
     fn base(&self) -> String {
@@ -91,34 +102,92 @@ impl Service {
     }
 }
 
+/// What [`measured`] reads the CPU of: the service (when it is a process of its own) and the
+/// database server (when it runs on this machine); and the service's database round trips,
+/// when it reaches its server through a counting proxy.
+#[derive(Clone)]
+struct Meter {
+    service: Option<u32>,
+    database: Option<u32>,
+    wire: Option<Arc<WireCounter>>,
+}
+
+impl Meter {
+    fn of(service: &Service) -> Meter {
+        Meter {
+            service: Some(service.binary.pid),
+            database: service.database,
+            wire: service.wire.clone(),
+        }
+    }
+
+    fn cpu(&self) -> (Option<f64>, Option<f64>) {
+        (
+            self.service.map(cpu_seconds),
+            self.database.map(cpu_seconds),
+        )
+    }
+}
+
+/// How long after the last call the CPU is still counted as the calls': the work a call
+/// leaves behind (the relay journaling its event, the window read it moved) belongs to it,
+/// and must not be counted against the calls measured next.
+const SETTLE: Duration = Duration::from_secs(2);
+
 /// Runs `count` calls from `concurrency` tasks and prints their rate, latency and the CPU
-/// the service and the database server spent per call.
-async fn measured<F, Fut>(service: &Service, label: &str, concurrency: usize, count: usize, call: F)
-where
+/// the service and the database server spent per call, from the first call to [`SETTLE`]
+/// after the last (and, in brackets, until the last call answered).
+async fn measured<F, Fut>(
+    meter: Meter,
+    label: &str,
+    (concurrency, rate): (usize, Option<f64>),
+    count: usize,
+    call: F,
+) where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let before = service.cpu();
-    let (elapsed, mut latencies) = drive_with(concurrency, count, call).await;
-    let after = service.cpu();
-    latencies.sort_by(|a, b| a.total_cmp(b));
-    let per_call = |seconds: f64| seconds * 1e3 / count as f64;
-    let database = match (before.1, after.1) {
-        (Some(b), Some(a)) => format!(", database {:.3} ms", per_call(a - b)),
+    let trips = meter.wire.as_ref().map(|wire| wire.counts());
+    let before = meter.cpu();
+    let (elapsed, mut latencies) = drive_paced(concurrency, count, rate, call).await;
+    let answered = meter.cpu();
+    tokio::time::sleep(SETTLE).await;
+    let settled = meter.cpu();
+    let trips = match (trips, &meter.wire) {
+        (Some(before), Some(wire)) => {
+            let line = round_trips_line(&before, &wire.counts(), count as f64);
+            format!("; database round trips per call {line}")
+        }
         _ => String::new(),
     };
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let ms = |b: Option<f64>, a: Option<f64>| b.zip(a).map(|(b, a)| (a - b) * 1e3 / count as f64);
+    // Per call of one process (`0` the service, `1` the database server): until settled, and
+    // in brackets until the last call answered.
+    let per_call = |what: &str, process: usize| {
+        let at = |cpu: (Option<f64>, Option<f64>)| [cpu.0, cpu.1][process];
+        match (ms(at(before), at(settled)), ms(at(before), at(answered))) {
+            (Some(all), Some(during)) => format!(" {what} {all:.3} ms ({during:.3})"),
+            _ => format!(" {what} -"),
+        }
+    };
+    let load = match rate {
+        Some(rate) => format!("{concurrency:>3} in flight, paced to {rate:.0}/s:"),
+        None => format!("{concurrency:>3} in flight"),
+    };
     println!(
-        "{label:<38} {concurrency:>3} in flight {:>7.0}/s  p50 {:>6.2}  p99 {:>6.2}  p99.9 {:>6.2} ms  CPU per call: service {:.3} ms{database}",
+        "{label:<38} {load} {:>7.0}/s  p50 {:>6.2}  p99 {:>6.2}  p99.9 {:>6.2} ms  CPU per call:{},{}{trips}",
         count as f64 / elapsed.as_secs_f64(),
         quantile(&latencies, 0.5),
         quantile(&latencies, 0.99),
         quantile(&latencies, 0.999),
-        per_call(after.0 - before.0),
+        per_call("service", 0),
+        per_call("database", 1),
     );
 }
 
 /// gRPC creates of jobs due far ahead, then as many gets of them.
-async fn grpc_calls(service: &Service, label: &str, concurrency: usize, count: usize) {
+async fn grpc_calls(service: &Service, label: &str, load: (usize, Option<f64>), count: usize) {
     let client = JobsServiceClient::connect(service.base()).await.unwrap();
     let ids = Arc::new(Mutex::new(Vec::with_capacity(count)));
     {
@@ -141,7 +210,7 @@ async fn grpc_calls(service: &Service, label: &str, concurrency: usize, count: u
             }
         };
         let label = format!("{label} gRPC create");
-        measured(service, &label, concurrency, count, create).await;
+        measured(Meter::of(service), &label, load, count, create).await;
     }
     let ids = Arc::new(ids.lock().unwrap().clone());
     let get = move |i: usize| {
@@ -151,18 +220,13 @@ async fn grpc_calls(service: &Service, label: &str, concurrency: usize, count: u
             client.get_job(pb::GetJobRequest { id }).await.unwrap();
         }
     };
-    measured(
-        service,
-        &format!("{label} gRPC get"),
-        concurrency,
-        count,
-        get,
-    )
-    .await;
+    let label = format!("{label} gRPC get");
+    measured(Meter::of(service), &label, load, count, get).await;
 }
 
 /// REST creates of jobs due far ahead, then as many gets of them.
 async fn rest_calls(service: &Service, label: &str, concurrency: usize, count: usize) {
+    let load = (concurrency, None);
     let (http, base) = (reqwest::Client::new(), service.base());
     let ids = Arc::new(Mutex::new(Vec::with_capacity(count)));
     {
@@ -180,7 +244,7 @@ async fn rest_calls(service: &Service, label: &str, concurrency: usize, count: u
             }
         };
         let label = format!("{label} REST create");
-        measured(service, &label, concurrency, count, create).await;
+        measured(Meter::of(service), &label, load, count, create).await;
     }
     let ids = Arc::new(ids.lock().unwrap().clone());
     let get = move |i: usize| {
@@ -192,14 +256,68 @@ async fn rest_calls(service: &Service, label: &str, concurrency: usize, count: u
             response.bytes().await.unwrap();
         }
     };
-    measured(
-        service,
-        &format!("{label} REST get"),
-        concurrency,
-        count,
-        get,
-    )
-    .await;
+    let label = format!("{label} REST get");
+    measured(Meter::of(service), &label, load, count, get).await;
+}
+
+/// The older service's store work per create and per get, made here with the driver on the
+/// same server, so that the database CPU of ours has a floor measured in the same run: one
+/// insert of a job document of the older service's shape (the fields `store::mongo::adopt`
+/// reads) per create, and one whole-document read by `_id` per get. Its source is not at
+/// hand, so this is the least it can have asked of the server; if it wrote more per create,
+/// the floor is higher than printed.
+async fn older_store_calls(
+    uri: &str,
+    database: Option<u32>,
+    load: (usize, Option<f64>),
+    count: usize,
+) {
+    let client = mongodb::Client::with_uri_str(uri).await.unwrap();
+    let name = format!("footprint_older_{}", uuid::Uuid::new_v4().simple());
+    let jobs = client.database(&name).collection::<bson::Document>("jobs");
+    let meter = Meter {
+        service: None,
+        database,
+        wire: None,
+    };
+    let ids = Arc::new(Mutex::new(Vec::with_capacity(count)));
+    {
+        let (jobs, ids) = (jobs.clone(), ids.clone());
+        let create = move |i: usize| {
+            let (jobs, ids) = (jobs.clone(), ids.clone());
+            async move {
+                let now = bson::DateTime::now();
+                let id = bson::oid::ObjectId::new();
+                let document = bson::doc! {
+                    "_id": id,
+                    "name": format!("footprint {i}"),
+                    "description": "",
+                    "scheduleTime": bson::DateTime::from_millis(4_070_908_800_000),
+                    "createdAt": now,
+                    "updatedAt": now,
+                    "status": 1_i32,
+                    "jobType": 0_i32,
+                    "jobData": email().to_string(),
+                    "scheduledKey": uuid::Uuid::new_v4().to_string(),
+                };
+                jobs.insert_one(document).await.unwrap();
+                ids.lock().unwrap().push(id);
+            }
+        };
+        let label = "older service's insert";
+        measured(meter.clone(), label, load, count, create).await;
+    }
+    let ids = Arc::new(ids.lock().unwrap().clone());
+    let get = move |i: usize| {
+        let (jobs, id) = (jobs.clone(), ids[i % ids.len()]);
+        async move {
+            let found = jobs.find_one(bson::doc! { "_id": id }).await.unwrap();
+            assert!(found.is_some());
+        }
+    };
+    let label = "older service's read by _id";
+    measured(meter, label, load, count, get).await;
+    client.database(&name).drop().await.unwrap();
 }
 
 /// The CPU the service and the database server use over `window` with no calls, as a
@@ -338,21 +456,47 @@ async fn figures(service: &Service, label: &str, quick: bool) {
     for depth in [1, 16, 64, 256] {
         // One caller makes fewer calls: its figure is latency-bound.
         let calls = if depth == 1 { count / 4 } else { count };
-        grpc_calls(service, label, depth, calls).await;
+        grpc_calls(service, label, (depth, None), calls).await;
     }
     rest_calls(service, label, 16, count).await;
     let stored = count * 3 + count / 4 + count;
     idle(service, &format!("{label}, {stored} jobs stored"), window).await;
 }
 
+/// Ours and the older service's store work per create and per get at 16 in flight,
+/// alternating five times, so that each pair is read against its neighbours: as fast as each
+/// goes, then both paced to [`PACE`] calls a second. The database server is a JVM: its first
+/// rounds are also its compiler's warm-up, which is why the later ones are the figures to
+/// read. Its CPU per call also falls as calls come faster (one wake-up serves more of them),
+/// which the paced pair takes out of the comparison.
+async fn against_older(service: &Service, uri: &str, count: usize) {
+    for round in 1..=5 {
+        println!("round {round}");
+        for rate in [None, Some(PACE)] {
+            older_store_calls(uri, service.database, (16, rate), count).await;
+            grpc_calls(service, "mongodb", (16, rate), count).await;
+        }
+    }
+}
+
+/// The common rate of the paced comparison: about the older service's own (1,390 creates and
+/// 2,379 gets a second at 16 in flight in the table).
+const PACE: f64 = 2_000.0;
+
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // Only the alternating comparison with the older service's store work on MongoDB.
+    let against = std::env::args().any(|a| a == "--against-older");
     raise_open_file_limit();
     println!(
         "footprint: release binary, {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    if against {
+        // Skip the embedded store's figures.
+        return mongodb_figures(quick, true).await;
+    }
 
     let data = tempfile::tempdir().unwrap();
     let embedded = [
@@ -375,7 +519,12 @@ async fn main() {
     let service = Service::start(&embedded, None).await;
     event_streams(&service, 500).await;
     drop(service);
+    mongodb_figures(quick, false).await;
+}
 
+/// Every figure on MongoDB, or (`against`) only the comparison with the older service's store
+/// work, when `MONGODB_URI` is set.
+async fn mongodb_figures(quick: bool, against: bool) {
     let Ok(uri) = std::env::var("MONGODB_URI") else {
         println!("MONGODB_URI is not set: no MongoDB figures (./scripts/with-mongo.sh sets one)");
         return;
@@ -395,5 +544,20 @@ async fn main() {
         format!("footprint_{}", uuid::Uuid::new_v4().simple()),
     ];
     let service = Service::start(&mongodb, database).await;
-    figures(&service, "mongodb", quick).await;
+    if !against {
+        figures(&service, "mongodb", quick).await;
+    }
+    let count = if quick { 500 } else { 2_000 };
+    against_older(&service, &uri, count).await;
+    drop(service);
+    // The same calls once more, by a service that reaches the server through a counting
+    // proxy (which slows it, so its rates are not the figures above).
+    let wire = Arc::new(WireCounter::start(&uri).await);
+    let mut counted = mongodb.to_vec();
+    counted.extend(["--mongodb-uri".to_owned(), wire.uri()]);
+    let mut service = Service::start(&counted, database).await;
+    service.wire = Some(wire);
+    for rate in [None, Some(PACE)] {
+        grpc_calls(&service, "mongodb, counted", (16, rate), count).await;
+    }
 }

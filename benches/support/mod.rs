@@ -36,6 +36,22 @@ where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
+    drive_paced(concurrency, count, None, call).await
+}
+
+/// As [`drive_with`], and with `rate` (calls per second) no call starts before its turn,
+/// call `i` at `i / rate` seconds: the same load for services of different speeds. A call's
+/// latency is counted from when it starts.
+pub async fn drive_paced<F, Fut>(
+    concurrency: usize,
+    count: usize,
+    rate: Option<f64>,
+    call: F,
+) -> (Duration, Vec<f64>)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let call = Arc::new(call);
     let start = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
@@ -44,6 +60,10 @@ where
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 for i in (worker..count).step_by(concurrency) {
+                    if let Some(rate) = rate {
+                        let turn = start + Duration::from_secs_f64(i as f64 / rate);
+                        tokio::time::sleep_until(turn.into()).await;
+                    }
                     let t = Instant::now();
                     call(i).await;
                     latencies.push(t.elapsed().as_secs_f64() * 1e3);

@@ -1,6 +1,6 @@
 //! A counting proxy between the service and its MongoDB-wire server: every request message
-//! the service sends is one database round trip, counted by command name (`find`, `update`,
-//! `hello`, ...), so a benchmark can say what the store asks of the server, not only what the
+//! the service sends is one database round trip, counted by command name and, when the
+//! command names one, collection (`find jobs`, `insert journal`, `hello`, ...), so a benchmark can say what the store asks of the server, not only what the
 //! service asks of its store. The server's answers pass through untouched.
 
 use std::{
@@ -126,7 +126,18 @@ fn command_name(message: &[u8]) -> String {
     else {
         return "unknown".into();
     };
-    String::from_utf8_lossy(&message[key..key + end]).into_owned()
+    let command = String::from_utf8_lossy(&message[key..key + end]);
+    // A string value names the collection (`find: "jobs"`): counted apart, as `find jobs`.
+    let value = key + end + 1;
+    let collection = (message.get(document + 4) == Some(&2))
+        .then(|| message.get(value..value + 4))
+        .flatten()
+        .and_then(|length| usize::try_from(i32::from_le_bytes(length.try_into().ok()?)).ok())
+        .and_then(|length| message.get(value + 4..value + 4 + length.checked_sub(1)?));
+    match collection {
+        Some(name) => format!("{command} {}", String::from_utf8_lossy(name)),
+        None => command.into_owned(),
+    }
 }
 
 /// What was counted between two readings, per `per` (seconds, or calls): the total, and each
