@@ -108,7 +108,9 @@ impl Application {
                     .map(|h| h.to_string())
                     .collect();
                 tracing::info!(hosts = ?hosts, database = %settings.database, "job store: MongoDB");
-                Arc::new(MongoStore::connect(settings).await?.with_history(history))
+                let poll = Duration::from_millis(config.outbox_poll_ms);
+                let store = MongoStore::connect(settings).await?.with_history(history);
+                Arc::new(store.with_relay_poll(poll))
             }
         };
         Self::with_store(config, store).await

@@ -351,3 +351,87 @@ async fn a_document_left_with_a_pending_mark_and_no_events_is_cleared_by_the_rel
     assert_eq!(read["name"], "marked");
     assert_eq!(read["version"], job["version"]);
 }
+
+#[tokio::test]
+async fn a_paced_sequencer_journals_its_own_events_at_once_and_others_at_its_next_look() {
+    use scheduler::{
+        domain::Event,
+        jobs::ports::{JobStore, Journaled},
+    };
+    let database = database_name();
+    let poll = Duration::from_millis(300);
+    let here = mongo_store(&database).await.with_relay_poll(poll);
+    let there = mongo_store(&database).await;
+    let created = |name: &str| {
+        let job = crate::support::job_from(json!({
+            "name": name, "jobType": "SMS", "jobData": {"To": "+100"},
+            "schedule": {"runAt": "2099-01-01T00:00:00Z"}
+        }));
+        let event = Event::new(EventKind::Created, job.clone(), None);
+        (job, event)
+    };
+    let journal = || async {
+        let journaled: Vec<Journaled> = here.read_journal(0, None, 100).await.unwrap();
+        journaled
+            .into_iter()
+            .map(|j| j.event.job.name)
+            .collect::<Vec<_>>()
+    };
+    // Calls until one journals something, within 10 s: how many journaled nothing, and
+    // when the call that journaled began.
+    let until_journaled = || async {
+        let started = std::time::Instant::now();
+        let mut empty = 0;
+        loop {
+            let began = std::time::Instant::now();
+            if here.sequence_events(100).await.unwrap() > 0 {
+                return (empty, began);
+            }
+            empty += 1;
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never journaled"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    // The first call looks, and finds nothing: the next look waits a second.
+    let looked = std::time::Instant::now();
+    assert_eq!(here.sequence_events(100).await.unwrap(), 0);
+    let (job, event) = created("from there, first");
+    there.insert(&job, None, &[event]).await.unwrap();
+    let (job, event) = created("from here");
+    here.insert(&job, None, &[event]).await.unwrap();
+    // This process's own event goes at once; the other's waits for the next look (unless
+    // this machine took most of that second to get here).
+    let own = here.sequence_events(100).await.unwrap();
+    let last_look = if looked.elapsed() < Duration::from_millis(800) {
+        assert_eq!(own, 1);
+        assert_eq!(
+            here.sequence_events(100).await.unwrap(),
+            0,
+            "looked too soon"
+        );
+        let (empty, began) = until_journaled().await;
+        assert!(empty > 0, "looked within the second");
+        assert_eq!(journal().await, ["from here", "from there, first"]);
+        Some(began)
+    } else {
+        while here.sequence_events(100).await.unwrap() > 0 {}
+        assert_eq!(journal().await.len(), 2, "each once");
+        None
+    };
+    // That look found another process's event: the next look comes after the relay's poll.
+    let (job, event) = created("from there, second");
+    there.insert(&job, None, &[event]).await.unwrap();
+    let early = last_look.is_some_and(|began| began.elapsed() < poll / 2);
+    if here.sequence_events(100).await.unwrap() == 0 {
+        until_journaled().await;
+    } else {
+        assert!(!early, "looked again before the poll");
+    }
+    assert_eq!(here.sequence_events(100).await.unwrap(), 0);
+    let all = journal().await;
+    assert_eq!(all.len(), 3, "each event once: {all:?}");
+    assert_eq!(all[2], "from there, second");
+}

@@ -19,7 +19,8 @@
 //! round reads those by `_id`, or not at all when the write knew the whole outbox it left (a
 //! new job, or a step whose claim found no pending event); the scan for every pending event
 //! (other replicas' writes, and this process's notes that did not fit) runs when nothing is
-//! noted, and at least once per `sequencing::SCAN_EVERY` while something always is. The
+//! noted (paced to the relay's poll while others' events come, and to once a second while none
+//! do), and at least once per `sequencing::SCAN_EVERY` while something always is. The
 //! newest place is kept between rounds and read again only after another sequencer took one.
 //! Reading the journal after a place asks for the places that follow it by `_id`, since
 //! places are consecutive.
@@ -141,8 +142,9 @@ impl MongoStore {
         Ok(JournalBounds { first, head })
     }
 
-    /// The job documents with pending events a round reads, oldest pending first.
-    async fn pending(&self, limit: usize) -> Result<Vec<Document>, StoreError> {
+    /// The job documents with pending events a round reads, oldest pending first, and
+    /// whether the round scanned for every pending event.
+    async fn pending(&self, limit: usize) -> Result<(Vec<Document>, bool), StoreError> {
         let projection = doc! {
             "outbox": 1, "outboxAt": 1, "version": 1, "fence": 1, "deleted": 1,
         };
@@ -151,13 +153,14 @@ impl MongoStore {
             // the same pending events journals them in the same order. Only documents with
             // pending events are sorted: the sparse index finds them.
             Pending::Scan => {
-                all(self
+                let found = all(self
                     .jobs
                     .find(doc! { "outboxAt": { "$exists": true } })
                     .sort(doc! { "outboxAt": 1, "_id": 1 })
                     .limit(i64::try_from(limit.max(1)).unwrap_or(i64::MAX))
                     .projection(projection))
-                .await
+                .await?;
+                Ok((found, true))
             }
             Pending::Written { read, known } => {
                 let mut found = if read.is_empty() {
@@ -177,18 +180,19 @@ impl MongoStore {
                         document.get_object_id("_id").ok(),
                     )
                 });
-                Ok(found)
+                Ok((found, false))
             }
         }
     }
 
     /// Journals up to about `limit` pending events: see the module's doc.
     pub(super) async fn sequence(&self, limit: usize) -> Result<usize, StoreError> {
-        let documents = self.pending(limit).await?;
+        let (documents, looked) = self.pending(limit).await?;
         let pending: Vec<Event> = documents.iter().flat_map(decode_outbox).collect();
         // An entry that cannot be read is skipped by `decode_outbox`; its id still goes.
         let mut pulled: Vec<String> = documents.iter().flat_map(outbox_ids).collect();
         if documents.is_empty() {
+            self.sequencing.took(&documents, looked);
             return Ok(0);
         }
         // Events already journaled by a round that stopped before its pull are looked for
@@ -256,6 +260,7 @@ impl MongoStore {
             self.sequencing.forget();
             return Err(error);
         }
+        self.sequencing.took(&documents, looked);
         Ok(fresh.len())
     }
 

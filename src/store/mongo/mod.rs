@@ -159,6 +159,14 @@ impl MongoStore {
         self
     }
 
+    /// The same store, its event sequencer looking for other processes' events at most every
+    /// `poll` (the relay's) while they come, and once a second while none do, when this
+    /// process has none of its own to journal. Without it, every such round looks.
+    pub fn with_relay_poll(self, poll: std::time::Duration) -> Self {
+        self.sequencing.pace_looks(poll, sequencing::SCAN_EVERY);
+        self
+    }
+
     /// The live job document `id`, with `projection` (and the tombstone flag), or none.
     /// Read by `_id` alone, which every MongoDB-wire server answers from its `_id` index
     /// (a filter with more fields is a collection scan on servers without a query planner);

@@ -13,6 +13,14 @@
 //! round with no fresh read scans as before. Another replica's event stored just after a read is
 //! found by the next read or scan.
 //!
+//! A round with nothing of this process's to journal looks for the others' (a scan, or a
+//! window read's look) at most every relay poll while the last look found some, and once a
+//! second while it found none; without that pace, every such round of a relay busy with its
+//! own writes would scan. A look can find a new document before its write's answer has
+//! reached this process: the write's note then comes after a round journaled its events, and
+//! is dropped, as the jobs recent rounds journaled are kept with the `version` and `fence`
+//! they were read at (about two seconds of them).
+//!
 //! A write knows the whole outbox it leaves when the document held no pending event before
 //! it: a new document, or a step whose claim read the document with an empty outbox (every
 //! write that adds an event moves `version` or `fence`, which the step's guard names, so none
@@ -75,6 +83,36 @@ struct SequencingState {
     look: Option<(Instant, Vec<(bson::DateTime, ObjectId)>)>,
     /// Until when this process holds the relay lease, as its last take of it said.
     relay_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// The jobs whose events recent rounds journaled, as each round read them: a note of the
+    /// write that left them pending, arriving after a round took its events (a scan or a
+    /// window read ran between the write and its note), is dropped instead of journaling
+    /// them twice. Two generations of about [`SCAN_EVERY`]: the newer first.
+    journaled_lately: [HashMap<ObjectId, Stamp>; 2],
+    /// When the newer generation began.
+    lately_since: Option<Instant>,
+    /// How long after a look a round with nothing noted looks again: the first while the
+    /// last look found other processes' events, the second while it found none. Zero both
+    /// (the default): every such round looks.
+    pace: (Duration, Duration),
+    /// Whether the last look found events this process did not note.
+    others_came: bool,
+}
+
+/// A job document's state as a write left it: its `version` and `fence` (each write that
+/// stores events moves one of them).
+type Stamp = (Option<i64>, Option<i64>);
+
+/// The job id and [`Stamp`] of a document that holds them.
+fn stamp(document: &Document) -> Option<(ObjectId, Stamp)> {
+    let number = |field| match document.get(field) {
+        Some(Bson::Int64(n)) => Some(*n),
+        Some(Bson::Int32(n)) => Some(i64::from(*n)),
+        _ => None,
+    };
+    Some((
+        document.get_object_id("_id").ok()?,
+        (number("version"), number("fence")),
+    ))
 }
 
 /// Which pending events a round reads.
@@ -119,18 +157,28 @@ impl SequencingState {
     }
 
     /// Takes up to `limit` of the jobs this process wrote: those to read by `_id`, and the
-    /// documents known as its writes left them.
+    /// documents known as its writes left them (less those a round journaled already).
     fn take_written(&mut self, limit: usize) -> (Vec<ObjectId>, Vec<Document>) {
         let taken: Vec<ObjectId> = self.written.iter().take(limit).copied().collect();
         let (mut read, mut known) = (Vec::new(), Vec::new());
         for id in taken {
             self.written.remove(&id);
             match self.take_known(&id) {
+                Some(document) if self.was_journaled(&document) => {}
                 Some(document) => known.push(document),
                 None => read.push(id),
             }
         }
         (read, known)
+    }
+
+    /// Whether a recent round journaled the events of `document` as a write left it.
+    fn was_journaled(&self, document: &Document) -> bool {
+        stamp(document).is_some_and(|(id, stamp)| {
+            let lately =
+                |generation: &HashMap<ObjectId, Stamp>| generation.get(&id) == Some(&stamp);
+            self.journaled_lately.iter().any(lately)
+        })
     }
 
     /// Takes what is known of job `id`'s outbox (or forgets it: the job is read).
@@ -158,6 +206,9 @@ impl Sequencing {
             return;
         };
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if state.was_journaled(&document) {
+            return;
+        }
         if state.written.contains(&id) {
             state.take_known(&id);
             return;
@@ -213,6 +264,38 @@ impl Sequencing {
         state.look = Some((at, pending));
     }
 
+    /// Paces the looks of rounds with nothing noted: at most every `quick` while the last
+    /// look found other processes' events, every `slow` while it found none (the relay's
+    /// poll, and its back-off). Without it every such round looks.
+    pub(super) fn pace_looks(&self, quick: Duration, slow: Duration) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).pace = (quick, slow);
+    }
+
+    /// Notes what a round journaled and emptied: `documents` as it read them, or as this
+    /// process's writes left them. `looked`: the round was a scan for every pending event.
+    pub(super) fn took(&self, documents: &[Document], looked: bool) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let state = &mut *state;
+        if looked {
+            state.others_came = documents
+                .iter()
+                .filter_map(stamp)
+                .any(|(id, _)| !state.written.contains(&id));
+        }
+        if documents.is_empty() {
+            return;
+        }
+        if state
+            .lately_since
+            .is_none_or(|since| since.elapsed() >= SCAN_EVERY)
+        {
+            state.journaled_lately.swap(0, 1);
+            state.journaled_lately[0].clear();
+            state.lately_since = Some(Instant::now());
+        }
+        state.journaled_lately[0].extend(documents.iter().filter_map(stamp));
+    }
+
     /// What the next round of up to `limit` jobs reads.
     pub(super) fn next(&self, limit: usize) -> Pending {
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -231,6 +314,7 @@ impl Sequencing {
                 .map(|(_, id)| id)
                 .filter(|id| !state.written.contains(id))
                 .collect();
+            state.others_came = !read.is_empty();
             if read.len() > limit.max(1) {
                 read.truncate(limit.max(1));
                 state.overflowed = true;
@@ -239,15 +323,19 @@ impl Sequencing {
             read.extend(more);
             return Pending::Written { read, known };
         }
-        let due = state
-            .scanned
-            .is_none_or(|scanned| scanned.elapsed() >= SCAN_EVERY);
-        if state.overflowed || due || state.written.is_empty() {
+        let since = |gap: Duration| state.scanned.is_none_or(|scanned| scanned.elapsed() >= gap);
+        let due = since(SCAN_EVERY);
+        let pace = if state.others_came {
+            state.pace.0
+        } else {
+            state.pace.1
+        };
+        let looks = state.written.is_empty() && since(pace);
+        if state.overflowed || due || looks {
             state.overflowed = false;
             state.scanned = Some(Instant::now());
-            // The scan may journal what is known; those jobs are read by `_id` instead.
-            state.known.clear();
-            state.known_bytes = 0;
+            // What is known stays known: a document the scan journals is noted by `took`,
+            // and its known copy then dropped.
             return Pending::Scan;
         }
         let (read, known) = state.take_written(limit.max(1));
@@ -288,5 +376,77 @@ impl Sequencing {
         let skip = usize::try_from(after.checked_add(1)?.checked_sub(first)?).ok()?;
         let rest = state.recent.get(skip..).filter(|rest| !rest.is_empty())?;
         Some(rest.iter().take(limit).cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new job's document as its insert left it, holding one pending event.
+    fn created(id: ObjectId, version: u64) -> Document {
+        let outbox = Bson::Array(vec![Bson::Document(doc! { "id": "e", "event": "{}" })]);
+        as_written(
+            id,
+            version,
+            0,
+            outbox,
+            Bson::DateTime(bson::DateTime::now()),
+        )
+    }
+
+    fn known_of(pending: Pending) -> Vec<ObjectId> {
+        match pending {
+            Pending::Written { read, known } => {
+                assert!(read.is_empty(), "read by `_id`: {read:?}");
+                known
+                    .iter()
+                    .map(|document| document.get_object_id("_id").unwrap())
+                    .collect()
+            }
+            Pending::Scan => panic!("a scan"),
+        }
+    }
+
+    #[test]
+    fn a_write_noted_after_a_scan_journaled_it_is_not_journaled_again() {
+        let sequencing = Sequencing::default();
+        let (early, late, other) = (ObjectId::new(), ObjectId::new(), ObjectId::new());
+        // `early` is noted before the scan; `late`'s note comes after it (its insert's
+        // answer was slower than the scan); `other` is written again after the scan read it.
+        sequencing.note_known(created(early, 1));
+        assert!(matches!(sequencing.next(10), Pending::Scan));
+        sequencing.took(
+            &[created(early, 1), created(late, 1), created(other, 1)],
+            true,
+        );
+        sequencing.note_known(created(late, 1));
+        sequencing.note_known(created(other, 2));
+        assert_eq!(known_of(sequencing.next(10)), vec![other]);
+    }
+
+    #[test]
+    fn a_round_with_nothing_noted_looks_at_the_pace_set_for_what_the_last_look_found() {
+        let sequencing = Sequencing::default();
+        // Unpaced, every round with nothing noted looks.
+        assert!(matches!(sequencing.next(10), Pending::Scan));
+        sequencing.took(&[], true);
+        assert!(matches!(sequencing.next(10), Pending::Scan));
+        // Paced: a look that found nothing waits for the slow pace, one that found another
+        // process's events for the quick one; a look that found only this process's writes
+        // found no other's.
+        sequencing.pace_looks(Duration::ZERO, Duration::from_secs(3600));
+        sequencing.took(&[], true);
+        assert!(known_of(sequencing.next(10)).is_empty());
+        let mine = ObjectId::new();
+        sequencing.note_known(created(mine, 1));
+        assert_eq!(known_of(sequencing.next(10)), vec![mine]);
+        sequencing.took(&[created(ObjectId::new(), 1)], true);
+        assert!(matches!(sequencing.next(10), Pending::Scan));
+        let again = ObjectId::new();
+        sequencing.note_known(created(again, 1));
+        sequencing.took(&[created(again, 1)], true);
+        assert!(known_of(sequencing.next(10)).is_empty());
+        assert!(known_of(sequencing.next(10)).is_empty());
     }
 }
