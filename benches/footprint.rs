@@ -551,10 +551,17 @@ async fn mongodb_figures(quick: bool, against: bool) {
     against_older(&service, &uri, count).await;
     drop(service);
     // The same calls once more, by a service that reaches the server through a counting
-    // proxy (which slows it, so its rates are not the figures above).
+    // proxy (which slows it, so its rates are not the figures above), on a database of its
+    // own: the one above keeps the stopped service's relay lease until it lapses.
     let wire = Arc::new(WireCounter::start(&uri).await);
-    let mut counted = mongodb.to_vec();
-    counted.extend(["--mongodb-uri".to_owned(), wire.uri()]);
+    let counted = [
+        "--store".to_owned(),
+        "mongodb".to_owned(),
+        "--database-name".to_owned(),
+        format!("footprint_{}", uuid::Uuid::new_v4().simple()),
+        "--mongodb-uri".to_owned(),
+        wire.uri(),
+    ];
     let mut service = Service::start(&counted, database).await;
     service.wire = Some(wire);
     for rate in [None, Some(PACE)] {
