@@ -537,13 +537,16 @@ async fn mongodb_figures(quick: bool, against: bool) {
     if database.is_none() {
         println!("the database server is not a local mongo-java-server: no database CPU figures");
     }
-    let mongodb = [
-        "--store".to_owned(),
-        "mongodb".to_owned(),
-        "--database-name".to_owned(),
-        format!("footprint_{}", uuid::Uuid::new_v4().simple()),
-    ];
-    let service = Service::start(&mongodb, database).await;
+    // The flags of a service on MongoDB, in a database of its own.
+    let on_mongodb = || {
+        vec![
+            "--store".to_owned(),
+            "mongodb".to_owned(),
+            "--database-name".to_owned(),
+            format!("footprint_{}", uuid::Uuid::new_v4().simple()),
+        ]
+    };
+    let service = Service::start(&on_mongodb(), database).await;
     if !against {
         figures(&service, "mongodb", quick).await;
     }
@@ -554,14 +557,8 @@ async fn mongodb_figures(quick: bool, against: bool) {
     // proxy (which slows it, so its rates are not the figures above), on a database of its
     // own: the one above keeps the stopped service's relay lease until it lapses.
     let wire = Arc::new(WireCounter::start(&uri).await);
-    let counted = [
-        "--store".to_owned(),
-        "mongodb".to_owned(),
-        "--database-name".to_owned(),
-        format!("footprint_{}", uuid::Uuid::new_v4().simple()),
-        "--mongodb-uri".to_owned(),
-        wire.uri(),
-    ];
+    let mut counted = on_mongodb();
+    counted.extend(["--mongodb-uri".to_owned(), wire.uri()]);
     let mut service = Service::start(&counted, database).await;
     service.wire = Some(wire);
     for rate in [None, Some(PACE)] {
