@@ -86,11 +86,6 @@ impl Service {
         self.binary.base()
     }
 
-    /// CPU seconds of the service and of the database server so far.
-    fn cpu(&self) -> (f64, Option<f64>) {
-        (cpu_seconds(self.binary.pid), self.database.map(cpu_seconds))
-    }
-
     fn rss_kib(&self) -> u64 {
         status_kib(self.binary.pid, "VmRSS")
     }
@@ -324,18 +319,22 @@ async fn older_store_calls(
 /// percentage of one core.
 async fn idle(service: &Service, label: &str, window: Duration) {
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = service.cpu();
+    let meter = Meter::of(service);
+    let before = meter.cpu();
     tokio::time::sleep(window).await;
-    let after = service.cpu();
-    let percent = |seconds: f64| seconds * 100.0 / window.as_secs_f64();
-    let database = match (before.1, after.1) {
-        (Some(b), Some(a)) => format!(", database server {:.2} %", percent(a - b)),
-        _ => String::new(),
+    let after = meter.cpu();
+    let percent = |b: Option<f64>, a: Option<f64>| {
+        b.zip(a)
+            .map(|(b, a)| (a - b) * 100.0 / window.as_secs_f64())
+    };
+    let database = match percent(before.1, after.1) {
+        Some(used) => format!(", database server {used:.2} %"),
+        None => String::new(),
     };
     println!(
         "{label:<38} idle over {} s: service {:.2} % of a core{database}",
         window.as_secs(),
-        percent(after.0 - before.0),
+        percent(before.0, after.0).unwrap_or_default(),
     );
 }
 
