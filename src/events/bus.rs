@@ -61,6 +61,9 @@ pub(crate) struct Live {
 /// What a subscriber has not read yet.
 #[derive(Default)]
 struct Pending {
+    /// Where the feed started reading, when it started after this subscriber came and before
+    /// handing it any event: told before the events.
+    start: Option<u64>,
     events: VecDeque<(Live, usize)>,
     bytes: usize,
     /// Events it missed; nonzero once it was cut off.
@@ -92,6 +95,9 @@ pub enum Watched {
 #[derive(Debug, Clone)]
 pub(crate) enum Received {
     Live(Live),
+    /// The feed started reading after this place, once this subscriber was there: it hands on
+    /// every event after it, and one before it that the subscriber wants is in the journal.
+    Start(u64),
     Lagged(u64),
 }
 
@@ -150,6 +156,20 @@ impl EventBus {
         }
     }
 
+    /// Tells every subscriber that has had no event yet that the feed starts reading after
+    /// `place`: a watcher that looked at the journal before the feed did reads what lies
+    /// between itself, at once, not when the next event comes.
+    pub(crate) fn start(&self, place: u64) {
+        for slot in locked(&self.hub.subscribers).iter() {
+            let mut first = locked(&slot.first_prev);
+            if first.is_none() {
+                *first = Some(place);
+                locked(&slot.pending).start = Some(place);
+                slot.ready.notify_one();
+            }
+        }
+    }
+
     /// Hands on a journaled event to every subscriber that wants it; `prev` is the place the
     /// feed had read up to before it.
     pub(crate) fn publish(&self, journaled: Journaled, prev: u64) {
@@ -200,15 +220,21 @@ impl Subscription {
 
     /// The next event without waiting: `None` when none is pending.
     pub fn try_recv(&mut self) -> Option<Arc<Journaled>> {
-        match self.try_next().flatten() {
-            Some(Received::Live(live)) => Some(live.journaled),
-            _ => None,
+        loop {
+            match self.try_next().flatten() {
+                Some(Received::Live(live)) => return Some(live.journaled),
+                Some(Received::Start(_)) => continue,
+                _ => return None,
+            }
         }
     }
 
     /// `Some(next)` when there is an answer now (`Some(None)`: the subscription has ended).
     fn try_next(&mut self) -> Option<Option<Received>> {
         let mut pending = locked(&self.slot.pending);
+        if let Some(place) = pending.start.take() {
+            return Some(Some(Received::Start(place)));
+        }
         if let Some((live, size)) = pending.events.pop_front() {
             pending.bytes -= size;
             return Some(Some(Received::Live(live)));

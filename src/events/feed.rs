@@ -3,9 +3,9 @@
 //!
 //! It reads when this process stores events (the use cases and the scheduler wake it), and
 //! every `poll` for the events other processes sharing the store wrote. With nobody watching
-//! it reads nothing: when the first watcher comes it starts at the journal's head, and each
-//! event it hands on says where it had read up to before (`prev`), so a watcher that came in
-//! between reads that stretch from the journal itself.
+//! it reads nothing: when the first watcher comes it starts at the journal's head and tells the
+//! watchers so, and each event it hands on says where it had read up to before (`prev`), so a
+//! watcher that came in between reads that stretch from the journal itself.
 
 use std::{sync::Arc, time::Duration};
 
@@ -83,7 +83,11 @@ impl Feed {
     async fn round(&self, read_up_to: &mut Option<u64>) -> Result<bool, StoreError> {
         let after = match *read_up_to {
             Some(after) => after,
-            None => self.store.journal_bounds().await?.head,
+            None => {
+                let head = self.store.journal_bounds().await?.head;
+                self.bus.start(head);
+                head
+            }
         };
         *read_up_to = Some(after);
         let page = self.store.read_journal(after, None, PAGE).await?;

@@ -7,7 +7,9 @@
 //! feed hands on every event in order from where it had read before the first one this
 //! subscription got (`prev`); when that is beyond where the watch has read (the feed started
 //! reading after the watch looked, or read ahead while the watch was catching up), the watch
-//! reads the stretch between from the journal first, once. A cursor older than the journal's first kept event
+//! reads the stretch between from the journal first, once. A feed that starts reading tells
+//! the watches that had no event yet where it starts, so one it started after reads that
+//! stretch at once, not only when the next event comes. A cursor older than the journal's first kept event
 //! (trimmed by the retention window), or beyond its head (another store's), gets one
 //! [`Watched::Gap`] first; the client should then read the state from the listing and the
 //! ledger.
@@ -163,12 +165,70 @@ fn stream(
                     reader.read_up_to = live.journaled.seq;
                     yield Watched::Event(live.journaled);
                 }
+                // The feed started after a place this watch has not read to: the stretch
+                // between is read from the journal now.
+                Some(Received::Start(place)) => {
+                    if place > reader.read_up_to {
+                        target = Some(place);
+                    }
+                }
                 Some(Received::Lagged(missed)) => {
                     yield Watched::Lagged(missed);
                     return;
                 }
                 None => return,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::{
+        domain::{Event, EventKind, Job, JobInput},
+        events::bus::BufferLimits,
+        store::sqlite::SqliteStore,
+    };
+
+    #[tokio::test]
+    async fn a_watch_the_feed_started_after_reads_what_lies_between_without_waiting_for_more() {
+        let store: Arc<dyn JobStore> = Arc::new(SqliteStore::in_memory().unwrap());
+        let bus = EventBus::new(BufferLimits {
+            events: 100,
+            bytes: usize::MAX,
+        });
+        let streams = EventStreams::new(store.clone(), bus.clone());
+        // The watch looks at the journal (empty), then an event is stored, then the feed
+        // starts reading after it: the watch must get that event though no other comes.
+        let watch = streams
+            .open(None, None, CancellationToken::new())
+            .await
+            .unwrap();
+        let input: JobInput = serde_json::from_value(serde_json::json!({
+            "name": "stored between", "jobType": "SMS", "jobData": {"To": "+100"},
+            "schedule": {"runAt": "2030-01-01T00:00:00Z"}
+        }))
+        .unwrap();
+        let job = Job::new(input.parse().unwrap(), chrono::Utc::now());
+        let event = Event::new(EventKind::Created, job.clone(), None);
+        store.insert(&job, None, &[event]).await.unwrap();
+        let head = store.journal_bounds().await.unwrap().head;
+        bus.start(head);
+        let mut watch = Box::pin(watch);
+        let first = tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .expect("the event stored before the feed started came");
+        match first {
+            Some(Watched::Event(journaled)) => {
+                assert_eq!(journaled.seq, head);
+                assert_eq!(journaled.event.job.id, job.id);
+            }
+            other => panic!("{other:?}"),
         }
     }
 }
